@@ -1,0 +1,105 @@
+//! The command line as the user typed it (clap derive only; no I/O). The doc comments are the
+//! reference documentation: they are what `--help` prints.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::exit::EXIT_CODES_HELP;
+use crate::schema::DbKind;
+
+/// Keeps a synchrotron beamline's experiment data in order.
+///
+/// Every beamtime gets its own SQLite database (samples, runs, streams, events, image_refs)
+/// with a Zarr store beside it for detector frames; a master index database lists the runs
+/// of all beamtimes. Settings come from --settings PATH, $BEAMDB_SETTINGS or
+/// ./settings.toml (first found), otherwise built-in defaults; $BEAMDB_DATA_ROOT overrides
+/// data_root. See settings.example.toml and docs/.
+#[derive(Debug, Parser)]
+#[command(name = "beamdb", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// Settings file (TOML); overrides $BEAMDB_SETTINGS and ./settings.toml.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub settings: Option<PathBuf>,
+
+    /// Say more: -v info, -vv debug, -vvv trace ($RUST_LOG, when set, decides instead).
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Print only results, warnings and errors: no progress bars, no chatter.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create data_root, index.db and the named beamtimes, at the head of their migrations.
+    ///
+    /// Idempotent: what exists is left as it is (and brought to head if it is behind).
+    /// Each beamtime gets {data_root}/beamtimes/{ID}/beamtime.db and an empty Zarr v3 store
+    /// frames.zarr beside it.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Initdb(InitdbArgs),
+
+    /// Diff the declared models against the migrations and write the migration between them.
+    ///
+    /// Replays {migrations_dir}/{beamtime,index}/V*.sql into an in-memory database, compares
+    /// the result with the declared models ([schema] models_dir, or the built-in ones) and
+    /// writes V{n}__{name}.sql for the difference. With --check, writes nothing and exits 3
+    /// when a migration is missing: for CI of a facility's configuration repository.
+    #[command(after_help = EXIT_CODES_HELP)]
+    MakeMigrations(MakeMigrationsArgs),
+
+    /// Apply pending migrations to index.db and every beamtime (or the named ones).
+    ///
+    /// Each database is migrated in one transaction with its history rows, with foreign
+    /// keys checked before commit. A database that will lose a table or column is backed up
+    /// first (VACUUM INTO, next to it). A database whose history is ahead of, or differs
+    /// from, this binary's migrations is refused (exit 5); the others are still migrated.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitdbArgs {
+    /// Beamtime to create (letters, digits, '-', '_', '.'); repeat for several.
+    #[arg(long = "beamtime", value_name = "ID")]
+    pub beamtimes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MakeMigrationsArgs {
+    /// Which database's models to diff (default: both).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub target: Option<DbKind>,
+
+    /// Name of the new migration (made file-name safe); default: derived from the changes.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Write nothing; exit 3 and list the differences when a migration is missing.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Migrate only this beamtime (repeatable); default: index.db and every beamtime.
+    #[arg(long = "beamtime", value_name = "ID")]
+    pub beamtimes: Vec<String>,
+
+    /// Print the SQL each database would get; change nothing.
+    #[arg(long, conflicts_with = "check")]
+    pub dry_run: bool,
+
+    /// Change nothing; exit 3 when any database has pending migrations.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Skip the backup taken before a migration that drops or rebuilds a table.
+    #[arg(long)]
+    pub no_backup: bool,
+}

@@ -1,0 +1,182 @@
+//! `beamdb migrate`: apply pending migrations to index.db and the beamtimes.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use super::Ctx;
+use crate::cli::MigrateArgs;
+use crate::exit::{ExitStatus, fail};
+use crate::layout::{Layout, SafeName};
+use crate::lock;
+use crate::migrations::files::{self, MigrationFile};
+use crate::migrations::upgrade::{self, Outcome};
+use crate::schema::{DbKind, declared};
+
+struct Target {
+    kind: DbKind,
+    label: String,
+    path: PathBuf,
+}
+
+pub fn run(ctx: &Ctx, args: &MigrateArgs) -> Result<ExitStatus> {
+    let settings = &ctx.settings;
+    let layout = Layout::new(&settings.data_root);
+    let targets = targets(&layout, args)?;
+    if targets.is_empty() {
+        ctx.note(format_args!(
+            "nothing to migrate under {} (run `beamdb initdb` first)",
+            layout.root().display()
+        ));
+        return Ok(ExitStatus::Success);
+    }
+    let _lock = if args.dry_run || args.check {
+        None
+    } else {
+        Some(
+            lock::try_exclusive(&layout.root().join(".migrate.lock"), "migrate").map_err(|e| {
+                match e {
+                    lock::LockError::Held { .. } => fail(ExitStatus::Locked, e.to_string()),
+                    other => anyhow::Error::new(other),
+                }
+            })?,
+        )
+    };
+
+    let migrations_dir = settings.schema.migrations_dir.as_deref();
+    let models_dir = settings.schema.models_dir.as_deref();
+    let mut status = ExitStatus::Success;
+    for kind in DbKind::ALL {
+        let of_kind: Vec<&Target> = targets.iter().filter(|t| t.kind == kind).collect();
+        if of_kind.is_empty() {
+            continue;
+        }
+        let ours = files::load(kind, migrations_dir)?;
+        if ours.is_empty() {
+            return Err(fail(
+                ExitStatus::Usage,
+                format!("no {kind} migrations found (check `[schema] migrations_dir`)"),
+            ));
+        }
+        let declared = declared::load(kind, models_dir)?;
+        let progress =
+            super::progress::bar(ctx, of_kind.len() as u64, &format!("migrating {kind}"));
+        for target in of_kind {
+            status = status.worst(migrate_one(ctx, args, target, &ours, &declared));
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
+    }
+    Ok(status)
+}
+
+fn targets(layout: &Layout, args: &MigrateArgs) -> Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    if args.beamtimes.is_empty() {
+        if layout.index_db().exists() {
+            targets.push(Target {
+                kind: DbKind::Index,
+                label: "index".into(),
+                path: layout.index_db(),
+            });
+        }
+        let (ids, odd) = layout.beamtimes().with_context(|| {
+            format!(
+                "{}: cannot list beamtimes",
+                layout.beamtimes_dir().display()
+            )
+        })?;
+        for path in odd {
+            tracing::warn!("{}: not a valid beamtime id; skipped", path.display());
+        }
+        targets.extend(ids.into_iter().map(|id| beamtime_target(layout, id)));
+    } else {
+        for id in &args.beamtimes {
+            let id = SafeName::new("beamtime id", id)?;
+            let target = beamtime_target(layout, id);
+            if !target.path.exists() {
+                return Err(fail(
+                    ExitStatus::Usage,
+                    format!(
+                        "{}: no such beamtime (create it with `beamdb initdb --beamtime ...`)",
+                        target.path.display()
+                    ),
+                ));
+            }
+            targets.push(target);
+        }
+    }
+    Ok(targets)
+}
+
+fn beamtime_target(layout: &Layout, id: SafeName) -> Target {
+    Target {
+        kind: DbKind::Beamtime,
+        label: format!("beamtime {id}"),
+        path: layout.beamtime_db(&id),
+    }
+}
+
+/// Migrates one database and reports; a failure here does not stop the others.
+fn migrate_one(
+    ctx: &Ctx,
+    args: &MigrateArgs,
+    target: &Target,
+    ours: &[MigrationFile],
+    declared: &crate::schema::Schema,
+) -> ExitStatus {
+    let options = upgrade::Options {
+        dry_run: args.dry_run || args.check,
+        backup: !args.no_backup,
+    };
+    let label = &target.label;
+    let path = target.path.display();
+    match upgrade::upgrade(&target.path, ours, &ctx.settings.sqlite, options) {
+        Ok(Outcome::UpToDate { version }) => {
+            ctx.note(format_args!(
+                "{label}: {path} is up to date (V{})",
+                version.unwrap_or(0)
+            ));
+            ExitStatus::Success
+        }
+        Ok(Outcome::WouldApply { pending }) => {
+            let stems: Vec<String> = pending.iter().map(|m| m.stem()).collect();
+            println!("{label}: {path}: pending {}", stems.join(", "));
+            if args.dry_run {
+                print!("{}", upgrade::describe(&pending));
+                ExitStatus::Success
+            } else {
+                ExitStatus::CheckFailed
+            }
+        }
+        Ok(Outcome::Applied { applied, backup }) => {
+            if let Some(backup) = backup {
+                println!("{label}: backed up {path} to {}", backup.display());
+            }
+            let stems: Vec<String> = applied.iter().map(|m| m.stem()).collect();
+            println!("{label}: {path}: applied {}", stems.join(", "));
+            match upgrade::drift(&target.path, declared, &ctx.settings.sqlite) {
+                Ok(lines) if lines.is_empty() => ExitStatus::Success,
+                Ok(lines) => {
+                    tracing::warn!(
+                        "{label}: {path}: after migrating, the schema still differs from the declared models (run `beamdb make-migrations`):\n  {}",
+                        lines.join("\n  ")
+                    );
+                    ExitStatus::Success
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitStatus::Failure
+                }
+            }
+        }
+        Err(err) => {
+            eprintln!("error: {label}: {err}");
+            if err.is_history() {
+                ExitStatus::DatabaseAhead
+            } else {
+                ExitStatus::Failure
+            }
+        }
+    }
+}

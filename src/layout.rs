@@ -1,0 +1,153 @@
+//! Where things live under `data_root`, and which names may become part of a path.
+//!
+//! ```text
+//! {data_root}/index.db
+//! {data_root}/beamtimes/{beamtime_id}/beamtime.db
+//! {data_root}/beamtimes/{beamtime_id}/frames.zarr/
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A name that is safe as one path component: letters, digits, `-`, `_`, `.`; not empty, not
+/// containing `..`, at most 255 bytes. Beamtime ids, run uids, stream and field names all
+/// become paths, and each is checked before any file is touched.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SafeName(String);
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{what} {name:?} is not a safe name: {why}; use letters, digits, '-', '_' and '.' only")]
+pub struct NameError {
+    pub what: &'static str,
+    pub name: String,
+    pub why: &'static str,
+}
+
+impl SafeName {
+    /// Checks `name`; `what` says what it is in the error ("beamtime id", "stream name").
+    pub fn new(what: &'static str, name: &str) -> Result<SafeName, NameError> {
+        let why = if name.is_empty() {
+            Some("it is empty")
+        } else if name.len() > 255 {
+            Some("it is longer than 255 bytes")
+        } else if name.contains("..") || name == "." {
+            Some("it contains '..' or is '.'")
+        } else if name.contains('/') || name.contains('\\') {
+            Some("it contains a path separator")
+        } else if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            Some("it contains a character other than a letter, digit, '-', '_' or '.'")
+        } else {
+            None
+        };
+        match why {
+            None => Ok(SafeName(name.to_string())),
+            Some(why) => Err(NameError {
+                what,
+                name: name.to_string(),
+                why,
+            }),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SafeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The files under one `data_root`.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Layout {
+        Layout { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn index_db(&self) -> PathBuf {
+        self.root.join("index.db")
+    }
+
+    pub fn beamtimes_dir(&self) -> PathBuf {
+        self.root.join("beamtimes")
+    }
+
+    pub fn beamtime_dir(&self, id: &SafeName) -> PathBuf {
+        self.beamtimes_dir().join(id.as_str())
+    }
+
+    pub fn beamtime_db(&self, id: &SafeName) -> PathBuf {
+        self.beamtime_dir(id).join("beamtime.db")
+    }
+
+    pub fn frames_store(&self, id: &SafeName) -> PathBuf {
+        self.beamtime_dir(id).join("frames.zarr")
+    }
+
+    /// Every beamtime that has a database, sorted by id. Folders whose name is not a safe
+    /// beamtime id are returned separately so that callers can report them.
+    pub fn beamtimes(&self) -> std::io::Result<(Vec<SafeName>, Vec<PathBuf>)> {
+        let dir = self.beamtimes_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], vec![])),
+            Err(err) => return Err(err),
+        };
+        let mut ids = Vec::new();
+        let mut odd = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            if !entry.path().join("beamtime.db").is_file() {
+                continue;
+            }
+            match entry
+                .file_name()
+                .to_str()
+                .map(|n| SafeName::new("beamtime id", n))
+            {
+                Some(Ok(id)) => ids.push(id),
+                _ => odd.push(entry.path()),
+            }
+        }
+        ids.sort();
+        odd.sort();
+        Ok((ids, odd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_names() {
+        for ok in [
+            "bt-1",
+            "2026_03.a",
+            "4c25f8e6-90b0-4d43-a8f6-36e5dbd66ff9",
+            "primary",
+        ] {
+            assert!(SafeName::new("x", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", ".", "..", "a/b", "../x", "a..b", "a b", "é", "a\\b", "x\0",
+        ] {
+            assert!(SafeName::new("x", bad).is_err(), "{bad:?}");
+        }
+        assert!(SafeName::new("x", &"a".repeat(256)).is_err());
+    }
+}

@@ -1,0 +1,41 @@
+//! beamdb: Bluesky runs in per-beamtime SQLite databases, frames in Zarr, and a master index.
+//!
+//! Data flows one way: `cli` (what the user typed) → `settings` (resolved once) →
+//! `commands` (the only printers) → the library modules below them.
+
+pub mod cli;
+pub mod commands;
+pub mod db;
+pub mod diff;
+pub mod exit;
+pub mod frames;
+pub mod layout;
+pub mod lock;
+pub mod migrations;
+pub mod render;
+pub mod schema;
+pub mod settings;
+pub mod tomlfile;
+
+use anyhow::Result;
+
+use cli::{Cli, Command};
+use commands::Ctx;
+pub use exit::ExitStatus;
+use settings::{Env, Settings};
+
+/// Runs one parsed command line to its exit status.
+pub fn run(cli: Cli) -> Result<ExitStatus> {
+    let env = Env::from_process()?;
+    let settings = Settings::resolve(cli.settings.as_deref(), &env)?;
+    tracing::debug!(?settings, "resolved settings");
+    let ctx = Ctx {
+        settings,
+        quiet: cli.quiet,
+    };
+    match &cli.command {
+        Command::Initdb(args) => commands::initdb::run(&ctx, args),
+        Command::MakeMigrations(args) => commands::make_migrations::run(&ctx, args),
+        Command::Migrate(args) => commands::migrate::run(&ctx, args),
+    }
+}

@@ -1,0 +1,174 @@
+//! Bringing one database file to the head of its migrations: backup, apply, check.
+
+use std::path::{Path, PathBuf};
+
+use super::files::MigrationFile;
+use super::runner::{self, RunnerError};
+use crate::db::{self, Access, DbError};
+use crate::diff;
+use crate::schema::{Schema, introspect};
+use crate::settings::SqliteSettings;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Only report what would be applied.
+    pub dry_run: bool,
+    /// Back the file up before a migration that drops or rebuilds a table.
+    pub backup: bool,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    UpToDate {
+        version: Option<i32>,
+    },
+    WouldApply {
+        pending: Vec<MigrationFile>,
+    },
+    Applied {
+        applied: Vec<MigrationFile>,
+        backup: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error(transparent)]
+    Open(#[from] DbError),
+    #[error("{path}: {source}")]
+    Runner { path: PathBuf, source: RunnerError },
+    #[error("{path}: cannot back up before migrating: {source}")]
+    Backup {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("{path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+impl UpgradeError {
+    /// Whether the database's history disagrees with ours (exit status 5).
+    pub fn is_history(&self) -> bool {
+        matches!(
+            self,
+            UpgradeError::Runner {
+                source: RunnerError::History(_),
+                ..
+            }
+        )
+    }
+}
+
+/// Applies `ours`' pending migrations to the database at `path` (created when missing).
+pub fn upgrade(
+    path: &Path,
+    ours: &[MigrationFile],
+    sqlite: &SqliteSettings,
+    options: Options,
+) -> Result<Outcome, UpgradeError> {
+    let runner_err = |source| UpgradeError::Runner {
+        path: path.to_path_buf(),
+        source,
+    };
+    if options.dry_run {
+        if !path.exists() {
+            return Ok(Outcome::WouldApply {
+                pending: ours.to_vec(),
+            });
+        }
+        let conn = db::open(path, Access::ReadOnly, sqlite)?;
+        let status = runner::status(&conn, ours).map_err(runner_err)?;
+        return Ok(if status.pending.is_empty() {
+            Outcome::UpToDate {
+                version: status.current_version(),
+            }
+        } else {
+            Outcome::WouldApply {
+                pending: status.pending,
+            }
+        });
+    }
+    let mut conn = db::open(path, Access::ReadWrite, sqlite)?;
+    let status = runner::status(&conn, ours).map_err(runner_err)?;
+    if status.pending.is_empty() {
+        return Ok(Outcome::UpToDate {
+            version: status.current_version(),
+        });
+    }
+    let backup = if options.backup
+        && !status.applied.is_empty()
+        && status.pending.iter().any(is_destructive)
+    {
+        Some(back_up(&conn, path, status.current_version())?)
+    } else {
+        None
+    };
+    let applied = runner::apply(&mut conn, ours).map_err(runner_err)?;
+    Ok(Outcome::Applied { applied, backup })
+}
+
+/// Differences between the live schema at `path` and `declared`, one line each (empty when
+/// they agree).
+pub fn drift(
+    path: &Path,
+    declared: &Schema,
+    sqlite: &SqliteSettings,
+) -> Result<Vec<String>, UpgradeError> {
+    let conn = db::open(path, Access::ReadOnly, sqlite)?;
+    let live = introspect::introspect(&conn).map_err(|source| UpgradeError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(match diff::compare(&live, declared) {
+        Ok(ops) => ops.iter().map(ToString::to_string).collect(),
+        Err(lines) => lines,
+    })
+}
+
+/// A migration that drops a table (every rebuild does) or a column can lose data if it is
+/// wrong; those get a backup first.
+fn is_destructive(migration: &MigrationFile) -> bool {
+    let sql = migration.sql.to_ascii_uppercase();
+    sql.contains("DROP TABLE") || sql.contains("DROP COLUMN")
+}
+
+/// `VACUUM INTO` a file next to the database: a consistent copy even while others read.
+fn back_up(
+    conn: &rusqlite::Connection,
+    path: &Path,
+    version: Option<i32>,
+) -> Result<PathBuf, UpgradeError> {
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(&time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_else(|_| "now".to_string());
+    let name = format!(
+        "{}.backup-V{}-{stamp}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("db"),
+        version.unwrap_or(0)
+    );
+    let target = path.with_file_name(name);
+    conn.execute("VACUUM INTO ?1", [target.to_string_lossy()])
+        .map_err(|source| UpgradeError::Backup {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(target)
+}
+
+/// The SQL a dry run prints for `pending`.
+pub fn describe(pending: &[MigrationFile]) -> String {
+    let mut text = String::new();
+    for m in pending {
+        text.push_str(&format!("-- {}\n", m.stem()));
+        text.push_str(&m.sql);
+        if !m.sql.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    text
+}

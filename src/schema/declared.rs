@@ -1,0 +1,452 @@
+//! Declared models (TOML, edited by facility staff) → [`Schema`], validated.
+//!
+//! The built-in models are embedded in the binary; `[schema] models_dir` points at a
+//! facility's own copy, which must keep every table and column the built-in one has (ingest
+//! and reindex write them) and may add more (promoted metadata, facility columns).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Column, DbKind, FkAction, Index, Reference, Schema, SqlType, Table};
+use crate::tomlfile::{self, TomlError};
+
+const BUILTIN_BEAMTIME: &str = include_str!("../../config/models/beamtime.toml");
+const BUILTIN_INDEX: &str = include_str!("../../config/models/index.toml");
+
+/// The model file text embedded in the binary for `kind`.
+pub fn builtin_text(kind: DbKind) -> &'static str {
+    match kind {
+        DbKind::Beamtime => BUILTIN_BEAMTIME,
+        DbKind::Index => BUILTIN_INDEX,
+    }
+}
+
+fn builtin_name(kind: DbKind) -> String {
+    format!("config/models/{}.toml (built in)", kind.name())
+}
+
+/// The built-in declared schema of `kind`.
+pub fn builtin(kind: DbKind) -> Result<Schema, TomlError> {
+    parse(builtin_text(kind), &builtin_name(kind))
+}
+
+/// The declared schema of `kind`: from `models_dir/{kind}.toml` when a directory is set,
+/// otherwise the built-in one.
+pub fn load(kind: DbKind, models_dir: Option<&Path>) -> Result<Schema, TomlError> {
+    let Some(dir) = models_dir else {
+        return builtin(kind);
+    };
+    let path = dir.join(format!("{}.toml", kind.name()));
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|err| TomlError {
+        file: file.clone(),
+        line: None,
+        key: None,
+        message: format!(
+            "cannot read the {kind} model file ({err}); check `[schema] models_dir` in the settings"
+        ),
+    })?;
+    let schema = parse(&text, &file)?;
+    require_core_columns(&schema, &builtin(kind)?, &file)?;
+    Ok(schema)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelFile {
+    #[serde(default)]
+    tables: BTreeMap<String, Spanned<TableDecl>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableDecl {
+    columns: Vec<Spanned<ColumnDecl>>,
+    #[serde(default)]
+    indexes: Vec<Spanned<IndexDecl>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ColumnDecl {
+    name: String,
+    #[serde(rename = "type")]
+    sql_type: String,
+    #[serde(default)]
+    nullable: bool,
+    default: Option<String>,
+    #[serde(default)]
+    primary_key: bool,
+    references: Option<String>,
+    on_delete: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexDecl {
+    name: String,
+    columns: Vec<String>,
+    #[serde(default)]
+    unique: bool,
+}
+
+/// Parses and validates a model file's text; `file` names it in errors.
+pub fn parse(text: &str, file: &str) -> Result<Schema, TomlError> {
+    let decl: ModelFile = tomlfile::parse(text, file)?;
+    let err = |span: std::ops::Range<usize>, table: &str, msg: String| {
+        tomlfile::at(text, file, span, format!("table `{table}`: {msg}"))
+    };
+
+    let mut schema = Schema::default();
+    let mut index_names = BTreeSet::new();
+    for (table_name, table_decl) in &decl.tables {
+        let span = table_decl.span();
+        let table_decl = table_decl.get_ref();
+        check_identifier(table_name).map_err(|m| err(span.clone(), table_name, m))?;
+        if table_decl.columns.is_empty() {
+            return Err(err(span, table_name, "declares no columns".into()));
+        }
+        let mut table = Table {
+            name: table_name.clone(),
+            columns: Vec::new(),
+            indexes: BTreeMap::new(),
+        };
+        let mut pk_position = 0;
+        for column_decl in &table_decl.columns {
+            let span = column_decl.span();
+            let column = build_column(column_decl.get_ref(), &mut pk_position, &table)
+                .map_err(|m| err(span, table_name, m))?;
+            table.columns.push(column);
+        }
+        for index_decl in &table_decl.indexes {
+            let span = index_decl.span();
+            let index = build_index(index_decl.get_ref(), &table)
+                .map_err(|m| err(span.clone(), table_name, m))?;
+            if !index_names.insert(index.name.clone()) {
+                let msg = format!(
+                    "index name `{}` is used twice (index names are database-wide)",
+                    index.name
+                );
+                return Err(err(span, table_name, msg));
+            }
+            table.indexes.insert(index.name.clone(), index);
+        }
+        schema.tables.insert(table_name.clone(), table);
+    }
+    check_references(&schema).map_err(|(table, column, msg)| {
+        let span = decl.tables[&table]
+            .get_ref()
+            .columns
+            .iter()
+            .find(|c| c.get_ref().name == column)
+            .map(|c| c.span())
+            .unwrap_or_default();
+        err(span, &table, msg)
+    })?;
+    Ok(schema)
+}
+
+fn build_column(decl: &ColumnDecl, pk_position: &mut u32, table: &Table) -> Result<Column, String> {
+    check_identifier(&decl.name).map_err(|m| format!("column {m}"))?;
+    if table.column(&decl.name).is_some() {
+        return Err(format!("column `{}` is declared twice", decl.name));
+    }
+    let sql_type = SqlType::parse(&decl.sql_type).ok_or_else(|| {
+        let known: Vec<_> = SqlType::ALL.iter().map(|t| t.as_sql()).collect();
+        format!(
+            "column `{}` has unknown type `{}`; use one of {}",
+            decl.name,
+            decl.sql_type,
+            known.join(", ")
+        )
+    })?;
+    if decl.primary_key && decl.nullable {
+        return Err(format!(
+            "column `{}` is a primary key and so cannot be nullable; remove `nullable = true`",
+            decl.name
+        ));
+    }
+    if let Some(default) = &decl.default
+        && default.trim().is_empty()
+    {
+        return Err(format!(
+            "column `{}` has an empty default; write an SQL expression such as \"0\" or \"'text'\", or remove the key",
+            decl.name
+        ));
+    }
+    let references = match (&decl.references, &decl.on_delete) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(format!(
+                "column `{}` has `on_delete` but no `references`",
+                decl.name
+            ));
+        }
+        (Some(target), on_delete) => {
+            let (ref_table, ref_column) = target.split_once('.').ok_or_else(|| {
+                format!(
+                    "column `{}`: `references = \"{target}\"` must be \"table.column\"",
+                    decl.name
+                )
+            })?;
+            let on_delete = match on_delete {
+                None => FkAction::NoAction,
+                Some(text) => FkAction::parse(text).ok_or_else(|| {
+                    let known: Vec<_> = FkAction::ALL.iter().map(|a| a.as_sql()).collect();
+                    format!(
+                        "column `{}` has unknown on_delete `{text}`; use one of {}",
+                        decl.name,
+                        known.join(", ")
+                    )
+                })?,
+            };
+            if on_delete == FkAction::SetNull && !decl.nullable {
+                return Err(format!(
+                    "column `{}` has on_delete = \"SET NULL\" but is not nullable; add `nullable = true`",
+                    decl.name
+                ));
+            }
+            Some(Reference {
+                table: ref_table.to_string(),
+                column: ref_column.to_string(),
+                on_delete,
+            })
+        }
+    };
+    let primary_key = if decl.primary_key {
+        *pk_position += 1;
+        *pk_position
+    } else {
+        0
+    };
+    Ok(Column {
+        name: decl.name.clone(),
+        sql_type,
+        nullable: decl.nullable,
+        default: decl.default.as_ref().map(|d| d.trim().to_string()),
+        primary_key,
+        references,
+    })
+}
+
+fn build_index(decl: &IndexDecl, table: &Table) -> Result<Index, String> {
+    check_identifier(&decl.name).map_err(|m| format!("index {m}"))?;
+    if decl.columns.is_empty() {
+        return Err(format!("index `{}` lists no columns", decl.name));
+    }
+    for column in &decl.columns {
+        if table.column(column).is_none() {
+            return Err(format!(
+                "index `{}` names column `{column}`, which the table does not declare",
+                decl.name
+            ));
+        }
+    }
+    Ok(Index {
+        name: decl.name.clone(),
+        columns: decl.columns.clone(),
+        unique: decl.unique,
+    })
+}
+
+/// Every foreign key must point at a declared column that is the primary key or carries a
+/// one-column unique index: SQLite accepts anything else at CREATE time and then fails every
+/// write with "foreign key mismatch".
+fn check_references(schema: &Schema) -> Result<(), (String, String, String)> {
+    for table in schema.tables.values() {
+        for column in &table.columns {
+            let Some(reference) = &column.references else {
+                continue;
+            };
+            let fail = |msg: String| Err((table.name.clone(), column.name.clone(), msg));
+            let Some(parent) = schema.table(&reference.table) else {
+                return fail(format!(
+                    "column `{}` references table `{}`, which is not declared",
+                    column.name, reference.table
+                ));
+            };
+            let Some(parent_column) = parent.column(&reference.column) else {
+                return fail(format!(
+                    "column `{}` references `{}.{}`, which is not declared",
+                    column.name, reference.table, reference.column
+                ));
+            };
+            let pk = parent.primary_key();
+            let is_key = matches!(pk.as_slice(), [only] if only.name == parent_column.name)
+                || parent
+                    .indexes
+                    .values()
+                    .any(|i| i.unique && i.columns == [parent_column.name.clone()]);
+            if !is_key {
+                return fail(format!(
+                    "column `{}` references `{}.{}`, which is neither the primary key nor unique",
+                    column.name, reference.table, reference.column
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Names become SQL identifiers and index names; keep them to plain identifiers so that
+/// no quoting rule can surprise anyone.
+fn check_identifier(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let plain = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !plain {
+        return Err(format!(
+            "name `{name}` is not a plain identifier (letters, digits and `_`, not starting with a digit)"
+        ));
+    }
+    if name.to_ascii_lowercase().starts_with("sqlite_") {
+        return Err(format!(
+            "name `{name}` starts with `sqlite_`, which SQLite reserves"
+        ));
+    }
+    Ok(())
+}
+
+/// A facility's model must keep every built-in table and column: ingest and reindex write them.
+fn require_core_columns(schema: &Schema, core: &Schema, file: &str) -> Result<(), TomlError> {
+    let missing = |message: String| TomlError {
+        file: file.to_string(),
+        line: None,
+        key: None,
+        message,
+    };
+    for core_table in core.tables.values() {
+        let Some(table) = schema.table(&core_table.name) else {
+            return Err(missing(format!(
+                "table `{}` is missing; beamdb needs it (keep every built-in table and column, add your own beside them)",
+                core_table.name
+            )));
+        };
+        for core_column in &core_table.columns {
+            if table.column(&core_column.name).is_none() {
+                return Err(missing(format!(
+                    "table `{}`: column `{}` is missing; beamdb needs it (keep every built-in table and column, add your own beside them)",
+                    core_table.name, core_column.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> String {
+        parse(text, "m.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn builtin_models_are_valid() {
+        for kind in DbKind::ALL {
+            let schema = builtin(kind).unwrap();
+            assert!(!schema.tables.is_empty());
+        }
+    }
+
+    #[test]
+    fn columns_are_not_null_unless_declared_nullable() {
+        let schema = parse(
+            "[tables.t]\ncolumns = [ { name = \"a\", type = \"TEXT\" }, { name = \"b\", type = \"text\", nullable = true } ]\n",
+            "m.toml",
+        )
+        .unwrap();
+        let t = schema.table("t").unwrap();
+        assert!(!t.columns[0].nullable);
+        assert!(t.columns[1].nullable);
+        assert_eq!(t.columns[1].sql_type, SqlType::Text);
+    }
+
+    #[test]
+    fn unknown_type_names_file_line_table_and_column() {
+        let msg =
+            parse_err("[tables.t]\ncolumns = [\n  { name = \"a\", type = \"VARCHAR\" },\n]\n");
+        assert!(
+            msg.starts_with("m.toml:3: table `t`: column `a` has unknown type `VARCHAR`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn reference_to_missing_table_is_an_error() {
+        let msg = parse_err(
+            "[tables.t]\ncolumns = [\n  { name = \"p\", type = \"INTEGER\", nullable = true, references = \"nope.id\" },\n]\n",
+        );
+        assert!(
+            msg.contains("m.toml:3: table `t`: column `p` references table `nope`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn reference_to_non_key_column_is_an_error() {
+        let msg = parse_err(
+            "[tables.p]\ncolumns = [ { name = \"id\", type = \"INTEGER\", primary_key = true }, { name = \"x\", type = \"TEXT\" } ]\n\
+             [tables.c]\ncolumns = [ { name = \"px\", type = \"TEXT\", references = \"p.x\" } ]\n",
+        );
+        assert!(msg.contains("neither the primary key nor unique"), "{msg}");
+    }
+
+    #[test]
+    fn set_null_on_not_null_column_is_an_error() {
+        let msg = parse_err(
+            "[tables.p]\ncolumns = [ { name = \"id\", type = \"INTEGER\", primary_key = true } ]\n\
+             [tables.c]\ncolumns = [ { name = \"p\", type = \"INTEGER\", references = \"p.id\", on_delete = \"SET NULL\" } ]\n",
+        );
+        assert!(msg.contains("not nullable"), "{msg}");
+    }
+
+    #[test]
+    fn index_on_undeclared_column_is_an_error() {
+        let msg = parse_err(
+            "[tables.t]\ncolumns = [ { name = \"a\", type = \"TEXT\" } ]\nindexes = [ { name = \"t_b\", columns = [\"b\"] } ]\n",
+        );
+        assert!(msg.contains("index `t_b` names column `b`"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_in_model_is_an_error() {
+        let msg = parse_err(
+            "[tables.t]\ncolumns = [ { name = \"a\", type = \"TEXT\", nulable = true } ]\n",
+        );
+        assert!(msg.contains("m.toml:2") && msg.contains("nulable"), "{msg}");
+    }
+
+    #[test]
+    fn facility_model_missing_a_core_column_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = builtin_text(DbKind::Beamtime).replace(
+            "  { name = \"operator\", type = \"TEXT\", nullable = true },\n",
+            "",
+        );
+        std::fs::write(dir.path().join("beamtime.toml"), text).unwrap();
+        let msg = load(DbKind::Beamtime, Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("table `runs`: column `operator` is missing"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn facility_model_may_add_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = builtin_text(DbKind::Beamtime).replace(
+            "  { name = \"plan_name\", type = \"TEXT\" },\n",
+            "  { name = \"plan_name\", type = \"TEXT\" },\n  { name = \"proposal\", type = \"TEXT\", nullable = true },\n",
+        );
+        std::fs::write(dir.path().join("beamtime.toml"), text).unwrap();
+        let schema = load(DbKind::Beamtime, Some(dir.path())).unwrap();
+        assert!(schema.table("runs").unwrap().column("proposal").is_some());
+    }
+}

@@ -1,0 +1,161 @@
+//! The schema as plain data: what both the declared models and a live database reduce to.
+//!
+//! Nothing here knows where a schema came from; `declared` builds one from TOML, `introspect`
+//! from SQLite, and `diff` compares two of them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A database's tables, by name (sorted, so every walk over a schema is deterministic).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Schema {
+    pub tables: BTreeMap<String, Table>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub name: String,
+    /// In declaration order: the order `CREATE TABLE` lists them.
+    pub columns: Vec<Column>,
+    /// By name. Unique constraints are modelled as unique indexes, which SQLite can create and
+    /// drop in place.
+    pub indexes: BTreeMap<String, Index>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub sql_type: SqlType,
+    pub nullable: bool,
+    /// An SQL expression, verbatim.
+    pub default: Option<String>,
+    /// Position in the primary key (1-based), or 0 when not part of it.
+    pub primary_key: u32,
+    pub references: Option<Reference>,
+}
+
+/// A single-column foreign key, declared on the referencing column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub table: String,
+    pub column: String,
+    pub on_delete: FkAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Index {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub unique: bool,
+}
+
+/// The column types a model may declare: SQLite's five type affinities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SqlType {
+    Integer,
+    Real,
+    Text,
+    Blob,
+    Numeric,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FkAction {
+    #[default]
+    NoAction,
+    Restrict,
+    Cascade,
+    SetNull,
+    SetDefault,
+}
+
+impl SqlType {
+    pub const ALL: [SqlType; 5] = [
+        SqlType::Integer,
+        SqlType::Real,
+        SqlType::Text,
+        SqlType::Blob,
+        SqlType::Numeric,
+    ];
+
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            SqlType::Integer => "INTEGER",
+            SqlType::Real => "REAL",
+            SqlType::Text => "TEXT",
+            SqlType::Blob => "BLOB",
+            SqlType::Numeric => "NUMERIC",
+        }
+    }
+
+    /// Parses a declared type name, case-insensitively.
+    pub fn parse(name: &str) -> Option<SqlType> {
+        SqlType::ALL
+            .into_iter()
+            .find(|t| t.as_sql().eq_ignore_ascii_case(name.trim()))
+    }
+}
+
+impl fmt::Display for SqlType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_sql())
+    }
+}
+
+impl FkAction {
+    pub const ALL: [FkAction; 5] = [
+        FkAction::NoAction,
+        FkAction::Restrict,
+        FkAction::Cascade,
+        FkAction::SetNull,
+        FkAction::SetDefault,
+    ];
+
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            FkAction::NoAction => "NO ACTION",
+            FkAction::Restrict => "RESTRICT",
+            FkAction::Cascade => "CASCADE",
+            FkAction::SetNull => "SET NULL",
+            FkAction::SetDefault => "SET DEFAULT",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<FkAction> {
+        let normal = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        FkAction::ALL
+            .into_iter()
+            .find(|a| a.as_sql().eq_ignore_ascii_case(&normal))
+    }
+}
+
+impl fmt::Display for FkAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_sql())
+    }
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Primary-key columns in key order.
+    pub fn primary_key(&self) -> Vec<&Column> {
+        let mut pk: Vec<&Column> = self.columns.iter().filter(|c| c.primary_key > 0).collect();
+        pk.sort_by_key(|c| c.primary_key);
+        pk
+    }
+
+    /// Whether the primary key is SQLite's rowid alias (`x INTEGER PRIMARY KEY`), which can
+    /// never hold NULL and is assigned automatically.
+    pub fn has_rowid_alias(&self) -> bool {
+        matches!(self.primary_key().as_slice(), [c] if c.sql_type == SqlType::Integer)
+    }
+}
+
+impl Schema {
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.get(name)
+    }
+}

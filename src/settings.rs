@@ -1,0 +1,413 @@
+//! Settings: file + environment → one validated [`Settings`], resolved once at start-up.
+//!
+//! Resolution, first match wins: `--settings PATH`, `$BEAMDB_SETTINGS`, `./settings.toml`,
+//! built-in defaults. `$BEAMDB_DATA_ROOT` overrides `data_root` wherever it came from.
+//! Relative paths in a settings file are relative to that file's folder, so a file means the
+//! same thing whatever directory cron starts in.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::tomlfile::{self, TomlError};
+
+/// The settings every command runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The file these came from, or `None` for built-in defaults.
+    pub source: Option<PathBuf>,
+    pub data_root: PathBuf,
+    pub schema: SchemaSettings,
+    pub sqlite: SqliteSettings,
+    pub ingest: IngestSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SchemaSettings {
+    /// Folder with `beamtime.toml` and `index.toml`; `None` means the built-in models.
+    pub models_dir: Option<PathBuf>,
+    /// Folder with `beamtime/` and `index/` migrations; `None` means the built-in ones.
+    pub migrations_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteSettings {
+    pub busy_timeout_ms: u32,
+    pub journal_mode: JournalMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalMode {
+    /// Readers never block the writer; needs a local filesystem (not NFS).
+    Wal,
+    /// Rollback journal: for filesystems where WAL's shared memory does not work.
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestSettings {
+    /// Old root → new root, longest old root first so the most specific mapping wins.
+    pub root_map: Vec<(String, PathBuf)>,
+    pub compression: Compression,
+}
+
+/// How frames are compressed in the Zarr store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Zstd {
+        level: i32,
+    },
+    /// Blosc with bit-shuffle and zstd: smaller for detector data with unused high bits.
+    BitshuffleZstd {
+        level: i32,
+    },
+}
+
+pub const DEFAULT_DATA_ROOT: &str = "beamdb-data";
+pub const DEFAULT_BUSY_TIMEOUT_MS: u32 = 5000;
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            source: None,
+            data_root: PathBuf::from(DEFAULT_DATA_ROOT),
+            schema: SchemaSettings::default(),
+            sqlite: SqliteSettings {
+                busy_timeout_ms: DEFAULT_BUSY_TIMEOUT_MS,
+                journal_mode: JournalMode::Wal,
+            },
+            ingest: IngestSettings {
+                root_map: Vec::new(),
+                compression: Compression::Zstd {
+                    level: DEFAULT_ZSTD_LEVEL,
+                },
+            },
+        }
+    }
+}
+
+/// What the environment contributes, captured once so that resolution is a pure function.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub settings_file: Option<OsString>,
+    pub data_root: Option<OsString>,
+    pub cwd: PathBuf,
+}
+
+impl Env {
+    pub fn from_process() -> std::io::Result<Env> {
+        Ok(Env {
+            settings_file: std::env::var_os("BEAMDB_SETTINGS").filter(|v| !v.is_empty()),
+            data_root: std::env::var_os("BEAMDB_DATA_ROOT").filter(|v| !v.is_empty()),
+            cwd: std::env::current_dir()?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("settings file {path} ({origin}): cannot read it: {source}")]
+    Unreadable {
+        path: PathBuf,
+        origin: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(#[from] TomlError),
+}
+
+impl Settings {
+    /// Resolves the settings from an explicit `--settings` path and the environment.
+    pub fn resolve(flag: Option<&Path>, env: &Env) -> Result<Settings, SettingsError> {
+        let chosen = match (flag, &env.settings_file) {
+            (Some(path), _) => Some((env.cwd.join(path), "from --settings")),
+            (None, Some(path)) => Some((env.cwd.join(path), "from $BEAMDB_SETTINGS")),
+            (None, None) => {
+                let local = env.cwd.join("settings.toml");
+                local.is_file().then_some((local, "./settings.toml"))
+            }
+        };
+        let mut settings = match chosen {
+            None => Settings::default(),
+            Some((path, origin)) => {
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| SettingsError::Unreadable {
+                        path: path.clone(),
+                        origin,
+                        source,
+                    })?;
+                Settings::from_toml(&text, &path)?
+            }
+        };
+        if let Some(root) = &env.data_root {
+            settings.data_root = env.cwd.join(root);
+        } else if settings.source.is_none() {
+            settings.data_root = env.cwd.join(&settings.data_root);
+        }
+        Ok(settings)
+    }
+
+    /// Parses a settings file's text; `path` names it in errors and anchors relative paths.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Settings, TomlError> {
+        let file = path.display().to_string();
+        let raw: RawSettings = tomlfile::parse(text, &file)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let bad = |span: std::ops::Range<usize>, msg: String| tomlfile::at(text, &file, span, msg);
+
+        let mut settings = Settings {
+            source: Some(path.to_path_buf()),
+            ..Settings::default()
+        };
+        settings.data_root = base.join(&settings.data_root);
+        if let Some(root) = raw.data_root {
+            settings.data_root = nonempty_path(&root, base).map_err(|m| bad(root.span(), m))?;
+        }
+        if let Some(schema) = raw.schema {
+            if let Some(dir) = schema.models_dir {
+                let dir_path = nonempty_path(&dir, base).map_err(|m| bad(dir.span(), m))?;
+                settings.schema.models_dir = Some(dir_path);
+            }
+            if let Some(dir) = schema.migrations_dir {
+                let dir_path = nonempty_path(&dir, base).map_err(|m| bad(dir.span(), m))?;
+                settings.schema.migrations_dir = Some(dir_path);
+            }
+        }
+        if let Some(sqlite) = raw.sqlite {
+            if let Some(timeout) = sqlite.busy_timeout_ms {
+                settings.sqlite.busy_timeout_ms = u32::try_from(*timeout.get_ref())
+                    .ok()
+                    .filter(|t| *t <= i32::MAX as u32)
+                    .ok_or_else(|| {
+                        bad(
+                            timeout.span(),
+                            format!(
+                                "{} is not a valid timeout; give milliseconds from 0 to {}",
+                                timeout.get_ref(),
+                                i32::MAX
+                            ),
+                        )
+                    })?;
+            }
+            if let Some(mode) = sqlite.journal_mode {
+                settings.sqlite.journal_mode = match mode.get_ref().to_ascii_lowercase().as_str() {
+                    "wal" => JournalMode::Wal,
+                    "delete" => JournalMode::Delete,
+                    other => {
+                        return Err(bad(
+                            mode.span(),
+                            format!(
+                                "unknown journal mode \"{other}\"; use \"wal\" (default) or \"delete\" (for NFS)"
+                            ),
+                        ));
+                    }
+                };
+            }
+        }
+        if let Some(ingest) = raw.ingest {
+            let level = match &ingest.compression_level {
+                None => DEFAULT_ZSTD_LEVEL,
+                Some(level) if (1..=22).contains(level.get_ref()) => *level.get_ref() as i32,
+                Some(level) => {
+                    return Err(bad(
+                        level.span(),
+                        format!(
+                            "compression level {} is out of range; use 1 to 22",
+                            level.get_ref()
+                        ),
+                    ));
+                }
+            };
+            if let Some(codec) = ingest.compression {
+                settings.ingest.compression = match codec.get_ref().as_str() {
+                    "none" => Compression::None,
+                    "zstd" => Compression::Zstd { level },
+                    "bitshuffle-zstd" => Compression::BitshuffleZstd { level },
+                    other => {
+                        return Err(bad(
+                            codec.span(),
+                            format!(
+                                "unknown compression \"{other}\"; use \"zstd\" (default), \"bitshuffle-zstd\" or \"none\""
+                            ),
+                        ));
+                    }
+                };
+            } else {
+                settings.ingest.compression = Compression::Zstd { level };
+            }
+            let mut root_map = Vec::new();
+            for (old, new) in ingest.root_map {
+                if !old.starts_with('/') {
+                    return Err(bad(
+                        new.span(),
+                        format!(
+                            "root_map key \"{old}\" must be an absolute path, as it appears in the documents"
+                        ),
+                    ));
+                }
+                let new_path = nonempty_path(&new, base).map_err(|m| bad(new.span(), m))?;
+                root_map.push((old, new_path));
+            }
+            settings.ingest.root_map = sort_root_map(root_map);
+        }
+        Ok(settings)
+    }
+}
+
+/// Longest old root first, so that `/a/b` wins over `/a` for `/a/b/c`.
+pub fn sort_root_map(mut map: Vec<(String, PathBuf)>) -> Vec<(String, PathBuf)> {
+    map.sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()).then(a.cmp(b)));
+    map.dedup_by(|(a, _), (b, _)| a == b);
+    map
+}
+
+fn nonempty_path(value: &Spanned<String>, base: &Path) -> Result<PathBuf, String> {
+    if value.get_ref().trim().is_empty() {
+        return Err("an empty path is not allowed".into());
+    }
+    Ok(base.join(value.get_ref()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    data_root: Option<Spanned<String>>,
+    schema: Option<RawSchema>,
+    sqlite: Option<RawSqlite>,
+    ingest: Option<RawIngest>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchema {
+    models_dir: Option<Spanned<String>>,
+    migrations_dir: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSqlite {
+    busy_timeout_ms: Option<Spanned<i64>>,
+    journal_mode: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngest {
+    #[serde(default)]
+    root_map: BTreeMap<String, Spanned<String>>,
+    compression: Option<Spanned<String>>,
+    compression_level: Option<Spanned<i64>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(cwd: &Path) -> Env {
+        Env {
+            settings_file: None,
+            data_root: None,
+            cwd: cwd.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn no_file_means_defaults_under_cwd() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings::resolve(None, &env(dir.path())).unwrap();
+        assert_eq!(s.source, None);
+        assert_eq!(s.data_root, dir.path().join(DEFAULT_DATA_ROOT));
+        assert_eq!(s.sqlite.busy_timeout_ms, DEFAULT_BUSY_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn flag_beats_env_beats_local_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["flag", "env", "settings"] {
+            std::fs::write(
+                dir.path().join(format!("{name}.toml")),
+                format!("data_root = \"{name}-root\"\n"),
+            )
+            .unwrap();
+        }
+        let mut e = env(dir.path());
+        let local = Settings::resolve(None, &e).unwrap();
+        assert_eq!(local.data_root, dir.path().join("settings-root"));
+        e.settings_file = Some("env.toml".into());
+        let from_env = Settings::resolve(None, &e).unwrap();
+        assert_eq!(from_env.data_root, dir.path().join("env-root"));
+        let from_flag = Settings::resolve(Some(Path::new("flag.toml")), &e).unwrap();
+        assert_eq!(from_flag.data_root, dir.path().join("flag-root"));
+        e.data_root = Some("override".into());
+        let overridden = Settings::resolve(Some(Path::new("flag.toml")), &e).unwrap();
+        assert_eq!(overridden.data_root, dir.path().join("override"));
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let s = Settings::from_toml(
+            "data_root = \"data\"\n[schema]\nmodels_dir = \"models\"\n",
+            Path::new("/etc/beamdb/settings.toml"),
+        )
+        .unwrap();
+        assert_eq!(s.data_root, Path::new("/etc/beamdb/data"));
+        assert_eq!(
+            s.schema.models_dir.as_deref(),
+            Some(Path::new("/etc/beamdb/models"))
+        );
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Settings::resolve(Some(Path::new("nope.toml")), &env(dir.path())).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("nope.toml (from --settings): cannot read it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_value_names_line_and_key() {
+        let err = Settings::from_toml("[sqlite]\nbusy_timeout_ms = -3\n", Path::new("s.toml"))
+            .unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert_eq!(err.key.as_deref(), Some("sqlite.busy_timeout_ms"));
+        let err = Settings::from_toml("[ingest]\ncompression = \"lz4\"\n", Path::new("s.toml"))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("s.toml:2: key `ingest.compression`: unknown compression"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn root_map_is_most_specific_first() {
+        let s = Settings::from_toml(
+            "[ingest.root_map]\n\"/a\" = \"/x\"\n\"/a/b\" = \"/y\"\n",
+            Path::new("/s.toml"),
+        )
+        .unwrap();
+        assert_eq!(s.ingest.root_map[0].0, "/a/b");
+    }
+
+    #[test]
+    fn example_file_parses_and_equals_defaults() {
+        let text = include_str!("../settings.example.toml");
+        let path = Path::new("/cfg/settings.example.toml");
+        let mut parsed = Settings::from_toml(text, path).unwrap();
+        parsed.source = None;
+        let defaults = Settings {
+            data_root: Path::new("/cfg").join(DEFAULT_DATA_ROOT),
+            ..Settings::default()
+        };
+        assert_eq!(parsed, defaults);
+    }
+}

@@ -1,0 +1,76 @@
+//! The fixture every test uses: a temp dir as the working directory, the environment cleared
+//! (no stray BEAMDB_* or RUST_LOG), and the built binary.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use rusqlite::Connection;
+
+pub struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data_root(&self) -> PathBuf {
+        self.path().join("beamdb-data")
+    }
+
+    /// `beamdb ARGS` in the temp dir with a clean environment.
+    pub fn beamdb(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::cargo_bin("beamdb").expect("beamdb binary");
+        cmd.current_dir(self.path()).env_clear().args(args);
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        cmd
+    }
+
+    pub fn write(&self, relative: &str, text: &str) -> PathBuf {
+        let path = self.path().join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    pub fn beamtime_db(&self, id: &str) -> PathBuf {
+        self.data_root()
+            .join("beamtimes")
+            .join(id)
+            .join("beamtime.db")
+    }
+
+    pub fn open(&self, path: &Path) -> Connection {
+        Connection::open(path).expect("open")
+    }
+}
+
+/// Runs `cmd` and returns (exit code, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run beamdb");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).expect(sql)
+}
+
+/// The repository's own files (models, migrations), for tests that copy them.
+pub fn repo(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}

@@ -1,0 +1,296 @@
+//! initdb, settings, migrate, make-migrations on the shipped models, --help.
+
+use crate::common::{Fixture, count, repo, run};
+
+#[test]
+fn initdb_on_defaults_creates_index_beamtime_and_zarr_store() {
+    let fx = Fixture::new();
+    let (code, _, err) = run(&mut fx.beamdb(&["initdb", "--beamtime", "bt-1"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(fx.data_root().join("index.db").is_file());
+    assert!(fx.beamtime_db("bt-1").is_file());
+    let zarr_json = fx.data_root().join("beamtimes/bt-1/frames.zarr/zarr.json");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(zarr_json).unwrap()).unwrap();
+    assert_eq!(meta["zarr_format"], 3);
+    assert_eq!(meta["node_type"], "group");
+}
+
+#[test]
+fn initdb_is_idempotent() {
+    let fx = Fixture::new();
+    assert_eq!(run(&mut fx.beamdb(&["initdb", "--beamtime", "bt-1"])).0, 0);
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    conn.execute("INSERT INTO samples (name) VALUES ('P3HT')", [])
+        .unwrap();
+    drop(conn);
+    let (code, _, err) =
+        run(&mut fx.beamdb(&["initdb", "--beamtime", "bt-1", "--beamtime", "bt-2"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("up to date"), "{err}");
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    assert_eq!(count(&conn, "SELECT count(*) FROM samples"), 1);
+    assert!(fx.beamtime_db("bt-2").is_file());
+}
+
+#[test]
+fn initdb_files_are_wal_with_foreign_keys_declared() {
+    let fx = Fixture::new();
+    assert_eq!(run(&mut fx.beamdb(&["initdb", "--beamtime", "bt-1"])).0, 0);
+    for path in [fx.data_root().join("index.db"), fx.beamtime_db("bt-1")] {
+        let conn = fx.open(&path);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal", "{}", path.display());
+        assert!(
+            count(
+                &conn,
+                "SELECT count(*) FROM pragma_foreign_key_list('runs_index') UNION ALL SELECT count(*) FROM pragma_foreign_key_list('runs') ORDER BY 1 DESC LIMIT 1"
+            ) > 0
+        );
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM pragma_foreign_key_check"),
+            0
+        );
+    }
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    // ON DELETE actions are deliberate: deleting a run removes its streams.
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON;
+         INSERT INTO runs (uid, plan_name, time_start, metadata) VALUES ('r1', 'count', 1.0, '{}');
+         INSERT INTO streams (uid, run_uid, name, data_keys, time_created) VALUES ('s1', 'r1', 'primary', '{}', 1.0);
+         DELETE FROM runs;",
+    )
+    .unwrap();
+    assert_eq!(count(&conn, "SELECT count(*) FROM streams"), 0);
+}
+
+#[test]
+fn initdb_refuses_unsafe_beamtime_ids_before_writing() {
+    for bad in ["../evil", "a/b", "", "..", "with space"] {
+        let fx = Fixture::new();
+        let (code, _, err) =
+            run(&mut fx.beamdb(&["initdb", "--beamtime", "ok", "--beamtime", bad]));
+        assert_eq!(code, 2, "{bad:?}: {err}");
+        assert!(err.contains("not a safe name"), "{err}");
+        assert!(!fx.data_root().exists(), "{bad:?}: nothing may be written");
+    }
+}
+
+#[test]
+fn settings_unknown_key_names_file_line_and_key() {
+    let fx = Fixture::new();
+    fx.write(
+        "settings.toml",
+        "data_root = \"d\"\n[sqlite]\nbusy_timeout = 10\n",
+    );
+    let (code, _, err) = run(&mut fx.beamdb(&["initdb"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("settings.toml:3: key `sqlite.busy_timeout`: unknown field"),
+        "{err}"
+    );
+    assert!(!fx.path().join("d").exists());
+}
+
+#[test]
+fn settings_wrong_type_names_file_line_and_key() {
+    let fx = Fixture::new();
+    let path = fx.write("conf/s.toml", "[ingest]\ncompression_level = \"high\"\n");
+    let (code, _, err) = run(&mut fx.beamdb(&["--settings", path.to_str().unwrap(), "initdb"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("s.toml:2: key `ingest.compression_level`: invalid type"),
+        "{err}"
+    );
+}
+
+#[test]
+fn settings_from_env_and_data_root_override() {
+    let fx = Fixture::new();
+    fx.write("conf/s.toml", "data_root = \"from-file\"\n");
+    let (code, _, err) = run(fx.beamdb(&["initdb"]).env("BEAMDB_SETTINGS", "conf/s.toml"));
+    assert_eq!(code, 0, "{err}");
+    assert!(fx.path().join("conf/from-file/index.db").is_file());
+    let (code, _, err) = run(fx
+        .beamdb(&["initdb"])
+        .env("BEAMDB_SETTINGS", "conf/s.toml")
+        .env("BEAMDB_DATA_ROOT", "elsewhere"));
+    assert_eq!(code, 0, "{err}");
+    assert!(fx.path().join("elsewhere/index.db").is_file());
+}
+
+#[test]
+fn settings_missing_file_is_a_usage_error() {
+    let fx = Fixture::new();
+    let (code, _, err) = run(&mut fx.beamdb(&["--settings", "nope.toml", "initdb"]));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("nope.toml (from --settings): cannot read it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn migrate_at_head_changes_nothing() {
+    let fx = Fixture::new();
+    assert_eq!(run(&mut fx.beamdb(&["initdb", "--beamtime", "bt-1"])).0, 0);
+    let (code, out, err) = run(&mut fx.beamdb(&["migrate"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("up to date"), "{out}{err}");
+    let (code, _, _) = run(&mut fx.beamdb(&["migrate", "--check"]));
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn migrate_refuses_a_database_ahead_of_the_binary() {
+    let fx = Fixture::new();
+    assert_eq!(
+        run(&mut fx.beamdb(&["initdb", "--beamtime", "bt-1", "--beamtime", "bt-2"])).0,
+        0
+    );
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    conn.execute(
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+         VALUES (99, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let (code, _, err) = run(&mut fx.beamdb(&["migrate"]));
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("V99__from_the_future"), "{err}");
+    assert!(err.contains("bt-1"), "{err}");
+}
+
+#[test]
+fn migrate_refuses_a_diverged_history() {
+    let fx = Fixture::new();
+    assert_eq!(run(&mut fx.beamdb(&["initdb"])).0, 0);
+    let conn = fx.open(&fx.data_root().join("index.db"));
+    conn.execute(
+        "UPDATE refinery_schema_history SET checksum = '42' WHERE version = 1",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let (code, _, err) = run(&mut fx.beamdb(&["migrate"]));
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("differs"), "{err}");
+}
+
+#[test]
+fn migrate_unknown_beamtime_is_a_usage_error() {
+    let fx = Fixture::new();
+    assert_eq!(run(&mut fx.beamdb(&["initdb"])).0, 0);
+    let (code, _, err) = run(&mut fx.beamdb(&["migrate", "--beamtime", "nope"]));
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn make_migrations_check_is_clean_on_the_shipped_models() {
+    let fx = Fixture::new();
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn make_migrations_on_an_empty_folder_writes_the_shipped_initial_migrations() {
+    let fx = Fixture::new();
+    fx.write("settings.toml", "[schema]\nmigrations_dir = \"m\"\n");
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations"]));
+    assert_eq!(code, 0, "{out}{err}");
+    for kind in ["beamtime", "index"] {
+        let written =
+            std::fs::read_to_string(fx.path().join(format!("m/{kind}/V1__initial.sql"))).unwrap();
+        let shipped =
+            std::fs::read_to_string(repo(&format!("migrations/{kind}/V1__initial.sql"))).unwrap();
+        assert_eq!(
+            written, shipped,
+            "{kind}: the shipped migration is what make-migrations writes"
+        );
+    }
+    // A second run has nothing to write.
+    let (code, _, err) = run(&mut fx.beamdb(&["make-migrations"]));
+    assert_eq!(code, 0);
+    assert!(err.contains("nothing to write"), "{err}");
+    assert!(!fx.path().join("m/beamtime/V2__migration.sql").exists());
+}
+
+#[test]
+fn make_migrations_check_exits_3_on_a_new_table_and_writes_nothing() {
+    let fx = Fixture::new();
+    let models = std::fs::read_to_string(repo("config/models/index.toml")).unwrap();
+    fx.write("models/index.toml", &format!("{models}\n[tables.proposals]\ncolumns = [ {{ name = \"id\", type = \"TEXT\", primary_key = true }} ]\n"));
+    fx.write(
+        "models/beamtime.toml",
+        &std::fs::read_to_string(repo("config/models/beamtime.toml")).unwrap(),
+    );
+    fx.write(
+        "settings.toml",
+        "[schema]\nmodels_dir = \"models\"\nmigrations_dir = \"m\"\n",
+    );
+    for kind in ["beamtime", "index"] {
+        let dir = fx.path().join("m").join(kind);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(
+            repo(&format!("migrations/{kind}/V1__initial.sql")),
+            dir.join("V1__initial.sql"),
+        )
+        .unwrap();
+    }
+    let (code, out, _) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("create table proposals"), "{out}");
+    assert!(
+        !fx.path()
+            .join("m/index/V2__create_table_proposals.sql")
+            .exists()
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--target", "index"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        fx.path()
+            .join("m/index/V2__create_table_proposals.sql")
+            .is_file(),
+        "{out}"
+    );
+    assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
+}
+
+#[test]
+fn make_migrations_with_a_broken_model_names_file_and_table() {
+    let fx = Fixture::new();
+    fx.write(
+        "models/index.toml",
+        "[tables.x]\ncolumns = [\n  { name = \"a\", type = \"STRING\" },\n]\n",
+    );
+    fx.write("settings.toml", "[schema]\nmodels_dir = \"models\"\n");
+    let (code, _, err) = run(&mut fx.beamdb(&["make-migrations", "--target", "index"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("index.toml:3: table `x`: column `a` has unknown type `STRING`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_is_complete_for_every_subcommand() {
+    let fx = Fixture::new();
+    let (code, out, _) = run(&mut fx.beamdb(&["--help"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("Exit status:") && out.contains("75"), "{out}");
+    for sub in ["initdb", "make-migrations", "migrate"] {
+        let (code, out, _) = run(&mut fx.beamdb(&[sub, "--help"]));
+        assert_eq!(code, 0, "{sub}");
+        assert!(out.contains("Usage: beamdb"), "{sub}: {out}");
+        assert!(out.contains("Exit status:"), "{sub}: {out}");
+    }
+}
+
+#[test]
+fn bad_flag_is_a_usage_error() {
+    let fx = Fixture::new();
+    assert_eq!(run(&mut fx.beamdb(&["initdb", "--bogus"])).0, 2);
+}

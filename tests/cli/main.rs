@@ -1,0 +1,5 @@
+//! Integration tests: the real binary, real SQLite files, a temp dir, a cleared environment.
+//! Named `<command>_<behaviour>`.
+
+mod common;
+mod foundation;
