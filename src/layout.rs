@@ -82,6 +82,16 @@ impl Layout {
         self.root.join("index.db")
     }
 
+    /// Held exclusively by `migrate`, shared by writers that must not run during one.
+    pub fn migrate_lock(&self) -> PathBuf {
+        self.root.join(".migrate.lock")
+    }
+
+    /// Held exclusively by `reindex`: one at a time.
+    pub fn reindex_lock(&self) -> PathBuf {
+        self.root.join(".reindex.lock")
+    }
+
     pub fn beamtimes_dir(&self) -> PathBuf {
         self.root.join("beamtimes")
     }

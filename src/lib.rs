@@ -3,6 +3,7 @@
 //! Data flows one way: `cli` (what the user typed) → `settings` (resolved once) →
 //! `commands` (the only printers) → the library modules below them.
 
+pub mod beamtime;
 pub mod cli;
 pub mod commands;
 pub mod db;

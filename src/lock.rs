@@ -71,6 +71,17 @@ pub fn try_shared(path: &Path, what: &'static str) -> Result<LockGuard, LockErro
     }
 }
 
+/// Takes a shared lock at `path`, waiting for an exclusive holder to finish. Writers that
+/// must not run during a `migrate` (ingest) hold this; `migrate` takes it exclusively.
+pub fn shared_wait(path: &Path) -> Result<LockGuard, LockError> {
+    let file = open(path)?;
+    file.lock_shared().map_err(|source| LockError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(LockGuard { _file: file })
+}
+
 fn open(path: &Path) -> Result<File, LockError> {
     OpenOptions::new()
         .read(true)

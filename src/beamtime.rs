@@ -1,0 +1,114 @@
+//! One beamtime on disk: creating it, and its change counter.
+//!
+//! The change counter (`beamtime_meta.generation`) is how `reindex` proves a beamtime
+//! unchanged without reading it: every transaction that changes a beamtime's runs bumps it in
+//! the same transaction, so a reader sees the new rows and the new generation together or
+//! neither. (`PRAGMA data_version` is per connection and file times miss WAL writes.)
+
+use std::path::PathBuf;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::db::DbError;
+use crate::frames::{self, StoreError};
+use crate::layout::{Layout, SafeName};
+use crate::migrations::files::MigrationFile;
+use crate::migrations::upgrade::{self, Outcome, UpgradeError};
+use crate::settings::SqliteSettings;
+
+const GENERATION_KEY: &str = "generation";
+
+/// What [`ensure`] found or did.
+#[derive(Debug)]
+pub enum Ensured {
+    Created,
+    UpToDate,
+    Migrated {
+        applied: Vec<String>,
+        backup: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BeamtimeError {
+    #[error("{path}: cannot create the beamtime folder: {source}")]
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Makes sure beamtime `id` exists at the head of `migrations`: its folder, its database and
+/// an empty frame store. Idempotent.
+pub fn ensure(
+    layout: &Layout,
+    id: &SafeName,
+    migrations: &[MigrationFile],
+    sqlite: &SqliteSettings,
+) -> Result<Ensured, BeamtimeError> {
+    let dir = layout.beamtime_dir(id);
+    std::fs::create_dir_all(&dir).map_err(|source| BeamtimeError::Folder { path: dir, source })?;
+    let db_path = layout.beamtime_db(id);
+    let existed = db_path.exists();
+    let options = upgrade::Options {
+        dry_run: false,
+        backup: true,
+    };
+    let ensured = match upgrade::upgrade(&db_path, migrations, sqlite, options)? {
+        Outcome::Applied { .. } if !existed => Ensured::Created,
+        Outcome::Applied { applied, backup } => Ensured::Migrated {
+            applied: applied.iter().map(|m| m.stem()).collect(),
+            backup,
+        },
+        Outcome::UpToDate { .. } | Outcome::WouldApply { .. } => Ensured::UpToDate,
+    };
+    frames::create_store(&layout.frames_store(id))?;
+    Ok(ensured)
+}
+
+/// Bumps the change counter. Call inside every transaction that changes runs, streams,
+/// events or image_refs.
+pub fn bump_generation(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO beamtime_meta (key, value) VALUES (?1, '1')
+         ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        [GENERATION_KEY],
+    )?;
+    Ok(())
+}
+
+/// The change counter: 0 for a beamtime never written.
+pub fn generation(conn: &Connection) -> rusqlite::Result<i64> {
+    let value: Option<String> = conn
+        .query_row(
+            "SELECT value FROM beamtime_meta WHERE key = ?1",
+            [GENERATION_KEY],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(value.and_then(|v| v.trim().parse().ok()).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_counts_bumps() {
+        let conn = crate::db::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE beamtime_meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL);",
+        )
+        .unwrap();
+        assert_eq!(generation(&conn).unwrap(), 0);
+        bump_generation(&conn).unwrap();
+        bump_generation(&conn).unwrap();
+        assert_eq!(generation(&conn).unwrap(), 2);
+    }
+}
