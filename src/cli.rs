@@ -61,6 +61,28 @@ pub enum Command {
     /// from, this binary's migrations is refused (exit 5); the others are still migrated.
     #[command(after_help = EXIT_CODES_HELP)]
     Migrate(MigrateArgs),
+
+    /// Bring the master index (index.db) up to date with every beamtime under data_root.
+    ///
+    /// Safe while ingests write: each beamtime is read in one read-only snapshot, and its
+    /// index rows are replaced in one transaction, so a reader of the index never sees half a
+    /// beamtime. Beamtimes unchanged since the last reindex are skipped (cheap enough for cron
+    /// every few minutes). Beamtimes whose database is gone are removed from the index. A
+    /// corrupt or foreign database is reported by path and skipped (exit 4); the rest is
+    /// indexed. One reindex at a time: a second exits 75 at once. Prints one summary line.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Reindex(ReindexArgs),
+
+    /// Find runs across beamtimes (reads only index.db; run `reindex` to refresh it).
+    ///
+    /// Newest first. Filters combine with AND; --sample, --researcher and --plan match
+    /// exactly, or as a glob when they contain *, ? or [ (e.g. --sample 'P3HT*'). Times for
+    /// --since/--until: 2026-11-20 (a whole day; --until includes it), 2026-11-20T14:00 or
+    /// "2026-11-20 14:00" (local time unless an offset such as +01:00 or Z is given),
+    /// today, yesterday, a weekday (monday = its most recent start), a span ago (3d, 12h,
+    /// "2 weeks"), or Unix seconds.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Runs(RunsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -102,4 +124,69 @@ pub struct MigrateArgs {
     /// Skip the backup taken before a migration that drops or rebuilds a table.
     #[arg(long)]
     pub no_backup: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReindexArgs {
+    /// Re-read every beamtime, changed or not.
+    #[arg(long)]
+    pub full: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Only runs of this beamtime (repeatable).
+    #[arg(long = "beamtime", value_name = "ID")]
+    pub beamtimes: Vec<String>,
+
+    /// Only runs of this sample (exact, or a glob with *, ?, [).
+    #[arg(long, value_name = "S")]
+    pub sample: Option<String>,
+
+    /// Only runs of this researcher (exact, or a glob).
+    #[arg(long, value_name = "R")]
+    pub researcher: Option<String>,
+
+    /// Only runs of this plan, e.g. count, scan (exact, or a glob).
+    #[arg(long, value_name = "P")]
+    pub plan: Option<String>,
+
+    /// Only runs that started at or after this time.
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+
+    /// Only runs that started before this time (a bare date includes that day).
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+
+    /// Only runs that ended so ("incomplete": no stop document yet).
+    #[arg(long, value_enum, value_name = "STATUS")]
+    pub exit_status: Option<RunStatus>,
+
+    /// At most this many runs (the newest).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+
+    /// A JSON array of objects with stable keys, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RunStatus {
+    Success,
+    Abort,
+    Fail,
+    Incomplete,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Success => "success",
+            RunStatus::Abort => "abort",
+            RunStatus::Fail => "fail",
+            RunStatus::Incomplete => "incomplete",
+        }
+    }
 }

@@ -82,6 +82,7 @@ pub fn fail(status: ExitStatus, message: impl Into<String>) -> anyhow::Error {
 /// chain decides; anything else is a runtime failure.
 pub fn status_of(err: &anyhow::Error) -> ExitStatus {
     use crate::layout::NameError;
+    use crate::lock::LockError;
     use crate::migrations::runner::{HistoryError, RunnerError};
     use crate::settings::SettingsError;
     use crate::tomlfile::TomlError;
@@ -91,6 +92,12 @@ pub fn status_of(err: &anyhow::Error) -> ExitStatus {
         }
         if cause.is::<SettingsError>() || cause.is::<TomlError>() || cause.is::<NameError>() {
             return ExitStatus::Usage;
+        }
+        if matches!(
+            cause.downcast_ref::<LockError>(),
+            Some(LockError::Held { .. })
+        ) {
+            return ExitStatus::Locked;
         }
         if cause.is::<HistoryError>()
             || matches!(

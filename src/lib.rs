@@ -10,9 +10,11 @@ pub mod db;
 pub mod diff;
 pub mod exit;
 pub mod frames;
+pub mod index;
 pub mod layout;
 pub mod lock;
 pub mod migrations;
+pub mod reindex;
 pub mod render;
 pub mod schema;
 pub mod settings;
@@ -38,5 +40,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Initdb(args) => commands::initdb::run(&ctx, args),
         Command::MakeMigrations(args) => commands::make_migrations::run(&ctx, args),
         Command::Migrate(args) => commands::migrate::run(&ctx, args),
+        Command::Reindex(args) => commands::reindex::run(&ctx, args),
+        Command::Runs(args) => commands::runs::run(&ctx, args),
     }
 }

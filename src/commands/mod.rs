@@ -4,6 +4,8 @@ pub mod initdb;
 pub mod make_migrations;
 pub mod migrate;
 pub mod progress;
+pub mod reindex;
+pub mod runs;
 
 use crate::settings::Settings;
 

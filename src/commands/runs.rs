@@ -1,0 +1,338 @@
+//! `beamdb runs`: find runs across beamtimes in the index.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use jiff::{Span, Timestamp, Zoned, civil, tz::TimeZone};
+use serde_json::{Map, Value as Json};
+
+use super::Ctx;
+use crate::cli::RunsArgs;
+use crate::db::Access;
+use crate::exit::{ExitStatus, fail};
+use crate::index::{IndexDb, RunFilter, RunRow};
+use crate::layout::Layout;
+
+pub fn run(ctx: &Ctx, args: &RunsArgs) -> Result<ExitStatus> {
+    let now = Zoned::now();
+    let filter = RunFilter {
+        beamtimes: args.beamtimes.clone(),
+        sample: args.sample.clone(),
+        researcher: args.researcher.clone(),
+        plan: args.plan.clone(),
+        since: args
+            .since
+            .as_deref()
+            .map(|t| parse_time(t, &now, Bound::Since))
+            .transpose()?,
+        until: args
+            .until
+            .as_deref()
+            .map(|t| parse_time(t, &now, Bound::Until))
+            .transpose()?,
+        exit_status: args.exit_status.map(|s| s.as_str().to_string()),
+        limit: args.limit,
+    };
+    let path = Layout::new(&ctx.settings.data_root).index_db();
+    if !path.exists() {
+        return Err(fail(
+            ExitStatus::Failure,
+            format!(
+                "{}: no index yet; run `beamdb reindex` first",
+                path.display()
+            ),
+        ));
+    }
+    let index = IndexDb::open(&path, Access::ReadOnly, &ctx.settings.sqlite)?;
+    let rows = index
+        .query_runs(&filter)
+        .with_context(|| format!("{}: cannot query the index", path.display()))?;
+
+    let text = if args.json {
+        to_json(&rows, index.extra_columns())
+    } else {
+        if rows.is_empty() {
+            ctx.note("no runs match");
+        }
+        to_table(&rows)
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // `beamdb runs | head` is a success, not an error.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitStatus::Success),
+        Err(err) => Err(err.into()),
+        Ok(()) => Ok(ExitStatus::Success),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Since,
+    Until,
+}
+
+/// Parses a `--since`/`--until` time into Unix seconds. Accepted, in local time unless an
+/// offset is given: `2026-11-20` (a whole day: `--until` includes it), `2026-11-20T14:00`,
+/// `2026-11-20 14:00:30`, `2026-11-20T14:00:00+01:00`, `today`, `yesterday`, a weekday
+/// (`monday`: its most recent start, today included), a span ago (`3d`, `12h`, `2 weeks`),
+/// or Unix seconds (`1795346299.6`).
+fn parse_time(text: &str, now: &Zoned, bound: Bound) -> Result<f64> {
+    let t = text.trim();
+    let invalid = || {
+        fail(
+            ExitStatus::Usage,
+            format!(
+                "cannot read {t:?} as a time; use a date (2026-11-20), a date and time (2026-11-20T14:00, local time unless an offset such as +01:00 or Z is given), today, yesterday, a weekday, a span ago (3d, 12h) or Unix seconds"
+            ),
+        )
+    };
+    let seconds = |z: &Zoned| z.timestamp().as_millisecond() as f64 / 1000.0;
+    let day = |date: civil::Date| -> Result<f64> {
+        let date = if bound == Bound::Until {
+            date.tomorrow().map_err(|_| invalid())?
+        } else {
+            date
+        };
+        let start = date
+            .to_zoned(now.time_zone().clone())
+            .map_err(|_| invalid())?;
+        Ok(seconds(&start))
+    };
+    if let Ok(secs) = t.parse::<f64>()
+        && secs.is_finite()
+    {
+        return Ok(secs);
+    }
+    match t.to_ascii_lowercase().as_str() {
+        "today" => return day(now.date()),
+        "yesterday" => return day(now.date().yesterday().map_err(|_| invalid())?),
+        "now" => return Ok(seconds(now)),
+        _ => {}
+    }
+    if let Some(weekday) = parse_weekday(t) {
+        let mut date = now.date();
+        while date.weekday() != weekday {
+            date = date.yesterday().map_err(|_| invalid())?;
+        }
+        return day(date);
+    }
+    // A bare date first: jiff would also read it as a date-time at midnight, but a bare date
+    // means the whole day.
+    if t.len() == 10
+        && let Ok(date) = t.parse::<civil::Date>()
+    {
+        return day(date);
+    }
+    if let Ok(ts) = t.parse::<Timestamp>() {
+        return Ok(ts.as_millisecond() as f64 / 1000.0);
+    }
+    if let Ok(dt) = t.parse::<civil::DateTime>() {
+        let zoned = dt
+            .to_zoned(now.time_zone().clone())
+            .map_err(|_| invalid())?;
+        return Ok(seconds(&zoned));
+    }
+    let span_text = t.strip_suffix("ago").unwrap_or(t).trim();
+    if let Ok(span) = span_text.parse::<Span>() {
+        let then = now.checked_sub(span.abs()).map_err(|_| invalid())?;
+        return Ok(seconds(&then));
+    }
+    Err(invalid())
+}
+
+fn parse_weekday(text: &str) -> Option<civil::Weekday> {
+    use civil::Weekday::*;
+    let lower = text.to_ascii_lowercase();
+    [
+        ("monday", Monday),
+        ("tuesday", Tuesday),
+        ("wednesday", Wednesday),
+        ("thursday", Thursday),
+        ("friday", Friday),
+        ("saturday", Saturday),
+        ("sunday", Sunday),
+    ]
+    .into_iter()
+    .find(|(name, _)| lower.len() >= 3 && name.starts_with(&lower))
+    .map(|(_, day)| day)
+}
+
+fn local_time(seconds: Option<f64>) -> String {
+    let Some(seconds) = seconds else {
+        return String::new();
+    };
+    match Timestamp::from_millisecond((seconds * 1000.0) as i64) {
+        Ok(ts) => ts
+            .to_zoned(TimeZone::system())
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+        Err(_) => format!("{seconds}"),
+    }
+}
+
+fn iso_time(seconds: Option<f64>) -> Json {
+    seconds
+        .and_then(|s| Timestamp::from_millisecond((s * 1000.0) as i64).ok())
+        .map_or(Json::Null, |ts| Json::String(ts.to_string()))
+}
+
+/// The `--json` output: an array of objects whose keys are stable (scripts rely on them).
+fn to_json(rows: &[RunRow], extra_columns: &[String]) -> String {
+    let array: Vec<Json> = rows
+        .iter()
+        .map(|row| {
+            let run = &row.run;
+            let mut object = Map::new();
+            object.insert("uid".into(), run.uid.clone().into());
+            object.insert("beamtime".into(), row.beamtime.clone().into());
+            object.insert("scan_id".into(), run.scan_id.into());
+            object.insert("plan_name".into(), run.plan_name.clone().into());
+            object.insert("sample_name".into(), run.sample_name.clone().into());
+            object.insert("researcher".into(), run.researcher.clone().into());
+            object.insert("time_start".into(), run.time_start.into());
+            object.insert("time_start_iso".into(), iso_time(run.time_start));
+            object.insert("time_stop".into(), run.time_stop.into());
+            object.insert("exit_status".into(), run.exit_status.clone().into());
+            object.insert("num_events".into(), run.num_events.into());
+            for column in extra_columns {
+                let value = run.extra.get(column).map_or(Json::Null, sql_to_json);
+                object.insert(column.clone(), value);
+            }
+            Json::Object(object)
+        })
+        .collect();
+    let mut text = serde_json::to_string_pretty(&array).unwrap_or_else(|_| "[]".to_string());
+    text.push('\n');
+    text
+}
+
+fn sql_to_json(value: &rusqlite::types::Value) -> Json {
+    use rusqlite::types::Value;
+    match value {
+        Value::Null => Json::Null,
+        Value::Integer(i) => (*i).into(),
+        Value::Real(f) => (*f).into(),
+        Value::Text(s) => s.clone().into(),
+        Value::Blob(b) => format!("<{} bytes>", b.len()).into(),
+    }
+}
+
+/// A table for people: aligned columns, newest first, local times.
+fn to_table(rows: &[RunRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let header = [
+        "START",
+        "BEAMTIME",
+        "SCAN",
+        "PLAN",
+        "SAMPLE",
+        "RESEARCHER",
+        "STATUS",
+        "EVENTS",
+        "UID",
+    ];
+    let cells: Vec<[String; 9]> = rows
+        .iter()
+        .map(|row| {
+            let run = &row.run;
+            let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+            [
+                local_time(run.time_start),
+                row.beamtime.clone(),
+                run.scan_id.map_or("-".into(), |s| s.to_string()),
+                opt(&run.plan_name),
+                opt(&run.sample_name),
+                opt(&run.researcher),
+                run.exit_status
+                    .clone()
+                    .unwrap_or_else(|| "incomplete".into()),
+                run.num_events.map_or("-".into(), |n| n.to_string()),
+                run.uid.clone(),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        text.push_str(padded.join("  ").trim_end());
+        text.push('\n');
+    };
+    line(header.to_vec());
+    for row in &cells {
+        line(row.iter().map(String::as_str).collect());
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Zoned {
+        // A Wednesday, in a fixed zone so that the test does not depend on the machine.
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_dates_times_and_words() {
+        let now = at("2026-11-25T15:30:00+01:00[Europe/Berlin]");
+        let day_start = 1795561200.0; // 2026-11-25T00:00:00+01:00
+        assert_eq!(
+            parse_time("2026-11-25", &now, Bound::Since).unwrap(),
+            day_start
+        );
+        assert_eq!(
+            parse_time("2026-11-25", &now, Bound::Until).unwrap(),
+            day_start + 86400.0
+        );
+        assert_eq!(parse_time("today", &now, Bound::Since).unwrap(), day_start);
+        assert_eq!(
+            parse_time("yesterday", &now, Bound::Since).unwrap(),
+            day_start - 86400.0
+        );
+        assert_eq!(
+            parse_time("monday", &now, Bound::Since).unwrap(),
+            day_start - 2.0 * 86400.0
+        );
+        assert_eq!(parse_time("Wed", &now, Bound::Since).unwrap(), day_start);
+        assert_eq!(
+            parse_time("2026-11-25T01:00", &now, Bound::Since).unwrap(),
+            day_start + 3600.0
+        );
+        assert_eq!(
+            parse_time("2026-11-25 01:00", &now, Bound::Since).unwrap(),
+            day_start + 3600.0
+        );
+        assert_eq!(
+            parse_time("2026-11-25T00:00:00Z", &now, Bound::Since).unwrap(),
+            day_start + 3600.0
+        );
+        assert_eq!(
+            parse_time("1795561200", &now, Bound::Since).unwrap(),
+            day_start
+        );
+        let now_s = now.timestamp().as_second() as f64;
+        assert_eq!(
+            parse_time("2h", &now, Bound::Since).unwrap(),
+            now_s - 7200.0
+        );
+        assert_eq!(
+            parse_time("3 days ago", &now, Bound::Since).unwrap(),
+            now_s - 3.0 * 86400.0
+        );
+        assert!(parse_time("last tuesday-ish", &now, Bound::Since).is_err());
+        assert!(parse_time("mo", &now, Bound::Since).is_err());
+    }
+}
