@@ -685,3 +685,76 @@ fn ingest_keeps_all_zero_frames_as_chunks() {
         );
     }
 }
+
+#[test]
+fn ingest_missing_frame_and_wrong_dtype_and_bad_stop_are_rejected() {
+    let fx = Fixture::new();
+    let frames = fx.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..4 {
+        std::fs::copy(
+            repo(&format!("tests/data/bluesky/frames/df4fa8_{i}.npy")),
+            frames.join(format!("df4fa8_{i}.npy")),
+        )
+        .unwrap();
+    }
+    let map = format!("{SHARED_ROOT}={}", frames.display());
+    let ingest_here = |file: &Path| {
+        run(&mut fx.beamdb(&["ingest", "--beamtime", "bt", "--root-map", &map, path(file)]))
+    };
+    let whole = shared_run(COUNT_RUN);
+    let (code, out, _) = ingest_here(&whole);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("df4fa8_4.npy: frame file is missing"), "{out}");
+    let dtype = edited(&fx, COUNT_RUN, "dtype.jsonl", |t| {
+        t.replace(
+            "\"external\": \"FILESTORE\", \"object_name\"",
+            "\"external\": \"FILESTORE\", \"dtype_numpy\": \"<f4\", \"object_name\"",
+        )
+    });
+    let (code, out, _) = ingest_here(&dtype);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("frame has dtype <u2, but <f4 was expected"),
+        "{out}"
+    );
+    let stop = edited(&fx, SCALAR_RUN, "stop.jsonl", |t| {
+        t.replace("\"exit_status\": \"success\"", "\"exit_status\": \"ok\"")
+    });
+    let (code, out, _) = ingest_here(&stop);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains(":14: exit_status: \"ok\" is not success, abort or fail"),
+        "{out}"
+    );
+    assert_eq!(counts(&fx), (0, 0, 0));
+    assert_eq!(
+        std::fs::read_dir(store(&fx).join("runs")).unwrap().count(),
+        1
+    );
+}
+
+#[test]
+fn ingest_usage_errors_exit_2_before_anything_is_written() {
+    let fx = Fixture::new();
+    let (code, _, err) = run(&mut fx.beamdb(&["ingest", "--beamtime", "bt", "nope.jsonl"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nope.jsonl: no such file or folder"), "{err}");
+    let file = shared_run(SCALAR_RUN);
+    let (code, _, err) = run(&mut fx.beamdb(&[
+        "ingest",
+        "--beamtime",
+        "bt",
+        "--root-map",
+        "nonsense",
+        path(&file),
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--root-map \"nonsense\": expected OLD=NEW"),
+        "{err}"
+    );
+    let (code, _, err) = run(&mut fx.beamdb(&["ingest", "--beamtime", "../x", path(&file)]));
+    assert_eq!(code, 2, "{err}");
+    assert!(!fx.data_root().exists());
+}
