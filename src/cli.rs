@@ -62,6 +62,22 @@ pub enum Command {
     #[command(after_help = EXIT_CODES_HELP)]
     Migrate(MigrateArgs),
 
+    /// Store Bluesky runs (suitcase-jsonl documents) and their frames in a beamtime.
+    ///
+    /// Reads files, folders of *.jsonl files (in name order), or - for a live document
+    /// stream on stdin (each run is committed when its stop arrives). Frames (external files
+    /// found through the root map, and inline arrays of 2 or more dimensions) go to the
+    /// beamtime's Zarr store at runs/{run_uid}/{stream}/{field}; rows (samples, runs,
+    /// streams, events, image_refs) to beamtime.db, in one transaction per run after its
+    /// frames are on disk. A run lands whole or not at all.
+    ///
+    /// A run already stored with the same documents is left alone; with different documents
+    /// it is rejected unless --replace. A run with bad input is rejected with file:line and
+    /// the reason; the other runs still land, and the exit status is 4. A run without a stop
+    /// document is stored as incomplete (exit_status NULL) with a warning. The beamtime is
+    /// created when it does not exist.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Ingest(IngestArgs),
     /// Bring the master index (index.db) up to date with every beamtime under data_root.
     ///
     /// Safe while ingests write: each beamtime is read in one read-only snapshot, and its
@@ -105,6 +121,26 @@ pub struct MakeMigrationsArgs {
     /// Write nothing; exit 3 and list the differences when a migration is missing.
     #[arg(long)]
     pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// The beamtime to ingest into (letters, digits, '-', '_', '.'); created when missing.
+    #[arg(long = "beamtime", value_name = "ID")]
+    pub beamtime: String,
+
+    /// Where files written under OLD are now: OLD=NEW (repeatable). Adds to, and for the
+    /// same OLD overrides, [ingest.root_map] in the settings.
+    #[arg(long = "root-map", value_name = "OLD=NEW")]
+    pub root_map: Vec<String>,
+
+    /// Replace a stored run whose documents differ, rows and frames together.
+    #[arg(long)]
+    pub replace: bool,
+
+    /// suitcase-jsonl files, folders of them, or - for stdin.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -2,12 +2,24 @@
 //!
 //! The store is opened through one function that takes its location, so that moving frames
 //! to another store backend later touches this file only.
+//!
+//! Layout: `runs/{run_uid}/{stream}/{field}`, one array per field, shape `[n, *frame]`, one
+//! chunk per frame. A run's frames are written into the run's own group, which is then a
+//! complete Zarr hierarchy on its own (metadata holds no paths), so a replacement can be
+//! written elsewhere and moved into place with one rename.
+//!
+//! Every frame is written, even one equal to the fill value (zarrs skips those by default):
+//! `verify` tells "frame missing" from "frame all zero" by whether the chunk exists.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use zarrs::array::{Array, ArrayBytes, ArrayMetadata, ArrayMetadataV3, CodecOptions};
 use zarrs::filesystem::FilesystemStore;
 use zarrs::group::GroupBuilder;
+
+use crate::layout::SafeName;
+use crate::settings::Compression;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: cannot create the Zarr store: {message}")]
@@ -16,12 +28,29 @@ pub struct StoreError {
     pub message: String,
 }
 
-/// Creates an empty Zarr v3 store (a root group) at `path`, unless one is there already.
-pub fn create_store(path: &Path) -> Result<(), StoreError> {
-    let fail = |message: String| StoreError {
+fn store_error(path: &Path) -> impl Fn(String) -> StoreError + '_ {
+    move |message| StoreError {
         path: path.display().to_string(),
         message,
-    };
+    }
+}
+
+/// Writes a group's `zarr.json` with `attributes` into `store` at `path`.
+fn write_group(
+    store: Arc<FilesystemStore>,
+    path: &str,
+    attributes: serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    let group = GroupBuilder::new()
+        .attributes(attributes)
+        .build(store, path)
+        .map_err(|e| e.to_string())?;
+    group.store_metadata().map_err(|e| e.to_string())
+}
+
+/// Creates an empty Zarr v3 store (a root group) at `path`, unless one is there already.
+pub fn create_store(path: &Path) -> Result<(), StoreError> {
+    let fail = store_error(path);
     if path.join("zarr.json").is_file() {
         return Ok(());
     }
@@ -32,9 +61,361 @@ pub fn create_store(path: &Path) -> Result<(), StoreError> {
         "description".into(),
         "beamdb frame store: runs/{run_uid}/{stream}/{field}, axis 0 = frame".into(),
     );
-    let group = GroupBuilder::new()
-        .attributes(attributes)
-        .build(store, "/")
-        .map_err(|e| fail(e.to_string()))?;
-    group.store_metadata().map_err(|e| fail(e.to_string()))
+    write_group(store, "/", attributes).map_err(fail)
+}
+
+/// How `image_refs.compression_codec` names a compression.
+pub fn codec_label(compression: Compression) -> String {
+    match compression {
+        Compression::None => "none".into(),
+        Compression::Zstd { level } => format!("zstd(level={level})"),
+        Compression::BitshuffleZstd { level } => {
+            format!(
+                "blosc(cname=zstd,clevel={},shuffle=bitshuffle)",
+                blosc_level(level)
+            )
+        }
+    }
+}
+
+/// Blosc levels go to 9; the settings' zstd scale goes to 22.
+fn blosc_level(level: i32) -> i32 {
+    level.clamp(1, 9)
+}
+
+/// A beamtime's frame store and the staging folder beside it (for `--replace`).
+#[derive(Debug, Clone)]
+pub struct FrameStore {
+    root: PathBuf,
+    staging: PathBuf,
+}
+
+/// Where [`FrameStore::begin`] writes a run's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Straight into `runs/{uid}`: the run is new.
+    InPlace,
+    /// Into the staging folder, moved into place by [`FrameStore::swap_in`]: a replacement.
+    Staging,
+}
+
+/// What [`FrameStore::recover`] found and did about an interrupted ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovered {
+    Nothing,
+    /// A group no committed run owns (an ingest was killed before its commit): removed.
+    RemovedLeftover,
+    /// A replacement was killed after moving frames: the committed run's frames put back.
+    RestoredReplaced,
+    /// A replacement was killed after its commit: the old frames removed.
+    FinishedReplace,
+}
+
+impl FrameStore {
+    /// Opens the store at `root` (creating it when missing), with `staging` for replacements.
+    pub fn open(root: &Path, staging: &Path) -> Result<FrameStore, StoreError> {
+        create_store(root)?;
+        let fail = store_error(root);
+        if !root.join("runs/zarr.json").is_file() {
+            let store = Arc::new(FilesystemStore::new(root).map_err(|e| fail(e.to_string()))?);
+            let mut attributes = serde_json::Map::new();
+            attributes.insert("description".into(), "one group per run uid".into());
+            write_group(store, "/runs", attributes).map_err(&fail)?;
+        }
+        Ok(FrameStore {
+            root: root.to_path_buf(),
+            staging: staging.to_path_buf(),
+        })
+    }
+
+    /// The array path of a run's field inside the store (what `image_refs.zarr_group` holds).
+    pub fn array_path(uid: &SafeName, stream: &SafeName, field: &str) -> String {
+        format!("runs/{uid}/{stream}/{field}")
+    }
+
+    fn run_dir(&self, uid: &SafeName) -> PathBuf {
+        self.root.join("runs").join(uid.as_str())
+    }
+
+    fn new_dir(&self, uid: &SafeName) -> PathBuf {
+        self.staging.join(format!("{uid}.new"))
+    }
+
+    fn old_dir(&self, uid: &SafeName) -> PathBuf {
+        self.staging.join(format!("{uid}.old"))
+    }
+
+    /// The content digest recorded in a run group's attributes, if the group is there.
+    fn digest_at(dir: &Path) -> Option<String> {
+        let text = std::fs::read_to_string(dir.join("zarr.json")).ok()?;
+        let meta: serde_json::Value = serde_json::from_str(&text).ok()?;
+        meta["attributes"]["beamdb"]["content_digest"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Cleans up after an ingest of `uid` that was killed, given the committed run's digest
+    /// (`None`: no committed run). Each group records the digest of the documents it was
+    /// written from, which is what tells a committed run's frames from a leftover.
+    pub fn recover(
+        &self,
+        uid: &SafeName,
+        committed: Option<&str>,
+    ) -> Result<Recovered, StoreError> {
+        let fail = store_error(&self.root);
+        let remove = |dir: &Path| match std::fs::remove_dir_all(dir) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(fail(format!("cannot remove {}: {e}", dir.display()))),
+        };
+        let mut done = Recovered::Nothing;
+        remove(&self.new_dir(uid))?;
+        let old = self.old_dir(uid);
+        let run = self.run_dir(uid);
+        if old.exists() {
+            if committed.is_some() && Self::digest_at(&old).as_deref() == committed {
+                remove(&run)?;
+                std::fs::rename(&old, &run).map_err(|e| fail(e.to_string()))?;
+                return Ok(Recovered::RestoredReplaced);
+            }
+            remove(&old)?;
+            done = Recovered::FinishedReplace;
+        }
+        if committed.is_none() && remove(&run)? {
+            done = Recovered::RemovedLeftover;
+        }
+        Ok(done)
+    }
+
+    /// Starts writing `uid`'s frames. Call [`FrameStore::recover`] first.
+    pub fn begin(
+        &self,
+        uid: &SafeName,
+        target: Target,
+        compression: Compression,
+    ) -> Result<RunFrames, StoreError> {
+        let dir = match target {
+            Target::InPlace => self.run_dir(uid),
+            Target::Staging => self.new_dir(uid),
+        };
+        let fail = |e: String| store_error(&dir)(e);
+        std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
+        let store = Arc::new(FilesystemStore::new(&dir).map_err(|e| fail(e.to_string()))?);
+        Ok(RunFrames {
+            dir,
+            store,
+            arrays: Vec::new(),
+            streams: Vec::new(),
+            compression,
+            options: CodecOptions::default().with_store_empty_chunks(true),
+        })
+    }
+
+    /// Moves a staged replacement of `uid` into place; the old frames go to staging until
+    /// [`FrameStore::drop_old`] (after the commit) or [`FrameStore::swap_back`] (if it failed).
+    pub fn swap_in(&self, uid: &SafeName) -> Result<(), StoreError> {
+        let fail = store_error(&self.root);
+        let run = self.run_dir(uid);
+        if run.exists() {
+            std::fs::rename(&run, self.old_dir(uid)).map_err(|e| fail(e.to_string()))?;
+        }
+        let new = self.new_dir(uid);
+        if new.exists() {
+            std::fs::rename(&new, &run).map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    pub fn drop_old(&self, uid: &SafeName) -> Result<(), StoreError> {
+        self.recover_removing(&self.old_dir(uid))
+    }
+
+    pub fn swap_back(&self, uid: &SafeName) -> Result<(), StoreError> {
+        let fail = store_error(&self.root);
+        let run = self.run_dir(uid);
+        self.recover_removing(&run)?;
+        let old = self.old_dir(uid);
+        if old.exists() {
+            std::fs::rename(&old, &run).map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn recover_removing(&self, dir: &Path) -> Result<(), StoreError> {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(store_error(&self.root)(format!(
+                "cannot remove {}: {e}",
+                dir.display()
+            ))),
+        }
+    }
+}
+
+/// One field's stack of frames.
+struct Stack {
+    array: Array<FilesystemStore>,
+    frame_shape: Vec<u64>,
+    len: u64,
+}
+
+/// The frames of one run being written. Frames may be stored from many threads at once;
+/// array metadata is written once, by [`RunFrames::finish`], when the final lengths are known.
+pub struct RunFrames {
+    dir: PathBuf,
+    store: Arc<FilesystemStore>,
+    arrays: Vec<Stack>,
+    streams: Vec<String>,
+    compression: Compression,
+    options: CodecOptions,
+}
+
+/// What a new stack is.
+pub struct StackSpec<'a> {
+    pub stream: &'a SafeName,
+    pub field: &'a str,
+    /// zarr v3 data type name (`uint16`).
+    pub data_type: &'a str,
+    pub item_size: usize,
+    pub frame_shape: &'a [u64],
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+impl RunFrames {
+    fn fail(&self) -> impl Fn(String) -> StoreError + '_ {
+        store_error(&self.dir)
+    }
+
+    /// Adds an array for a field; returns its number for [`RunFrames::store`].
+    pub fn add_stack(&mut self, spec: StackSpec<'_>) -> Result<usize, StoreError> {
+        let mut shape = vec![0u64];
+        shape.extend_from_slice(spec.frame_shape);
+        let mut chunk = vec![1u64];
+        chunk.extend(spec.frame_shape.iter().map(|&d| d.max(1)));
+        let mut codecs = vec![serde_json::json!({
+            "name": "bytes", "configuration": {"endian": "little"}
+        })];
+        match self.compression {
+            Compression::None => {}
+            Compression::Zstd { level } => codecs.push(serde_json::json!({
+                "name": "zstd", "configuration": {"level": level, "checksum": false}
+            })),
+            Compression::BitshuffleZstd { level } => codecs.push(serde_json::json!({
+                "name": "blosc",
+                "configuration": {
+                    "cname": "zstd", "clevel": blosc_level(level), "shuffle": "bitshuffle",
+                    "typesize": spec.item_size, "blocksize": 0
+                }
+            })),
+        }
+        let fill_value = match spec.data_type {
+            "bool" => serde_json::json!(false),
+            t if t.starts_with("float") => serde_json::json!(0.0),
+            _ => serde_json::json!(0),
+        };
+        let metadata = serde_json::json!({
+            "zarr_format": 3,
+            "node_type": "array",
+            "shape": shape,
+            "data_type": spec.data_type,
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunk}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+            "fill_value": fill_value,
+            "codecs": codecs,
+            "attributes": spec.attributes,
+        });
+        let metadata: ArrayMetadataV3 =
+            serde_json::from_value(metadata).map_err(|e| self.fail()(e.to_string()))?;
+        let path = format!("/{}/{}", spec.stream, spec.field);
+        let array =
+            Array::new_with_metadata(self.store.clone(), &path, ArrayMetadata::V3(metadata))
+                .map_err(|e| self.fail()(e.to_string()))?;
+        if !self.streams.iter().any(|s| s == spec.stream.as_str()) {
+            self.streams.push(spec.stream.to_string());
+        }
+        self.arrays.push(Stack {
+            array,
+            frame_shape: spec.frame_shape.to_vec(),
+            len: 0,
+        });
+        Ok(self.arrays.len() - 1)
+    }
+
+    /// Makes room for `len` frames in `stack` (in memory only; no metadata is written).
+    pub fn reserve(&mut self, stack: usize, len: u64) -> Result<(), StoreError> {
+        let fail = store_error(&self.dir);
+        let s = self
+            .arrays
+            .get_mut(stack)
+            .ok_or_else(|| fail(format!("no stack {stack}")))?;
+        if len > s.len {
+            let mut shape = vec![len];
+            shape.extend_from_slice(&s.frame_shape);
+            s.array.set_shape(shape).map_err(|e| fail(e.to_string()))?;
+            s.len = len;
+        }
+        Ok(())
+    }
+
+    /// Encodes and writes frame `index` of `stack`. Safe to call from many threads.
+    pub fn store(&self, stack: usize, index: u64, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let s = self
+            .arrays
+            .get(stack)
+            .ok_or_else(|| self.fail()(format!("no stack {stack}")))?;
+        let mut chunk = vec![index];
+        chunk.extend(std::iter::repeat_n(0, s.frame_shape.len()));
+        s.array
+            .store_chunk_opt(&chunk, ArrayBytes::new_flen(bytes), &self.options)
+            .map_err(|e| self.fail()(e.to_string()))
+    }
+
+    /// Replaces an array attribute (e.g. the list of descriptors that fed it).
+    pub fn set_attribute(&mut self, stack: usize, key: &str, value: serde_json::Value) {
+        if let Some(s) = self.arrays.get_mut(stack) {
+            s.array.attributes_mut().insert(key.to_string(), value);
+        }
+    }
+
+    /// Writes the metadata: each array with its final length, each stream's group, and the
+    /// run's group with `attributes` (which must carry the run's content digest).
+    pub fn finish(
+        &mut self,
+        lens: &[u64],
+        attributes: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        let fail = store_error(&self.dir);
+        for (stack, &len) in self.arrays.iter_mut().zip(lens) {
+            let mut shape = vec![len];
+            shape.extend_from_slice(&stack.frame_shape);
+            stack
+                .array
+                .set_shape(shape)
+                .map_err(|e| fail(e.to_string()))?;
+            stack
+                .array
+                .store_metadata()
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        for stream in &self.streams {
+            write_group(
+                self.store.clone(),
+                &format!("/{stream}"),
+                serde_json::Map::new(),
+            )
+            .map_err(&fail)?;
+        }
+        // The run group last: its digest is what marks the frames as complete.
+        write_group(self.store.clone(), "/", attributes).map_err(&fail)
+    }
+
+    /// Removes everything written for this run.
+    pub fn discard(&self) -> Result<(), StoreError> {
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(store_error(&self.dir)(format!("cannot remove it: {e}"))),
+        }
+    }
 }

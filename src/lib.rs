@@ -10,6 +10,7 @@ pub mod db;
 pub mod diff;
 pub mod exit;
 pub mod frames;
+pub mod ingest;
 pub mod index;
 pub mod layout;
 pub mod lock;
@@ -40,6 +41,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Initdb(args) => commands::initdb::run(&ctx, args),
         Command::MakeMigrations(args) => commands::make_migrations::run(&ctx, args),
         Command::Migrate(args) => commands::migrate::run(&ctx, args),
+        Command::Ingest(args) => commands::ingest::run(&ctx, args),
         Command::Reindex(args) => commands::reindex::run(&ctx, args),
         Command::Runs(args) => commands::runs::run(&ctx, args),
     }

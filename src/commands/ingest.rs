@@ -1,0 +1,242 @@
+//! `beamdb ingest`: documents and frames into one beamtime; one summary line per run.
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::{Ctx, progress};
+use crate::beamtime::{self, Ensured};
+use crate::cli::IngestArgs;
+use crate::db::{self, Access};
+use crate::exit::{ExitStatus, fail};
+use crate::frames::{FrameStore, Recovered};
+use crate::ingest::rootmap::RootMap;
+use crate::ingest::{Ingester, Options, Outcome, Report};
+use crate::layout::{Layout, SafeName};
+use crate::lock;
+use crate::migrations::files;
+use crate::schema::DbKind;
+use crate::settings::sort_root_map;
+
+pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
+    let id = SafeName::new("beamtime id", &args.beamtime)?;
+    let roots = root_map(ctx, &args.root_map)?;
+    let inputs = inputs(&args.paths)?;
+    let settings = &ctx.settings;
+    let layout = Layout::new(&settings.data_root);
+    std::fs::create_dir_all(layout.root())
+        .with_context(|| format!("{}: cannot create data_root", layout.root().display()))?;
+    // Held to the end: a migrate must not rebuild tables under an ingest.
+    let _lock = lock::shared_wait(&layout.migrate_lock())?;
+
+    let migrations = files::load(DbKind::Beamtime, settings.schema.migrations_dir.as_deref())?;
+    match beamtime::ensure(&layout, &id, &migrations, &settings.sqlite)? {
+        Ensured::Created => ctx.note(format_args!(
+            "beamtime {id}: created {}",
+            layout.beamtime_db(&id).display()
+        )),
+        Ensured::Migrated { applied, .. } => ctx.note(format_args!(
+            "beamtime {id}: migrated ({})",
+            applied.join(", ")
+        )),
+        Ensured::UpToDate => {}
+    }
+    let db_path = layout.beamtime_db(&id);
+    let mut conn = db::open(&db_path, Access::ReadWrite, &settings.sqlite)?;
+    let store = FrameStore::open(
+        &layout.frames_store(&id),
+        &layout.beamtime_dir(&id).join("frames.staging"),
+    )?;
+    let options = Options {
+        roots,
+        compression: settings.ingest.compression,
+        replace: args.replace,
+    };
+    let mut ingester = Ingester::new(&mut conn, store, options)
+        .with_context(|| format!("beamtime {id}: {}", db_path.display()))?;
+
+    let bar = progress::bar(ctx, inputs.len() as u64, "ingest");
+    let started = std::time::Instant::now();
+    let mut tally = Tally::default();
+    for input in &inputs {
+        let mut on_report = |r: Report| tally.report(&bar, started, r);
+        match input {
+            Input::Stdin => {
+                let stdin = std::io::stdin().lock();
+                ingester.ingest(stdin, "-", &mut on_report)?;
+            }
+            Input::File(path) => {
+                let file = std::fs::File::open(path)
+                    .with_context(|| format!("{}: cannot open", path.display()))?;
+                let name = path.display().to_string();
+                ingester.ingest(
+                    BufReader::with_capacity(1 << 20, file),
+                    &name,
+                    &mut on_report,
+                )?;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!(
+        "beamtime {id}: landed {}, unchanged {}, rejected {}",
+        tally.landed, tally.unchanged, tally.rejected
+    );
+    Ok(if tally.rejected > 0 {
+        ExitStatus::BadInput
+    } else {
+        ExitStatus::Success
+    })
+}
+
+#[derive(Default)]
+struct Tally {
+    landed: usize,
+    unchanged: usize,
+    rejected: usize,
+}
+
+impl Tally {
+    fn report(
+        &mut self,
+        bar: &indicatif::ProgressBar,
+        started: std::time::Instant,
+        report: Report,
+    ) {
+        match report {
+            Report::Progress { events, bytes } => {
+                let secs = started.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!(
+                    "ingest: {} runs, {events} events, {:.1} MB/s",
+                    self.landed,
+                    bytes as f64 / 1e6 / secs
+                ));
+            }
+            Report::Incomplete { uid, at } => bar.suspend(|| {
+                tracing::warn!(
+                    "run {uid}: no stop document (input ends at {at}); stored as incomplete, exit_status NULL"
+                )
+            }),
+            Report::Run(outcome) => {
+                let line = match outcome {
+                    Outcome::Landed {
+                        uid,
+                        events,
+                        frames,
+                        bytes,
+                        incomplete,
+                        replaced,
+                        recovered,
+                    } => {
+                        self.landed += 1;
+                        let mut notes = Vec::new();
+                        if incomplete {
+                            notes.push("incomplete: no stop");
+                        }
+                        if replaced {
+                            notes.push("replaced the stored run");
+                        }
+                        match recovered {
+                            Recovered::Nothing => {}
+                            Recovered::RemovedLeftover => {
+                                notes.push("removed frames left by an interrupted ingest")
+                            }
+                            Recovered::RestoredReplaced | Recovered::FinishedReplace => {
+                                notes.push("cleaned up an interrupted --replace")
+                            }
+                        }
+                        let notes = if notes.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", notes.join("; "))
+                        };
+                        format!(
+                            "landed    {uid}: {events} events, {frames} frames, {:.1} MB{notes}",
+                            bytes as f64 / 1e6
+                        )
+                    }
+                    Outcome::Unchanged { uid } => {
+                        self.unchanged += 1;
+                        format!("unchanged {uid}: already stored with the same documents")
+                    }
+                    Outcome::Rejected { uid, why } => {
+                        self.rejected += 1;
+                        match uid {
+                            Some(uid) => format!("rejected  {uid}: {why}"),
+                            None => format!("rejected  (no run): {why}"),
+                        }
+                    }
+                };
+                bar.suspend(|| println!("{line}"));
+            }
+        }
+    }
+}
+
+enum Input {
+    Stdin,
+    File(PathBuf),
+}
+
+/// Files as given; folders become their `*.jsonl` files in name order. Checked before any
+/// run is read, so a typo does not leave half an ingest behind.
+fn inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
+    let mut inputs = Vec::new();
+    for path in paths {
+        if path == Path::new("-") {
+            inputs.push(Input::Stdin);
+        } else if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("{}: cannot list the folder", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "jsonl") && p.is_file())
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(fail(
+                    ExitStatus::Usage,
+                    format!("{}: the folder has no *.jsonl files", path.display()),
+                ));
+            }
+            inputs.extend(files.into_iter().map(Input::File));
+        } else if path.is_file() {
+            inputs.push(Input::File(path.clone()));
+        } else {
+            return Err(fail(
+                ExitStatus::Usage,
+                format!("{}: no such file or folder", path.display()),
+            ));
+        }
+    }
+    Ok(inputs)
+}
+
+/// The settings' root map with --root-map on top: the command line wins for the same OLD.
+fn root_map(ctx: &Ctx, flags: &[String]) -> Result<RootMap> {
+    let mut map = ctx.settings.ingest.root_map.clone();
+    for flag in flags {
+        let Some((old, new)) = flag.split_once('=') else {
+            return Err(fail(
+                ExitStatus::Usage,
+                format!("--root-map {flag:?}: expected OLD=NEW"),
+            ));
+        };
+        let old = old.trim_end_matches('/');
+        if !old.starts_with('/') || new.is_empty() {
+            return Err(fail(
+                ExitStatus::Usage,
+                format!(
+                    "--root-map {flag:?}: OLD must be an absolute path as written in the documents, NEW a folder"
+                ),
+            ));
+        }
+        let new = std::env::current_dir()
+            .map(|cwd| cwd.join(new))
+            .unwrap_or_else(|_| PathBuf::from(new));
+        map.retain(|(o, _)| o != old);
+        map.push((old.to_string(), new));
+    }
+    Ok(RootMap::new(sort_root_map(map)))
+}

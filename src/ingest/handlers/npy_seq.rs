@@ -1,0 +1,115 @@
+//! NPY_SEQ (ophyd's simulated detectors): frame `i` of a resource is the file
+//! `{root}/{resource_path}_{i}.npy`, with `i` from `datum_kwargs.index`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::{FrameError, FrameInfo, Handler};
+use crate::ingest::npy::{self, NpyHeader};
+use crate::ingest::rootmap::ResolvedRoot;
+
+pub struct NpySeq {
+    root: ResolvedRoot,
+    resource_path: String,
+}
+
+impl NpySeq {
+    pub fn new(root: ResolvedRoot, resource_path: &str) -> NpySeq {
+        NpySeq {
+            root,
+            resource_path: resource_path.to_string(),
+        }
+    }
+
+    fn path(&self, kwargs: &Map<String, Value>) -> Result<PathBuf, FrameError> {
+        let index =
+            kwargs
+                .get("index")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| FrameError::Datum {
+                    kwargs: Value::Object(kwargs.clone()).to_string(),
+                    what: "NPY_SEQ needs a non-negative integer `index`",
+                })?;
+        let relative = format!("{}_{index}.npy", self.resource_path);
+        self.root
+            .file(&relative)?
+            .map_err(|path| FrameError::Missing { path })
+    }
+}
+
+fn header(path: &Path, bytes: &[u8]) -> Result<NpyHeader, FrameError> {
+    npy::parse_header(bytes).map_err(|source| FrameError::Npy {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Handler for NpySeq {
+    fn probe(&self, kwargs: &Map<String, Value>) -> Result<FrameInfo, FrameError> {
+        let path = self.path(kwargs)?;
+        let io = |source| FrameError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut buf = Vec::with_capacity(npy::HEADER_PROBE);
+        std::fs::File::open(&path)
+            .map_err(io)?
+            .take(npy::HEADER_PROBE as u64)
+            .read_to_end(&mut buf)
+            .map_err(io)?;
+        let h = header(&path, &buf)?;
+        Ok(FrameInfo {
+            dtype: h.dtype,
+            shape: h.shape,
+        })
+    }
+
+    fn read(
+        &self,
+        kwargs: &Map<String, Value>,
+        expected: &FrameInfo,
+    ) -> Result<Vec<u8>, FrameError> {
+        let path = self.path(kwargs)?;
+        let bytes = std::fs::read(&path).map_err(|source| FrameError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let h = header(&path, &bytes)?;
+        if h.shape != expected.shape {
+            return Err(FrameError::Shape {
+                path,
+                found: h.shape,
+                expected: expected.shape.clone(),
+            });
+        }
+        if h.dtype != expected.dtype {
+            return Err(FrameError::Dtype {
+                path,
+                found: h.dtype,
+                expected: expected.dtype,
+            });
+        }
+        let data = &bytes[h.data_offset..];
+        let want = expected.len_bytes();
+        if data.len() != want {
+            return Err(FrameError::Length {
+                path,
+                found: data.len(),
+                expected: want,
+            });
+        }
+        let mut out = if h.fortran_order {
+            npy::fortran_to_c(data, &h.shape, h.dtype.size)
+        } else {
+            data.to_vec()
+        };
+        if h.big_endian {
+            for element in out.chunks_exact_mut(h.dtype.size) {
+                element.reverse();
+            }
+        }
+        Ok(out)
+    }
+}

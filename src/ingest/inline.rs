@@ -1,0 +1,112 @@
+//! Arrays that arrive inside an event's JSON (`"img": [[1.0, 2.0], ...]`), turned into a
+//! frame's little-endian bytes so they can join the Zarr store like any external frame.
+
+use serde_json::Value;
+
+use super::dtype::{Dtype, Kind};
+
+/// The elements of the nested list `value`, which must have exactly `shape`, as `dtype`.
+pub fn to_bytes(value: &Value, shape: &[u64], dtype: Dtype) -> Result<Vec<u8>, String> {
+    let n: u64 = shape.iter().product();
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0) * dtype.size);
+    walk(value, shape, dtype, &mut out, &mut Vec::new())?;
+    Ok(out)
+}
+
+fn walk(
+    value: &Value,
+    shape: &[u64],
+    dtype: Dtype,
+    out: &mut Vec<u8>,
+    at: &mut Vec<usize>,
+) -> Result<(), String> {
+    let Some((&len, rest)) = shape.split_first() else {
+        return element(value, dtype, out).map_err(|e| format!("element {at:?}: {e}"));
+    };
+    let items = value
+        .as_array()
+        .ok_or_else(|| format!("at {at:?}: expected a list of {len}, found {value}"))?;
+    if items.len() as u64 != len {
+        return Err(format!(
+            "at {at:?}: a list of {} where the descriptor's shape says {len}",
+            items.len()
+        ));
+    }
+    for (i, item) in items.iter().enumerate() {
+        at.push(i);
+        walk(item, rest, dtype, out, at)?;
+        at.pop();
+    }
+    Ok(())
+}
+
+fn element(value: &Value, dtype: Dtype, out: &mut Vec<u8>) -> Result<(), String> {
+    let fits = || format!("{value} does not fit {dtype}");
+    match dtype.kind {
+        Kind::Bool => out.push(u8::from(value.as_bool().ok_or_else(fits)?)),
+        Kind::Float => {
+            let v = value.as_f64().ok_or_else(fits)?;
+            match dtype.size {
+                8 => out.extend(v.to_le_bytes()),
+                4 => out.extend((v as f32).to_le_bytes()),
+                _ => {
+                    return Err(format!(
+                        "inline {dtype} is not supported; use float32 or 64"
+                    ));
+                }
+            }
+        }
+        Kind::Int => {
+            let v = value.as_i64().ok_or_else(fits)?;
+            let bytes = v.to_le_bytes();
+            let size = dtype.size;
+            // Fits when truncating and sign-extending back gives the same value.
+            let shift = 64 - 8 * size as u32;
+            if shift > 0 && (v << shift) >> shift != v {
+                return Err(fits());
+            }
+            out.extend(&bytes[..size]);
+        }
+        Kind::UInt => {
+            let v = value.as_u64().ok_or_else(fits)?;
+            let size = dtype.size;
+            if size < 8 && v >> (8 * size) != 0 {
+                return Err(fits());
+            }
+            out.extend(&v.to_le_bytes()[..size]);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nested_lists_become_c_order_bytes() {
+        let v = json!([[1, 2, 3], [4, 5, 6]]);
+        let (u1, _) = Dtype::parse_numpy("|u1").unwrap();
+        assert_eq!(to_bytes(&v, &[2, 3], u1).unwrap(), vec![1, 2, 3, 4, 5, 6]);
+        let f8 = to_bytes(&json!([[1.5]]), &[1, 1], Dtype::FLOAT64).unwrap();
+        assert_eq!(f8, 1.5f64.to_le_bytes().to_vec());
+        let (i2, _) = Dtype::parse_numpy("<i2").unwrap();
+        assert_eq!(
+            to_bytes(&json!([[-2]]), &[1, 1], i2).unwrap(),
+            vec![0xfe, 0xff]
+        );
+    }
+
+    #[test]
+    fn wrong_shapes_and_values_are_refused() {
+        let (u1, _) = Dtype::parse_numpy("|u1").unwrap();
+        assert!(to_bytes(&json!([[1, 2], [3]]), &[2, 2], u1).is_err());
+        assert!(to_bytes(&json!([[1, 2]]), &[2, 2], u1).is_err());
+        assert!(to_bytes(&json!([[256]]), &[1, 1], u1).is_err());
+        assert!(to_bytes(&json!([["a"]]), &[1, 1], Dtype::FLOAT64).is_err());
+        let (i1, _) = Dtype::parse_numpy("|i1").unwrap();
+        assert!(to_bytes(&json!([[-129]]), &[1, 1], i1).is_err());
+        assert!(to_bytes(&json!([[-128]]), &[1, 1], i1).is_ok());
+    }
+}

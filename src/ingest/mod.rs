@@ -1,0 +1,349 @@
+//! `ingest`: Bluesky documents (suitcase-jsonl) → frames in the Zarr store, rows in
+//! `beamtime.db`, one run at a time.
+//!
+//! Data flows one way: `documents` (lines → documents with their `file:line`) → `run` (checks,
+//! frames out through `handlers` and `frames`, rows collected) → `writer` (one transaction).
+//! A run lands whole or not at all: its frames are written into its own group first, its rows
+//! committed last; if anything fails the group is removed. This module drives that protocol
+//! and reports each run's outcome to the caller, which prints.
+
+pub mod documents;
+pub mod dtype;
+pub mod handlers;
+pub mod inline;
+pub mod npy;
+pub mod rootmap;
+pub mod rows;
+pub mod run;
+pub mod writer;
+
+use std::io::BufRead;
+
+use rusqlite::Connection;
+
+use crate::frames::{FrameStore, Recovered, StoreError, Target};
+use crate::settings::Compression;
+use documents::{Doc, Kind, Pos, Reader};
+use rootmap::RootMap;
+use run::{Context, Finished, Mode, Problem, Rejected, RunBuilder, RunError};
+
+/// How one run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Landed {
+        uid: String,
+        events: usize,
+        frames: u64,
+        bytes: u64,
+        /// No stop document: stored with exit_status NULL.
+        incomplete: bool,
+        replaced: bool,
+        recovered: Recovered,
+    },
+    Unchanged {
+        uid: String,
+    },
+    Rejected {
+        /// `None` for documents that belong to no run.
+        uid: Option<String>,
+        why: Rejected,
+    },
+}
+
+/// What the caller hears about as ingest goes.
+#[derive(Debug)]
+pub enum Report {
+    Run(Outcome),
+    /// A document stream ended (or a new run began) before this run's stop.
+    Incomplete {
+        uid: String,
+        at: Pos,
+    },
+    /// Frames and events written so far (for progress bars).
+    Progress {
+        events: u64,
+        bytes: u64,
+    },
+}
+
+pub struct Options {
+    pub roots: RootMap,
+    pub compression: Compression,
+    pub replace: bool,
+}
+
+/// Ingests document streams into one beamtime.
+pub struct Ingester<'a> {
+    conn: &'a mut Connection,
+    store: FrameStore,
+    options: Options,
+    promoted: Vec<String>,
+    events: u64,
+    bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("beamtime database: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+enum State {
+    Idle,
+    Open(Box<RunBuilder>),
+    /// The rest of a rejected run (or stray documents): skipped up to the next start.
+    Skipping,
+}
+
+impl<'a> Ingester<'a> {
+    pub fn new(
+        conn: &'a mut Connection,
+        store: FrameStore,
+        options: Options,
+    ) -> Result<Ingester<'a>, IngestError> {
+        let promoted = writer::promoted_columns(conn)?;
+        Ok(Ingester {
+            conn,
+            store,
+            options,
+            promoted,
+            events: 0,
+            bytes: 0,
+        })
+    }
+
+    /// Ingests every run in one document stream (a file or stdin), committing each at its
+    /// stop. Bad input rejects its run and goes on; an I/O or database failure stops here.
+    pub fn ingest(
+        &mut self,
+        input: impl BufRead,
+        source: &str,
+        report: &mut dyn FnMut(Report),
+    ) -> Result<(), IngestError> {
+        let mut reader = Reader::new(input, source);
+        let mut state = State::Idle;
+        while let Some(next) = reader.next_doc() {
+            let doc = match next {
+                Ok(doc) => doc,
+                Err((pos, error)) => {
+                    state = match state {
+                        State::Open(mut run) => {
+                            let uid = run.uid.to_string();
+                            self.reject(&mut run, Some(uid), Rejected::at(&pos, error), report)?;
+                            State::Skipping
+                        }
+                        State::Idle => {
+                            report(Report::Run(Outcome::Rejected {
+                                uid: None,
+                                why: Rejected::at(&pos, error),
+                            }));
+                            State::Skipping
+                        }
+                        State::Skipping => State::Skipping,
+                    };
+                    continue;
+                }
+            };
+            state = self.step(state, doc, report)?;
+        }
+        if let State::Open(run) = state {
+            report(Report::Incomplete {
+                uid: run.uid.to_string(),
+                at: reader.pos(),
+            });
+            self.finish(run, report)?;
+        }
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        state: State,
+        doc: Doc,
+        report: &mut dyn FnMut(Report),
+    ) -> Result<State, IngestError> {
+        if doc.kind == Kind::Start {
+            if let State::Open(run) = state {
+                report(Report::Incomplete {
+                    uid: run.uid.to_string(),
+                    at: doc.pos.clone(),
+                });
+                self.finish(run, report)?;
+            }
+            return self.open(&doc, report);
+        }
+        match state {
+            State::Open(mut run) => match run.feed(&doc, &self.context()) {
+                Ok(true) => {
+                    self.finish(run, report)?;
+                    Ok(State::Idle)
+                }
+                Ok(false) => Ok(State::Open(run)),
+                Err(RunError::Rejected(why)) => {
+                    let uid = run.uid.to_string();
+                    self.reject(&mut run, Some(uid), why, report)?;
+                    Ok(if doc.kind == Kind::Stop {
+                        State::Idle
+                    } else {
+                        State::Skipping
+                    })
+                }
+                Err(RunError::Store(e)) => {
+                    run.discard()?;
+                    Err(e.into())
+                }
+            },
+            State::Skipping if doc.kind == Kind::Stop => Ok(State::Idle),
+            State::Skipping => Ok(State::Skipping),
+            State::Idle => {
+                let what = format!(
+                    "{} document before any start document (documents out of order, or the start is missing); the documents up to the next start are skipped",
+                    doc.kind.name()
+                );
+                report(Report::Run(Outcome::Rejected {
+                    uid: None,
+                    why: Rejected::at(&doc.pos, Problem::Order(what)),
+                }));
+                Ok(State::Skipping)
+            }
+        }
+    }
+
+    fn context(&self) -> Context<'_> {
+        Context {
+            store: &self.store,
+            roots: &self.options.roots,
+            compression: self.options.compression,
+        }
+    }
+
+    /// Opens a run: is it in the database already? Then cleans what a killed ingest of it
+    /// may have left.
+    fn open(&mut self, doc: &Doc, report: &mut dyn FnMut(Report)) -> Result<State, IngestError> {
+        let uid = doc.body.get("uid").and_then(|v| v.as_str());
+        let committed = match uid {
+            Some(uid) => writer::committed_digest(self.conn, uid)?,
+            None => None,
+        };
+        let mode = match (&committed, self.options.replace) {
+            (None, _) => Mode::Write(Target::InPlace),
+            (Some(_), true) => Mode::Write(Target::Staging),
+            (Some(digest), false) => Mode::Compare {
+                committed: digest.clone().unwrap_or_default(),
+            },
+        };
+        match RunBuilder::start(doc, mode) {
+            Ok(run) => {
+                let recovered = self.store.recover(
+                    &run.uid,
+                    committed.as_ref().map(|d| d.as_deref().unwrap_or("")),
+                )?;
+                let mut run = Box::new(run);
+                run.recovered = recovered;
+                Ok(State::Open(run))
+            }
+            Err(why) => {
+                report(Report::Run(Outcome::Rejected {
+                    uid: uid.map(str::to_string),
+                    why,
+                }));
+                Ok(State::Skipping)
+            }
+        }
+    }
+
+    fn reject(
+        &mut self,
+        run: &mut RunBuilder,
+        uid: Option<String>,
+        why: Rejected,
+        report: &mut dyn FnMut(Report),
+    ) -> Result<(), IngestError> {
+        run.discard()?;
+        report(Report::Run(Outcome::Rejected { uid, why }));
+        Ok(())
+    }
+
+    /// Frames out, then rows in; on any failure the run's frames are removed again.
+    fn finish(
+        &mut self,
+        mut run: Box<RunBuilder>,
+        report: &mut dyn FnMut(Report),
+    ) -> Result<(), IngestError> {
+        let uid = run.uid.clone();
+        let incomplete = !run.stopped();
+        let finished = match run.finish() {
+            Ok(finished) => finished,
+            Err(RunError::Rejected(why)) => {
+                return self.reject(&mut run, Some(uid.to_string()), why, report);
+            }
+            Err(RunError::Store(e)) => {
+                run.discard()?;
+                return Err(e.into());
+            }
+        };
+        let (rows, frames, bytes) = match finished {
+            Finished::Unchanged => {
+                run.discard()?;
+                report(Report::Run(Outcome::Unchanged {
+                    uid: uid.to_string(),
+                }));
+                return Ok(());
+            }
+            Finished::Ready {
+                rows,
+                frames,
+                bytes,
+            } => (rows, frames, bytes),
+        };
+        let staged = run.mode == Mode::Write(Target::Staging);
+        if staged && let Err(e) = self.store.swap_in(&uid) {
+            self.store.swap_back(&uid)?;
+            return Err(e.into());
+        }
+        match writer::commit(self.conn, &rows, &self.promoted) {
+            Ok(()) => {
+                if staged {
+                    self.store.drop_old(&uid)?;
+                }
+            }
+            Err(e) => {
+                if staged {
+                    self.store.swap_back(&uid)?;
+                } else {
+                    run.discard()?;
+                }
+                // A constraint (an event uid another run has) is the input's fault; anything
+                // else is the database's.
+                if let rusqlite::Error::SqliteFailure(err, _) = &e
+                    && err.code == rusqlite::ErrorCode::ConstraintViolation
+                {
+                    report(Report::Run(Outcome::Rejected {
+                        uid: Some(uid.to_string()),
+                        why: Rejected::without_position(Problem::Database(e.to_string())),
+                    }));
+                    return Ok(());
+                }
+                return Err(e.into());
+            }
+        }
+        self.events += rows.events.len() as u64;
+        self.bytes += bytes;
+        report(Report::Progress {
+            events: self.events,
+            bytes: self.bytes,
+        });
+        report(Report::Run(Outcome::Landed {
+            uid: uid.to_string(),
+            events: rows.events.len(),
+            frames,
+            bytes,
+            incomplete,
+            replaced: staged,
+            recovered: run.recovered.clone(),
+        }));
+        Ok(())
+    }
+}

@@ -1,0 +1,865 @@
+//! One run, document by document: checks what ingest relies on, sends frames to the Zarr
+//! store as they come (in parallel batches), and collects the rows that are committed at the
+//! end. Nothing here touches the database: [`RunBuilder::finish`] hands the rows over.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::documents::{self, Doc, DocError, Fields, Kind, Pos};
+use super::dtype::Dtype;
+use super::handlers::{self, FrameError, FrameInfo, Handler, ResourceError};
+use super::inline;
+use super::rootmap::RootMap;
+use super::rows::{EventRow, ImageRefRow, RunRows, StreamRow};
+use crate::frames::{self, FrameStore, RunFrames, StackSpec, StoreError, Target};
+use crate::layout::{NameError, SafeName};
+use crate::settings::Compression;
+
+/// What is wrong with a run. Shown after the `file:line` of the document that showed it.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error(transparent)]
+    Doc(#[from] DocError),
+    #[error("{0}")]
+    Order(String),
+    #[error("{what} {uid:?} appears twice")]
+    Duplicate { what: &'static str, uid: String },
+    #[error(
+        "{kind} refers to {what} {uid:?}, which has not appeared before it in this run (documents missing or out of order)"
+    )]
+    UnknownRef {
+        kind: &'static str,
+        what: &'static str,
+        uid: String,
+    },
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+    #[error(
+        "stream_resource mimetype {0:?} is not supported yet (supported: none; HDF5 comes with a later beamdb); this run is skipped"
+    )]
+    Mimetype(String),
+    #[error("{field}: {source}")]
+    Frame { field: String, source: FrameError },
+    #[error("{field}: {what}")]
+    Value { field: String, what: String },
+    #[error(
+        "run {uid} is already in this beamtime with different documents; use --replace to replace it"
+    )]
+    Differs { uid: String },
+    #[error("the database refused the run: {0}")]
+    Database(String),
+}
+
+/// A run that is not stored, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{problem}", at.as_ref().map(|p| format!("{p}: ")).unwrap_or_default())]
+pub struct Rejected {
+    pub at: Option<Pos>,
+    pub problem: Box<Problem>,
+}
+
+impl Rejected {
+    pub fn at(pos: &Pos, problem: impl Into<Problem>) -> Rejected {
+        Rejected {
+            at: Some(pos.clone()),
+            problem: Box::new(problem.into()),
+        }
+    }
+
+    pub fn without_position(problem: Problem) -> Rejected {
+        Rejected {
+            at: None,
+            problem: Box::new(problem),
+        }
+    }
+}
+
+/// Why a run stopped: its input (the other runs go on) or the machine (ingest stops).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the builder shares with every run of one ingest.
+pub struct Context<'a> {
+    pub store: &'a FrameStore,
+    pub roots: &'a RootMap,
+    pub compression: Compression,
+}
+
+/// How the run's documents are used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Write frames (to `Target`) and collect rows.
+    Write(Target),
+    /// The run is in the database already: only compute the digest, to compare.
+    Compare { committed: String },
+}
+
+/// A datum: its resource's handler and its kwargs.
+type DatumRef = (Arc<dyn Handler>, Map<String, Value>);
+
+/// Where a frame's bytes come from.
+enum Source {
+    Bytes(Vec<u8>),
+    Datum(Arc<dyn Handler>, Map<String, Value>),
+}
+
+struct FrameJob {
+    stack: usize,
+    index: u64,
+    source: Source,
+    field: String,
+    pos: Pos,
+}
+
+/// A field's stack of frames in the run: shared by the descriptors of one stream name
+/// whose shape and dtype agree.
+struct Stack {
+    stream: SafeName,
+    field: String,
+    zarr_path: String,
+    shape: Vec<u64>,
+    /// From the descriptor, or from the first frame when the descriptor does not say.
+    dtype: Option<Dtype>,
+    declared: Option<Dtype>,
+    /// Its number in `RunFrames`, once created.
+    created: Option<usize>,
+    len: u64,
+    descriptors: Vec<String>,
+    data_key: Value,
+}
+
+enum Field {
+    /// Stays in the event's JSON.
+    Json,
+    /// Goes to the Zarr store.
+    Frame { stack: usize, external: bool },
+}
+
+struct Descriptor {
+    fields: Vec<(String, Field)>,
+}
+
+/// Frames batched before a parallel write: enough to keep every core busy, small enough that
+/// a run of large frames never sits in memory.
+const BATCH_FRAMES: usize = 64;
+const BATCH_BYTES: usize = 64 << 20;
+
+pub struct RunBuilder {
+    pub uid: SafeName,
+    pub mode: Mode,
+    start: Map<String, Value>,
+    digest: Sha256,
+    descriptors: HashMap<String, Descriptor>,
+    resources: HashMap<String, Arc<dyn Handler>>,
+    datums: HashMap<String, DatumRef>,
+    event_uids: HashSet<String>,
+    stacks: Vec<Stack>,
+    frames: Option<RunFrames>,
+    pending: Vec<FrameJob>,
+    pending_bytes: usize,
+    rows: RunRows,
+    stopped: bool,
+    pub frames_written: u64,
+    pub bytes_written: u64,
+    /// What cleaning up after a killed ingest of this run did.
+    pub recovered: frames::Recovered,
+}
+
+/// The finished run.
+pub enum Finished {
+    /// Frames are on disk (metadata written); rows ready to commit.
+    Ready {
+        rows: Box<RunRows>,
+        frames: u64,
+        bytes: u64,
+    },
+    /// Same documents as the committed run.
+    Unchanged,
+}
+
+fn required_uid<'a>(fields: &Fields<'a>) -> Result<&'a str, DocError> {
+    fields.str("uid")
+}
+
+impl RunBuilder {
+    /// Starts a run from its start document. The run uid must be a safe name: it becomes a
+    /// folder of the frame store.
+    pub fn start(doc: &Doc, mode: Mode) -> Result<RunBuilder, Rejected> {
+        let f = Fields::of(doc);
+        let at = |p: Problem| Rejected::at(&doc.pos, p);
+        let uid = required_uid(&f).map_err(|e| at(e.into()))?;
+        let uid = SafeName::new("run uid", uid).map_err(|e| at(e.into()))?;
+        f.f64("time").map_err(|e| at(e.into()))?;
+        let mut digest = Sha256::new();
+        documents::digest_doc(&mut digest, doc.kind, &doc.body);
+        Ok(RunBuilder {
+            uid,
+            mode,
+            start: doc.body.clone(),
+            digest,
+            descriptors: HashMap::new(),
+            resources: HashMap::new(),
+            datums: HashMap::new(),
+            event_uids: HashSet::new(),
+            stacks: Vec::new(),
+            frames: None,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            rows: RunRows::default(),
+            stopped: false,
+            frames_written: 0,
+            bytes_written: 0,
+            recovered: frames::Recovered::Nothing,
+        })
+    }
+
+    /// Takes the run's next document. Returns true when it was the stop.
+    pub fn feed(&mut self, doc: &Doc, cx: &Context<'_>) -> Result<bool, RunError> {
+        documents::digest_doc(&mut self.digest, doc.kind, &doc.body);
+        let at = |p: Problem| RunError::Rejected(Rejected::at(&doc.pos, p));
+        if let Some(run_start) = doc.body.get("run_start").and_then(Value::as_str)
+            && run_start != self.uid.as_str()
+        {
+            return Err(at(Problem::Order(format!(
+                "{} belongs to run {run_start:?}, but run {} is open (runs interleaved or a stop is missing)",
+                doc.kind.name(),
+                self.uid
+            ))));
+        }
+        if matches!(self.mode, Mode::Compare { .. }) {
+            return Ok(doc.kind == Kind::Stop);
+        }
+        let f = Fields::of(doc);
+        match doc.kind {
+            // The driver ends a run before it opens the next one.
+            Kind::Start => return Err(at(Problem::Order("a start inside an open run".into()))),
+            Kind::Descriptor => self.descriptor(&f).map_err(at)?,
+            Kind::Resource => self.resource(&f, cx).map_err(at)?,
+            Kind::Datum => {
+                let resource = f.str("resource").map_err(|e| at(e.into()))?;
+                let id = f.str("datum_id").map_err(|e| at(e.into()))?;
+                let kwargs = f.object("datum_kwargs").map_err(|e| at(e.into()))?;
+                self.datum(resource, id, kwargs.clone()).map_err(at)?;
+            }
+            Kind::DatumPage => self.datum_page(&f).map_err(at)?,
+            Kind::Event => self.event(&f, &doc.pos, cx)?,
+            Kind::EventPage => self.event_page(&f, &doc.pos, cx)?,
+            Kind::StreamResource => {
+                let mimetype = f.str("mimetype").map_err(|e| at(e.into()))?;
+                return Err(at(Problem::Mimetype(mimetype.to_string())));
+            }
+            Kind::StreamDatum => {
+                return Err(at(Problem::Order(
+                    "stream_datum before any stream_resource it could belong to".into(),
+                )));
+            }
+            Kind::Stop => {
+                let exit = f.str("exit_status").map_err(|e| at(e.into()))?;
+                if !matches!(exit, "success" | "abort" | "fail") {
+                    return Err(at(Problem::Value {
+                        field: "exit_status".into(),
+                        what: format!("{exit:?} is not success, abort or fail"),
+                    }));
+                }
+                f.f64("time").map_err(|e| at(e.into()))?;
+                self.rows.stop = Some(doc.body.clone());
+                self.stopped = true;
+                return Ok(true);
+            }
+        }
+        if self.pending.len() >= BATCH_FRAMES || self.pending_bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(false)
+    }
+
+    fn descriptor(&mut self, f: &Fields<'_>) -> Result<(), Problem> {
+        let uid = f.str("uid")?.to_string();
+        if self.descriptors.contains_key(&uid) {
+            return Err(Problem::Duplicate {
+                what: "descriptor uid",
+                uid,
+            });
+        }
+        let name = f.str("name")?;
+        let time = f.f64("time")?;
+        let data_keys = f.object("data_keys")?;
+        let mut fields = Vec::new();
+        for (field, key) in data_keys {
+            let plan = self.plan_field(&uid, name, field, key)?;
+            fields.push((field.clone(), plan));
+        }
+        self.rows.streams.push(StreamRow {
+            uid: uid.clone(),
+            name: name.to_string(),
+            data_keys: Value::Object(data_keys.clone()).to_string(),
+            time_created: time,
+            configuration: f
+                .opt_object("configuration")?
+                .map(|c| Value::Object(c.clone()).to_string()),
+        });
+        self.descriptors.insert(uid, Descriptor { fields });
+        Ok(())
+    }
+
+    /// Decides where a data key's values go; frames get (or share) a stack.
+    fn plan_field(
+        &mut self,
+        descriptor: &str,
+        stream: &str,
+        field: &str,
+        key: &Value,
+    ) -> Result<Field, Problem> {
+        let bad = |what: &str| Problem::Value {
+            field: field.to_string(),
+            what: what.to_string(),
+        };
+        let key_obj = key
+            .as_object()
+            .ok_or_else(|| bad("data key is not an object"))?;
+        let shape: Vec<u64> = match key_obj.get("shape") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(dims)) => dims
+                .iter()
+                .map(|d| d.as_u64())
+                .collect::<Option<_>>()
+                .ok_or_else(|| bad("shape is not a list of non-negative integers"))?,
+            Some(_) => return Err(bad("shape is not a list")),
+        };
+        let external = key_obj.get("external").is_some_and(|v| !v.is_null());
+        if !external && shape.len() < 2 {
+            return Ok(Field::Json);
+        }
+        // Its name becomes part of a path.
+        let stream = SafeName::new("stream name", stream)?;
+        SafeName::new("field name", field)?;
+        let declared = key_obj
+            .get("dtype_numpy")
+            .or_else(|| key_obj.get("dtype_str"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(|s| Dtype::parse_numpy(s).map(|(d, _)| d))
+            .transpose()
+            .map_err(|e| bad(&e.to_string()))?;
+        let shared = self.stacks.iter().position(|s| {
+            s.stream == stream && s.field == field && s.shape == shape && s.declared == declared
+        });
+        let stack = match shared {
+            Some(i) => i,
+            None => {
+                // A second stack of one field (its shape or dtype changed mid-run) gets a
+                // suffix that no safe field name can collide with silently.
+                let same_name = self
+                    .stacks
+                    .iter()
+                    .filter(|s| s.stream == stream && s.field == field)
+                    .count();
+                let leaf = if same_name == 0 {
+                    field.to_string()
+                } else {
+                    format!("{field}.{}", same_name + 1)
+                };
+                if self
+                    .stacks
+                    .iter()
+                    .any(|s| s.stream == stream && s.zarr_path.ends_with(&format!("/{leaf}")))
+                {
+                    return Err(bad(
+                        "a field with this name and a changed shape collides with another field",
+                    ));
+                }
+                self.stacks.push(Stack {
+                    zarr_path: FrameStore::array_path(&self.uid, &stream, &leaf),
+                    stream,
+                    field: field.to_string(),
+                    shape,
+                    dtype: declared,
+                    declared,
+                    created: None,
+                    len: 0,
+                    descriptors: Vec::new(),
+                    data_key: key.clone(),
+                });
+                self.stacks.len() - 1
+            }
+        };
+        self.stacks[stack].descriptors.push(descriptor.to_string());
+        Ok(Field::Frame { stack, external })
+    }
+
+    fn resource(&mut self, f: &Fields<'_>, cx: &Context<'_>) -> Result<(), Problem> {
+        let uid = f.str("uid")?.to_string();
+        if self.resources.contains_key(&uid) {
+            return Err(Problem::Duplicate {
+                what: "resource uid",
+                uid,
+            });
+        }
+        let spec = f.str("spec")?;
+        let root = f.opt_str("root")?.unwrap_or("");
+        let path = f.str("resource_path")?;
+        let empty = Map::new();
+        let kwargs = f.opt_object("resource_kwargs")?.unwrap_or(&empty);
+        let handler = handlers::for_resource(spec, root, path, kwargs, cx.roots)?;
+        self.resources.insert(uid, handler);
+        Ok(())
+    }
+
+    fn datum(
+        &mut self,
+        resource: &str,
+        id: &str,
+        kwargs: Map<String, Value>,
+    ) -> Result<(), Problem> {
+        let handler = self
+            .resources
+            .get(resource)
+            .ok_or_else(|| Problem::UnknownRef {
+                kind: "datum",
+                what: "resource",
+                uid: resource.to_string(),
+            })?
+            .clone();
+        if self
+            .datums
+            .insert(id.to_string(), (handler, kwargs))
+            .is_some()
+        {
+            return Err(Problem::Duplicate {
+                what: "datum_id",
+                uid: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn datum_page(&mut self, f: &Fields<'_>) -> Result<(), Problem> {
+        let resource = f.str("resource")?;
+        let ids = f.array("datum_id")?;
+        let kwargs = f.object("datum_kwargs")?;
+        for (key, column) in kwargs {
+            if column.as_array().map(Vec::len) != Some(ids.len()) {
+                return Err(DocError::Field {
+                    kind: "datum_page",
+                    field: format!("datum_kwargs.{key}"),
+                    expected: "a list as long as datum_id",
+                }
+                .into());
+            }
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let id = id.as_str().ok_or(DocError::Field {
+                kind: "datum_page",
+                field: "datum_id".into(),
+                expected: "a list of strings",
+            })?;
+            let row: Map<String, Value> = kwargs
+                .iter()
+                .map(|(k, column)| (k.clone(), column[i].clone()))
+                .collect();
+            self.datum(resource, id, row)?;
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, f: &Fields<'_>, pos: &Pos, cx: &Context<'_>) -> Result<(), RunError> {
+        let at = |p: Problem| RunError::Rejected(Rejected::at(pos, p));
+        let uid = f.str("uid").map_err(|e| at(e.into()))?;
+        let descriptor = f.str("descriptor").map_err(|e| at(e.into()))?;
+        let seq_num = f.i64("seq_num").map_err(|e| at(e.into()))?;
+        let time = f.f64("time").map_err(|e| at(e.into()))?;
+        let data = f.object("data").map_err(|e| at(e.into()))?.clone();
+        let timestamps = f.opt_object("timestamps").map_err(|e| at(e.into()))?;
+        let timestamps = timestamps.map(|t| Value::Object(t.clone()).to_string());
+        self.add_event(uid, descriptor, seq_num, time, data, timestamps, pos, cx)
+    }
+
+    fn event_page(&mut self, f: &Fields<'_>, pos: &Pos, cx: &Context<'_>) -> Result<(), RunError> {
+        let at = |p: Problem| RunError::Rejected(Rejected::at(pos, p));
+        let descriptor = f.str("descriptor").map_err(|e| at(e.into()))?;
+        let uids = f.array("uid").map_err(|e| at(e.into()))?;
+        let n = Some(uids.len());
+        let seq = f.column("seq_num", n).map_err(|e| at(e.into()))?;
+        let times = f.column("time", n).map_err(|e| at(e.into()))?;
+        let data = f.object("data").map_err(|e| at(e.into()))?;
+        let empty = Map::new();
+        let stamps = f
+            .opt_object("timestamps")
+            .map_err(|e| at(e.into()))?
+            .unwrap_or(&empty);
+        let column = |map: &Map<String, Value>, what: &str| -> Result<(), Problem> {
+            for (key, col) in map {
+                if col.as_array().map(Vec::len) != n {
+                    return Err(DocError::Field {
+                        kind: "event_page",
+                        field: format!("{what}.{key}"),
+                        expected: "a list as long as uid",
+                    }
+                    .into());
+                }
+            }
+            Ok(())
+        };
+        column(data, "data").map_err(at)?;
+        column(stamps, "timestamps").map_err(at)?;
+        let field = |field: &str, expected: &'static str| {
+            at(DocError::Field {
+                kind: "event_page",
+                field: field.into(),
+                expected,
+            }
+            .into())
+        };
+        for i in 0..uids.len() {
+            let uid = uids[i]
+                .as_str()
+                .ok_or_else(|| field("uid", "a list of strings"))?;
+            let seq_num = seq[i]
+                .as_i64()
+                .ok_or_else(|| field("seq_num", "a list of integers"))?;
+            let time = times[i]
+                .as_f64()
+                .ok_or_else(|| field("time", "a list of numbers"))?;
+            let row: Map<String, Value> = data
+                .iter()
+                .map(|(k, c)| (k.clone(), c[i].clone()))
+                .collect();
+            let ts = (!stamps.is_empty()).then(|| {
+                Value::Object(
+                    stamps
+                        .iter()
+                        .map(|(k, c)| (k.clone(), c[i].clone()))
+                        .collect(),
+                )
+                .to_string()
+            });
+            self.add_event(uid, descriptor, seq_num, time, row, ts, pos, cx)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_event(
+        &mut self,
+        uid: &str,
+        descriptor: &str,
+        seq_num: i64,
+        time: f64,
+        mut data: Map<String, Value>,
+        timestamps: Option<String>,
+        pos: &Pos,
+        cx: &Context<'_>,
+    ) -> Result<(), RunError> {
+        let at = |p: Problem| RunError::Rejected(Rejected::at(pos, p));
+        let Some(desc) = self.descriptors.get(descriptor) else {
+            return Err(at(Problem::UnknownRef {
+                kind: "event",
+                what: "descriptor",
+                uid: descriptor.to_string(),
+            }));
+        };
+        if !self.event_uids.insert(uid.to_string()) {
+            return Err(at(Problem::Duplicate {
+                what: "event uid",
+                uid: uid.to_string(),
+            }));
+        }
+        let frame_fields: Vec<(String, usize, bool)> = desc
+            .fields
+            .iter()
+            .filter_map(|(name, field)| match field {
+                Field::Frame { stack, external } => Some((name.clone(), *stack, *external)),
+                Field::Json => None,
+            })
+            .collect();
+        for (name, stack, external) in frame_fields {
+            let Some(value) = data.get(&name) else {
+                continue;
+            };
+            let frame_err = |source| {
+                at(Problem::Frame {
+                    field: name.clone(),
+                    source,
+                })
+            };
+            let mut note = Map::new();
+            let source = match value {
+                Value::String(datum_id) if external => {
+                    let (handler, kwargs) =
+                        self.datums.get(datum_id).cloned().ok_or_else(|| {
+                            at(Problem::UnknownRef {
+                                kind: "event",
+                                what: "datum",
+                                uid: datum_id.clone(),
+                            })
+                        })?;
+                    note.insert("datum_id".into(), value.clone());
+                    if self.stacks[stack].dtype.is_none() {
+                        let info = handler.probe(&kwargs).map_err(frame_err)?;
+                        self.stacks[stack].dtype = Some(info.dtype);
+                    }
+                    Source::Datum(handler, kwargs)
+                }
+                Value::Array(_) => {
+                    let s = &mut self.stacks[stack];
+                    // JSON numbers carry no type: float64 unless the descriptor says.
+                    let dtype = *s.dtype.get_or_insert(Dtype::FLOAT64);
+                    let bytes = inline::to_bytes(value, &s.shape, dtype).map_err(|what| {
+                        at(Problem::Value {
+                            field: name.clone(),
+                            what,
+                        })
+                    })?;
+                    Source::Bytes(bytes)
+                }
+                other => {
+                    return Err(at(Problem::Value {
+                        field: name.clone(),
+                        what: format!(
+                            "expected {}, found {other}",
+                            if external {
+                                "a datum id"
+                            } else {
+                                "a nested list"
+                            }
+                        ),
+                    }));
+                }
+            };
+            let created = self.create_stack(stack, cx)?;
+            let s = &mut self.stacks[stack];
+            let index = s.len;
+            s.len += 1;
+            let dtype = s.dtype.unwrap_or(Dtype::FLOAT64);
+            note.insert("zarr_group".into(), s.zarr_path.clone().into());
+            note.insert("index".into(), index.into());
+            data.insert(name.clone(), Value::Object(note));
+            let nd = s.shape.len();
+            self.rows.image_refs.push(ImageRefRow {
+                event_uid: Some(uid.to_string()),
+                stream_uid: descriptor.to_string(),
+                seq_num,
+                field_name: name.clone(),
+                zarr_group: s.zarr_path.clone(),
+                index_in_stack: index as i64,
+                shape_x: nd.checked_sub(1).map(|i| s.shape[i] as i64),
+                shape_y: nd.checked_sub(2).map(|i| s.shape[i] as i64),
+                frame_shape: json!(s.shape).to_string(),
+                dtype: dtype.to_string(),
+                codec: frames::codec_label(cx.compression),
+            });
+            let size = s.shape.iter().product::<u64>() as usize * dtype.size;
+            self.pending_bytes += size;
+            self.pending.push(FrameJob {
+                stack: created,
+                index,
+                source,
+                field: name,
+                pos: pos.clone(),
+            });
+        }
+        self.rows.events.push(EventRow {
+            uid: uid.to_string(),
+            stream_uid: descriptor.to_string(),
+            seq_num,
+            time,
+            data: Value::Object(data).to_string(),
+            timestamps,
+        });
+        Ok(())
+    }
+
+    /// The stack's array in the store, created on its first frame (when its dtype is known).
+    fn create_stack(&mut self, stack: usize, cx: &Context<'_>) -> Result<usize, RunError> {
+        if let Some(n) = self.stacks[stack].created {
+            return Ok(n);
+        }
+        let target = match &self.mode {
+            Mode::Write(target) => *target,
+            Mode::Compare { .. } => Target::Staging,
+        };
+        if self.frames.is_none() {
+            self.frames = Some(cx.store.begin(&self.uid, target, cx.compression)?);
+        }
+        let s = &self.stacks[stack];
+        let dtype = s.dtype.unwrap_or(Dtype::FLOAT64);
+        let mut attributes = Map::new();
+        attributes.insert("run_uid".into(), self.uid.as_str().into());
+        attributes.insert("stream".into(), s.stream.as_str().into());
+        attributes.insert("field".into(), s.field.clone().into());
+        for key in ["source", "units", "precision", "external", "object_name"] {
+            if let Some(v) = s.data_key.get(key) {
+                attributes.insert(key.into(), v.clone());
+            }
+        }
+        attributes.insert(
+            "description".into(),
+            format!(
+                "beamdb: axis 0 is the frame index (image_refs.index_in_stack) of field {} in stream {} of run {}",
+                s.field, s.stream, self.uid
+            )
+            .into(),
+        );
+        let leaf = s
+            .zarr_path
+            .rsplit('/')
+            .next()
+            .unwrap_or(&s.field)
+            .to_string();
+        let frames = self.frames.as_mut().ok_or_else(|| StoreError {
+            path: String::new(),
+            message: "frame writer missing".into(),
+        })?;
+        let n = frames.add_stack(StackSpec {
+            stream: &s.stream,
+            field: &leaf,
+            data_type: dtype.zarr_name(),
+            item_size: dtype.size,
+            frame_shape: &s.shape,
+            attributes,
+        })?;
+        self.stacks[stack].created = Some(n);
+        Ok(n)
+    }
+
+    /// Reads, checks, compresses and writes the pending frames, in parallel.
+    pub fn flush(&mut self) -> Result<(), RunError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let Some(frames) = self.frames.as_mut() else {
+            return Ok(());
+        };
+        for s in &self.stacks {
+            if let Some(n) = s.created {
+                frames.reserve(n, s.len)?;
+            }
+        }
+        let infos: HashMap<usize, FrameInfo> = self
+            .stacks
+            .iter()
+            .filter_map(|s| {
+                s.created.map(|n| {
+                    (
+                        n,
+                        FrameInfo {
+                            dtype: s.dtype.unwrap_or(Dtype::FLOAT64),
+                            shape: s.shape.clone(),
+                        },
+                    )
+                })
+            })
+            .collect();
+        let jobs = std::mem::take(&mut self.pending);
+        let frames = &*frames;
+        let results: Vec<Result<u64, RunError>> = jobs
+            .into_par_iter()
+            .map(|job| {
+                let bytes = match job.source {
+                    Source::Bytes(b) => b,
+                    Source::Datum(handler, kwargs) => {
+                        let info = infos.get(&job.stack).ok_or_else(|| StoreError {
+                            path: String::new(),
+                            message: "stack without type".into(),
+                        })?;
+                        handler.read(&kwargs, info).map_err(|source| {
+                            Rejected::at(
+                                &job.pos,
+                                Problem::Frame {
+                                    field: job.field.clone(),
+                                    source,
+                                },
+                            )
+                        })?
+                    }
+                };
+                let n = bytes.len() as u64;
+                frames.store(job.stack, job.index, bytes)?;
+                Ok(n)
+            })
+            .collect();
+        self.pending_bytes = 0;
+        for result in results {
+            self.bytes_written += result?;
+            self.frames_written += 1;
+        }
+        Ok(())
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    pub fn digest_hex(&self) -> String {
+        let bytes = self.digest.clone().finalize();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Ends the run: the last frames, then the metadata (the run group last, carrying the
+    /// digest). On an error the caller calls [`RunBuilder::discard`].
+    pub fn finish(&mut self) -> Result<Finished, RunError> {
+        let digest = self.digest_hex();
+        if let Mode::Compare { committed } = &self.mode {
+            if *committed == digest {
+                return Ok(Finished::Unchanged);
+            }
+            return Err(Rejected::without_position(Problem::Differs {
+                uid: self.uid.to_string(),
+            })
+            .into());
+        }
+        self.flush()?;
+        if let Some(frames) = self.frames.as_mut() {
+            let mut lens = Vec::new();
+            let mut created: Vec<&Stack> =
+                self.stacks.iter().filter(|s| s.created.is_some()).collect();
+            created.sort_by_key(|s| s.created);
+            for s in &created {
+                if let Some(n) = s.created {
+                    frames.set_attribute(n, "descriptor_uids", json!(s.descriptors));
+                }
+                lens.push(s.len);
+            }
+            let mut attributes = Map::new();
+            attributes.insert(
+                "beamdb".into(),
+                json!({"run_uid": self.uid.as_str(), "content_digest": digest}),
+            );
+            for key in ["plan_name", "scan_id", "sample_name", "time"] {
+                if let Some(v) = self.start.get(key) {
+                    attributes.insert(key.into(), v.clone());
+                }
+            }
+            frames.finish(&lens, attributes)?;
+        }
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.start = std::mem::take(&mut self.start);
+        rows.uid = self.uid.to_string();
+        rows.content_digest = digest;
+        Ok(Finished::Ready {
+            rows: Box::new(rows),
+            frames: self.frames_written,
+            bytes: self.bytes_written,
+        })
+    }
+
+    /// Removes whatever this run wrote to the store.
+    pub fn discard(&mut self) -> Result<(), StoreError> {
+        self.pending.clear();
+        match self.frames.take() {
+            Some(frames) => frames.discard(),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The run's rows into `beamtime.db`, in one transaction, after its frames are on disk.
+
+use rusqlite::{Connection, OptionalExtension, ToSql, params, types::Value as Sql};
+use serde_json::Value;
+
+use super::rows::{self, RunRows};
+use crate::beamtime;
+
+/// The columns of `runs` that ingest fills itself; any other column is promoted metadata,
+/// filled from the start document's key of the same name.
+const BUILT_IN: &[&str] = &[
+    "uid",
+    "sample_id",
+    "scan_id",
+    "plan_name",
+    "time_start",
+    "time_stop",
+    "exit_status",
+    "num_events",
+    "operator",
+    "researcher",
+    "metadata",
+    "stop_metadata",
+    "content_digest",
+];
+
+/// Where `runs.operator` and `runs.researcher` come from, first present key wins.
+pub const OPERATOR_KEYS: &[&str] = &["operator"];
+pub const RESEARCHER_KEYS: &[&str] = &["researcher", "principal_investigator", "pi_name", "PI"];
+
+/// The promoted columns of the live `runs` table.
+pub fn promoted_columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('runs') ORDER BY cid")?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut promoted = Vec::new();
+    for name in names {
+        let name = name?;
+        if !BUILT_IN.contains(&name.as_str()) {
+            promoted.push(name);
+        }
+    }
+    Ok(promoted)
+}
+
+/// The committed digest of run `uid`: `Some(None)` for a run stored without one.
+pub fn committed_digest(conn: &Connection, uid: &str) -> rusqlite::Result<Option<Option<String>>> {
+    conn.query_row(
+        "SELECT content_digest FROM runs WHERE uid = ?1",
+        [uid],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+fn json_to_sql(v: &Value) -> Sql {
+    match v {
+        Value::Null => Sql::Null,
+        Value::Bool(b) => Sql::Integer(i64::from(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Sql::Integer(i),
+            None => n.as_f64().map_or(Sql::Null, Sql::Real),
+        },
+        Value::String(s) => Sql::Text(s.clone()),
+        other => Sql::Text(other.to_string()),
+    }
+}
+
+/// Commits the run (replacing any run of the same uid) and bumps the beamtime's change
+/// counter, all in one transaction.
+pub fn commit(conn: &mut Connection, rows: &RunRows, promoted: &[String]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute("DELETE FROM runs WHERE uid = ?1", [&rows.uid])?;
+    let sample_id: Option<i64> = match rows::sample(&rows.start) {
+        None => None,
+        Some(s) => Some(tx.query_row(
+            "INSERT INTO samples (name, formula, serial, tags, beamline_pos, extra)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (name) DO UPDATE SET
+               formula = coalesce(samples.formula, excluded.formula),
+               serial = coalesce(samples.serial, excluded.serial),
+               tags = coalesce(samples.tags, excluded.tags),
+               beamline_pos = coalesce(samples.beamline_pos, excluded.beamline_pos),
+               extra = coalesce(samples.extra, excluded.extra)
+             RETURNING id",
+            params![s.name, s.formula, s.serial, s.tags, s.beamline_pos, s.extra],
+            |r| r.get(0),
+        )?),
+    };
+    let start = &rows.start;
+    let stop = rows.stop.as_ref();
+    // The stop's per-stream counts when it has them, else what arrived.
+    let num_events = stop
+        .and_then(|s| s.get("num_events"))
+        .and_then(Value::as_object)
+        .map(|m| m.values().filter_map(Value::as_i64).sum::<i64>())
+        .unwrap_or(rows.events.len() as i64);
+    let mut columns: Vec<&str> = BUILT_IN.to_vec();
+    let mut values: Vec<Sql> = vec![
+        Sql::Text(rows.uid.clone()),
+        sample_id.map_or(Sql::Null, Sql::Integer),
+        start
+            .get("scan_id")
+            .and_then(Value::as_i64)
+            .map_or(Sql::Null, Sql::Integer),
+        Sql::Text(
+            start
+                .get("plan_name")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown")
+                .to_string(),
+        ),
+        start.get("time").map_or(Sql::Null, json_to_sql),
+        stop.and_then(|s| s.get("time"))
+            .map_or(Sql::Null, json_to_sql),
+        stop.and_then(|s| s.get("exit_status"))
+            .map_or(Sql::Null, json_to_sql),
+        Sql::Integer(num_events),
+        rows::first_string(start, OPERATOR_KEYS).map_or(Sql::Null, Sql::Text),
+        rows::first_string(start, RESEARCHER_KEYS).map_or(Sql::Null, Sql::Text),
+        Sql::Text(Value::Object(start.clone()).to_string()),
+        stop.map_or(Sql::Null, |s| {
+            Sql::Text(Value::Object(s.clone()).to_string())
+        }),
+        Sql::Text(rows.content_digest.clone()),
+    ];
+    for column in promoted {
+        if let Some(v) = start.get(column) {
+            columns.push(column);
+            values.push(json_to_sql(v));
+        }
+    }
+    let quoted: Vec<String> = columns
+        .iter()
+        .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
+        .collect();
+    let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "INSERT INTO runs ({}) VALUES ({})",
+        quoted.join(", "),
+        marks.join(", ")
+    );
+    let params: Vec<&dyn ToSql> = values.iter().map(|v| v as &dyn ToSql).collect();
+    tx.execute(&sql, params.as_slice())?;
+
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO streams (uid, run_uid, name, data_keys, time_created, configuration)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for s in &rows.streams {
+            stmt.execute(params![
+                s.uid,
+                rows.uid,
+                s.name,
+                s.data_keys,
+                s.time_created,
+                s.configuration
+            ])?;
+        }
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO events (uid, stream_uid, seq_num, time, data, timestamps)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for e in &rows.events {
+            stmt.execute(params![
+                e.uid,
+                e.stream_uid,
+                e.seq_num,
+                e.time,
+                e.data,
+                e.timestamps
+            ])?;
+        }
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO image_refs (event_uid, stream_uid, seq_num, field_name, zarr_group,
+               index_in_stack, shape_x, shape_y, frame_shape, dtype, compression_codec)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for i in &rows.image_refs {
+            stmt.execute(params![
+                i.event_uid,
+                i.stream_uid,
+                i.seq_num,
+                i.field_name,
+                i.zarr_group,
+                i.index_in_stack,
+                i.shape_x,
+                i.shape_y,
+                i.frame_shape,
+                i.dtype,
+                i.codec
+            ])?;
+        }
+    }
+    beamtime::bump_generation(&tx)?;
+    tx.commit()
+}
