@@ -6,7 +6,7 @@ use super::files::MigrationFile;
 use super::runner::{self, RunnerError};
 use crate::db::{self, Access, DbError};
 use crate::diff;
-use crate::schema::{Schema, introspect};
+use crate::schema::{Renames, Schema, introspect};
 use crate::settings::SqliteSettings;
 
 #[derive(Debug, Clone, Copy)]
@@ -122,15 +122,23 @@ pub fn drift(
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(match diff::compare(&live, declared) {
+    Ok(match diff::compare(&live, declared, &Renames::default()) {
         Ok(ops) => ops.iter().map(ToString::to_string).collect(),
-        Err(lines) => lines,
+        Err(err) => err.lines(),
     })
 }
 
 /// A migration that drops a table (every rebuild does) or a column can lose data if it is
-/// wrong; those get a backup first.
-fn is_destructive(migration: &MigrationFile) -> bool {
+/// wrong; those get a backup first. make-migrations marks them in the header; a hand-written
+/// migration is judged by its SQL (erring towards a backup).
+pub fn is_destructive(migration: &MigrationFile) -> bool {
+    if migration
+        .sql
+        .lines()
+        .any(|line| line == crate::render::BACKUP_MARKER)
+    {
+        return true;
+    }
     let sql = migration.sql.to_ascii_uppercase();
     sql.contains("DROP TABLE") || sql.contains("DROP COLUMN")
 }

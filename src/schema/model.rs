@@ -34,6 +34,23 @@ pub struct Column {
     pub references: Option<Reference>,
 }
 
+/// Renames declared by the user (`--rename` or `renamed_from` in a model file): SQLite keeps a
+/// renamed table's or column's data only when the migration renames it, and a rename cannot be
+/// told apart from a drop and an add by looking at two schemas.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renames {
+    /// New table name → old table name.
+    pub tables: BTreeMap<String, String>,
+    /// (new table name, new column name) → old column name.
+    pub columns: BTreeMap<(String, String), String>,
+}
+
+impl Renames {
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty() && self.columns.is_empty()
+    }
+}
+
 /// A single-column foreign key, declared on the referencing column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
