@@ -161,7 +161,7 @@ fn render_guard(guard: &Guard) -> String {
             [
                 format!("table {table}, column {column}: "),
                 format!(
-                    " row(s) hold NULL, and this migration makes the column NOT NULL without a default; nothing was changed. Fill them in (UPDATE {} SET {} = ... WHERE {} IS NULL) or declare a default for {table}.{column} in the models and write the migration again",
+                    " row(s) hold NULL, and this migration makes the column NOT NULL without a default. Fill them in (UPDATE {} SET {} = ... WHERE {} IS NULL) or declare a default for {table}.{column} in the models and write the migration again",
                     ident(table),
                     ident(column),
                     ident(column)
@@ -174,7 +174,7 @@ fn render_guard(guard: &Guard) -> String {
             [
                 format!("table {table}: "),
                 format!(
-                    " row(s), and this migration adds NOT NULL column {column} without a default, so they would have no value; nothing was changed. Declare a default for {table}.{column} (or make it nullable) in the models and write the migration again"
+                    " row(s), and this migration adds NOT NULL column {column} without a default, so they would have no value. Declare a default for {table}.{column} (or make it nullable) in the models and write the migration again"
                 ),
             ],
         ),

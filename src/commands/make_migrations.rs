@@ -275,12 +275,16 @@ fn drift(ctx: &Ctx, args: &MakeMigrationsArgs, path: &Path) -> Result<ExitStatus
 /// "and more" when there are several.
 fn default_name(ops: &[Op]) -> String {
     let first = ops.first().map(ToString::to_string).unwrap_or_default();
-    let words: Vec<&str> = first
-        .split(' ')
-        .take_while(|w| !matches!(*w, "on" | "to") && !w.starts_with('('))
-        .take(4)
-        .map(|w| w.trim_end_matches(':'))
-        .collect();
+    let mut words = Vec::new();
+    for word in first.split(' ').take(4) {
+        if matches!(word, "on" | "to") || word.starts_with('(') {
+            break;
+        }
+        words.push(word.trim_end_matches(':'));
+        if word.ends_with(':') {
+            break;
+        }
+    }
     let first = words.join(" ");
     if ops.len() > 1 {
         format!("{first} and more")

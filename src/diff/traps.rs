@@ -15,18 +15,7 @@ pub(crate) fn populated_beamtime() -> Connection {
     conn
 }
 
-pub(crate) const POPULATE: &str = "
-INSERT INTO samples (id, name) VALUES (1, 'P3HT'), (2, 'PCBM');
-INSERT INTO runs (uid, sample_id, plan_name, time_start, metadata) VALUES
-  ('r1', 1, 'count', 1.0, '{}'), ('r2', 2, 'scan', 2.0, '{}'), ('r3', NULL, 'count', 3.0, '{}');
-INSERT INTO streams (uid, run_uid, name, data_keys, time_created) VALUES
-  ('s1', 'r1', 'primary', '{}', 1.0), ('s2', 'r2', 'primary', '{}', 2.0), ('s3', 'r3', 'baseline', '{}', 3.0);
-INSERT INTO events (uid, stream_uid, seq_num, time, data) VALUES
-  ('e1', 's1', 1, 1.0, '{}'), ('e2', 's1', 2, 1.1, '{}'), ('e3', 's2', 1, 2.0, '{}');
-INSERT INTO image_refs (event_uid, stream_uid, seq_num, field_name, zarr_group, index_in_stack, dtype) VALUES
-  ('e1', 's1', 1, 'img', 'runs/r1/primary/img', 0, '<u2'),
-  ('e2', 's1', 2, 'img', 'runs/r1/primary/img', 1, '<u2');
-";
+pub(crate) const POPULATE: &str = include_str!("../../tests/fixtures/populate_beamtime.sql");
 
 pub(crate) fn counts(conn: &Connection) -> Vec<(String, i64)> {
     ["samples", "runs", "streams", "events", "image_refs"]

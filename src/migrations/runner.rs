@@ -132,7 +132,13 @@ pub fn apply(
     conn.pragma_update(None, "foreign_keys", true)?;
     match result {
         Ok(_) => Ok(pending),
-        Err(err) => Err(map_refinery_error(err)),
+        Err(err) => Err(match map_refinery_error(err) {
+            RunnerError::Failed(message) => {
+                let stems: Vec<String> = pending.iter().map(MigrationFile::stem).collect();
+                RunnerError::Failed(format!("applying {}: {message}", stems.join(", ")))
+            }
+            other => other,
+        }),
     }
 }
 
@@ -160,15 +166,13 @@ fn map_refinery_error(err: refinery::Error) -> RunnerError {
             ours: stem(ours),
         }
         .into(),
-        _ => {
-            let mut message = err.to_string();
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                message = format!("{message}: {cause}");
-                source = cause.source();
-            }
-            RunnerError::Failed(message)
-        }
+        // The driver's error (the first cause) says what went wrong; refinery's own message
+        // only repeats it, and the SQLite error code under it adds nothing for people.
+        _ => RunnerError::Failed(
+            std::error::Error::source(&err)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| err.to_string()),
+        ),
     }
 }
 

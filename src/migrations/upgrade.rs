@@ -159,7 +159,13 @@ fn back_up(
         path.file_name().and_then(|n| n.to_str()).unwrap_or("db"),
         version.unwrap_or(0)
     );
-    let target = path.with_file_name(name);
+    // A retry within the same second (after a failed attempt) gets its own file.
+    let mut target = path.with_file_name(&name);
+    let mut n = 1;
+    while target.exists() {
+        n += 1;
+        target = path.with_file_name(format!("{name}-{n}"));
+    }
     conn.execute("VACUUM INTO ?1", [target.to_string_lossy()])
         .map_err(|source| UpgradeError::Backup {
             path: path.to_path_buf(),
