@@ -12,4 +12,6 @@ pub use ops::Op;
 pub use rebuild::plan;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod traps;

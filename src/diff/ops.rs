@@ -106,7 +106,9 @@ impl Op {
                 column.name
             )),
             Op::AddColumn { table, column }
-                if !column.nullable && column.default.is_none() && !is_rowid_alias(column) =>
+                if !column.nullable
+                    && column.non_null_default().is_none()
+                    && !is_rowid_alias(column) =>
             {
                 Some(format!(
                     "adds NOT NULL column {table}.{} without a default: migrating fails on a database whose {table} has rows",
@@ -121,7 +123,7 @@ impl Op {
                         to.name, from.sql_type, to.sql_type
                     ));
                 }
-                if from.nullable && !to.nullable && to.default.is_none() {
+                if from.nullable && !to.nullable && to.non_null_default().is_none() {
                     what.push(format!(
                         "makes {table}.{} NOT NULL without a default: migrating fails on a database where it holds NULL",
                         to.name

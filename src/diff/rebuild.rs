@@ -19,10 +19,7 @@ pub fn rebuild_reason(op: &Op, from: &Schema) -> Option<String> {
         // ADD COLUMN: no PRIMARY KEY or UNIQUE; NOT NULL needs a non-NULL default; the default
         // must be a constant; a REFERENCES column needs a NULL default (with foreign keys on).
         Op::AddColumn { column, .. } => {
-            let default_is_null = column
-                .default
-                .as_deref()
-                .is_none_or(|d| d.eq_ignore_ascii_case("NULL"));
+            let default_is_null = column.non_null_default().is_none();
             if column.primary_key > 0 {
                 Some(format!("add primary-key column {}", column.name))
             } else if !column.nullable && default_is_null {
@@ -160,7 +157,7 @@ fn rebuild(from: &Table, to: &Table, reasons: Vec<String>) -> Rebuild {
             let fill = old.nullable && !c.nullable && !is_rowid_alias(to, c);
             Some(CopyColumn {
                 column: c.name.clone(),
-                null_default: if fill { c.default.clone() } else { None },
+                null_default: c.non_null_default().filter(|_| fill).map(str::to_string),
             })
         })
         .collect();
@@ -178,7 +175,7 @@ fn rebuild(from: &Table, to: &Table, reasons: Vec<String>) -> Rebuild {
 fn guards(from: &Table, to: &Table) -> Vec<Guard> {
     let mut guards = Vec::new();
     for c in &to.columns {
-        if c.nullable || c.default.is_some() || is_rowid_alias(to, c) {
+        if c.nullable || c.non_null_default().is_some() || is_rowid_alias(to, c) {
             continue;
         }
         let guard = match from.column(&c.name) {

@@ -350,6 +350,46 @@ mod tests {
     }
 
     #[test]
+    fn a_crash_before_the_history_row_leaves_nothing_applied_and_a_rerun_is_clean() {
+        let mut conn = crate::db::open_in_memory().unwrap();
+        let v1 = m(1, "a", "CREATE TABLE a (x);");
+        apply(&mut conn, std::slice::from_ref(&v1)).unwrap();
+        // Stands in for the process dying after the migration's SQL ran and before its
+        // history row was written. Grouped, both are one transaction: neither survives.
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER crash BEFORE INSERT ON main.refinery_schema_history
+             BEGIN SELECT RAISE(ABORT, 'simulated crash'); END;",
+        )
+        .unwrap();
+        let ours = [
+            v1,
+            m(2, "b", "CREATE TABLE b (y); INSERT INTO a VALUES (1);"),
+        ];
+        let err = apply(&mut conn, &ours).unwrap_err();
+        assert!(err.to_string().contains("simulated crash"), "{err}");
+        let (tables, rows): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM sqlite_schema WHERE name = 'b'), (SELECT count(*) FROM a)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (tables, rows),
+            (0, 0),
+            "the migration itself was rolled back"
+        );
+        assert_eq!(status(&conn, &ours).unwrap().pending.len(), 1);
+
+        conn.execute_batch("DROP TRIGGER crash;").unwrap();
+        assert_eq!(apply(&mut conn, &ours).unwrap().len(), 1);
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM a", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1, "applied exactly once");
+    }
+
+    #[test]
     fn a_migration_that_leaves_dangling_keys_rolls_back() {
         let mut conn = crate::db::open_in_memory().unwrap();
         let v1 = m(

@@ -152,6 +152,16 @@ impl fmt::Display for FkAction {
     }
 }
 
+impl Column {
+    /// The default, unless there is none or it is NULL: what a NOT NULL column can be filled
+    /// with when a row has no value for it.
+    pub fn non_null_default(&self) -> Option<&str> {
+        self.default
+            .as_deref()
+            .filter(|d| !d.trim().eq_ignore_ascii_case("NULL"))
+    }
+}
+
 impl Table {
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
