@@ -48,17 +48,21 @@ pub enum Command {
     ///
     /// Replays {migrations_dir}/{beamtime,index}/V*.sql into an in-memory database, compares
     /// the result with the declared models ([schema] models_dir, or the built-in ones) and
-    /// writes V{n}__{name}.sql for the difference. With --check, writes nothing and exits 3
-    /// when a migration is missing: for CI of a facility's configuration repository.
+    /// writes V<n>__<name>.sql for the difference: renames declared with --rename or
+    /// renamed_from, table rebuilds where SQLite cannot alter in place (docs/models.md). With
+    /// --check, writes nothing and exits 3 when a migration is missing: for CI of a facility's
+    /// configuration repository.
     #[command(after_help = EXIT_CODES_HELP)]
     MakeMigrations(MakeMigrationsArgs),
 
     /// Apply pending migrations to index.db and every beamtime (or the named ones).
     ///
     /// Each database is migrated in one transaction with its history rows, with foreign
-    /// keys checked before commit. A database that will lose a table or column is backed up
-    /// first (VACUUM INTO, next to it). A database whose history is ahead of, or differs
-    /// from, this binary's migrations is refused (exit 5); the others are still migrated.
+    /// keys checked before commit. A database that a migration rebuilds or drops tables or
+    /// columns in is backed up first (VACUUM INTO, next to it). A database that cannot take a
+    /// migration (NULLs in a column made NOT NULL) is left as it was, with a message. A
+    /// database whose history is ahead of, or differs from, this binary's migrations is
+    /// refused (exit 5); the others are still migrated.
     #[command(after_help = EXIT_CODES_HELP)]
     Migrate(MigrateArgs),
 }

@@ -478,6 +478,22 @@ fn make_migrations_check_database_reports_drift() {
         out.contains("drop index by_hand on runs (scan_id)"),
         "{out}"
     );
+    // A file whose name does not say its kind needs --target.
+    let copy = fx.path().join("copy.db");
+    std::fs::copy(fx.beamtime_db("bt-1"), &copy).unwrap();
+    let copy = copy.to_str().unwrap();
+    let (code, _, err) = run(&mut fx.beamdb(&["make-migrations", "--check", "--database", copy]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("add --target beamtime"), "{err}");
+    let args = [
+        "make-migrations",
+        "--check",
+        "--target",
+        "beamtime",
+        "--database",
+        copy,
+    ];
+    assert_eq!(run(&mut fx.beamdb(&args)).0, 3);
     // A database behind the migrations says so.
     with_proposal_migration_only(&fx);
     let (code, out, _) = run(&mut fx.beamdb(&["make-migrations", "--check", "--database", path]));
