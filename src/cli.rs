@@ -48,17 +48,21 @@ pub enum Command {
     ///
     /// Replays {migrations_dir}/{beamtime,index}/V*.sql into an in-memory database, compares
     /// the result with the declared models ([schema] models_dir, or the built-in ones) and
-    /// writes V{n}__{name}.sql for the difference. With --check, writes nothing and exits 3
-    /// when a migration is missing: for CI of a facility's configuration repository.
+    /// writes V<n>__<name>.sql for the difference: renames declared with --rename or
+    /// renamed_from, table rebuilds where SQLite cannot alter in place (docs/models.md). With
+    /// --check, writes nothing and exits 3 when a migration is missing: for CI of a facility's
+    /// configuration repository.
     #[command(after_help = EXIT_CODES_HELP)]
     MakeMigrations(MakeMigrationsArgs),
 
     /// Apply pending migrations to index.db and every beamtime (or the named ones).
     ///
     /// Each database is migrated in one transaction with its history rows, with foreign
-    /// keys checked before commit. A database that will lose a table or column is backed up
-    /// first (VACUUM INTO, next to it). A database whose history is ahead of, or differs
-    /// from, this binary's migrations is refused (exit 5); the others are still migrated.
+    /// keys checked before commit. A database that a migration rebuilds or drops tables or
+    /// columns in is backed up first (VACUUM INTO, next to it). A database that cannot take a
+    /// migration (NULLs in a column made NOT NULL) is left as it was, with a message. A
+    /// database whose history is ahead of, or differs from, this binary's migrations is
+    /// refused (exit 5); the others are still migrated.
     #[command(after_help = EXIT_CODES_HELP)]
     Migrate(MigrateArgs),
 
@@ -119,8 +123,85 @@ pub struct MakeMigrationsArgs {
     pub name: Option<String>,
 
     /// Write nothing; exit 3 and list the differences when a migration is missing.
+    ///
+    /// Replays the migrations into an in-memory database: no database on disk is needed, and it
+    /// is fast enough for every CI run. Exit 0 when the migrations match the models.
     #[arg(long)]
     pub check: bool,
+
+    /// Declare a rename, so that the data moves with it instead of being dropped:
+    /// TABLE.OLD=TABLE.NEW renames a column (e.g. runs.op=runs.operator), OLD=NEW a table.
+    ///
+    /// Repeat for several. Renames cannot be told from a drop and an add by comparing schemas;
+    /// a drop and an add that look like a rename are refused until one is declared, here or
+    /// with `renamed_from` in the model file (docs/models.md).
+    #[arg(long = "rename", value_name = "OLD=NEW", value_parser = parse_rename)]
+    pub renames: Vec<RenameArg>,
+
+    /// Allow a migration that can lose data or fail on a populated database.
+    ///
+    /// That is: dropping a table or column, changing a column to a type that converts some
+    /// values (e.g. TEXT to INTEGER), making a column NOT NULL without a default, or adding a
+    /// NOT NULL column without a default. Without this flag such a change exits 2 and says
+    /// what it would destroy; with it, the migration's header says so in a DESTRUCTIVE line.
+    #[arg(long)]
+    pub allow_destructive: bool,
+
+    /// With --check: diff this live database against the models instead of the migrations.
+    ///
+    /// Finds drift: a hand-edited database, or one whose recorded version does not match its
+    /// schema. Lists pending migrations and every difference, exit 3 when there is any; exit 5
+    /// when its history is ahead of this beamdb. The kind comes from --target, or from the
+    /// file name (beamtime.db or index.db).
+    #[arg(long, value_name = "PATH", requires = "check")]
+    pub database: Option<PathBuf>,
+}
+
+/// One `--rename` as typed: a column (`TABLE.OLD=TABLE.NEW`) or a table (`OLD=NEW`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenameArg {
+    Table {
+        from: String,
+        to: String,
+    },
+    Column {
+        table: String,
+        from: String,
+        to: String,
+    },
+}
+
+fn parse_rename(text: &str) -> Result<RenameArg, String> {
+    let usage = || {
+        format!(
+            "`{text}` is not a rename; write TABLE.OLD=TABLE.NEW for a column or OLD=NEW for a table"
+        )
+    };
+    let (old, new) = text.split_once('=').ok_or_else(usage)?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with(|c: char| c.is_ascii_digit())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    match (old.split_once('.'), new.split_once('.')) {
+        (None, None) if plain(old) && plain(new) => Ok(RenameArg::Table {
+            from: old.to_string(),
+            to: new.to_string(),
+        }),
+        (Some((t1, from)), Some((t2, to))) if plain(t1) && plain(from) && plain(to) => {
+            if t1 != t2 {
+                return Err(format!(
+                    "`{text}`: a column rename keeps its table ({t1} vs {t2}); rename the table with a separate --rename {t1}={t2}"
+                ));
+            }
+            Ok(RenameArg::Column {
+                table: t1.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+            })
+        }
+        _ => Err(usage()),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -1,34 +1,114 @@
 //! `beamdb make-migrations`: models (TOML) → Schema; migrations → replay → introspect →
-//! Schema; compare → ops; render → `V{n}__{name}.sql`.
+//! Schema; compare → ops; plan (in place or rebuild) → render → `V{n}__{name}.sql`.
+
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
 use super::Ctx;
-use crate::cli::MakeMigrationsArgs;
-use crate::diff::{self, Op};
+use crate::cli::{MakeMigrationsArgs, RenameArg};
+use crate::db::{self, Access};
+use crate::diff::{self, CompareError, Op};
 use crate::exit::{ExitStatus, fail};
 use crate::migrations::files::{self, MigrationFile};
 use crate::migrations::runner;
 use crate::render;
-use crate::schema::{DbKind, Schema, declared, introspect};
+use crate::schema::{DbKind, Renames, Schema, declared, introspect};
 
 pub fn run(ctx: &Ctx, args: &MakeMigrationsArgs) -> Result<ExitStatus> {
+    if let Some(path) = &args.database {
+        return drift(ctx, args, path);
+    }
     let kinds = match args.target {
         Some(kind) => vec![kind],
         None => DbKind::ALL.to_vec(),
     };
+    let mut used = vec![false; args.renames.len()];
     let mut status = ExitStatus::Success;
     for kind in kinds {
-        status = status.worst(one_kind(ctx, args, kind)?);
+        status = status.worst(one_kind(ctx, args, kind, &mut used)?);
+    }
+    if let Some(unused) = args.renames.iter().zip(&used).find(|(_, used)| !**used) {
+        return Err(fail(
+            ExitStatus::Usage,
+            format!(
+                "--rename {}: no such table in the migrations{}",
+                describe_flag(unused.0),
+                args.target
+                    .map(|k| format!(" of the {k} database"))
+                    .unwrap_or_default()
+            ),
+        ));
     }
     Ok(status)
 }
 
-fn one_kind(ctx: &Ctx, args: &MakeMigrationsArgs, kind: DbKind) -> Result<ExitStatus> {
+fn describe_flag(flag: &RenameArg) -> String {
+    match flag {
+        RenameArg::Table { from, to } => format!("{from}={to}"),
+        RenameArg::Column { table, from, to } => format!("{table}.{from}={table}.{to}"),
+    }
+}
+
+/// The `--rename` flags that concern a database whose migrations produce `live`; marks them
+/// in `used`. A column flag may name its table by the old or the new name.
+fn flags_for(live: &Schema, flags: &[RenameArg], used: &mut [bool]) -> Renames {
+    let mut renames = Renames::default();
+    for (flag, used) in flags.iter().zip(used.iter_mut()) {
+        if let RenameArg::Table { from, to } = flag
+            && live.table(from).is_some()
+        {
+            renames.tables.insert(to.clone(), from.clone());
+            *used = true;
+        }
+    }
+    for (flag, used) in flags.iter().zip(used.iter_mut()) {
+        if let RenameArg::Column { table, from, to } = flag {
+            let new_table = renames
+                .tables
+                .iter()
+                .find(|(_, old)| *old == table)
+                .map(|(new, _)| new.clone())
+                .unwrap_or_else(|| table.clone());
+            let old_table = renames.tables.get(&new_table).unwrap_or(&new_table);
+            if live.table(old_table).is_some() {
+                renames
+                    .columns
+                    .insert((new_table.clone(), to.clone()), from.clone());
+                *used = true;
+            }
+        }
+    }
+    renames
+}
+
+fn one_kind(
+    ctx: &Ctx,
+    args: &MakeMigrationsArgs,
+    kind: DbKind,
+    used: &mut [bool],
+) -> Result<ExitStatus> {
     let schema_settings = &ctx.settings.schema;
-    let declared = declared::load(kind, schema_settings.models_dir.as_deref())?;
+    let (declared, declared_renames) =
+        declared::load_with_renames(kind, schema_settings.models_dir.as_deref())?;
     let existing = files::load(kind, schema_settings.migrations_dir.as_deref())?;
-    let ops = pending_ops(kind, &existing, &declared)?;
+    let live = replayed_schema(kind, &existing)?;
+    let flags = flags_for(&live, &args.renames, used);
+    let compared = diff::resolve_renames(&live, &declared, &flags, &declared_renames)
+        .and_then(|renames| diff::compare(&live, &declared, &renames));
+    let ops = match compared {
+        Ok(ops) => ops,
+        Err(err @ CompareError::UndeclaredRenames(_)) if args.check => {
+            println!(
+                "{kind}: the models differ from the migrations, and the difference needs a declared rename or two migrations:"
+            );
+            for line in err.lines() {
+                println!("  {line}");
+            }
+            return Ok(ExitStatus::CheckFailed);
+        }
+        Err(err) => return Err(fail(ExitStatus::Usage, format!("{kind}: {err}"))),
+    };
 
     if ops.is_empty() {
         ctx.note(format_args!(
@@ -45,6 +125,16 @@ fn one_kind(ctx: &Ctx, args: &MakeMigrationsArgs, kind: DbKind) -> Result<ExitSt
         }
         return Ok(ExitStatus::CheckFailed);
     }
+    let hazards: Vec<String> = ops.iter().filter_map(Op::hazard).collect();
+    if !hazards.is_empty() && !args.allow_destructive {
+        return Err(fail(
+            ExitStatus::Usage,
+            format!(
+                "{kind}: this migration would destroy data or fail on a populated database:\n  {}\nIf that is what you want, run again with --allow-destructive (the migration says so in its header, and `beamdb migrate` backs each database up first). To keep the data, declare renames (--rename) or defaults in the models instead.",
+                hazards.join("\n  ")
+            ),
+        ));
+    }
     let Some(dir) = schema_settings.migrations_dir.as_deref() else {
         return Err(fail(
             ExitStatus::Usage,
@@ -53,6 +143,7 @@ fn one_kind(ctx: &Ctx, args: &MakeMigrationsArgs, kind: DbKind) -> Result<ExitSt
             ),
         ));
     };
+    let plan = diff::plan(&live, &declared, &ops);
     let version = files::next_version(&existing);
     let name = match &args.name {
         Some(name) => files::slug(name),
@@ -70,6 +161,7 @@ fn one_kind(ctx: &Ctx, args: &MakeMigrationsArgs, kind: DbKind) -> Result<ExitSt
             migration.stem()
         ),
         &ops,
+        &plan,
     );
     prove_round_trip(kind, &existing, &migration, &declared)?;
     let path = files::write(dir, kind, &migration)?;
@@ -80,20 +172,11 @@ fn one_kind(ctx: &Ctx, args: &MakeMigrationsArgs, kind: DbKind) -> Result<ExitSt
     Ok(ExitStatus::Success)
 }
 
-/// The operations that take the schema the migrations produce to the declared one.
-fn pending_ops(kind: DbKind, existing: &[MigrationFile], declared: &Schema) -> Result<Vec<Op>> {
-    let replayed = runner::replay(existing)
+/// The schema the migrations produce, by replaying them into an in-memory database.
+fn replayed_schema(kind: DbKind, migrations: &[MigrationFile]) -> Result<Schema> {
+    let replayed = runner::replay(migrations)
         .with_context(|| format!("{kind}: cannot replay the existing migrations"))?;
-    let live = introspect::introspect(&replayed)?;
-    diff::compare(&live, declared).map_err(|lines| {
-        fail(
-            ExitStatus::Failure,
-            format!(
-                "{kind}: these differences cannot be written as a migration by this beamdb:\n  {}",
-                lines.join("\n  ")
-            ),
-        )
-    })
+    Ok(introspect::introspect(&replayed)?)
 }
 
 /// Replays the migrations plus the new one and checks the result is exactly the declared
@@ -106,27 +189,103 @@ fn prove_round_trip(
 ) -> Result<()> {
     let mut all = existing.to_vec();
     all.push(new.clone());
-    let left = pending_ops(kind, &all, declared).with_context(|| {
+    let live = replayed_schema(kind, &all).with_context(|| {
         format!(
             "{kind}: the new migration {} does not apply cleanly (a beamdb bug)",
             new.stem()
         )
     })?;
+    let left = match diff::compare(&live, declared, &Renames::default()) {
+        Ok(ops) => ops.iter().map(ToString::to_string).collect(),
+        Err(err) => err.lines(),
+    };
     if !left.is_empty() {
-        let lines: Vec<String> = left.iter().map(ToString::to_string).collect();
         anyhow::bail!(
             "{kind}: after the new migration {} the schema still differs from the models (a beamdb bug): {}",
             new.stem(),
-            lines.join("; ")
+            left.join("; ")
         );
     }
     Ok(())
 }
 
-/// A name from the operations: the first one's words, "and_more" when there are several.
+/// `--check --database PATH`: the live database against the models (drift) and its history
+/// against the migrations (pending).
+fn drift(ctx: &Ctx, args: &MakeMigrationsArgs, path: &Path) -> Result<ExitStatus> {
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let kind = match (args.target, file_name) {
+        (Some(kind), _) => kind,
+        (None, "beamtime.db") => DbKind::Beamtime,
+        (None, "index.db") => DbKind::Index,
+        (None, _) => {
+            return Err(fail(
+                ExitStatus::Usage,
+                format!(
+                    "{}: cannot tell whether this is a beamtime or an index database from its name; add --target beamtime or --target index",
+                    path.display()
+                ),
+            ));
+        }
+    };
+    if !path.is_file() {
+        return Err(fail(
+            ExitStatus::Usage,
+            format!("{}: no such database file", path.display()),
+        ));
+    }
+    let schema_settings = &ctx.settings.schema;
+    let declared = declared::load(kind, schema_settings.models_dir.as_deref())?;
+    let ours = files::load(kind, schema_settings.migrations_dir.as_deref())?;
+    let conn = db::open(path, Access::ReadOnly, &ctx.settings.sqlite)?;
+    let status = runner::status(&conn, &ours).with_context(|| path.display().to_string())?;
+    let live = introspect::introspect(&conn)
+        .with_context(|| format!("{}: cannot read the schema", path.display()))?;
+    let lines = match diff::compare(&live, &declared, &Renames::default()) {
+        Ok(ops) => ops.iter().map(ToString::to_string).collect(),
+        Err(err) => err.lines(),
+    };
+    let path = path.display();
+    let mut result = ExitStatus::Success;
+    if !status.pending.is_empty() {
+        let stems: Vec<String> = status.pending.iter().map(|m| m.stem()).collect();
+        println!(
+            "{path}: {kind} database at V{}, pending {} (run `beamdb migrate`)",
+            status.current_version().unwrap_or(0),
+            stems.join(", ")
+        );
+        result = ExitStatus::CheckFailed;
+    }
+    if !lines.is_empty() {
+        println!("{path}: the live schema differs from the {kind} models:");
+        for line in &lines {
+            println!("  {line}");
+        }
+        result = ExitStatus::CheckFailed;
+    }
+    if result == ExitStatus::Success {
+        ctx.note(format_args!(
+            "{path}: at V{}, and its schema matches the {kind} models",
+            status.current_version().unwrap_or(0)
+        ));
+    }
+    Ok(result)
+}
+
+/// A name from the operations: the first one's leading words ("add column runs.proposal"),
+/// "and more" when there are several.
 fn default_name(ops: &[Op]) -> String {
     let first = ops.first().map(ToString::to_string).unwrap_or_default();
-    let first: String = first.split(" (").next().unwrap_or_default().to_string();
+    let mut words = Vec::new();
+    for word in first.split(' ').take(4) {
+        if matches!(word, "on" | "to") || word.starts_with('(') {
+            break;
+        }
+        words.push(word.trim_end_matches(':'));
+        if word.ends_with(':') {
+            break;
+        }
+    }
+    let first = words.join(" ");
     if ops.len() > 1 {
         format!("{first} and more")
     } else {

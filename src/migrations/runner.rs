@@ -132,7 +132,13 @@ pub fn apply(
     conn.pragma_update(None, "foreign_keys", true)?;
     match result {
         Ok(_) => Ok(pending),
-        Err(err) => Err(map_refinery_error(err)),
+        Err(err) => Err(match map_refinery_error(err) {
+            RunnerError::Failed(message) => {
+                let stems: Vec<String> = pending.iter().map(MigrationFile::stem).collect();
+                RunnerError::Failed(format!("applying {}: {message}", stems.join(", ")))
+            }
+            other => other,
+        }),
     }
 }
 
@@ -160,15 +166,13 @@ fn map_refinery_error(err: refinery::Error) -> RunnerError {
             ours: stem(ours),
         }
         .into(),
-        _ => {
-            let mut message = err.to_string();
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                message = format!("{message}: {cause}");
-                source = cause.source();
-            }
-            RunnerError::Failed(message)
-        }
+        // The driver's error (the first cause) says what went wrong; refinery's own message
+        // only repeats it, and the SQLite error code under it adds nothing for people.
+        _ => RunnerError::Failed(
+            std::error::Error::source(&err)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| err.to_string()),
+        ),
     }
 }
 
@@ -343,6 +347,46 @@ mod tests {
             )
             .unwrap();
         assert_eq!(tables, 0, "grouped: V1 rolled back with V2");
+    }
+
+    #[test]
+    fn a_crash_before_the_history_row_leaves_nothing_applied_and_a_rerun_is_clean() {
+        let mut conn = crate::db::open_in_memory().unwrap();
+        let v1 = m(1, "a", "CREATE TABLE a (x);");
+        apply(&mut conn, std::slice::from_ref(&v1)).unwrap();
+        // Stands in for the process dying after the migration's SQL ran and before its
+        // history row was written. Grouped, both are one transaction: neither survives.
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER crash BEFORE INSERT ON main.refinery_schema_history
+             BEGIN SELECT RAISE(ABORT, 'simulated crash'); END;",
+        )
+        .unwrap();
+        let ours = [
+            v1,
+            m(2, "b", "CREATE TABLE b (y); INSERT INTO a VALUES (1);"),
+        ];
+        let err = apply(&mut conn, &ours).unwrap_err();
+        assert!(err.to_string().contains("simulated crash"), "{err}");
+        let (tables, rows): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM sqlite_schema WHERE name = 'b'), (SELECT count(*) FROM a)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (tables, rows),
+            (0, 0),
+            "the migration itself was rolled back"
+        );
+        assert_eq!(status(&conn, &ours).unwrap().pending.len(), 1);
+
+        conn.execute_batch("DROP TRIGGER crash;").unwrap();
+        assert_eq!(apply(&mut conn, &ours).unwrap().len(), 1);
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM a", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1, "applied exactly once");
     }
 
     #[test]

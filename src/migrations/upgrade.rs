@@ -6,7 +6,7 @@ use super::files::MigrationFile;
 use super::runner::{self, RunnerError};
 use crate::db::{self, Access, DbError};
 use crate::diff;
-use crate::schema::{Schema, introspect};
+use crate::schema::{Renames, Schema, introspect};
 use crate::settings::SqliteSettings;
 
 #[derive(Debug, Clone, Copy)]
@@ -122,15 +122,23 @@ pub fn drift(
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(match diff::compare(&live, declared) {
+    Ok(match diff::compare(&live, declared, &Renames::default()) {
         Ok(ops) => ops.iter().map(ToString::to_string).collect(),
-        Err(lines) => lines,
+        Err(err) => err.lines(),
     })
 }
 
 /// A migration that drops a table (every rebuild does) or a column can lose data if it is
-/// wrong; those get a backup first.
-fn is_destructive(migration: &MigrationFile) -> bool {
+/// wrong; those get a backup first. make-migrations marks them in the header; a hand-written
+/// migration is judged by its SQL (erring towards a backup).
+pub fn is_destructive(migration: &MigrationFile) -> bool {
+    if migration
+        .sql
+        .lines()
+        .any(|line| line == crate::render::BACKUP_MARKER)
+    {
+        return true;
+    }
     let sql = migration.sql.to_ascii_uppercase();
     sql.contains("DROP TABLE") || sql.contains("DROP COLUMN")
 }
@@ -151,7 +159,13 @@ fn back_up(
         path.file_name().and_then(|n| n.to_str()).unwrap_or("db"),
         version.unwrap_or(0)
     );
-    let target = path.with_file_name(name);
+    // A retry within the same second (after a failed attempt) gets its own file.
+    let mut target = path.with_file_name(&name);
+    let mut n = 1;
+    while target.exists() {
+        n += 1;
+        target = path.with_file_name(format!("{name}-{n}"));
+    }
     conn.execute("VACUUM INTO ?1", [target.to_string_lossy()])
         .map_err(|source| UpgradeError::Backup {
             path: path.to_path_buf(),

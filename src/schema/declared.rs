@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Column, DbKind, FkAction, Index, Reference, Schema, SqlType, Table};
+use super::{Column, DbKind, FkAction, Index, Reference, Renames, Schema, SqlType, Table};
 use crate::tomlfile::{self, TomlError};
 
 const BUILTIN_BEAMTIME: &str = include_str!("../../config/models/beamtime.toml");
@@ -36,8 +36,16 @@ pub fn builtin(kind: DbKind) -> Result<Schema, TomlError> {
 /// The declared schema of `kind`: from `models_dir/{kind}.toml` when a directory is set,
 /// otherwise the built-in one.
 pub fn load(kind: DbKind, models_dir: Option<&Path>) -> Result<Schema, TomlError> {
+    load_with_renames(kind, models_dir).map(|(schema, _)| schema)
+}
+
+/// [`load`], plus the renames the model file declares with `renamed_from`.
+pub fn load_with_renames(
+    kind: DbKind,
+    models_dir: Option<&Path>,
+) -> Result<(Schema, Renames), TomlError> {
     let Some(dir) = models_dir else {
-        return builtin(kind);
+        return parse_with_renames(builtin_text(kind), &builtin_name(kind));
     };
     let path = dir.join(format!("{}.toml", kind.name()));
     let file = path.display().to_string();
@@ -49,9 +57,9 @@ pub fn load(kind: DbKind, models_dir: Option<&Path>) -> Result<Schema, TomlError
             "cannot read the {kind} model file ({err}); check `[schema] models_dir` in the settings"
         ),
     })?;
-    let schema = parse(&text, &file)?;
+    let (schema, renames) = parse_with_renames(&text, &file)?;
     require_core_columns(&schema, &builtin(kind)?, &file)?;
-    Ok(schema)
+    Ok((schema, renames))
 }
 
 #[derive(Deserialize)]
@@ -64,6 +72,8 @@ struct ModelFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TableDecl {
+    /// The table's previous name: the next migration renames it instead of dropping it.
+    renamed_from: Option<String>,
     columns: Vec<Spanned<ColumnDecl>>,
     #[serde(default)]
     indexes: Vec<Spanned<IndexDecl>>,
@@ -82,6 +92,8 @@ struct ColumnDecl {
     primary_key: bool,
     references: Option<String>,
     on_delete: Option<String>,
+    /// The column's previous name: the next migration renames it instead of dropping it.
+    renamed_from: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -95,12 +107,18 @@ struct IndexDecl {
 
 /// Parses and validates a model file's text; `file` names it in errors.
 pub fn parse(text: &str, file: &str) -> Result<Schema, TomlError> {
+    parse_with_renames(text, file).map(|(schema, _)| schema)
+}
+
+/// [`parse`], plus the declared `renamed_from` keys.
+pub fn parse_with_renames(text: &str, file: &str) -> Result<(Schema, Renames), TomlError> {
     let decl: ModelFile = tomlfile::parse(text, file)?;
     let err = |span: std::ops::Range<usize>, table: &str, msg: String| {
         tomlfile::at(text, file, span, format!("table `{table}`: {msg}"))
     };
 
     let mut schema = Schema::default();
+    let mut renames = Renames::default();
     let mut index_names = BTreeSet::new();
     for (table_name, table_decl) in &decl.tables {
         let span = table_decl.span();
@@ -114,11 +132,24 @@ pub fn parse(text: &str, file: &str) -> Result<Schema, TomlError> {
             columns: Vec::new(),
             indexes: BTreeMap::new(),
         };
+        if let Some(old) = &table_decl.renamed_from {
+            check_renamed_from(old, table_name, decl.tables.contains_key(old), "table")
+                .map_err(|m| err(span.clone(), table_name, m))?;
+            renames.tables.insert(table_name.clone(), old.clone());
+        }
         let mut pk_position = 0;
         for column_decl in &table_decl.columns {
             let span = column_decl.span();
             let column = build_column(column_decl.get_ref(), &mut pk_position, &table)
-                .map_err(|m| err(span, table_name, m))?;
+                .map_err(|m| err(span.clone(), table_name, m))?;
+            if let Some(old) = &column_decl.get_ref().renamed_from {
+                let declared = table_decl.columns.iter().any(|c| &c.get_ref().name == old);
+                check_renamed_from(old, &column.name, declared, "column")
+                    .map_err(|m| err(span, table_name, m))?;
+                renames
+                    .columns
+                    .insert((table_name.clone(), column.name.clone()), old.clone());
+            }
             table.columns.push(column);
         }
         for index_decl in &table_decl.indexes {
@@ -146,7 +177,19 @@ pub fn parse(text: &str, file: &str) -> Result<Schema, TomlError> {
             .unwrap_or_default();
         err(span, &table, msg)
     })?;
-    Ok(schema)
+    Ok((schema, renames))
+}
+
+/// `renamed_from = OLD` on `name`: OLD must be a plain name that is not declared beside it
+/// (then both would exist, and there would be nothing to rename).
+fn check_renamed_from(old: &str, name: &str, old_declared: bool, what: &str) -> Result<(), String> {
+    check_identifier(old).map_err(|m| format!("{what} `{name}`: renamed_from {m}"))?;
+    if old == name || old_declared {
+        return Err(format!(
+            "{what} `{name}` has renamed_from = \"{old}\", but `{old}` is declared too; remove one of them"
+        ));
+    }
+    Ok(())
 }
 
 fn build_column(decl: &ColumnDecl, pk_position: &mut u32, table: &Table) -> Result<Column, String> {

@@ -34,6 +34,23 @@ pub struct Column {
     pub references: Option<Reference>,
 }
 
+/// Renames declared by the user (`--rename` or `renamed_from` in a model file): SQLite keeps a
+/// renamed table's or column's data only when the migration renames it, and a rename cannot be
+/// told apart from a drop and an add by looking at two schemas.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renames {
+    /// New table name → old table name.
+    pub tables: BTreeMap<String, String>,
+    /// (new table name, new column name) → old column name.
+    pub columns: BTreeMap<(String, String), String>,
+}
+
+impl Renames {
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty() && self.columns.is_empty()
+    }
+}
+
 /// A single-column foreign key, declared on the referencing column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
@@ -132,6 +149,16 @@ impl FkAction {
 impl fmt::Display for FkAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_sql())
+    }
+}
+
+impl Column {
+    /// The default, unless there is none or it is NULL: what a NOT NULL column can be filled
+    /// with when a row has no value for it.
+    pub fn non_null_default(&self) -> Option<&str> {
+        self.default
+            .as_deref()
+            .filter(|d| !d.trim().eq_ignore_ascii_case("NULL"))
     }
 }
 

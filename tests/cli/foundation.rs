@@ -281,7 +281,14 @@ fn help_is_complete_for_every_subcommand() {
     let (code, out, _) = run(&mut fx.beamdb(&["--help"]));
     assert_eq!(code, 0);
     assert!(out.contains("Exit status:") && out.contains("75"), "{out}");
-    for sub in ["initdb", "make-migrations", "migrate", "ingest", "reindex", "runs"] {
+    for sub in [
+        "initdb",
+        "make-migrations",
+        "migrate",
+        "ingest",
+        "reindex",
+        "runs",
+    ] {
         let (code, out, _) = run(&mut fx.beamdb(&[sub, "--help"]));
         assert_eq!(code, 0, "{sub}");
         assert!(out.contains("Usage: beamdb"), "{sub}: {out}");

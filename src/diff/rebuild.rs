@@ -1,0 +1,317 @@
+//! What SQLite can do in place, and folding the rest into table rebuilds.
+//!
+//! SQLite's ALTER TABLE can rename a table or column, add a column and drop a column, each
+//! with restrictions; everything else is the 12-step rebuild of SQLite's "ALTER TABLE" page
+//! (new table, copy, drop old, rename new, recreate indexes). The decision is made here, in
+//! [`rebuild_reason`], and nowhere else (alembic's `requires_recreate_in_batch`).
+
+use std::collections::BTreeMap;
+
+use crate::schema::{Column, Schema, SqlType, Table};
+
+use super::Op;
+use super::ops::{CopyColumn, Guard, Rebuild, apply_rename};
+
+/// Why SQLite cannot carry out `op` in place on a database at `from` (with the migration's
+/// renames already applied), or `None` when it can.
+pub fn rebuild_reason(op: &Op, from: &Schema) -> Option<String> {
+    match op {
+        // ADD COLUMN: no PRIMARY KEY or UNIQUE; NOT NULL needs a non-NULL default; the default
+        // must be a constant; a REFERENCES column needs a NULL default (with foreign keys on).
+        Op::AddColumn { column, .. } => {
+            let default_is_null = column.non_null_default().is_none();
+            if column.primary_key > 0 {
+                Some(format!("add primary-key column {}", column.name))
+            } else if !column.nullable && default_is_null {
+                Some(format!(
+                    "add NOT NULL column {} without a default",
+                    column.name
+                ))
+            } else if column.references.is_some() && !default_is_null {
+                Some(format!(
+                    "add foreign-key column {} with a non-NULL default",
+                    column.name
+                ))
+            } else if column.default.as_deref().is_some_and(|d| !is_constant(d)) {
+                Some(format!(
+                    "add column {} with a non-constant default",
+                    column.name
+                ))
+            } else {
+                None
+            }
+        }
+        // DROP COLUMN: not a PRIMARY KEY, UNIQUE, indexed or foreign-key column, nor one that
+        // another table's foreign key points at. Indexes the models drop are gone by then.
+        Op::DropColumn { table, column } => {
+            let referenced = from.tables.values().any(|t| {
+                t.columns.iter().any(|c| {
+                    c.references
+                        .as_ref()
+                        .is_some_and(|r| r.table == *table && r.column == column.name)
+                })
+            });
+            if column.primary_key > 0 {
+                Some(format!("drop primary-key column {}", column.name))
+            } else if column.references.is_some() {
+                Some(format!("drop foreign-key column {}", column.name))
+            } else if referenced {
+                Some(format!(
+                    "drop column {}, which a foreign key points at",
+                    column.name
+                ))
+            } else {
+                None
+            }
+        }
+        // SQLite has no ALTER COLUMN.
+        Op::AlterColumn { to, .. } => Some(format!("change column {}", to.name)),
+        _ => None,
+    }
+}
+
+/// A literal SQLite accepts as an ADD COLUMN default: a number, a string, a blob, NULL,
+/// TRUE or FALSE. Anything else (CURRENT_TIMESTAMP, `1 + 1`) is "non-constant".
+fn is_constant(expr: &str) -> bool {
+    let e = expr.trim();
+    let unsigned = e.trim_start_matches(['+', '-']);
+    let is_number = !unsigned.is_empty()
+        && unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        && unsigned.parse::<f64>().is_ok();
+    let is_string = e.len() >= 2
+        && e.starts_with('\'')
+        && e.ends_with('\'')
+        && !e[1..e.len() - 1].replace("''", "").contains('\'');
+    let is_blob = (e.starts_with("X'") || e.starts_with("x'"))
+        && e.ends_with('\'')
+        && e[2..e.len() - 1].chars().all(|c| c.is_ascii_hexdigit());
+    is_number
+        || is_string
+        || is_blob
+        || ["NULL", "TRUE", "FALSE"]
+            .iter()
+            .any(|k| e.eq_ignore_ascii_case(k))
+}
+
+/// Turns `compare`'s ops into the steps a migration runs: the column ops of every table
+/// that SQLite cannot alter in place become one [`Op::RebuildTable`] (which also recreates
+/// that table's indexes), and [`Op::Guard`]s that stop the migration before any data changes
+/// come right after the renames.
+pub fn plan(from: &Schema, to: &Schema, ops: &[Op]) -> Vec<Op> {
+    let mut cur = from.clone();
+    for op in ops {
+        apply_rename(&mut cur, op);
+    }
+    let mut reasons: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for op in ops {
+        if let Some(reason) = rebuild_reason(op, &cur) {
+            reasons.entry(op.table()).or_default().push(reason);
+        }
+    }
+    let rebuilds: BTreeMap<&str, Rebuild> = reasons
+        .into_iter()
+        .filter_map(|(name, reasons)| {
+            let (live, want) = (cur.table(name)?, to.table(name)?);
+            Some((name, rebuild(live, want, reasons)))
+        })
+        .collect();
+
+    let renames = ops
+        .iter()
+        .take_while(|op| matches!(op, Op::RenameTable { .. } | Op::RenameColumn { .. }))
+        .count();
+    let mut steps = ops[..renames].to_vec();
+    for r in rebuilds.values() {
+        steps.extend(guards(&r.from, &r.to).into_iter().map(Op::Guard));
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for op in &ops[renames..] {
+        let folded = matches!(
+            op,
+            Op::AddColumn { .. }
+                | Op::DropColumn { .. }
+                | Op::AlterColumn { .. }
+                | Op::CreateIndex { .. }
+        );
+        match rebuilds.get(op.table()) {
+            Some(r) if folded => {
+                if matches!(op, Op::CreateIndex { .. }) {
+                    continue;
+                }
+                if done.insert(op.table()) {
+                    steps.push(Op::RebuildTable(r.clone()));
+                }
+            }
+            _ => steps.push(op.clone()),
+        }
+    }
+    steps
+}
+
+fn rebuild(from: &Table, to: &Table, reasons: Vec<String>) -> Rebuild {
+    let copy = to
+        .columns
+        .iter()
+        .filter_map(|c| {
+            let old = from.column(&c.name)?;
+            let fill = old.nullable && !c.nullable && !is_rowid_alias(to, c);
+            Some(CopyColumn {
+                column: c.name.clone(),
+                null_default: c.non_null_default().filter(|_| fill).map(str::to_string),
+            })
+        })
+        .collect();
+    Rebuild {
+        from: from.clone(),
+        to: to.clone(),
+        copy,
+        reasons,
+    }
+}
+
+/// The checks that must pass before `from` can be copied into `to`: a column that becomes NOT
+/// NULL without a default must hold no NULL, and a new NOT NULL column without a default needs
+/// an empty table.
+fn guards(from: &Table, to: &Table) -> Vec<Guard> {
+    let mut guards = Vec::new();
+    for c in &to.columns {
+        if c.nullable || c.non_null_default().is_some() || is_rowid_alias(to, c) {
+            continue;
+        }
+        let guard = match from.column(&c.name) {
+            Some(old) if old.nullable => Guard::NoNulls {
+                table: to.name.clone(),
+                column: c.name.clone(),
+            },
+            Some(_) => continue,
+            None => Guard::EmptyTable {
+                table: to.name.clone(),
+                column: c.name.clone(),
+            },
+        };
+        guards.push(guard);
+    }
+    guards
+}
+
+/// `INTEGER PRIMARY KEY` alone is the rowid: SQLite fills a NULL in it with a new number.
+fn is_rowid_alias(table: &Table, column: &Column) -> bool {
+    column.primary_key > 0 && column.sql_type == SqlType::Integer && table.has_rowid_alias()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::compare;
+    use crate::schema::Renames;
+    use crate::schema::declared::parse;
+
+    fn schema(toml: &str) -> Schema {
+        parse(toml, "m.toml").unwrap()
+    }
+
+    fn steps(from: &str, to: &str) -> Vec<String> {
+        let (from, to) = (schema(from), schema(to));
+        let ops = compare(&from, &to, &Renames::default()).unwrap();
+        plan(&from, &to, &ops)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    const T: &str = "[tables.t]\ncolumns = [ { name = \"id\", type = \"INTEGER\", primary_key = true }, { name = \"a\", type = \"TEXT\", nullable = true } ]\n";
+
+    #[test]
+    fn nullable_column_with_constant_default_is_added_in_place() {
+        let to = T.replace(
+            " ]\n",
+            ", { name = \"b\", type = \"INTEGER\", default = \"-1\" } ]\n",
+        );
+        assert_eq!(
+            steps(T, &to),
+            ["add column t.b INTEGER NOT NULL DEFAULT -1"]
+        );
+    }
+
+    #[test]
+    fn not_null_column_without_default_is_a_guarded_rebuild() {
+        let to = T.replace(" ]\n", ", { name = \"b\", type = \"INTEGER\" } ]\n");
+        assert_eq!(
+            steps(T, &to),
+            ["check that t is empty (new column b)", "rebuild table t"]
+        );
+    }
+
+    #[test]
+    fn non_constant_default_is_a_rebuild() {
+        let to = T.replace(
+            " ]\n",
+            ", { name = \"b\", type = \"TEXT\", default = \"CURRENT_TIMESTAMP\" } ]\n",
+        );
+        assert_eq!(steps(T, &to), ["rebuild table t"]);
+    }
+
+    #[test]
+    fn making_a_column_not_null_is_a_rebuild_with_a_null_guard() {
+        let to = T.replace("nullable = true", "nullable = false");
+        assert_eq!(
+            steps(T, &to),
+            ["check that t.a holds no NULL", "rebuild table t"]
+        );
+        let with_default = T.replace("nullable = true", "default = \"'none'\"");
+        let (from, to) = (schema(T), schema(&with_default));
+        let ops = compare(&from, &to, &Renames::default()).unwrap();
+        let Op::RebuildTable(r) = &plan(&from, &to, &ops)[0] else {
+            panic!("not a rebuild");
+        };
+        assert_eq!(r.copy[1].null_default.as_deref(), Some("'none'"));
+    }
+
+    #[test]
+    fn plain_column_is_dropped_in_place_but_a_foreign_key_column_is_not() {
+        let to =
+            "[tables.t]\ncolumns = [ { name = \"id\", type = \"INTEGER\", primary_key = true } ]\n";
+        assert_eq!(steps(T, to), ["drop column t.a"]);
+        let with_fk = format!(
+            "{to}[tables.c]\ncolumns = [ {{ name = \"x\", type = \"BLOB\" }}, {{ name = \"t\", type = \"INTEGER\", nullable = true, references = \"t.id\" }} ]\nindexes = [ {{ name = \"c_t\", columns = [\"t\"] }} ]\n"
+        );
+        let without =
+            format!("{to}[tables.c]\ncolumns = [ {{ name = \"x\", type = \"BLOB\" }} ]\n");
+        assert_eq!(
+            steps(&with_fk, &without),
+            ["drop index c_t on c (t)", "rebuild table c"]
+        );
+    }
+
+    #[test]
+    fn index_changes_of_a_rebuilt_table_are_part_of_the_rebuild() {
+        let from = format!("{T}indexes = [ {{ name = \"t_a\", columns = [\"a\"] }} ]\n");
+        let to = format!(
+            "{}indexes = [ {{ name = \"t_a\", columns = [\"a\"], unique = true }}, {{ name = \"t_id_a\", columns = [\"id\", \"a\"] }} ]\n",
+            T.replace("\"TEXT\"", "\"BLOB\"")
+        );
+        assert_eq!(
+            steps(&from, &to),
+            ["drop index t_a on t (a)", "rebuild table t"]
+        );
+    }
+
+    #[test]
+    fn constants() {
+        for c in [
+            "0", "-1", "+2.5", "1e3", "'x'", "'it''s'", "X'00ff'", "NULL", "true",
+        ] {
+            assert!(is_constant(c), "{c}");
+        }
+        for c in [
+            "CURRENT_TIMESTAMP",
+            "1 + 1",
+            "'a' || 'b'",
+            "(0)",
+            "abs(-1)",
+            "'a'b'",
+        ] {
+            assert!(!is_constant(c), "{c}");
+        }
+    }
+}
