@@ -13,6 +13,44 @@ pub fn to_bytes(value: &Value, shape: &[u64], dtype: Dtype) -> Result<Vec<u8>, S
     Ok(out)
 }
 
+/// The inverse, for values read from files: little-endian `bytes` of `shape` as JSON (a number
+/// for shape `[]`, nested lists otherwise). NaN and infinities, which JSON lacks, become null.
+pub fn to_json(bytes: &[u8], shape: &[u64], dtype: Dtype) -> Value {
+    let mut elements = bytes.chunks_exact(dtype.size).map(|b| number(b, dtype));
+    nest(&mut elements, shape)
+}
+
+fn nest(elements: &mut impl Iterator<Item = Value>, shape: &[u64]) -> Value {
+    match shape.split_first() {
+        None => elements.next().unwrap_or(Value::Null),
+        Some((&len, rest)) => Value::Array((0..len).map(|_| nest(elements, rest)).collect()),
+    }
+}
+
+fn number(b: &[u8], dtype: Dtype) -> Value {
+    let mut le = [0u8; 8];
+    le[..b.len()].copy_from_slice(b);
+    let negative = b.last().is_some_and(|&top| top & 0x80 != 0);
+    match dtype.kind {
+        Kind::Bool => Value::Bool(b.iter().any(|&x| x != 0)),
+        Kind::UInt => u64::from_le_bytes(le).into(),
+        Kind::Int => {
+            // Sign-extend the narrower integer.
+            if negative {
+                le[b.len()..].fill(0xff);
+            }
+            i64::from_le_bytes(le).into()
+        }
+        Kind::Float => {
+            let v = match b.len() {
+                4 => f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                _ => f64::from_le_bytes(le),
+            };
+            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+        }
+    }
+}
+
 fn walk(
     value: &Value,
     shape: &[u64],
@@ -96,6 +134,29 @@ mod tests {
             to_bytes(&json!([[-2]]), &[1, 1], i2).unwrap(),
             vec![0xfe, 0xff]
         );
+    }
+
+    #[test]
+    fn bytes_read_back_as_json_values() {
+        let (i8_, _) = Dtype::parse_numpy("<i8").unwrap();
+        let bytes: Vec<u8> = [-3i64, 7].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(to_json(&bytes, &[2], i8_), json!([-3, 7]));
+        assert_eq!(to_json(&bytes[..8], &[], i8_), json!(-3));
+        assert_eq!(to_json(&bytes[..8], &[1], i8_), json!([-3]));
+        let (i2, _) = Dtype::parse_numpy("<i2").unwrap();
+        assert_eq!(to_json(&[0xfe, 0xff], &[], i2), json!(-2));
+        let (f4, _) = Dtype::parse_numpy("<f4").unwrap();
+        assert_eq!(to_json(&1.5f32.to_le_bytes(), &[], f4), json!(1.5));
+        assert_eq!(
+            to_json(&f64::NAN.to_le_bytes(), &[], Dtype::FLOAT64),
+            Value::Null
+        );
+        let (u1, _) = Dtype::parse_numpy("|u1").unwrap();
+        assert_eq!(to_json(&[1, 2, 3, 4], &[2, 2], u1), json!([[1, 2], [3, 4]]));
+        // Round trip through to_bytes.
+        let v = json!([[1, -2], [3, 40000]]);
+        let (i4, _) = Dtype::parse_numpy("<i4").unwrap();
+        assert_eq!(to_json(&to_bytes(&v, &[2, 2], i4).unwrap(), &[2, 2], i4), v);
     }
 
     #[test]

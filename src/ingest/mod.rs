@@ -274,7 +274,8 @@ impl<'a> Ingester<'a> {
     ) -> Result<(), IngestError> {
         let uid = run.uid.clone();
         let incomplete = !run.stopped();
-        let finished = match run.finish() {
+        let result = run.finish(&self.context());
+        let finished = match result {
             Ok(finished) => finished,
             Err(RunError::Rejected(why)) => {
                 return self.reject(&mut run, Some(uid.to_string()), why, report);

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::documents::{self, Doc, DocError, Fields, Kind, Pos};
 use super::dtype::Dtype;
-use super::handlers::{self, FrameError, FrameInfo, Handler, ResourceError};
+use super::handlers::{self, FrameError, FrameInfo, Handler, Locator, ResourceError};
 use super::inline;
 use super::rootmap::RootMap;
 use super::rows::{EventRow, ImageRefRow, RunRows, StreamRow};
@@ -40,12 +40,13 @@ pub enum Problem {
     Name(#[from] NameError),
     #[error(transparent)]
     Resource(#[from] ResourceError),
-    #[error(
-        "stream_resource mimetype {0:?} is not supported yet (supported: none; HDF5 comes with a later beamdb); this run is skipped"
-    )]
-    Mimetype(String),
     #[error("{field}: {source}")]
-    Frame { field: String, source: FrameError },
+    Frame {
+        field: String,
+        // Boxed: HDF5 errors carry a file, a dataset and a range, and every Result here
+        // carries a Problem.
+        source: Box<FrameError>,
+    },
     #[error("{field}: {what}")]
     Value { field: String, what: String },
     #[error(
@@ -106,12 +107,52 @@ pub enum Mode {
 }
 
 /// A datum: its resource's handler and its kwargs.
-type DatumRef = (Arc<dyn Handler>, Map<String, Value>);
+type DatumRef = (Arc<dyn Handler>, Locator);
 
 /// Where a frame's bytes come from.
 enum Source {
     Bytes(Vec<u8>),
-    Datum(Arc<dyn Handler>, Map<String, Value>),
+    Datum(Arc<dyn Handler>, Locator),
+}
+
+/// A stream_resource: its handler and the data key it feeds.
+struct StreamResource {
+    handler: Arc<dyn Handler>,
+    data_key: String,
+}
+
+/// What a stream_datum delivered for one seq_num of one field. Its event (there may be none:
+/// a fly scan has no events) is found when the run finishes, because a stream_datum comes
+/// before the event of its seq_num.
+struct Delivery {
+    descriptor: String,
+    seq_num: i64,
+    field: String,
+    what: Delivered,
+}
+
+enum Delivered {
+    /// A frame, already on its way to Zarr: its image_refs row and its note for the event.
+    Frame {
+        image_ref: usize,
+        note: Map<String, Value>,
+    },
+    /// A scalar or short 1-D value, read from the file: the event's JSON gets it; without an
+    /// event it joins `stack` in Zarr.
+    Value {
+        stack: usize,
+        bytes: Vec<u8>,
+        pos: Pos,
+    },
+}
+
+/// A frame about to get its image_refs row.
+struct NewFrame<'a> {
+    event_uid: Option<&'a str>,
+    stream_uid: &'a str,
+    seq_num: i64,
+    field: &'a str,
+    pos: &'a Pos,
 }
 
 struct FrameJob {
@@ -144,6 +185,9 @@ enum Field {
     Json,
     /// Goes to the Zarr store.
     Frame { stack: usize, external: bool },
+    /// A scalar or 1-D value a stream_resource delivers (`external: "STREAM:"`): into the
+    /// event's JSON like any scalar; into Zarr (`stack`) for a seq_num that has no event.
+    StreamValue { stack: usize },
 }
 
 struct Descriptor {
@@ -163,6 +207,10 @@ pub struct RunBuilder {
     descriptors: HashMap<String, Descriptor>,
     resources: HashMap<String, Arc<dyn Handler>>,
     datums: HashMap<String, DatumRef>,
+    stream_resources: HashMap<String, StreamResource>,
+    stream_datums: HashSet<String>,
+    delivered: Vec<Delivery>,
+    delivered_keys: HashSet<(String, i64, String)>,
     event_uids: HashSet<String>,
     stacks: Vec<Stack>,
     frames: Option<RunFrames>,
@@ -211,6 +259,10 @@ impl RunBuilder {
             descriptors: HashMap::new(),
             resources: HashMap::new(),
             datums: HashMap::new(),
+            stream_resources: HashMap::new(),
+            stream_datums: HashSet::new(),
+            delivered: Vec::new(),
+            delivered_keys: HashSet::new(),
             event_uids: HashSet::new(),
             stacks: Vec::new(),
             frames: None,
@@ -255,15 +307,8 @@ impl RunBuilder {
             Kind::DatumPage => self.datum_page(&f).map_err(at)?,
             Kind::Event => self.event(&f, &doc.pos, cx)?,
             Kind::EventPage => self.event_page(&f, &doc.pos, cx)?,
-            Kind::StreamResource => {
-                let mimetype = f.str("mimetype").map_err(|e| at(e.into()))?;
-                return Err(at(Problem::Mimetype(mimetype.to_string())));
-            }
-            Kind::StreamDatum => {
-                return Err(at(Problem::Order(
-                    "stream_datum before any stream_resource it could belong to".into(),
-                )));
-            }
+            Kind::StreamResource => self.stream_resource(&f, cx).map_err(at)?,
+            Kind::StreamDatum => self.stream_datum(&f, &doc.pos, cx)?,
             Kind::Stop => {
                 let exit = f.str("exit_status").map_err(|e| at(e.into()))?;
                 if !matches!(exit, "success" | "abort" | "fail") {
@@ -341,6 +386,13 @@ impl RunBuilder {
         if !external && shape.len() < 2 {
             return Ok(Field::Json);
         }
+        // ophyd-async marks what a stream_resource delivers "STREAM:"; its scalars are data
+        // like any scalar, not frames.
+        let stream_value = shape.len() < 2
+            && key_obj
+                .get("external")
+                .and_then(Value::as_str)
+                .is_some_and(|e| e.starts_with("STREAM"));
         // Its name becomes part of a path.
         let stream = SafeName::new("stream name", stream)?;
         SafeName::new("field name", field)?;
@@ -395,7 +447,11 @@ impl RunBuilder {
             }
         };
         self.stacks[stack].descriptors.push(descriptor.to_string());
-        Ok(Field::Frame { stack, external })
+        Ok(if stream_value {
+            Field::StreamValue { stack }
+        } else {
+            Field::Frame { stack, external }
+        })
     }
 
     fn resource(&mut self, f: &Fields<'_>, cx: &Context<'_>) -> Result<(), Problem> {
@@ -433,13 +489,245 @@ impl RunBuilder {
             .clone();
         if self
             .datums
-            .insert(id.to_string(), (handler, kwargs))
+            .insert(id.to_string(), (handler, Locator::Kwargs(kwargs)))
             .is_some()
         {
             return Err(Problem::Duplicate {
                 what: "datum_id",
                 uid: id.to_string(),
             });
+        }
+        Ok(())
+    }
+
+    fn stream_resource(&mut self, f: &Fields<'_>, cx: &Context<'_>) -> Result<(), Problem> {
+        let uid = f.str("uid")?.to_string();
+        if self.stream_resources.contains_key(&uid) {
+            return Err(Problem::Duplicate {
+                what: "stream_resource uid",
+                uid,
+            });
+        }
+        let data_key = f.str("data_key")?.to_string();
+        let mimetype = f.str("mimetype")?;
+        let uri = f.str("uri")?;
+        let empty = Map::new();
+        let parameters = f.opt_object("parameters")?.unwrap_or(&empty);
+        let handler = handlers::for_stream_resource(mimetype, uri, parameters, cx.roots)?;
+        self.stream_resources
+            .insert(uid, StreamResource { handler, data_key });
+        Ok(())
+    }
+
+    /// A stream_datum: indices `[start, stop)` of its stream_resource are the values of its
+    /// data key at seq_nums `[start, stop)`. Frames go to Zarr now, with image_refs rows that
+    /// name their seq_num; scalars are read now; both meet their events at the end.
+    fn stream_datum(
+        &mut self,
+        f: &Fields<'_>,
+        pos: &Pos,
+        cx: &Context<'_>,
+    ) -> Result<(), RunError> {
+        let at = |p: Problem| RunError::Rejected(Rejected::at(pos, p));
+        let uid = f.str("uid").map_err(|e| at(e.into()))?;
+        let resource = f.str("stream_resource").map_err(|e| at(e.into()))?;
+        let descriptor = f.str("descriptor").map_err(|e| at(e.into()))?;
+        let range = |field: &str| -> Result<(u64, u64), Problem> {
+            let bound = |end: &str| {
+                f.object(field)?
+                    .get(end)
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| DocError::Field {
+                        kind: "stream_datum",
+                        field: format!("{field}.{end}"),
+                        expected: "a non-negative integer",
+                    })
+            };
+            let (start, stop) = (bound("start")?, bound("stop")?);
+            if stop < start {
+                return Err(Problem::Value {
+                    field: field.to_string(),
+                    what: format!("[{start}, {stop}) ends before it starts"),
+                });
+            }
+            Ok((start, stop))
+        };
+        let (first, last) = range("indices").map_err(at)?;
+        let (seq_first, seq_last) = range("seq_nums").map_err(at)?;
+        if last - first != seq_last - seq_first {
+            return Err(at(Problem::Value {
+                field: "seq_nums".into(),
+                what: format!(
+                    "[{seq_first}, {seq_last}) is not as long as indices [{first}, {last})"
+                ),
+            }));
+        }
+        if !self.stream_datums.insert(uid.to_string()) {
+            return Err(at(Problem::Duplicate {
+                what: "stream_datum uid",
+                uid: uid.to_string(),
+            }));
+        }
+        let Some(sr) = self.stream_resources.get(resource) else {
+            return Err(at(Problem::UnknownRef {
+                kind: "stream_datum",
+                what: "stream_resource",
+                uid: resource.to_string(),
+            }));
+        };
+        let (handler, field) = (sr.handler.clone(), sr.data_key.clone());
+        let Some(desc) = self.descriptors.get(descriptor) else {
+            return Err(at(Problem::UnknownRef {
+                kind: "stream_datum",
+                what: "descriptor",
+                uid: descriptor.to_string(),
+            }));
+        };
+        let plan = desc.fields.iter().find_map(|(name, plan)| match plan {
+            _ if *name != field => None,
+            Field::Frame { stack, .. } => Some(Ok((*stack, false))),
+            Field::StreamValue { stack } => Some(Ok((*stack, true))),
+            Field::Json => Some(Err("is not external in the descriptor")),
+        });
+        let (stack, is_value) = match plan {
+            Some(Ok(plan)) => plan,
+            Some(Err(what)) => {
+                return Err(at(Problem::Value {
+                    field,
+                    what: what.into(),
+                }));
+            }
+            None => {
+                return Err(at(Problem::Value {
+                    field,
+                    what: format!(
+                        "the stream_resource's data_key is not a data key of descriptor {descriptor}"
+                    ),
+                }));
+            }
+        };
+        // s0: how many rows of the dataset one index covers.
+        let rows = self.stacks[stack].shape.first().copied().unwrap_or(1);
+        let frame_err = |source| {
+            at(Problem::Frame {
+                field: field.clone(),
+                source: Box::new(source),
+            })
+        };
+        for (i, index) in (first..last).enumerate() {
+            let seq_num = i64::try_from(seq_first + i as u64).map_err(|_| {
+                at(Problem::Value {
+                    field: "seq_nums".into(),
+                    what: "too large".into(),
+                })
+            })?;
+            if !self
+                .delivered_keys
+                .insert((descriptor.to_string(), seq_num, field.clone()))
+            {
+                return Err(at(Problem::Value {
+                    field,
+                    what: format!("seq_num {seq_num} is delivered twice"),
+                }));
+            }
+            let locator = Locator::Index { index, rows };
+            if self.stacks[stack].dtype.is_none() {
+                let info = handler.probe(&locator).map_err(frame_err)?;
+                self.stacks[stack].dtype = Some(info.dtype);
+            }
+            let what = if is_value {
+                let s = &self.stacks[stack];
+                let expected = FrameInfo {
+                    dtype: s.dtype.unwrap_or(Dtype::FLOAT64),
+                    shape: s.shape.clone(),
+                };
+                let bytes = handler.read(&locator, &expected).map_err(frame_err)?;
+                Delivered::Value {
+                    stack,
+                    bytes,
+                    pos: pos.clone(),
+                }
+            } else {
+                let frame = NewFrame {
+                    event_uid: None,
+                    stream_uid: descriptor,
+                    seq_num,
+                    field: &field,
+                    pos,
+                };
+                let mut note = Map::new();
+                note.insert("stream_datum".into(), uid.into());
+                let source = Source::Datum(handler.clone(), locator);
+                let (note, image_ref) = self.add_frame(stack, frame, note, source, cx)?;
+                Delivered::Frame { image_ref, note }
+            };
+            self.delivered.push(Delivery {
+                descriptor: descriptor.to_string(),
+                seq_num,
+                field: field.clone(),
+                what,
+            });
+        }
+        Ok(())
+    }
+
+    /// Joins what stream_datums delivered to the events of the same descriptor and seq_num:
+    /// a frame's image_refs row gets its event, the event's JSON the frame's note or the
+    /// value. Values of a seq_num without an event (a fly scan) go to Zarr, as frames do.
+    fn join_streams(&mut self, cx: &Context<'_>) -> Result<(), RunError> {
+        if self.delivered.is_empty() {
+            return Ok(());
+        }
+        let events: HashMap<(String, i64), usize> = self
+            .rows
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ((e.stream_uid.clone(), e.seq_num), i))
+            .collect();
+        let mut additions: HashMap<usize, Vec<(String, Value)>> = HashMap::new();
+        for d in std::mem::take(&mut self.delivered) {
+            let event = events.get(&(d.descriptor.clone(), d.seq_num)).copied();
+            match (d.what, event) {
+                (Delivered::Frame { image_ref, note }, Some(e)) => {
+                    if let Some(row) = self.rows.image_refs.get_mut(image_ref) {
+                        row.event_uid = Some(self.rows.events[e].uid.clone());
+                    }
+                    additions
+                        .entry(e)
+                        .or_default()
+                        .push((d.field, Value::Object(note)));
+                }
+                (Delivered::Frame { .. }, None) => {}
+                (Delivered::Value { stack, bytes, .. }, Some(e)) => {
+                    let s = &self.stacks[stack];
+                    let dtype = s.dtype.unwrap_or(Dtype::FLOAT64);
+                    let value = inline::to_json(&bytes, &s.shape, dtype);
+                    additions.entry(e).or_default().push((d.field, value));
+                }
+                (Delivered::Value { stack, bytes, pos }, None) => {
+                    let frame = NewFrame {
+                        event_uid: None,
+                        stream_uid: &d.descriptor,
+                        seq_num: d.seq_num,
+                        field: &d.field,
+                        pos: &pos,
+                    };
+                    self.add_frame(stack, frame, Map::new(), Source::Bytes(bytes), cx)?;
+                }
+            }
+        }
+        for (e, fields) in additions {
+            let event = &mut self.rows.events[e];
+            let Ok(Value::Object(mut data)) = serde_json::from_str(&event.data) else {
+                return Err(Rejected::without_position(Problem::Value {
+                    field: "data".into(),
+                    what: format!("event {}: its data is not a JSON object", event.uid),
+                })
+                .into());
+            };
+            data.extend(fields);
+            event.data = Value::Object(data).to_string();
         }
         Ok(())
     }
@@ -580,7 +868,7 @@ impl RunBuilder {
             .iter()
             .filter_map(|(name, field)| match field {
                 Field::Frame { stack, external } => Some((name.clone(), *stack, *external)),
-                Field::Json => None,
+                Field::Json | Field::StreamValue { .. } => None,
             })
             .collect();
         for (name, stack, external) in frame_fields {
@@ -590,13 +878,13 @@ impl RunBuilder {
             let frame_err = |source| {
                 at(Problem::Frame {
                     field: name.clone(),
-                    source,
+                    source: Box::new(source),
                 })
             };
             let mut note = Map::new();
             let source = match value {
                 Value::String(datum_id) if external => {
-                    let (handler, kwargs) =
+                    let (handler, locator) =
                         self.datums.get(datum_id).cloned().ok_or_else(|| {
                             at(Problem::UnknownRef {
                                 kind: "event",
@@ -606,10 +894,10 @@ impl RunBuilder {
                         })?;
                     note.insert("datum_id".into(), value.clone());
                     if self.stacks[stack].dtype.is_none() {
-                        let info = handler.probe(&kwargs).map_err(frame_err)?;
+                        let info = handler.probe(&locator).map_err(frame_err)?;
                         self.stacks[stack].dtype = Some(info.dtype);
                     }
-                    Source::Datum(handler, kwargs)
+                    Source::Datum(handler, locator)
                 }
                 Value::Array(_) => {
                     let s = &mut self.stacks[stack];
@@ -637,37 +925,15 @@ impl RunBuilder {
                     }));
                 }
             };
-            let created = self.create_stack(stack, cx)?;
-            let s = &mut self.stacks[stack];
-            let index = s.len;
-            s.len += 1;
-            let dtype = s.dtype.unwrap_or(Dtype::FLOAT64);
-            note.insert("zarr_group".into(), s.zarr_path.clone().into());
-            note.insert("index".into(), index.into());
-            data.insert(name.clone(), Value::Object(note));
-            let nd = s.shape.len();
-            self.rows.image_refs.push(ImageRefRow {
-                event_uid: Some(uid.to_string()),
-                stream_uid: descriptor.to_string(),
+            let frame = NewFrame {
+                event_uid: Some(uid),
+                stream_uid: descriptor,
                 seq_num,
-                field_name: name.clone(),
-                zarr_group: s.zarr_path.clone(),
-                index_in_stack: index as i64,
-                shape_x: nd.checked_sub(1).map(|i| s.shape[i] as i64),
-                shape_y: nd.checked_sub(2).map(|i| s.shape[i] as i64),
-                frame_shape: json!(s.shape).to_string(),
-                dtype: dtype.to_string(),
-                codec: frames::codec_label(cx.compression),
-            });
-            let size = s.shape.iter().product::<u64>() as usize * dtype.size;
-            self.pending_bytes += size;
-            self.pending.push(FrameJob {
-                stack: created,
-                index,
-                source,
-                field: name,
-                pos: pos.clone(),
-            });
+                field: &name,
+                pos,
+            };
+            let (note, _) = self.add_frame(stack, frame, note, source, cx)?;
+            data.insert(name.clone(), Value::Object(note));
         }
         self.rows.events.push(EventRow {
             uid: uid.to_string(),
@@ -678,6 +944,49 @@ impl RunBuilder {
             timestamps,
         });
         Ok(())
+    }
+
+    /// Appends a frame to `stack`: its image_refs row now, its pixels with the next batch.
+    /// Returns `note` with where the frame went (for the event's JSON) and the row's number.
+    fn add_frame(
+        &mut self,
+        stack: usize,
+        frame: NewFrame<'_>,
+        mut note: Map<String, Value>,
+        source: Source,
+        cx: &Context<'_>,
+    ) -> Result<(Map<String, Value>, usize), RunError> {
+        let created = self.create_stack(stack, cx)?;
+        let s = &mut self.stacks[stack];
+        let index = s.len;
+        s.len += 1;
+        let dtype = s.dtype.unwrap_or(Dtype::FLOAT64);
+        note.insert("zarr_group".into(), s.zarr_path.clone().into());
+        note.insert("index".into(), index.into());
+        let nd = s.shape.len();
+        self.rows.image_refs.push(ImageRefRow {
+            event_uid: frame.event_uid.map(str::to_string),
+            stream_uid: frame.stream_uid.to_string(),
+            seq_num: frame.seq_num,
+            field_name: frame.field.to_string(),
+            zarr_group: s.zarr_path.clone(),
+            index_in_stack: index as i64,
+            shape_x: nd.checked_sub(1).map(|i| s.shape[i] as i64),
+            shape_y: nd.checked_sub(2).map(|i| s.shape[i] as i64),
+            frame_shape: json!(s.shape).to_string(),
+            dtype: dtype.to_string(),
+            codec: frames::codec_label(cx.compression),
+        });
+        let size = s.shape.iter().product::<u64>() as usize * dtype.size;
+        self.pending_bytes += size;
+        self.pending.push(FrameJob {
+            stack: created,
+            index,
+            source,
+            field: frame.field.to_string(),
+            pos: frame.pos.clone(),
+        });
+        Ok((note, self.rows.image_refs.len() - 1))
     }
 
     /// The stack's array in the store, created on its first frame (when its dtype is known).
@@ -768,17 +1077,17 @@ impl RunBuilder {
             .map(|job| {
                 let bytes = match job.source {
                     Source::Bytes(b) => b,
-                    Source::Datum(handler, kwargs) => {
+                    Source::Datum(handler, locator) => {
                         let info = infos.get(&job.stack).ok_or_else(|| StoreError {
                             path: String::new(),
                             message: "stack without type".into(),
                         })?;
-                        handler.read(&kwargs, info).map_err(|source| {
+                        handler.read(&locator, info).map_err(|source| {
                             Rejected::at(
                                 &job.pos,
                                 Problem::Frame {
                                     field: job.field.clone(),
-                                    source,
+                                    source: Box::new(source),
                                 },
                             )
                         })?
@@ -808,7 +1117,7 @@ impl RunBuilder {
 
     /// Ends the run: the last frames, then the metadata (the run group last, carrying the
     /// digest). On an error the caller calls [`RunBuilder::discard`].
-    pub fn finish(&mut self) -> Result<Finished, RunError> {
+    pub fn finish(&mut self, cx: &Context<'_>) -> Result<Finished, RunError> {
         let digest = self.digest_hex();
         if let Mode::Compare { committed } = &self.mode {
             if *committed == digest {
@@ -819,6 +1128,7 @@ impl RunBuilder {
             })
             .into());
         }
+        self.join_streams(cx)?;
         self.flush()?;
         if let Some(frames) = self.frames.as_mut() {
             let mut lens = Vec::new();

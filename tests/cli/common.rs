@@ -74,3 +74,32 @@ pub fn count(conn: &Connection, sql: &str) -> i64 {
 pub fn repo(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
+
+pub fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The frame store of beamtime `bt`, which the ingest tests use.
+pub fn store(fx: &Fixture) -> PathBuf {
+    fx.data_root().join("beamtimes/bt/frames.zarr")
+}
+
+/// Rows in runs, events and image_refs of beamtime `bt`.
+pub fn counts(fx: &Fixture) -> (i64, i64, i64) {
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    (
+        count(&conn, "SELECT count(*) FROM runs"),
+        count(&conn, "SELECT count(*) FROM events"),
+        count(&conn, "SELECT count(*) FROM image_refs"),
+    )
+}
+
+/// The Python of the interop checks (zarr-python, h5py).
+pub fn python() -> String {
+    match std::env::var("BEAMDB_TEST_PYTHON") {
+        Ok(p) if !p.is_empty() => p,
+        _ => panic!(
+            "BEAMDB_TEST_PYTHON is not set: the zarr-python interop check needs it; run `bash scripts/test`, which sets up .venv from tests/requirements.txt"
+        ),
+    }
+}

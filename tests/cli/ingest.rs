@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{Fixture, count, repo, run};
+use crate::common::{Fixture, count, counts, path, python, repo, run, store};
 
 const SHARED_ROOT: &str = "/srv/beamline/shared/frames";
 const HIDDEN_ROOT: &str = "/tmp/gen/hidden/frames";
@@ -35,18 +35,10 @@ fn ingest(fx: &Fixture, args: &[&str]) -> (i32, String, String) {
     run(&mut fx.beamdb(&all))
 }
 
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
 /// A copy of a shared run with `edit` applied to its text, in the fixture's folder.
 fn edited(fx: &Fixture, uid: &str, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
     let text = std::fs::read_to_string(shared_run(uid)).unwrap();
     fx.write(name, &edit(text))
-}
-
-fn store(fx: &Fixture) -> PathBuf {
-    fx.data_root().join("beamtimes/bt/frames.zarr")
 }
 
 fn run_group(fx: &Fixture, uid: &str) -> PathBuf {
@@ -55,15 +47,6 @@ fn run_group(fx: &Fixture, uid: &str) -> PathBuf {
 
 fn text(conn: &rusqlite::Connection, sql: &str) -> String {
     conn.query_row(sql, [], |r| r.get(0)).expect(sql)
-}
-
-fn counts(fx: &Fixture) -> (i64, i64, i64) {
-    let conn = fx.open(&fx.beamtime_db("bt"));
-    (
-        count(&conn, "SELECT count(*) FROM runs"),
-        count(&conn, "SELECT count(*) FROM events"),
-        count(&conn, "SELECT count(*) FROM image_refs"),
-    )
 }
 
 #[test]
@@ -122,15 +105,6 @@ fn ingest_shared_runs_give_4_runs_22_events_11_image_refs() {
     }
     // A scalar-only run has no group.
     assert!(!run_group(&fx, SCALAR_RUN).exists());
-}
-
-fn python() -> String {
-    match std::env::var("BEAMDB_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => p,
-        _ => panic!(
-            "BEAMDB_TEST_PYTHON is not set: the zarr-python interop check needs it; run `bash scripts/test`, which sets up .venv from tests/requirements.txt"
-        ),
-    }
 }
 
 fn check_with_zarr_python(fx: &Fixture, args: &[String]) {
@@ -580,13 +554,13 @@ fn ingest_unsafe_names_are_refused_before_anything_is_written() {
 #[test]
 fn ingest_unsupported_spec_rejects_only_that_run() {
     let fx = Fixture::new();
-    let bad = edited(&fx, COUNT_RUN, "hdf5.jsonl", |t| {
-        t.replace("NPY_SEQ", "AD_HDF5")
+    let bad = edited(&fx, COUNT_RUN, "tiff.jsonl", |t| {
+        t.replace("NPY_SEQ", "AD_TIFF")
     });
     let (code, out, _) = ingest(&fx, &[path(&bad), path(&shared_run(SCALAR_RUN))]);
     assert_eq!(code, 4, "{out}");
     assert!(
-        out.contains(":3: resource spec \"AD_HDF5\" is not supported yet"),
+        out.contains(":3: resource spec \"AD_TIFF\" is not supported yet"),
         "{out}"
     );
     assert_eq!(counts(&fx), (1, 11, 0));

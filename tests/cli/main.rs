@@ -3,6 +3,7 @@
 
 mod common;
 mod foundation;
+mod hdf5;
 mod ingest;
 mod migrations;
 mod reindex;

@@ -1,11 +1,12 @@
-//! Frame handlers: how one datum becomes one frame's bytes. Chosen by a resource's `spec`
-//! (or, later, a stream_resource's `mimetype`); adding a format (AD_HDF5, AD_TIFF) is one file
-//! here and one arm in [`for_resource`].
+//! Frame handlers: how one datum (or one index of a stream_datum) becomes one frame's bytes.
+//! Chosen by a resource's `spec` ([`for_resource`]) or a stream_resource's `mimetype`
+//! ([`for_stream_resource`]); adding a format (AD_TIFF) is one file here and one arm there.
 //!
 //! A handler is created once per resource (that is when its root is resolved, so a missing
-//! root map is reported before any frame is written) and is then shared by the threads that
-//! read and compress frames.
+//! root map is reported before any frame is written, and when an HDF5 file is opened, once)
+//! and is then shared by the threads that read and compress frames.
 
+mod hdf5;
 mod npy_seq;
 
 use std::path::PathBuf;
@@ -30,18 +31,37 @@ impl FrameInfo {
     }
 }
 
+/// Which frame of a resource a document points at.
+#[derive(Debug, Clone)]
+pub enum Locator {
+    /// A datum's `datum_kwargs` (resource and datum documents).
+    Kwargs(Map<String, Value>),
+    /// Index `index` of a stream_resource, `rows` rows deep along its dataset's first axis
+    /// (stream_datum: `rows` is the descriptor's `shape[0]`).
+    Index { index: u64, rows: u64 },
+}
+
+impl Locator {
+    /// The datum kwargs, for handlers of resource/datum documents.
+    pub fn kwargs(&self, spec: &'static str) -> Result<&Map<String, Value>, FrameError> {
+        match self {
+            Locator::Kwargs(kwargs) => Ok(kwargs),
+            Locator::Index { index, .. } => Err(FrameError::Datum {
+                kwargs: format!("stream index {index}"),
+                what: spec,
+            }),
+        }
+    }
+}
+
 pub trait Handler: Send + Sync {
     /// The frame's type and shape, from its header only (to create its Zarr array before
     /// the pixels are read).
-    fn probe(&self, datum_kwargs: &Map<String, Value>) -> Result<FrameInfo, FrameError>;
+    fn probe(&self, at: &Locator) -> Result<FrameInfo, FrameError>;
 
     /// The frame's elements in C order, little-endian, after checking them against
     /// `expected`.
-    fn read(
-        &self,
-        datum_kwargs: &Map<String, Value>,
-        expected: &FrameInfo,
-    ) -> Result<Vec<u8>, FrameError>;
+    fn read(&self, at: &Locator, expected: &FrameInfo) -> Result<Vec<u8>, FrameError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,15 +97,77 @@ pub enum FrameError {
     Root(#[from] RootError),
     #[error("datum_kwargs {kwargs}: {what}")]
     Datum { kwargs: String, what: &'static str },
+    #[error("{path}: cannot open it as HDF5 ({message})")]
+    Hdf5Open { path: PathBuf, message: String },
+    #[error("{path}: has no dataset {dataset} ({message})")]
+    NoDataset {
+        path: PathBuf,
+        dataset: String,
+        message: String,
+    },
+    #[error(
+        "{path} {dataset}: rows [{start}, {stop}) are asked for, but the dataset has {len} rows"
+    )]
+    OutOfRange {
+        path: PathBuf,
+        dataset: String,
+        start: u64,
+        stop: u64,
+        len: u64,
+    },
+    #[error("{path} {dataset}: {what}")]
+    Hdf5Layout {
+        path: PathBuf,
+        dataset: String,
+        what: String,
+    },
+    #[error("{path} {dataset}: frame has shape {found:?}, but the descriptor says {expected:?}")]
+    Hdf5Shape {
+        path: PathBuf,
+        dataset: String,
+        found: Vec<u64>,
+        expected: Vec<u64>,
+    },
+    #[error("{path} {dataset}: frame has dtype {found}, but {expected} was expected")]
+    Hdf5Dtype {
+        path: PathBuf,
+        dataset: String,
+        found: Dtype,
+        expected: Dtype,
+    },
+    #[error("{path} {dataset}: cannot read rows [{start}, {stop}): {message}")]
+    Hdf5Read {
+        path: PathBuf,
+        dataset: String,
+        start: u64,
+        stop: u64,
+        message: String,
+    },
 }
 
 /// Why a resource cannot get a handler.
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
-    #[error("resource spec {0:?} is not supported yet (supported: NPY_SEQ); this run is skipped")]
+    #[error(
+        "resource spec {0:?} is not supported yet (supported: NPY_SEQ, AD_HDF5); this run is skipped"
+    )]
     UnsupportedSpec(String),
+    #[error(
+        "stream_resource mimetype {0:?} is not supported yet (supported: application/x-hdf5); this run is skipped"
+    )]
+    UnsupportedMimetype(String),
+    #[error("{field} {kwargs}: {what}")]
+    Kwargs {
+        field: &'static str,
+        kwargs: String,
+        what: &'static str,
+    },
+    #[error("stream_resource uri {uri:?}: {what}")]
+    Uri { uri: String, what: &'static str },
     #[error(transparent)]
     Root(#[from] RootError),
+    #[error(transparent)]
+    File(#[from] FrameError),
 }
 
 /// The handler for a resource document's spec, root, path and kwargs.
@@ -93,7 +175,7 @@ pub fn for_resource(
     spec: &str,
     root: &str,
     resource_path: &str,
-    _resource_kwargs: &Map<String, Value>,
+    resource_kwargs: &Map<String, Value>,
     roots: &RootMap,
 ) -> Result<Arc<dyn Handler>, ResourceError> {
     match spec {
@@ -101,6 +183,82 @@ pub fn for_resource(
             roots.resolve(root)?,
             resource_path,
         ))),
+        "AD_HDF5" => Ok(Arc::new(hdf5::AdHdf5::open(
+            &roots.resolve(root)?,
+            resource_path,
+            resource_kwargs,
+        )?)),
         other => Err(ResourceError::UnsupportedSpec(other.to_string())),
+    }
+}
+
+/// The handler for a stream_resource document's mimetype, uri and parameters.
+pub fn for_stream_resource(
+    mimetype: &str,
+    uri: &str,
+    parameters: &Map<String, Value>,
+    roots: &RootMap,
+) -> Result<Arc<dyn Handler>, ResourceError> {
+    match mimetype {
+        "application/x-hdf5" => {
+            let (root, file) = local_file(uri)?;
+            Ok(Arc::new(hdf5::StreamHdf5::open(
+                &roots.resolve(root)?,
+                file,
+                parameters,
+            )?))
+        }
+        other => Err(ResourceError::UnsupportedMimetype(other.to_string())),
+    }
+}
+
+/// Splits a `file://localhost/abs/dir/name.h5` (or `file:///abs/...`) uri into the folder,
+/// which the root map then applies to as to a resource's root, and the file's name.
+fn local_file(uri: &str) -> Result<(&str, &str), ResourceError> {
+    let bad = |what| ResourceError::Uri {
+        uri: uri.to_string(),
+        what,
+    };
+    let rest = uri
+        .strip_prefix("file://")
+        .ok_or_else(|| bad("only file:// uris can be read"))?;
+    let path = match rest.strip_prefix("localhost") {
+        Some(path) => path,
+        None => rest,
+    };
+    if !path.starts_with('/') {
+        return Err(bad(
+            "expected file://localhost/<absolute path> (files on another host cannot be read)",
+        ));
+    }
+    match path.rsplit_once('/') {
+        Some((dir, name)) if !name.is_empty() && name != ".." && name != "." => {
+            Ok((if dir.is_empty() { "/" } else { dir }, name))
+        }
+        _ => Err(bad("names a folder, not a file")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_resource_uris_split_into_folder_and_file() {
+        assert_eq!(
+            local_file("file://localhost/srv/hdf5/blob/blob_00000.h5").unwrap(),
+            ("/srv/hdf5/blob", "blob_00000.h5")
+        );
+        assert_eq!(local_file("file:///srv/b.h5").unwrap(), ("/srv", "b.h5"));
+        assert_eq!(local_file("file:///b.h5").unwrap(), ("/", "b.h5"));
+        for bad in [
+            "/srv/b.h5",
+            "http://localhost/srv/b.h5",
+            "file://otherhost/srv/b.h5",
+            "file://localhost/srv/",
+            "file://localhost/srv/..",
+        ] {
+            assert!(local_file(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -4,9 +4,9 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{FrameError, FrameInfo, Handler};
+use super::{FrameError, FrameInfo, Handler, Locator};
 use crate::ingest::npy::{self, NpyHeader};
 use crate::ingest::rootmap::ResolvedRoot;
 
@@ -23,7 +23,8 @@ impl NpySeq {
         }
     }
 
-    fn path(&self, kwargs: &Map<String, Value>) -> Result<PathBuf, FrameError> {
+    fn path(&self, at: &Locator) -> Result<PathBuf, FrameError> {
+        let kwargs = at.kwargs("NPY_SEQ frames come from datum documents")?;
         let index =
             kwargs
                 .get("index")
@@ -47,8 +48,8 @@ fn header(path: &Path, bytes: &[u8]) -> Result<NpyHeader, FrameError> {
 }
 
 impl Handler for NpySeq {
-    fn probe(&self, kwargs: &Map<String, Value>) -> Result<FrameInfo, FrameError> {
-        let path = self.path(kwargs)?;
+    fn probe(&self, at: &Locator) -> Result<FrameInfo, FrameError> {
+        let path = self.path(at)?;
         let io = |source| FrameError::Io {
             path: path.clone(),
             source,
@@ -66,12 +67,8 @@ impl Handler for NpySeq {
         })
     }
 
-    fn read(
-        &self,
-        kwargs: &Map<String, Value>,
-        expected: &FrameInfo,
-    ) -> Result<Vec<u8>, FrameError> {
-        let path = self.path(kwargs)?;
+    fn read(&self, at: &Locator, expected: &FrameInfo) -> Result<Vec<u8>, FrameError> {
+        let path = self.path(at)?;
         let bytes = std::fs::read(&path).map_err(|source| FrameError::Io {
             path: path.clone(),
             source,

@@ -1,0 +1,308 @@
+//! HDF5 frames: an area detector's HDF5 plugin (resource spec `AD_HDF5`) and ophyd-async
+//! devices (stream_resource, mimetype `application/x-hdf5`). Both name rows of one dataset: a
+//! frame is rows `[start, stop)` of its first axis, read with a hyperslab selection, so a file
+//! is never loaded whole.
+//!
+//! The file and its dataset are opened once, when the resource arrives (so a missing file or
+//! dataset is reported at the resource's line), and shared by the threads that read frames:
+//! hdf5-metno serialises every call into the C library behind one lock.
+
+use std::path::PathBuf;
+
+use hdf5::types::{FloatSize, IntSize, TypeDescriptor};
+use hdf5::{Hyperslab, SliceOrIndex};
+use serde_json::{Map, Value};
+
+use super::{FrameError, FrameInfo, Handler, Locator, ResourceError};
+use crate::ingest::dtype::{Dtype, Kind};
+use crate::ingest::rootmap::ResolvedRoot;
+
+/// Where the HDF5 plugin of areaDetector writes its frames (the NeXus default layout).
+const AD_DATASET: &str = "/entry/data/data";
+
+/// One dataset of one open HDF5 file, read by rows.
+struct Rows {
+    // Declared before the file: fields drop in order, and the dataset must close first.
+    dataset: hdf5::Dataset,
+    _file: hdf5::File,
+    path: PathBuf,
+    name: String,
+    dtype: Dtype,
+    /// The shape of one row (the dataset's shape without its first axis).
+    row_shape: Vec<u64>,
+}
+
+impl Rows {
+    fn open(path: PathBuf, name: &str) -> Result<Rows, FrameError> {
+        let file = hdf5::File::open(&path).map_err(|e| FrameError::Hdf5Open {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let dataset = file.dataset(name).map_err(|e| FrameError::NoDataset {
+            path: path.clone(),
+            dataset: name.to_string(),
+            message: e.to_string(),
+        })?;
+        let layout = |what: String| FrameError::Hdf5Layout {
+            path: path.clone(),
+            dataset: name.to_string(),
+            what,
+        };
+        let descriptor = dataset
+            .dtype()
+            .and_then(|t| t.to_descriptor())
+            .map_err(|e| layout(format!("cannot read its element type: {e}")))?;
+        let dtype = dtype_of(&descriptor).ok_or_else(|| {
+            layout(format!(
+                "its elements are {descriptor}; beamdb stores bool, integers and float32/64"
+            ))
+        })?;
+        let shape = dataset.shape();
+        let Some((_, row)) = shape.split_first() else {
+            return Err(layout("it is a scalar; frames are rows of an array".into()));
+        };
+        let row_shape = row.iter().map(|&d| d as u64).collect();
+        Ok(Rows {
+            dataset,
+            _file: file,
+            path,
+            name: name.to_string(),
+            dtype,
+            row_shape,
+        })
+    }
+
+    fn len(&self) -> u64 {
+        self.dataset.shape().first().map_or(0, |&n| n as u64)
+    }
+
+    /// What rows `[start, stop)` are, checked against the dataset's extent.
+    fn info(&self, start: u64, stop: u64) -> Result<FrameInfo, FrameError> {
+        let mut len = self.len();
+        if stop > len {
+            // A file still being written (SWMR) may have grown since it was opened.
+            if self.dataset.refresh().is_ok() {
+                len = self.len();
+            }
+        }
+        if start >= stop || stop > len {
+            return Err(FrameError::OutOfRange {
+                path: self.path.clone(),
+                dataset: self.name.clone(),
+                start,
+                stop,
+                len,
+            });
+        }
+        let mut shape = vec![stop - start];
+        shape.extend_from_slice(&self.row_shape);
+        Ok(FrameInfo {
+            dtype: self.dtype,
+            shape,
+        })
+    }
+
+    /// Rows `[start, stop)` as one frame of the `expected` type and shape. The descriptor may
+    /// count the rows as the frame's first axis (`[fpp, H, W]`) or, for one row, leave it out
+    /// (`[H, W]`); the bytes are the same.
+    fn read(&self, start: u64, stop: u64, expected: &FrameInfo) -> Result<Vec<u8>, FrameError> {
+        let found = self.info(start, stop)?;
+        let fits = found.shape == expected.shape
+            || (stop - start == 1 && found.shape[1..] == expected.shape[..]);
+        if !fits {
+            return Err(FrameError::Hdf5Shape {
+                path: self.path.clone(),
+                dataset: self.name.clone(),
+                found: found.shape,
+                expected: expected.shape.clone(),
+            });
+        }
+        if found.dtype != expected.dtype {
+            return Err(FrameError::Hdf5Dtype {
+                path: self.path.clone(),
+                dataset: self.name.clone(),
+                found: found.dtype,
+                expected: expected.dtype,
+            });
+        }
+        self.read_bytes(start, stop)
+            .map_err(|e| FrameError::Hdf5Read {
+                path: self.path.clone(),
+                dataset: self.name.clone(),
+                start,
+                stop,
+                message: e.to_string(),
+            })
+    }
+
+    fn read_bytes(&self, start: u64, stop: u64) -> hdf5::Result<Vec<u8>> {
+        let mut slices = vec![SliceOrIndex::from(start as usize..stop as usize)];
+        slices.extend(self.row_shape.iter().map(|_| SliceOrIndex::from(..)));
+        let selection = Hyperslab::from(slices);
+        let reader = self.dataset.as_reader();
+        // The library converts the file's byte order to this machine's; the bytes are then
+        // written little-endian, as every stored frame is.
+        macro_rules! read_as {
+            ($t:ty) => {
+                reader
+                    .read_slice::<$t, _, ndarray::IxDyn>(selection)?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            };
+        }
+        Ok(match (self.dtype.kind, self.dtype.size) {
+            (Kind::Bool, _) => reader
+                .read_slice::<bool, _, ndarray::IxDyn>(selection)?
+                .iter()
+                .map(|&b| u8::from(b))
+                .collect(),
+            (Kind::UInt, 1) => read_as!(u8),
+            (Kind::UInt, 2) => read_as!(u16),
+            (Kind::UInt, 4) => read_as!(u32),
+            (Kind::UInt, _) => read_as!(u64),
+            (Kind::Int, 1) => read_as!(i8),
+            (Kind::Int, 2) => read_as!(i16),
+            (Kind::Int, 4) => read_as!(i32),
+            (Kind::Int, _) => read_as!(i64),
+            (Kind::Float, 4) => read_as!(f32),
+            (Kind::Float, _) => read_as!(f64),
+        })
+    }
+}
+
+fn dtype_of(descriptor: &TypeDescriptor) -> Option<Dtype> {
+    let int = |size: &IntSize| match size {
+        IntSize::U1 => 1,
+        IntSize::U2 => 2,
+        IntSize::U4 => 4,
+        IntSize::U8 => 8,
+    };
+    let (kind, size) = match descriptor {
+        TypeDescriptor::Boolean => (Kind::Bool, 1),
+        TypeDescriptor::Integer(size) => (Kind::Int, int(size)),
+        TypeDescriptor::Unsigned(size) => (Kind::UInt, int(size)),
+        TypeDescriptor::Float(FloatSize::U4) => (Kind::Float, 4),
+        TypeDescriptor::Float(FloatSize::U8) => (Kind::Float, 8),
+        _ => return None,
+    };
+    Some(Dtype { kind, size })
+}
+
+/// AD_HDF5: datum `point_number` i is rows `[i*fpp, (i+1)*fpp)` of `/entry/data/data`, with
+/// `fpp` the resource's `frame_per_point`.
+pub struct AdHdf5 {
+    rows: Rows,
+    frame_per_point: u64,
+}
+
+impl AdHdf5 {
+    pub fn open(
+        root: &ResolvedRoot,
+        resource_path: &str,
+        kwargs: &Map<String, Value>,
+    ) -> Result<AdHdf5, ResourceError> {
+        let frame_per_point = kwargs
+            .get("frame_per_point")
+            .and_then(Value::as_u64)
+            .filter(|&n| n > 0)
+            .ok_or_else(|| ResourceError::Kwargs {
+                field: "resource_kwargs",
+                kwargs: Value::Object(kwargs.clone()).to_string(),
+                what: "AD_HDF5 needs a positive integer `frame_per_point`",
+            })?;
+        let path = root
+            .file(resource_path)?
+            .map_err(|path| FrameError::Missing { path })?;
+        Ok(AdHdf5 {
+            rows: Rows::open(path, AD_DATASET)?,
+            frame_per_point,
+        })
+    }
+}
+
+impl ByRows for AdHdf5 {
+    fn rows(&self) -> &Rows {
+        &self.rows
+    }
+
+    fn range(&self, at: &Locator) -> Result<(u64, u64), FrameError> {
+        let kwargs = at.kwargs("AD_HDF5 frames come from datum documents")?;
+        let point = kwargs
+            .get("point_number")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| FrameError::Datum {
+                kwargs: Value::Object(kwargs.clone()).to_string(),
+                what: "AD_HDF5 needs a non-negative integer `point_number`",
+            })?;
+        let start = point.saturating_mul(self.frame_per_point);
+        Ok((start, start.saturating_add(self.frame_per_point)))
+    }
+}
+
+/// stream_resource `application/x-hdf5`: index i of a stream_datum is rows
+/// `[i*s0, (i+1)*s0)` of `parameters.dataset`, with s0 the descriptor's `shape[0]`.
+pub struct StreamHdf5 {
+    rows: Rows,
+}
+
+impl StreamHdf5 {
+    pub fn open(
+        root: &ResolvedRoot,
+        file: &str,
+        parameters: &Map<String, Value>,
+    ) -> Result<StreamHdf5, ResourceError> {
+        let dataset = parameters
+            .get("dataset")
+            .and_then(Value::as_str)
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| ResourceError::Kwargs {
+                field: "parameters",
+                kwargs: Value::Object(parameters.clone()).to_string(),
+                what: "an HDF5 stream_resource needs `dataset`, the path of a dataset in the file",
+            })?;
+        let path = root
+            .file(file)?
+            .map_err(|path| FrameError::Missing { path })?;
+        Ok(StreamHdf5 {
+            rows: Rows::open(path, dataset)?,
+        })
+    }
+}
+
+impl ByRows for StreamHdf5 {
+    fn rows(&self) -> &Rows {
+        &self.rows
+    }
+
+    fn range(&self, at: &Locator) -> Result<(u64, u64), FrameError> {
+        match at {
+            Locator::Index { index, rows } => {
+                let start = index.saturating_mul(*rows);
+                Ok((start, start.saturating_add(*rows)))
+            }
+            Locator::Kwargs(kwargs) => Err(FrameError::Datum {
+                kwargs: Value::Object(kwargs.clone()).to_string(),
+                what: "stream_resource frames come from stream_datum documents",
+            }),
+        }
+    }
+}
+
+/// The two HDF5 handlers differ only in how a document names its rows.
+trait ByRows {
+    fn rows(&self) -> &Rows;
+    fn range(&self, at: &Locator) -> Result<(u64, u64), FrameError>;
+}
+
+impl<T: ByRows + Send + Sync> Handler for T {
+    fn probe(&self, at: &Locator) -> Result<FrameInfo, FrameError> {
+        let (start, stop) = self.range(at)?;
+        self.rows().info(start, stop)
+    }
+
+    fn read(&self, at: &Locator, expected: &FrameInfo) -> Result<Vec<u8>, FrameError> {
+        let (start, stop) = self.range(at)?;
+        self.rows().read(start, stop, expected)
+    }
+}
