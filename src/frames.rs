@@ -10,11 +10,22 @@
 //!
 //! Every frame is written, even one equal to the fill value (zarrs skips those by default):
 //! `verify` tells "frame missing" from "frame all zero" by whether the chunk exists.
+//!
+//! Frames are encoded by zarrs' codec chain (so the format is zarrs'), but their chunk files
+//! are written here, without the `fsync` that zarrs' filesystem store does after every file:
+//! one fsync per frame made ingest wait on the disk for each frame in turn. Instead
+//! [`RunFrames::finish`] makes every chunk and directory of the run durable in one parallel
+//! pass, before any metadata is written and so before the run's rows can be committed.
 
+use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use zarrs::array::{Array, ArrayBytes, ArrayMetadata, ArrayMetadataV3, CodecOptions};
+use rayon::prelude::*;
+use zarrs::array::{
+    Array, ArrayBytes, ArrayMetadata, ArrayMetadataV3, ArrayToBytesCodecTraits, CodecOptions,
+};
 use zarrs::filesystem::FilesystemStore;
 use zarrs::group::GroupBuilder;
 
@@ -75,7 +86,24 @@ pub fn codec_label(compression: Compression) -> String {
                 blosc_level(level)
             )
         }
+        Compression::BitshuffleLz4 { level } => {
+            format!(
+                "blosc(cname=lz4,clevel={},shuffle=bitshuffle)",
+                blosc_level(level)
+            )
+        }
     }
+}
+
+/// The Zarr v3 `blosc` codec with bit-shuffle, as zarr-python reads it.
+fn blosc_codec(cname: &str, level: i32, item_size: usize) -> serde_json::Value {
+    serde_json::json!({
+        "name": "blosc",
+        "configuration": {
+            "cname": cname, "clevel": blosc_level(level), "shuffle": "bitshuffle",
+            "typesize": item_size, "blocksize": 0
+        }
+    })
 }
 
 /// Blosc levels go to 9; the settings' zstd scale goes to 22.
@@ -208,6 +236,7 @@ impl FrameStore {
             streams: Vec::new(),
             compression,
             options: CodecOptions::default().with_store_empty_chunks(true),
+            written: Mutex::new(Vec::new()),
         })
     }
 
@@ -269,6 +298,8 @@ pub struct RunFrames {
     streams: Vec<String>,
     compression: Compression,
     options: CodecOptions,
+    /// Chunk files written and not yet made durable (see the module comment).
+    written: Mutex<Vec<PathBuf>>,
 }
 
 /// What a new stack is.
@@ -301,13 +332,12 @@ impl RunFrames {
             Compression::Zstd { level } => codecs.push(serde_json::json!({
                 "name": "zstd", "configuration": {"level": level, "checksum": false}
             })),
-            Compression::BitshuffleZstd { level } => codecs.push(serde_json::json!({
-                "name": "blosc",
-                "configuration": {
-                    "cname": "zstd", "clevel": blosc_level(level), "shuffle": "bitshuffle",
-                    "typesize": spec.item_size, "blocksize": 0
-                }
-            })),
+            Compression::BitshuffleZstd { level } => {
+                codecs.push(blosc_codec("zstd", level, spec.item_size))
+            }
+            Compression::BitshuffleLz4 { level } => {
+                codecs.push(blosc_codec("lz4", level, spec.item_size))
+            }
         }
         let fill_value = match spec.data_type {
             "bool" => serde_json::json!(false),
@@ -358,17 +388,60 @@ impl RunFrames {
         Ok(())
     }
 
-    /// Encodes and writes frame `index` of `stack`. Safe to call from many threads.
+    /// Encodes and writes frame `index` of `stack`. Safe to call from many threads. The chunk
+    /// is durable only after [`RunFrames::finish`].
     pub fn store(&self, stack: usize, index: u64, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let fail = self.fail();
         let s = self
             .arrays
             .get(stack)
-            .ok_or_else(|| self.fail()(format!("no stack {stack}")))?;
+            .ok_or_else(|| fail(format!("no stack {stack}")))?;
         let mut chunk = vec![index];
         chunk.extend(std::iter::repeat_n(0, s.frame_shape.len()));
-        s.array
-            .store_chunk_opt(&chunk, ArrayBytes::new_flen(bytes), &self.options)
-            .map_err(|e| self.fail()(e.to_string()))
+        let array = &s.array;
+        let shape = array.chunk_shape(&chunk).map_err(|e| fail(e.to_string()))?;
+        let encoded = array
+            .codecs()
+            .encode(
+                ArrayBytes::new_flen(bytes),
+                &shape,
+                array.data_type(),
+                array.fill_value(),
+                &self.options,
+            )
+            .map_err(|e| fail(e.to_string()))?;
+        let path = self.dir.join(array.chunk_key(&chunk).as_str());
+        write_file(&path, &encoded).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        if let Ok(mut written) = self.written.lock() {
+            written.push(path);
+        }
+        Ok(())
+    }
+
+    /// Makes every chunk written so far durable: each file, then each directory that gained
+    /// an entry (a new file's name is only durable once its directory is synced).
+    fn sync_chunks(&self) -> Result<(), StoreError> {
+        let fail = self.fail();
+        let files = match self.written.lock() {
+            Ok(mut written) => std::mem::take(&mut *written),
+            Err(_) => return Err(fail("a frame writer panicked".into())),
+        };
+        let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        for file in &files {
+            let mut dir = file.parent();
+            while let Some(d) = dir {
+                if !dirs.insert(d.to_path_buf()) || d == self.dir.parent().unwrap_or(&self.dir) {
+                    break;
+                }
+                dir = d.parent();
+            }
+        }
+        files
+            .par_iter()
+            .chain(dirs.par_iter())
+            .try_for_each(|path| {
+                sync_path(path).map_err(|e| fail(format!("{}: cannot sync: {e}", path.display())))
+            })
     }
 
     /// Replaces an array attribute (e.g. the list of descriptors that fed it).
@@ -385,6 +458,7 @@ impl RunFrames {
         lens: &[u64],
         attributes: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), StoreError> {
+        self.sync_chunks()?;
         let fail = store_error(&self.dir);
         for (stack, &len) in self.arrays.iter_mut().zip(lens) {
             let mut shape = vec![len];
@@ -418,4 +492,18 @@ impl RunFrames {
             Err(e) => Err(store_error(&self.dir)(format!("cannot remove it: {e}"))),
         }
     }
+}
+
+/// Writes `bytes` to `path` (creating its directories), without syncing.
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)
+}
+
+/// `fsync` of a file or directory (opened read-only: Linux syncs through any descriptor).
+fn sync_path(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
 }

@@ -169,6 +169,40 @@ fn ingest_frames_read_back_bit_exact_through_zarr_python() {
 }
 
 #[test]
+fn ingest_every_compression_reads_back_bit_exact_through_zarr_python() {
+    for (setting, label) in [
+        (None, "blosc(cname=zstd,clevel=3,shuffle=bitshuffle)"),
+        (
+            Some("bitshuffle-lz4"),
+            "blosc(cname=lz4,clevel=3,shuffle=bitshuffle)",
+        ),
+        (Some("zstd"), "zstd(level=3)"),
+        (Some("none"), "none"),
+    ] {
+        let fx = Fixture::new();
+        if let Some(codec) = setting {
+            fx.write(
+                "settings.toml",
+                &format!("[ingest]\ncompression = \"{codec}\"\n"),
+            );
+        }
+        let shared = repo("tests/data/bluesky");
+        let (code, out, err) = ingest(&fx, &[path(&shared)]);
+        assert_eq!(code, 0, "{setting:?}: {out}{err}");
+        let conn = fx.open(&fx.beamtime_db("bt"));
+        assert_eq!(
+            text(
+                &conn,
+                "SELECT group_concat(DISTINCT compression_codec) FROM image_refs"
+            ),
+            label,
+            "{setting:?}"
+        );
+        check_with_zarr_python(&fx, &[shared_map(), shared.display().to_string()]);
+    }
+}
+
+#[test]
 fn ingest_generated_runs_with_baseline_and_two_descriptors_of_one_stream() {
     let fx = Fixture::new();
     let (code, out, err) = ingest_generated(&fx, &[]);
