@@ -75,8 +75,10 @@ def generate(args):
     marker_e = events_dir / f"done-{args.events}"
     if not marker_e.exists():
         fresh(events_dir)
-        subprocess.run([PY, TOOLS / "gen_events.py", events_dir, str(args.events)], check=True,
+        seed = fresh(data / "events-seed")
+        subprocess.run([PY, TOOLS / "gen_events.py", seed, "1000"], check=True,
                        capture_output=True, text=True)
+        scale_events(next(seed.glob("*.jsonl")), args.events, events_dir / "scaled.jsonl")
         marker_e.write_text("ok")
     frames_jsonl = sorted(p for p in frames_dir.glob("*.jsonl"))
     events_jsonl = sorted(p for p in events_dir.glob("*.jsonl"))
@@ -90,6 +92,29 @@ def generate(args):
                 break
     raw = sum(p.stat().st_size - 128 for p in (frames_dir / "frames").glob("*.npy"))
     return frames_jsonl, events_jsonl, root, frames_dir / "frames", raw
+
+
+def scale_events(seed, n, out):
+    """A run of `n` events shaped exactly like `seed`'s (a real RunEngine scan): its start,
+    descriptor and stop, and its events repeated with new uids, seq_nums and times. The
+    RunEngine itself takes minutes per 100,000 points on a loaded 2-core machine."""
+    import uuid
+    docs = [json.loads(line) for line in open(seed)]
+    events = [d for name, d in docs if name == "event"]
+    with open(out, "w") as fh:
+        for name, doc in docs:
+            if name == "event":
+                continue
+            if name == "stop":
+                for i in range(n):
+                    e = dict(events[i % len(events)])
+                    e["uid"] = str(uuid.uuid4())
+                    e["seq_num"] = i + 1
+                    e["time"] = events[0]["time"] + i * 0.001
+                    fh.write(json.dumps(["event", e]) + "\n")
+                doc = dict(doc)
+                doc["num_events"] = {"primary": n}
+            fh.write(json.dumps([name, doc]) + "\n")
 
 
 # ---------------------------------------------------------------- ceiling

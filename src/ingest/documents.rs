@@ -275,40 +275,49 @@ impl<'a> Fields<'a> {
 /// Feeds a document into a digest in a canonical form (object keys sorted, no whitespace), so
 /// that the same documents give the same digest however they were serialised.
 pub fn digest_doc(hasher: &mut impl sha2::Digest, kind: Kind, body: &Map<String, Value>) {
-    hasher.update(kind.name().as_bytes());
-    hasher.update(b"\x00");
-    digest_object(hasher, body);
-    hasher.update(b"\n");
+    // One buffer per document, hashed once: formatting each key and number into its own
+    // String cost more than the hashing.
+    let mut canonical = Vec::with_capacity(1024);
+    canonical.extend_from_slice(kind.name().as_bytes());
+    canonical.push(0);
+    canonical_object(&mut canonical, body);
+    canonical.push(b'\n');
+    hasher.update(&canonical);
 }
 
-fn digest_object(hasher: &mut impl sha2::Digest, map: &Map<String, Value>) {
-    let mut keys: Vec<&String> = map.keys().collect();
-    keys.sort();
-    hasher.update(b"{");
-    for key in keys {
-        digest_value(hasher, &Value::String(key.clone()));
-        hasher.update(b":");
-        if let Some(v) = map.get(key) {
-            digest_value(hasher, v);
-        }
-        hasher.update(b",");
+/// `{"key":value,...,}` with keys sorted: the same document gives the same bytes whatever
+/// order its writer put the keys in.
+fn canonical_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (key, value) in entries {
+        json_into(out, key);
+        out.push(b':');
+        canonical_value(out, value);
+        out.push(b',');
     }
-    hasher.update(b"}");
+    out.push(b'}');
 }
 
-fn digest_value(hasher: &mut impl sha2::Digest, value: &Value) {
+fn canonical_value(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Object(map) => digest_object(hasher, map),
+        Value::Object(map) => canonical_object(out, map),
         Value::Array(items) => {
-            hasher.update(b"[");
+            out.push(b'[');
             for item in items {
-                digest_value(hasher, item);
-                hasher.update(b",");
+                canonical_value(out, item);
+                out.push(b',');
             }
-            hasher.update(b"]");
+            out.push(b']');
         }
-        scalar => hasher.update(scalar.to_string().as_bytes()),
+        scalar => json_into(out, scalar),
     }
+}
+
+/// A string or scalar as JSON text. Serializing these into a Vec cannot fail.
+fn json_into<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 #[cfg(test)]

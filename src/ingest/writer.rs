@@ -65,6 +65,35 @@ fn json_to_sql(v: &Value) -> Sql {
     }
 }
 
+/// Rows per INSERT statement: with one statement per row, SQLite's per-statement work
+/// (bind, step, reset) cost more than the inserts themselves.
+const ROWS_PER_INSERT: usize = 50;
+
+/// Inserts `rows` with `head` (`INSERT INTO t (a, b)`), `ROWS_PER_INSERT` rows a statement,
+/// each row's `N` values given by `values`.
+fn insert_many<'r, R, const N: usize>(
+    tx: &rusqlite::Transaction<'_>,
+    head: &str,
+    rows: &'r [R],
+    values: impl Fn(&'r R) -> [&'r dyn ToSql; N],
+) -> rusqlite::Result<()> {
+    let sql = |n: usize| {
+        let row = format!("({})", vec!["?"; N].join(", "));
+        format!("{head} VALUES {}", vec![row; n].join(", "))
+    };
+    let full = sql(ROWS_PER_INSERT);
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut stmt = if chunk.len() == ROWS_PER_INSERT {
+            tx.prepare_cached(&full)?
+        } else {
+            tx.prepare_cached(&sql(chunk.len()))?
+        };
+        let params: Vec<&dyn ToSql> = chunk.iter().flat_map(&values).collect();
+        stmt.execute(params.as_slice())?;
+    }
+    Ok(())
+}
+
 /// Commits the run (replacing any run of the same uid) and bumps the beamtime's change
 /// counter, all in one transaction.
 pub fn commit(conn: &mut Connection, rows: &RunRows, promoted: &[String]) -> rusqlite::Result<()> {
@@ -142,56 +171,57 @@ pub fn commit(conn: &mut Connection, rows: &RunRows, promoted: &[String]) -> rus
     let params: Vec<&dyn ToSql> = values.iter().map(|v| v as &dyn ToSql).collect();
     tx.execute(&sql, params.as_slice())?;
 
-    {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO streams (uid, run_uid, name, data_keys, time_created, configuration)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for s in &rows.streams {
-            stmt.execute(params![
-                s.uid,
-                rows.uid,
-                s.name,
-                s.data_keys,
-                s.time_created,
-                s.configuration
-            ])?;
-        }
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO events (uid, stream_uid, seq_num, time, data, timestamps)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for e in &rows.events {
-            stmt.execute(params![
-                e.uid,
-                e.stream_uid,
-                e.seq_num,
-                e.time,
-                e.data,
-                e.timestamps
-            ])?;
-        }
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO image_refs (event_uid, stream_uid, seq_num, field_name, zarr_group,
-               index_in_stack, shape_x, shape_y, frame_shape, dtype, compression_codec)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )?;
-        for i in &rows.image_refs {
-            stmt.execute(params![
-                i.event_uid,
-                i.stream_uid,
-                i.seq_num,
-                i.field_name,
-                i.zarr_group,
-                i.index_in_stack,
-                i.shape_x,
-                i.shape_y,
-                i.frame_shape,
-                i.dtype,
-                i.codec
-            ])?;
-        }
-    }
+    insert_many(
+        &tx,
+        "INSERT INTO streams (uid, run_uid, name, data_keys, time_created, configuration)",
+        &rows.streams,
+        |s| {
+            [
+                &s.uid,
+                &rows.uid,
+                &s.name,
+                &s.data_keys,
+                &s.time_created,
+                &s.configuration,
+            ]
+        },
+    )?;
+    insert_many(
+        &tx,
+        "INSERT INTO events (uid, stream_uid, seq_num, time, data, timestamps)",
+        &rows.events,
+        |e| {
+            [
+                &e.uid,
+                &e.stream_uid,
+                &e.seq_num,
+                &e.time,
+                &e.data,
+                &e.timestamps,
+            ]
+        },
+    )?;
+    insert_many(
+        &tx,
+        "INSERT INTO image_refs (event_uid, stream_uid, seq_num, field_name, zarr_group,
+           index_in_stack, shape_x, shape_y, frame_shape, dtype, compression_codec)",
+        &rows.image_refs,
+        |i| {
+            [
+                &i.event_uid,
+                &i.stream_uid,
+                &i.seq_num,
+                &i.field_name,
+                &i.zarr_group,
+                &i.index_in_stack,
+                &i.shape_x,
+                &i.shape_y,
+                &i.frame_shape,
+                &i.dtype,
+                &i.codec,
+            ]
+        },
+    )?;
     beamtime::bump_generation(&tx)?;
     tx.commit()
 }
