@@ -1,3 +1,4 @@
+// Test code only: diff/mod.rs declares this module under #[cfg(test)].
 //! Property: for random schemas A and B and a database at A filled with rows that satisfy A,
 //! the migration beamdb writes from A to B (destructive changes allowed, undeclared renames
 //! declared as suggested), applied by the real runner, either

@@ -1,3 +1,4 @@
+// Test code only: diff/mod.rs declares this module under #[cfg(test)].
 //! The SQLite traps a table rebuild walks into, each shown happening the naive way and each
 //! avoided by beamdb's way (rendered rebuild + the runner's foreign-key handling).
 
