@@ -6,3 +6,4 @@ mod foundation;
 mod ingest;
 mod migrations;
 mod reindex;
+mod verify;
