@@ -2,7 +2,9 @@
 //! Named `<command>_<behaviour>`.
 
 mod common;
+mod crash;
 mod foundation;
+mod generate;
 mod ingest;
 mod migrations;
 mod reindex;
