@@ -2,6 +2,7 @@
 //! Named `<command>_<behaviour>`.
 
 mod common;
+mod concurrency;
 mod crash;
 mod foundation;
 mod generate;
