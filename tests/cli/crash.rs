@@ -287,7 +287,7 @@ fn crash_migrate_mid_rebuild_leaves_the_old_or_the_new_version() {
 fn crash_reindex_midway_leaves_a_consistent_index() {
     let fx = Fixture::new();
     const BEAMTIMES: usize = 12;
-    const RUNS: i64 = 400;
+    const RUNS: i64 = 2_000;
     let ids: Vec<String> = (0..BEAMTIMES).map(|i| format!("bt-{i:02}")).collect();
     let populate = |root: &Path| {
         let mut args = vec!["initdb"];
