@@ -137,7 +137,7 @@ fn concurrency_migrate_while_an_ingest_runs_exits_75_and_loses_nothing() {
         "the ingest ended before migrate ran; make it longer"
     );
     assert_eq!(code, 75, "{out}{err}");
-    assert!(err.contains("try again later"), "{err}");
+    assert!(err.contains("migrate (or an ingest) is running"), "{err}");
     let (code, out, err) = finish(ingest);
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = finish(spawn(&fx, &root, &["migrate"]));
