@@ -53,8 +53,8 @@ fn trials() -> usize {
         .unwrap_or(3)
 }
 
-/// `beamdb ARGS` as a child process, with the fixture's clean environment and data root.
-pub fn spawn(fx: &Fixture, data_root: &Path, args: &[&str]) -> Child {
+/// `beamdb ARGS` with the fixture's clean environment and `data_root`, output captured.
+pub fn command(fx: &Fixture, data_root: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("beamdb"));
     cmd.current_dir(fx.path())
         .env_clear()
@@ -66,7 +66,12 @@ pub fn spawn(fx: &Fixture, data_root: &Path, args: &[&str]) -> Child {
     if let Some(path) = std::env::var_os("PATH") {
         cmd.env("PATH", path);
     }
-    cmd.spawn().expect("spawn beamdb")
+    cmd
+}
+
+/// `beamdb ARGS` as a child process.
+pub fn spawn(fx: &Fixture, data_root: &Path, args: &[&str]) -> Child {
+    command(fx, data_root, args).spawn().expect("spawn beamdb")
 }
 
 /// `beamdb ARGS` to completion: (exit code, stdout, stderr).

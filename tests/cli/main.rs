@@ -1,6 +1,7 @@
 //! Integration tests: the real binary, real SQLite files, a temp dir, a cleared environment.
 //! Named `<command>_<behaviour>`.
 
+mod bad_input;
 mod common;
 mod concurrency;
 mod crash;
