@@ -557,7 +557,17 @@ impl Beamtime<'_> {
             }
         };
         let staging = self.staging();
-        let leftovers = frames::staging_leftovers(&staging).unwrap_or_default();
+        let leftovers = match frames::staging_leftovers(&staging) {
+            Ok(found) => found,
+            Err(e) => {
+                report.find(
+                    staging.display().to_string(),
+                    format!("cannot list the staging folder: {e}"),
+                    Fix::None,
+                );
+                Vec::new()
+            }
+        };
         for uid in groups {
             let location = format!("frames.zarr/runs/{uid}");
             if SafeName::new("run uid", &uid).is_err() {
@@ -822,7 +832,11 @@ fn quarantine(
         counts.push(format!("{} {table}", rows.len()));
         doc.insert((*table).into(), Value::Array(rows));
     }
-    let text = serde_json::to_string_pretty(&Value::Object(doc)).unwrap_or_default();
+    // The rows are deleted only once this file is whole on disk.
+    let text = serde_json::to_string_pretty(&Value::Object(doc)).map_err(|e| VerifyError::Io {
+        path: json_path.clone(),
+        source: std::io::Error::other(e),
+    })?;
     write_durably(&json_path, text.as_bytes())?;
     let moved = store.move_run(uid, &frames_path)?;
 
@@ -832,7 +846,7 @@ fn quarantine(
     beamtime::bump_generation(&tx).map_err(sql)?;
     tx.commit().map_err(sql)?;
     Ok(format!(
-        "quarantined run {uid} (its frames are missing or wrong): its rows ({}) are saved in {}{}, and deleted from the beamtime; re-ingest the run from its documents to restore it",
+        "quarantined run {uid} (its frames are missing or wrong): its rows ({}) are saved in {}{}; the run is removed from the beamtime: re-ingest it from its documents to restore it",
         counts.join(", "),
         json_path.display(),
         if moved {
