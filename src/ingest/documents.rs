@@ -341,13 +341,22 @@ mod tests {
     #[test]
     fn a_read_error_ends_the_stream_and_bad_utf8_skips_one_line() {
         let mut reader = Reader::new(std::io::BufReader::new(Failing), "dev");
-        assert!(matches!(reader.next_doc(), Some(Err((_, DocError::Read(_))))));
+        assert!(matches!(
+            reader.next_doc(),
+            Some(Err((_, DocError::Read(_))))
+        ));
         assert!(reader.next_doc().is_none());
 
         let input: &[u8] = b"\xff\xfe not utf-8\n[\"stop\", {\"uid\": \"s\"}]\n";
         let mut reader = Reader::new(input, "a.jsonl");
-        assert!(matches!(reader.next_doc(), Some(Err((_, DocError::Read(_))))));
-        let doc = reader.next_doc().and_then(Result::ok).map(|d| (d.kind, d.pos.line));
+        assert!(matches!(
+            reader.next_doc(),
+            Some(Err((_, DocError::Read(_))))
+        ));
+        let doc = reader
+            .next_doc()
+            .and_then(Result::ok)
+            .map(|d| (d.kind, d.pos.line));
         assert_eq!(doc, Some((Kind::Stop, 2)));
         assert!(reader.next_doc().is_none());
     }
