@@ -103,6 +103,33 @@ pub enum Command {
     /// "2 weeks"), or Unix seconds.
     #[command(after_help = EXIT_CODES_HELP)]
     Runs(RunsArgs),
+
+    /// Check that beamtimes keep beamdb's promises; with --repair, restore them.
+    ///
+    /// For every beamtime (or the named ones), read-only: SQLite's integrity_check and
+    /// foreign_key_check; that the live schema is what the recorded migration history makes;
+    /// that runs.num_events, the stop document's num_events and the stored events agree, per
+    /// stream; that every image_ref's frame is in frames.zarr (its chunk exists, the array's
+    /// dtype and frame shape are the recorded ones, the index is in range); that every group
+    /// under frames.zarr/runs/ belongs to a committed run; and that frames.staging/ holds no
+    /// leftover of a killed ingest. index.db gets the integrity and foreign key checks. Each
+    /// problem is printed with its place (database row, or Zarr path). Runs being ingested
+    /// right now are left out and mentioned.
+    ///
+    /// --repair never deletes a committed run's data. It removes groups and staging folders
+    /// that no committed run owns (what a killed ingest leaves; the next ingest of the run
+    /// would remove them too) and finishes or undoes an interrupted --replace. A committed
+    /// run whose frames are missing or wrong is quarantined: its rows are saved to
+    /// {beamtime}/quarantine/{uid}-{time}.json and what is left of its frames moved to
+    /// {uid}-{time}.zarr beside it, then its rows are deleted in one transaction; the
+    /// message names the files, and re-ingesting the run's documents restores it. Damage
+    /// inside SQLite, foreign key or count mismatches and schema drift are reported, not
+    /// repaired (restore from a backup; re-ingest with --replace). After repairing, the
+    /// beamtime is checked again.
+    ///
+    /// Exit status 0: no problems (or all repaired); 4: problems found (or left).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -248,6 +275,21 @@ pub struct ReindexArgs {
     /// Re-read every beamtime, changed or not.
     #[arg(long)]
     pub full: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Verify only this beamtime (repeatable); default: every beamtime and index.db.
+    #[arg(long = "beamtime", value_name = "ID")]
+    pub beamtimes: Vec<String>,
+
+    /// Repair what can be repaired safely (see above), and say what was done.
+    #[arg(long)]
+    pub repair: bool,
+
+    /// Also read and decode every frame (slow: reads every byte of the store).
+    #[arg(long)]
+    pub deep: bool,
 }
 
 #[derive(Debug, Args)]

@@ -43,7 +43,42 @@ pub fn open(path: &Path, access: Access, sqlite: &SqliteSettings) -> Result<Conn
         path: path.to_path_buf(),
         source,
     })?;
-    configure(&conn, access, sqlite).map_err(|source| classify(path, source))?;
+    match configure(&conn, access, sqlite) {
+        Ok(()) => Ok(conn),
+        Err(source) if access == Access::ReadOnly && cannot_share_memory(&source) => {
+            open_immutable(path, sqlite).map_err(|_| classify(path, source))
+        }
+        Err(source) => Err(classify(path, source)),
+    }
+}
+
+/// A reader of a WAL database needs its `-shm` file, and creates it when missing; in a
+/// read-only folder (an archived beamtime, a read-only mount) it cannot.
+fn cannot_share_memory(err: &rusqlite::Error) -> bool {
+    use rusqlite::ffi::ErrorCode;
+    matches!(
+        err.sqlite_error_code(),
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen)
+    )
+}
+
+/// Opens `path` as immutable: no `-shm` needed. Only reached when the `-shm` file does not
+/// exist and cannot be created, which means no writer has the database open (a writer keeps
+/// one) and none can (the folder is read-only to us): nothing can change under the reader.
+fn open_immutable(path: &Path, sqlite: &SqliteSettings) -> rusqlite::Result<Connection> {
+    let uri = format!(
+        "file:{}?immutable=1",
+        path.display()
+            .to_string()
+            .replace('%', "%25")
+            .replace('?', "%3f")
+            .replace('#', "%23")
+    );
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(uri, flags)?;
+    configure(&conn, Access::ReadOnly, sqlite)?;
     Ok(conn)
 }
 

@@ -161,6 +161,11 @@ impl FrameStore {
         format!("runs/{uid}/{stream}/{field}")
     }
 
+    /// The lock file of one run's ingest (see `lock::run_lock`).
+    pub fn run_lock_path(&self, uid: &SafeName) -> PathBuf {
+        self.staging.join(format!("{uid}.lock"))
+    }
+
     fn run_dir(&self, uid: &SafeName) -> PathBuf {
         self.root.join("runs").join(uid.as_str())
     }
@@ -252,7 +257,9 @@ impl FrameStore {
         if new.exists() {
             std::fs::rename(&new, &run).map_err(|e| fail(e.to_string()))?;
         }
-        Ok(())
+        // The renames must be on disk before the commit that relies on them.
+        sync_dir(&self.root.join("runs")).map_err(|e| fail(e.to_string()))?;
+        sync_dir(&self.staging).map_err(|e| fail(e.to_string()))
     }
 
     pub fn drop_old(&self, uid: &SafeName) -> Result<(), StoreError> {
@@ -279,6 +286,15 @@ impl FrameStore {
                 dir.display()
             ))),
         }
+    }
+}
+
+/// fsyncs a folder, so that the entries created or renamed in it survive a power cut.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::File::open(dir) {
+        Ok(f) => f.sync_all(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -481,7 +497,22 @@ impl RunFrames {
             .map_err(&fail)?;
         }
         // The run group last: its digest is what marks the frames as complete.
-        write_group(self.store.clone(), "/", attributes).map_err(&fail)
+        write_group(self.store.clone(), "/", attributes).map_err(&fail)?;
+        // On disk before the rows are committed: after a power cut, rows without frames would
+        // break "no image_ref points at a missing frame"; frames without rows are only a
+        // leftover that the next ingest or `verify --repair` removes. The chunks were synced
+        // above and zarrs syncs each metadata file it writes; what is left is the folders
+        // that gained a zarr.json, and the `runs/` folder that gained this run.
+        let mut dirs: BTreeSet<PathBuf> = BTreeSet::from([self.dir.clone()]);
+        dirs.extend(self.streams.iter().map(|s| self.dir.join(s)));
+        dirs.extend(self.arrays.iter().map(|s| {
+            self.dir
+                .join(s.array.path().as_str().trim_start_matches('/'))
+        }));
+        dirs.extend(self.dir.parent().map(Path::to_path_buf));
+        dirs.par_iter()
+            .try_for_each(|d| sync_dir(d))
+            .map_err(|e| fail(format!("cannot sync to disk: {e}")))
     }
 
     /// Removes everything written for this run.
@@ -506,4 +537,169 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// `fsync` of a file or directory (opened read-only: Linux syncs through any descriptor).
 fn sync_path(path: &Path) -> std::io::Result<()> {
     std::fs::File::open(path)?.sync_all()
+}
+
+/// One frame array as `verify` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrayInfo {
+    /// `[n_frames, *frame_shape]`.
+    pub shape: Vec<u64>,
+    /// The zarr v3 data type name (`uint16`).
+    pub data_type: String,
+}
+
+/// Read-only access to a beamtime's frame store for `verify`: opens nothing for writing and
+/// creates nothing, so that it works on a read-only data root.
+pub struct Inspector {
+    root: PathBuf,
+    store: Arc<FilesystemStore>,
+    arrays: std::collections::HashMap<String, Result<Array<FilesystemStore>, String>>,
+}
+
+impl Inspector {
+    pub fn open(root: &Path) -> Result<Inspector, StoreError> {
+        let store = FilesystemStore::new(root).map_err(|e| store_error(root)(e.to_string()))?;
+        Ok(Inspector {
+            root: root.to_path_buf(),
+            store: Arc::new(store),
+            arrays: std::collections::HashMap::new(),
+        })
+    }
+
+    fn array(&mut self, path: &str) -> Result<&Array<FilesystemStore>, String> {
+        if !self.arrays.contains_key(path) {
+            let opened = if self.root.join(path).join("zarr.json").is_file() {
+                Array::open(self.store.clone(), &format!("/{path}")).map_err(|e| e.to_string())
+            } else {
+                Err("no such array (its zarr.json is missing)".to_string())
+            };
+            self.arrays.insert(path.to_string(), opened);
+        }
+        match self.arrays.get(path) {
+            Some(Ok(array)) => Ok(array),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("no such array".to_string()),
+        }
+    }
+
+    /// The shape and data type of the array at `path` (relative to the store root).
+    pub fn array_info(&mut self, path: &str) -> Result<ArrayInfo, String> {
+        let array = self.array(path)?;
+        let meta = serde_json::to_value(array.metadata()).map_err(|e| e.to_string())?;
+        Ok(ArrayInfo {
+            shape: array.shape().to_vec(),
+            data_type: meta["data_type"]
+                .as_str()
+                .map_or_else(|| meta["data_type"].to_string(), str::to_string),
+        })
+    }
+
+    /// Whether frame `index` of the array at `path` is on disk. With `decode`, it is also
+    /// read and decompressed (catches truncated or damaged chunks, at the cost of reading
+    /// every byte).
+    pub fn frame(&mut self, path: &str, index: u64, decode: bool) -> Result<bool, String> {
+        use zarrs::storage::ReadableStorageTraits;
+        let store = self.store.clone();
+        let array = self.array(path)?;
+        let mut chunk = vec![0u64; array.dimensionality()];
+        if let Some(first) = chunk.first_mut() {
+            *first = index;
+        }
+        if !decode {
+            let key = array.chunk_key(&chunk);
+            return store
+                .size_key(&key)
+                .map(|size| size.is_some())
+                .map_err(|e| e.to_string());
+        }
+        array
+            .retrieve_chunk_if_exists_opt::<ArrayBytes<'static>>(&chunk, &CodecOptions::default())
+            .map(|bytes| bytes.is_some())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The run uids that have a group under `runs/`, sorted (the folders only).
+pub fn run_groups(root: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    match std::fs::read_dir(root.join("runs")) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    names.push(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The content digest recorded in run `uid`'s group, if the group is complete.
+pub fn group_digest(root: &Path, uid: &str) -> Option<String> {
+    FrameStore::digest_at(&root.join("runs").join(uid))
+}
+
+/// What a killed ingest left in the staging folder: `{uid}.new` / `{uid}.old` entries, as
+/// (uid, path). Lock files are not leftovers.
+pub fn staging_leftovers(staging: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut found = Vec::new();
+    match std::fs::read_dir(staging) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".lock") {
+                    continue;
+                }
+                let uid = name
+                    .strip_suffix(".new")
+                    .or_else(|| name.strip_suffix(".old"))
+                    .unwrap_or(&name)
+                    .to_string();
+                found.push((uid, entry.path()));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    found.sort();
+    Ok(found)
+}
+
+impl FrameStore {
+    /// The store and staging folder as they are, creating nothing (for `verify --repair`).
+    pub fn existing(root: &Path, staging: &Path) -> FrameStore {
+        FrameStore {
+            root: root.to_path_buf(),
+            staging: staging.to_path_buf(),
+        }
+    }
+
+    /// Moves run `uid`'s group (whatever is left of it) to `dest`; false when there is none.
+    pub fn move_run(&self, uid: &SafeName, dest: &Path) -> Result<bool, StoreError> {
+        let fail = store_error(&self.root);
+        let run = self.run_dir(uid);
+        if !run.exists() {
+            return Ok(false);
+        }
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+        }
+        std::fs::rename(&run, dest).map_err(|e| {
+            fail(format!(
+                "cannot move {} to {}: {e}",
+                run.display(),
+                dest.display()
+            ))
+        })?;
+        sync_dir(&self.root.join("runs")).map_err(|e| fail(e.to_string()))?;
+        if let Some(parent) = dest.parent() {
+            sync_dir(parent).map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(true)
+    }
 }

@@ -20,6 +20,7 @@ pub mod render;
 pub mod schema;
 pub mod settings;
 pub mod tomlfile;
+pub mod verify;
 
 use anyhow::Result;
 
@@ -44,5 +45,6 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Ingest(args) => commands::ingest::run(&ctx, args),
         Command::Reindex(args) => commands::reindex::run(&ctx, args),
         Command::Runs(args) => commands::runs::run(&ctx, args),
+        Command::Verify(args) => commands::verify::run(&ctx, args),
     }
 }

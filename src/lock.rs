@@ -11,6 +11,95 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct LockGuard {
     _file: File,
+    /// A per-run lock file, removed by its holder on release (see [`run_lock`]).
+    remove: Option<PathBuf>,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // Unlinked while still locked: a waiter that opened the old file then finds that its
+        // inode is no longer the path's and starts again (see `run_lock`).
+        if let Some(path) = self.remove.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Whether [`run_lock`] waits for the holder or gives up at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    Yes,
+    No,
+}
+
+/// Takes the exclusive lock of one run (`frames.staging/{uid}.lock`): held by the ingest that
+/// writes the run's frames and by `verify --repair` while it removes them, so that neither
+/// removes the other's work as a leftover. The file is removed on release, so the staging
+/// folder does not fill up with one file per run ever ingested; removing a lock file is only
+/// safe with a check that the locked inode is still the one at the path, which this does.
+pub fn run_lock(path: &Path, wait: Wait) -> Result<LockGuard, LockError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    loop {
+        let mut file = open(path)?;
+        match wait {
+            Wait::Yes => file.lock().map_err(|source| LockError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?,
+            Wait::No => match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(LockError::Held {
+                        what: "ingest of this run",
+                        holder: holder(&mut file),
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(LockError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
+            },
+        }
+        if same_file(&file, path) {
+            let _ = file.set_len(0);
+            let _ = file.seek(SeekFrom::Start(0));
+            let _ = write!(file, "{}", std::process::id());
+            let _ = file.flush();
+            return Ok(LockGuard {
+                _file: file,
+                remove: Some(path.to_path_buf()),
+            });
+        }
+        // The previous holder removed the file after we opened it: lock the new one.
+    }
+}
+
+/// Whether someone holds the lock at `path`. Creates nothing (for a read-only `verify`): no
+/// file means no holder, because holders create it.
+pub fn is_held(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    matches!(
+        file.try_lock_shared(),
+        Err(std::fs::TryLockError::WouldBlock)
+    )
+}
+
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +128,10 @@ pub fn try_exclusive(path: &Path, what: &'static str) -> Result<LockGuard, LockE
             let _ = file.seek(SeekFrom::Start(0));
             let _ = write!(file, "{}", std::process::id());
             let _ = file.flush();
-            Ok(LockGuard { _file: file })
+            Ok(LockGuard {
+                _file: file,
+                remove: None,
+            })
         }
         Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held {
             what,
@@ -58,7 +150,10 @@ pub fn try_exclusive(path: &Path, what: &'static str) -> Result<LockGuard, LockE
 pub fn try_shared(path: &Path, what: &'static str) -> Result<LockGuard, LockError> {
     let mut file = open(path)?;
     match file.try_lock_shared() {
-        Ok(()) => Ok(LockGuard { _file: file }),
+        Ok(()) => Ok(LockGuard {
+            _file: file,
+            remove: None,
+        }),
         Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held {
             what,
             holder: holder(&mut file),
@@ -79,7 +174,10 @@ pub fn shared_wait(path: &Path) -> Result<LockGuard, LockError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(LockGuard { _file: file })
+    Ok(LockGuard {
+        _file: file,
+        remove: None,
+    })
 }
 
 fn open(path: &Path) -> Result<File, LockError> {
@@ -117,6 +215,33 @@ mod tests {
         let pid = std::process::id().to_string();
         assert!(err.to_string().contains(&pid), "{err}");
         assert!(try_shared(&path, "ingest").is_err());
+    }
+
+    #[test]
+    fn run_lock_is_exclusive_and_removed_on_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("staging/x.lock");
+        let held = run_lock(&path, Wait::No).unwrap();
+        assert!(matches!(
+            run_lock(&path, Wait::No),
+            Err(LockError::Held { .. })
+        ));
+        drop(held);
+        assert!(!path.exists());
+        let again = run_lock(&path, Wait::No).unwrap();
+        drop(again);
+    }
+
+    #[test]
+    fn a_waiter_on_a_removed_run_lock_takes_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let held = run_lock(&path, Wait::Yes).unwrap();
+        let p = path.clone();
+        let waiter = std::thread::spawn(move || run_lock(&p, Wait::Yes).map(|_| ()));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(held);
+        waiter.join().unwrap().unwrap();
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::db::{self, Access};
 use crate::exit::{ExitStatus, fail};
 use crate::frames::{FrameStore, Recovered};
 use crate::ingest::rootmap::RootMap;
-use crate::ingest::{Ingester, Options, Outcome, Report};
+use crate::ingest::{IngestError, Ingester, Options, Outcome, Report};
 use crate::layout::{Layout, SafeName};
 use crate::lock;
 use crate::migrations::files;
@@ -64,17 +64,21 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
         match input {
             Input::Stdin => {
                 let stdin = std::io::stdin().lock();
-                ingester.ingest(stdin, "-", &mut on_report)?;
+                ingester
+                    .ingest(stdin, "-", &mut on_report)
+                    .map_err(stopped)?;
             }
             Input::File(path) => {
                 let file = std::fs::File::open(path)
                     .with_context(|| format!("{}: cannot open", path.display()))?;
                 let name = path.display().to_string();
-                ingester.ingest(
-                    BufReader::with_capacity(1 << 20, file),
-                    &name,
-                    &mut on_report,
-                )?;
+                ingester
+                    .ingest(
+                        BufReader::with_capacity(1 << 20, file),
+                        &name,
+                        &mut on_report,
+                    )
+                    .map_err(stopped)?;
             }
         }
         bar.inc(1);
@@ -89,6 +93,29 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
     } else {
         ExitStatus::Success
     })
+}
+
+/// An ingest stopped by the machine, not by its input: what was kept and what to do.
+fn stopped(err: IngestError) -> anyhow::Error {
+    use rusqlite::ffi::ErrorCode;
+    let full = match &err {
+        IngestError::Db(e) => matches!(
+            e.sqlite_error_code(),
+            Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure)
+        ),
+        IngestError::Store(e) => {
+            e.message.contains("No space left") || e.message.contains("File too large")
+        }
+        IngestError::Lock(_) => false,
+    };
+    let hint = if full {
+        "writing failed (the disk is full, a file size limit was hit, or the disk failed): free space or check the disk, then run the same ingest again"
+    } else {
+        "fix the cause, then run the same ingest again"
+    };
+    anyhow::Error::new(err).context(format!(
+        "ingest stopped: the runs reported as landed are stored; the run in progress was not stored, nothing of it is half-written; {hint}"
+    ))
 }
 
 #[derive(Default)]

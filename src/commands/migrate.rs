@@ -34,9 +34,11 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> Result<ExitStatus> {
         None
     } else {
         Some(
-            lock::try_exclusive(&layout.migrate_lock(), "migrate").map_err(|e| match e {
-                lock::LockError::Held { .. } => fail(ExitStatus::Locked, e.to_string()),
-                other => anyhow::Error::new(other),
+            lock::try_exclusive(&layout.migrate_lock(), "migrate (or an ingest)").map_err(|e| {
+                match e {
+                    lock::LockError::Held { .. } => fail(ExitStatus::Locked, e.to_string()),
+                    other => anyhow::Error::new(other),
+                }
             })?,
         )
     };

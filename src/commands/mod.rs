@@ -7,6 +7,7 @@ pub mod migrate;
 pub mod progress;
 pub mod reindex;
 pub mod runs;
+pub mod verify;
 
 use crate::settings::Settings;
 

@@ -145,6 +145,8 @@ pub struct Reader<R> {
     source: Arc<str>,
     line: u64,
     buf: String,
+    /// A read error ends the stream: retrying a failing device would loop for ever.
+    failed: bool,
 }
 
 impl<R: BufRead> Reader<R> {
@@ -154,6 +156,7 @@ impl<R: BufRead> Reader<R> {
             source: source.into(),
             line: 0,
             buf: String::new(),
+            failed: false,
         }
     }
 
@@ -167,12 +170,22 @@ impl<R: BufRead> Reader<R> {
     /// The next document, `None` at the end, or an error for this line.
     pub fn next_doc(&mut self) -> Option<Result<Doc, (Pos, DocError)>> {
         loop {
+            if self.failed {
+                return None;
+            }
             self.buf.clear();
             self.line += 1;
             match self.input.read_line(&mut self.buf) {
                 Ok(0) => return None,
                 Ok(_) => {}
-                Err(e) => return Some(Err((self.pos(), DocError::Read(e.to_string())))),
+                // Not UTF-8: the line was consumed, the next one can be read.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Some(Err((self.pos(), DocError::Read(e.to_string()))));
+                }
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err((self.pos(), DocError::Read(e.to_string()))));
+                }
             }
             match parse_line(&self.buf) {
                 Ok(None) => continue,
@@ -324,6 +337,38 @@ fn json_into<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
+
+    /// A device that fails every read (a dying disk, a dropped NFS mount).
+    struct Failing;
+
+    impl std::io::Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("input/output error"))
+        }
+    }
+
+    #[test]
+    fn a_read_error_ends_the_stream_and_bad_utf8_skips_one_line() {
+        let mut reader = Reader::new(std::io::BufReader::new(Failing), "dev");
+        assert!(matches!(
+            reader.next_doc(),
+            Some(Err((_, DocError::Read(_))))
+        ));
+        assert!(reader.next_doc().is_none());
+
+        let input: &[u8] = b"\xff\xfe not utf-8\n[\"stop\", {\"uid\": \"s\"}]\n";
+        let mut reader = Reader::new(input, "a.jsonl");
+        assert!(matches!(
+            reader.next_doc(),
+            Some(Err((_, DocError::Read(_))))
+        ));
+        let doc = reader
+            .next_doc()
+            .and_then(Result::ok)
+            .map(|d| (d.kind, d.pos.line));
+        assert_eq!(doc, Some((Kind::Stop, 2)));
+        assert!(reader.next_doc().is_none());
+    }
 
     #[test]
     fn lines_parse_into_documents_or_say_what_is_wrong() {

@@ -22,6 +22,8 @@ use std::io::BufRead;
 use rusqlite::Connection;
 
 use crate::frames::{FrameStore, Recovered, StoreError, Target};
+use crate::layout::SafeName;
+use crate::lock::{self, LockError, LockGuard};
 use crate::settings::Compression;
 use documents::{Doc, Kind, Pos, Reader};
 use rootmap::RootMap;
@@ -80,6 +82,9 @@ pub struct Ingester<'a> {
     promoted: Vec<String>,
     events: u64,
     bytes: u64,
+    /// The open run's lock: another ingest of the same uid waits for it instead of removing
+    /// this one's frames as a killed ingest's leftover (and `verify --repair` leaves them).
+    run_lock: Option<LockGuard>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +93,8 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error("beamtime database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 enum State {
@@ -111,6 +118,7 @@ impl<'a> Ingester<'a> {
             promoted,
             events: 0,
             bytes: 0,
+            run_lock: None,
         })
     }
 
@@ -143,10 +151,14 @@ impl<'a> Ingester<'a> {
                         }
                         State::Skipping => State::Skipping,
                     };
+                    self.run_lock = None;
                     continue;
                 }
             };
             state = self.step(state, doc, report)?;
+            if !matches!(state, State::Open(_)) {
+                self.run_lock = None;
+            }
         }
         if let State::Open(run) = state {
             report(Report::Incomplete {
@@ -155,6 +167,7 @@ impl<'a> Ingester<'a> {
             });
             self.finish(run, report)?;
         }
+        self.run_lock = None;
         Ok(())
     }
 
@@ -223,6 +236,13 @@ impl<'a> Ingester<'a> {
     /// may have left.
     fn open(&mut self, doc: &Doc, report: &mut dyn FnMut(Report)) -> Result<State, IngestError> {
         let uid = doc.body.get("uid").and_then(|v| v.as_str());
+        // Before looking at the database: the other ingest may commit while this one waits.
+        // One lock at a time, so two ingests can never wait for each other.
+        self.run_lock = None;
+        if let Some(safe) = uid.and_then(|u| SafeName::new("run uid", u).ok()) {
+            let path = self.store.run_lock_path(&safe);
+            self.run_lock = Some(lock::run_lock(&path, lock::Wait::Yes)?);
+        }
         let committed = match uid {
             Some(uid) => writer::committed_digest(self.conn, uid)?,
             None => None,

@@ -37,6 +37,11 @@ pub enum UpgradeError {
     Open(#[from] DbError),
     #[error("{path}: {source}")]
     Runner { path: PathBuf, source: RunnerError },
+    #[error("{path}: cannot create the database: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: cannot back up before migrating: {source}")]
     Backup {
         path: PathBuf,
@@ -91,6 +96,14 @@ pub fn upgrade(
             }
         });
     }
+    if !path.exists()
+        && let Some(applied) = create_whole(path, ours, sqlite)?
+    {
+        return Ok(Outcome::Applied {
+            applied,
+            backup: None,
+        });
+    }
     let mut conn = db::open(path, Access::ReadWrite, sqlite)?;
     let status = runner::status(&conn, ours).map_err(runner_err)?;
     if status.pending.is_empty() {
@@ -108,6 +121,63 @@ pub fn upgrade(
     };
     let applied = runner::apply(&mut conn, ours).map_err(runner_err)?;
     Ok(Outcome::Applied { applied, backup })
+}
+
+/// Creates the database at `path` whole: built under a temporary name, then linked into
+/// place, so that a process killed while creating it leaves no empty database behind (which
+/// reindex and verify would rightly call "not a beamdb database"). `link` never replaces:
+/// when another process created the file first, theirs is kept and `None` returned.
+fn create_whole(
+    path: &Path,
+    ours: &[MigrationFile],
+    sqlite: &SqliteSettings,
+) -> Result<Option<Vec<MigrationFile>>, UpgradeError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("db");
+    let tmp = path.with_file_name(format!(".{name}.creating-{}", std::process::id()));
+    let remove_tmp = || {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
+        }
+    };
+    let io = |source: std::io::Error| UpgradeError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    remove_tmp();
+    let applied = {
+        let mut conn = db::open(&tmp, Access::ReadWrite, sqlite)?;
+        let applied = runner::apply(&mut conn, ours).map_err(|source| UpgradeError::Runner {
+            path: path.to_path_buf(),
+            source,
+        });
+        // Everything into the main file before it is linked: its WAL stays behind.
+        let checkpoint = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|source| UpgradeError::Sqlite {
+                path: tmp.clone(),
+                source,
+            });
+        match applied.and_then(|a| checkpoint.map(|()| a)) {
+            Ok(applied) => applied,
+            Err(e) => {
+                drop(conn);
+                remove_tmp();
+                return Err(e);
+            }
+        }
+    };
+    let result = match std::fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(Some(applied)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+        Err(e) => Err(io(e)),
+    };
+    remove_tmp();
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    result
 }
 
 /// Differences between the live schema at `path` and `declared`, one line each (empty when

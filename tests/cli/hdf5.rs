@@ -456,6 +456,27 @@ fn ingest_hdf5_bad_stream_documents_are_rejected() {
             )
         },
     );
+    let reversed = edited(&fx, SR_FLY, "reversed.jsonl", |t| {
+        t.replacen(
+            "\"seq_nums\": {\"start\": 1, \"stop\": 4}, \"indices\": {\"start\": 0, \"stop\": 3}",
+            "\"seq_nums\": {\"start\": 4, \"stop\": 1}, \"indices\": {\"start\": 3, \"stop\": 0}",
+            1,
+        )
+    });
+    rejected_with(&fx, SR_FLY, &reversed, &[], "ends before it starts");
+    let twice = edited(&fx, SR_SCAN, "twice.jsonl", |t| {
+        let mut lines: Vec<String> = t.lines().map(str::to_string).collect();
+        if let Some(i) = lines
+            .iter()
+            .position(|l| l.starts_with("[\"stream_datum\""))
+        {
+            // The same frames again under a new uid (a repeated uid is its own error).
+            let again = lines[i].replace("/0\"", "/again\"");
+            lines.insert(i + 1, again);
+        }
+        lines.join("\n") + "\n"
+    });
+    rejected_with(&fx, SR_SCAN, &twice, &[], "is delivered twice");
     rejected(
         &fx,
         SR_FLY,
@@ -500,4 +521,109 @@ fn ingest_hdf5_uri_escaping_its_root_is_refused() {
         "{out}"
     );
     nothing_landed(&fx, SR_FLY);
+}
+
+/// Ingests `bad` and checks the run is rejected with `message`, exit 4, nothing left.
+fn rejected_with(fx: &Fixture, uid: &str, bad: &std::path::Path, extra: &[&str], message: &str) {
+    let mut args: Vec<&str> = extra.to_vec();
+    args.push(path(bad));
+    let (code, out, _) = ingest(fx, &args);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains(&format!("rejected  {uid}: ")) && out.contains(message),
+        "want {message} in {out}"
+    );
+    nothing_landed(fx, uid);
+}
+
+#[test]
+fn ingest_hdf5_bad_kwargs_and_parameters_are_rejected() {
+    let fx = Fixture::new();
+    let no_fpp = edited(&fx, AD_COUNT, "nofpp.jsonl", |t| {
+        t.replace(
+            "\"resource_kwargs\": {\"frame_per_point\": 1}",
+            "\"resource_kwargs\": {}",
+        )
+    });
+    rejected_with(
+        &fx,
+        AD_COUNT,
+        &no_fpp,
+        &[],
+        "AD_HDF5 needs a positive integer `frame_per_point`",
+    );
+    let no_point = edited(&fx, AD_COUNT, "nopoint.jsonl", |t| {
+        t.replace(
+            "\"datum_kwargs\": {\"point_number\": 2}",
+            "\"datum_kwargs\": {\"point\": 2}",
+        )
+    });
+    rejected_with(
+        &fx,
+        AD_COUNT,
+        &no_point,
+        &[],
+        "AD_HDF5 needs a non-negative integer `point_number`",
+    );
+    let no_dataset = edited(&fx, SR_SCAN, "nodset.jsonl", |t| {
+        t.replace(
+            "\"dataset\": \"/entry/data/data\"",
+            "\"dset\": \"/entry/data/data\"",
+        )
+    });
+    rejected_with(
+        &fx,
+        SR_SCAN,
+        &no_dataset,
+        &[],
+        "an HDF5 stream_resource needs `dataset`",
+    );
+}
+
+#[test]
+fn ingest_hdf5_datasets_that_are_not_frames_are_rejected() {
+    let fx = Fixture::new();
+    // A copy of the fly scan's file whose frame dataset is a scalar, then one of strings.
+    let root = fx.path().join("odd");
+    std::fs::create_dir_all(root.join("blobfly")).unwrap();
+    let file = root.join("blobfly/blobfly_00000.h5");
+    for (dataset, message) in [
+        (
+            "numpy.float64(1.0)",
+            "it is a scalar; frames are rows of an array",
+        ),
+        ("numpy.array([b'a', b'b'] * 6)", "its elements are"),
+    ] {
+        let script = format!(
+            "import h5py, numpy, shutil, sys\n\
+             shutil.copy(sys.argv[1], sys.argv[2])\n\
+             f = h5py.File(sys.argv[2], 'a')\n\
+             del f['/entry/data/data']\n\
+             f['/entry/data/data'] = {dataset}\n\
+             f.close()\n"
+        );
+        let made = std::process::Command::new(python())
+            .args(["-c", &script])
+            .arg(shared_dir().join("hdf5/blobfly/blobfly_00000.h5"))
+            .arg(&file)
+            .output()
+            .expect("run h5py");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let map = format!("{SHARED_ROOT}={}", root.display());
+        let (code, out, _) = run(&mut fx.beamdb(&[
+            "ingest",
+            "--beamtime",
+            "bt",
+            "--root-map",
+            &map,
+            path(&shared_run(SR_FLY)),
+        ]));
+        assert_eq!(code, 4, "{out}");
+        assert!(out.contains(message), "want {message} in {out}");
+        nothing_landed(&fx, SR_FLY);
+    }
 }

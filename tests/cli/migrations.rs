@@ -3,26 +3,13 @@
 
 use std::path::PathBuf;
 
-use crate::common::{Fixture, count, repo, run};
+use crate::common::{Fixture, config_repo, count, run};
 
 /// A configuration repository: copies of the shipped models and migrations, and settings that
 /// point at them.
 fn config() -> Fixture {
     let fx = Fixture::new();
-    for kind in ["beamtime", "index"] {
-        fx.write(
-            &format!("models/{kind}.toml"),
-            &std::fs::read_to_string(repo(&format!("config/models/{kind}.toml"))).unwrap(),
-        );
-        fx.write(
-            &format!("m/{kind}/V1__initial.sql"),
-            &std::fs::read_to_string(repo(&format!("migrations/{kind}/V1__initial.sql"))).unwrap(),
-        );
-    }
-    fx.write(
-        "settings.toml",
-        "[schema]\nmodels_dir = \"models\"\nmigrations_dir = \"m\"\n",
-    );
+    config_repo(&fx);
     fx
 }
 
@@ -403,7 +390,10 @@ fn migrate_while_another_migrate_holds_the_lock_exits_75() {
     lock.try_lock().unwrap();
     let (code, _, err) = run(&mut fx.beamdb(&["migrate"]));
     assert_eq!(code, 75, "{err}");
-    assert!(err.contains("another beamdb migrate is running"), "{err}");
+    assert!(
+        err.contains("another beamdb migrate (or an ingest) is running"),
+        "{err}"
+    );
     drop(lock);
     assert_eq!(run(&mut fx.beamdb(&["migrate"])).0, 0);
 }

@@ -1,0 +1,278 @@
+//! verify: clean beamtimes pass, every planted problem is found with its place, and --repair
+//! fixes what it can without losing a committed run's data.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::{Fixture, assert_whole, count, repo, run, shared_map};
+
+const PAGED_RUN: &str = "4c25f8e6-90b0-4d43-a8f6-36e5dbd66ff9";
+const COUNT_RUN: &str = "682a43b9-a2ae-49de-8435-1bc6638aee60";
+const SCALAR_RUN: &str = "7fbdf1df-8554-4a45-8123-cc03d61f67fc";
+const ORPHAN: &str = "0000aaaa-orphan";
+
+fn ingest_shared(fx: &Fixture) {
+    let map = shared_map();
+    let dir = repo("tests/data/bluesky");
+    let (code, out, err) = run(&mut fx.beamdb(&[
+        "ingest",
+        "--beamtime",
+        "bt",
+        "--root-map",
+        &map,
+        dir.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+fn store(fx: &Fixture) -> PathBuf {
+    fx.data_root().join("beamtimes/bt/frames.zarr")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn generation(fx: &Fixture) -> i64 {
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    count(
+        &conn,
+        "SELECT CAST(value AS INTEGER) FROM beamtime_meta WHERE key = 'generation'",
+    )
+}
+
+/// An orphan group (a copy of a run's group under a uid no run has, as a killed ingest
+/// leaves it) and a dangling image_ref (a committed run's frame chunk removed).
+fn plant_orphan_and_dangling(fx: &Fixture) {
+    copy_dir(
+        &store(fx).join("runs").join(COUNT_RUN),
+        &store(fx).join("runs").join(ORPHAN),
+    );
+    let ccd = store(fx).join("runs").join(PAGED_RUN).join("primary/ccd");
+    std::fs::remove_dir_all(ccd.join("c/2")).unwrap();
+}
+
+#[test]
+fn verify_clean_beamtimes_exit_0_and_deep_reads_every_frame() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    for args in [
+        &["verify"][..],
+        &["verify", "--deep"],
+        &["verify", "--beamtime", "bt"],
+    ] {
+        let (code, out, err) = run(&mut fx.beamdb(args));
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        assert!(out.contains("verify: 1 beamtime, 0 problems"), "{out}");
+    }
+}
+
+#[test]
+fn verify_finds_and_repair_fixes_a_planted_orphan_group_and_a_dangling_image_ref() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    plant_orphan_and_dangling(&fx);
+    let before = generation(&fx);
+
+    let (code, out, err) = run(&mut fx.beamdb(&["verify"]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "beamtime bt: frames.zarr/runs/{ORPHAN}: orphan group"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "beamtime bt: frames.zarr/runs/{PAGED_RUN}/primary/ccd (run {PAGED_RUN}): frame missing"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("verify: 1 beamtime, 2 problems"), "{out}");
+    // Read-only: nothing changed.
+    assert!(store(&fx).join("runs").join(ORPHAN).is_dir());
+    assert_eq!(generation(&fx), before);
+
+    let (code, out, err) = run(&mut fx.beamdb(&["verify", "--repair"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("removed frames.zarr/runs/{ORPHAN}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("quarantined run {PAGED_RUN}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 problems found, 2 repairs, 0 problems left"),
+        "{out}"
+    );
+    assert!(!store(&fx).join("runs").join(ORPHAN).exists());
+
+    // The quarantined run: out of the database in one transaction (generation bumped), its
+    // rows in the JSON file the message names, its remaining frames moved beside it.
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    assert_whole(&conn);
+    assert_eq!(
+        count(
+            &conn,
+            &format!("SELECT count(*) FROM runs WHERE uid = '{PAGED_RUN}'")
+        ),
+        0
+    );
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 3);
+    assert_eq!(generation(&fx), before + 1);
+    let quarantine = fx.data_root().join("beamtimes/bt/quarantine");
+    let mut names: Vec<String> = std::fs::read_dir(&quarantine)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].starts_with(PAGED_RUN) && names[0].ends_with(".json"));
+    assert!(names[1].ends_with(".zarr"));
+    assert!(
+        out.contains(&quarantine.join(&names[0]).display().to_string()),
+        "{out}"
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(quarantine.join(&names[0])).unwrap())
+            .unwrap();
+    assert_eq!(saved["runs"][0]["uid"], PAGED_RUN);
+    assert_eq!(saved["events"].as_array().unwrap().len(), 4);
+    assert_eq!(saved["image_refs"].as_array().unwrap().len(), 4);
+    assert!(quarantine.join(&names[1]).join("primary/ccd/c/0").exists());
+
+    let (code, out, err) = run(&mut fx.beamdb(&["verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+    // Re-ingesting its documents restores the run.
+    ingest_shared(&fx);
+    let (code, out, err) = run(&mut fx.beamdb(&["verify", "--deep"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 4);
+}
+
+#[test]
+fn verify_repair_leaves_a_run_being_ingested_alone() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    copy_dir(
+        &store(&fx).join("runs").join(COUNT_RUN),
+        &store(&fx).join("runs").join(ORPHAN),
+    );
+    // Hold the run's ingest lock, as a running ingest does.
+    let staging = fx.data_root().join("beamtimes/bt/frames.staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let lock = std::fs::File::create(staging.join(format!("{ORPHAN}.lock"))).unwrap();
+    lock.lock().unwrap();
+    let (code, out, err) = run(&mut fx.beamdb(&["verify", "--repair"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("an ingest of this run is running"), "{err}");
+    assert!(store(&fx).join("runs").join(ORPHAN).is_dir());
+    drop(lock);
+    let (code, out, err) = run(&mut fx.beamdb(&["verify"]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(out.contains("orphan group"), "{out}");
+}
+
+#[test]
+fn verify_repair_cleans_up_an_interrupted_replace() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    // Killed after swapping the new frames in, before the commit: the committed run's frames
+    // wait in staging as {uid}.old, a group of other documents is in place.
+    let staging = fx.data_root().join("beamtimes/bt/frames.staging");
+    let runs = store(&fx).join("runs");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::rename(
+        runs.join(COUNT_RUN),
+        staging.join(format!("{COUNT_RUN}.old")),
+    )
+    .unwrap();
+    copy_dir(&runs.join(PAGED_RUN), &runs.join(COUNT_RUN));
+    let (code, out, err) = run(&mut fx.beamdb(&["verify"]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains(&format!("frames.staging/{COUNT_RUN}.old")),
+        "{out}"
+    );
+    assert!(out.contains("interrupted --replace"), "{out}");
+    let (code, out, err) = run(&mut fx.beamdb(&["verify", "--repair"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&mut fx.beamdb(&["verify", "--deep"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!staging.join(format!("{COUNT_RUN}.old")).exists());
+}
+
+#[test]
+fn verify_reports_counts_that_disagree_with_the_stop_document_and_schema_drift() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    conn.execute_batch(&format!(
+        "DELETE FROM events WHERE uid = (SELECT e.uid FROM events e JOIN streams s ON s.uid = e.stream_uid
+           WHERE s.run_uid = '{SCALAR_RUN}' LIMIT 1);
+         ALTER TABLE runs ADD COLUMN handmade TEXT;"
+    ))
+    .unwrap();
+    let (code, out, err) = run(&mut fx.beamdb(&["verify"]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "beamtime bt: runs {SCALAR_RUN}: stream primary: the stop document says"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("schema: differs from what its migration history"),
+        "{out}"
+    );
+    assert!(out.contains("handmade"), "{out}");
+    // Not repairable automatically: reported, and left.
+    let (code, out, _) = run(&mut fx.beamdb(&["verify", "--repair"]));
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("0 repairs"), "{out}");
+}
+
+#[test]
+fn verify_reports_a_database_that_is_not_sqlite_and_a_truncated_one() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    let (code, _, err) = run(&mut fx.beamdb(&["initdb", "--beamtime", "bt2"]));
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(
+        fx.beamtime_db("bt2"),
+        "not a database, a text file long enough".repeat(50),
+    )
+    .unwrap();
+    // Truncated: the first pages of a real database and nothing more.
+    let db = fx.beamtime_db("bt");
+    let bytes = std::fs::read(&db).unwrap();
+    std::fs::remove_file(db.with_extension("db-wal")).ok();
+    std::fs::write(&db, &bytes[..bytes.len().min(8192)]).unwrap();
+    let (code, out, err) = run(&mut fx.beamdb(&["verify"]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("beamtime bt2: ") && out.contains("not an SQLite database"),
+        "{out}"
+    );
+    assert!(out.contains("beamtime bt: "), "{out}");
+}
+
+#[test]
+fn verify_unknown_beamtime_is_a_usage_error() {
+    let fx = Fixture::new();
+    let (code, _, err) = run(&mut fx.beamdb(&["verify", "--beamtime", "nope"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no such beamtime"), "{err}");
+    let (code, _, err) = run(&mut fx.beamdb(&["verify", "--beamtime", "../x"]));
+    assert_eq!(code, 2, "{err}");
+}
