@@ -63,6 +63,14 @@ impl fmt::Display for SafeName {
     }
 }
 
+/// The beamtimes folder could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot list beamtimes: {source}")]
+pub struct ListError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
 /// The files under one `data_root`.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -110,17 +118,21 @@ impl Layout {
 
     /// Every beamtime that has a database, sorted by id. Folders whose name is not a safe
     /// beamtime id are returned separately so that callers can report them.
-    pub fn beamtimes(&self) -> std::io::Result<(Vec<SafeName>, Vec<PathBuf>)> {
+    pub fn beamtimes(&self) -> Result<(Vec<SafeName>, Vec<PathBuf>), ListError> {
         let dir = self.beamtimes_dir();
+        let unlistable = |source| ListError {
+            path: dir.clone(),
+            source,
+        };
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], vec![])),
-            Err(err) => return Err(err),
+            Err(err) => return Err(unlistable(err)),
         };
         let mut ids = Vec::new();
         let mut odd = Vec::new();
         for entry in entries {
-            let entry = entry?;
+            let entry = entry.map_err(unlistable)?;
             if !entry.path().join("beamtime.db").is_file() {
                 continue;
             }

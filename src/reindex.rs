@@ -61,11 +61,13 @@ pub enum ReindexError {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("{path}: cannot list beamtimes: {source}")]
-    List {
+    #[error("{path}: cannot create data_root: {source}")]
+    DataRoot {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Beamtimes(#[from] crate::layout::ListError),
 }
 
 /// Why one beamtime was skipped.
@@ -180,7 +182,7 @@ pub fn reindex(
 ) -> Result<Report, ReindexError> {
     let started = Instant::now();
     let layout = Layout::new(&settings.data_root);
-    std::fs::create_dir_all(layout.root()).map_err(|source| ReindexError::List {
+    std::fs::create_dir_all(layout.root()).map_err(|source| ReindexError::DataRoot {
         path: layout.root().to_path_buf(),
         source,
     })?;
@@ -206,10 +208,7 @@ pub fn reindex(
     let beamtime_migrations =
         files::load(DbKind::Beamtime, settings.schema.migrations_dir.as_deref())?;
 
-    let (ids, odd) = layout.beamtimes().map_err(|source| ReindexError::List {
-        path: layout.beamtimes_dir(),
-        source,
-    })?;
+    let (ids, odd) = layout.beamtimes()?;
     let mut report = Report {
         scanned: ids.len(),
         ..Report::default()

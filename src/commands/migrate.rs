@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::Ctx;
 use crate::cli::MigrateArgs;
@@ -80,12 +80,7 @@ fn targets(layout: &Layout, args: &MigrateArgs) -> Result<Vec<Target>> {
                 path: layout.index_db(),
             });
         }
-        let (ids, odd) = layout.beamtimes().with_context(|| {
-            format!(
-                "{}: cannot list beamtimes",
-                layout.beamtimes_dir().display()
-            )
-        })?;
+        let (ids, odd) = layout.beamtimes()?;
         for path in odd {
             tracing::warn!("{}: not a valid beamtime id; skipped", path.display());
         }

@@ -20,12 +20,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitStatus> {
     let mut fixed = 0usize;
 
     let ids = if args.beamtimes.is_empty() {
-        let (ids, odd) = layout.beamtimes().with_context(|| {
-            format!(
-                "{}: cannot list beamtimes",
-                layout.beamtimes_dir().display()
-            )
-        })?;
+        let (ids, odd) = layout.beamtimes()?;
         for path in odd {
             found += 1;
             left += 1;
