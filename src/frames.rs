@@ -535,6 +535,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// `fsync` of a file or directory (opened read-only: Linux syncs through any descriptor).
+/// Unlike [`sync_dir`], a missing path is an error: these are chunks this run just wrote.
 fn sync_path(path: &Path) -> std::io::Result<()> {
     std::fs::File::open(path)?.sync_all()
 }

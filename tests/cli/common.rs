@@ -44,6 +44,17 @@ impl Fixture {
         path
     }
 
+    /// A copy of `source` with `edit` applied to its text, saved as `name` in the temp dir.
+    pub fn edited_copy(
+        &self,
+        source: &Path,
+        name: &str,
+        edit: impl Fn(String) -> String,
+    ) -> PathBuf {
+        let text = std::fs::read_to_string(source).expect("test input");
+        self.write(name, &edit(text))
+    }
+
     pub fn beamtime_db(&self, id: &str) -> PathBuf {
         self.data_root()
             .join("beamtimes")

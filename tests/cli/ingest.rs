@@ -37,8 +37,7 @@ fn ingest(fx: &Fixture, args: &[&str]) -> (i32, String, String) {
 
 /// A copy of a shared run with `edit` applied to its text, in the fixture's folder.
 fn edited(fx: &Fixture, uid: &str, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
-    let text = std::fs::read_to_string(shared_run(uid)).unwrap();
-    fx.write(name, &edit(text))
+    fx.edited_copy(&shared_run(uid), name, edit)
 }
 
 fn run_group(fx: &Fixture, uid: &str) -> PathBuf {
