@@ -44,6 +44,17 @@ pub enum BeamtimeError {
     Db(#[from] DbError),
 }
 
+impl crate::exit::HasExitStatus for BeamtimeError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        match self {
+            BeamtimeError::Folder { .. } => crate::exit::ExitStatus::Failure,
+            BeamtimeError::Upgrade(e) => crate::exit::HasExitStatus::exit_status(e),
+            BeamtimeError::Store(e) => crate::exit::HasExitStatus::exit_status(e),
+            BeamtimeError::Db(e) => crate::exit::HasExitStatus::exit_status(e),
+        }
+    }
+}
+
 /// Makes sure beamtime `id` exists at the head of `migrations`: its folder, its database and
 /// an empty frame store. Idempotent.
 pub fn ensure(

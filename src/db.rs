@@ -32,6 +32,14 @@ pub enum DbError {
     },
 }
 
+impl crate::exit::HasExitStatus for DbError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        match self {
+            DbError::Open { .. } | DbError::NotADatabase { .. } => crate::exit::ExitStatus::Failure,
+        }
+    }
+}
+
 /// Opens `path` with beamdb's pragmas: `busy_timeout` (set first, so that switching to WAL
 /// waits for other processes too), `journal_mode`, `foreign_keys = ON`, `synchronous = NORMAL`.
 pub fn open(path: &Path, access: Access, sqlite: &SqliteSettings) -> Result<Connection, DbError> {

@@ -39,6 +39,13 @@ pub struct StoreError {
     pub message: String,
 }
 
+// TODO(lead): when the typed StoreError with its inherent `exit_status()` lands, call that.
+impl crate::exit::HasExitStatus for StoreError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        crate::exit::ExitStatus::Failure
+    }
+}
+
 fn store_error(path: &Path) -> impl Fn(String) -> StoreError + '_ {
     move |message| StoreError {
         path: path.display().to_string(),

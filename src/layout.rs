@@ -23,6 +23,12 @@ pub struct NameError {
     pub why: &'static str,
 }
 
+impl crate::exit::HasExitStatus for NameError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        crate::exit::ExitStatus::Usage
+    }
+}
+
 impl SafeName {
     /// Checks `name`; `what` says what it is in the error ("beamtime id", "stream name").
     pub fn new(what: &'static str, name: &str) -> Result<SafeName, NameError> {
@@ -69,6 +75,12 @@ impl fmt::Display for SafeName {
 pub struct ListError {
     pub path: PathBuf,
     pub source: std::io::Error,
+}
+
+impl crate::exit::HasExitStatus for ListError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        crate::exit::ExitStatus::Failure
+    }
 }
 
 /// The files under one `data_root`.

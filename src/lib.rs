@@ -22,7 +22,7 @@ pub mod settings;
 pub mod tomlfile;
 pub mod verify;
 
-use anyhow::Result;
+use crate::exit::Result;
 
 use cli::{Cli, Command};
 use commands::Ctx;

@@ -117,6 +117,15 @@ pub enum LockError {
     },
 }
 
+impl crate::exit::HasExitStatus for LockError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        match self {
+            LockError::Held { .. } => crate::exit::ExitStatus::Locked,
+            LockError::Io { .. } => crate::exit::ExitStatus::Failure,
+        }
+    }
+}
+
 /// Takes the exclusive lock at `path` without waiting. `what` names the operation in the
 /// message another process gets ("reindex", "migrate").
 pub fn try_exclusive(path: &Path, what: &'static str) -> Result<LockGuard, LockError> {

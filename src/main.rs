@@ -6,7 +6,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use beamdb::cli::Cli;
-use beamdb::exit::{ExitStatus, status_of};
+use beamdb::exit::ExitStatus;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -25,11 +25,10 @@ fn main() -> ExitCode {
     match beamdb::run(cli) {
         Ok(status) => ExitCode::from(status.code()),
         Err(err) => {
-            eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            for line in err.lines() {
+                eprintln!("{line}");
             }
-            ExitCode::from(status_of(&err).code())
+            ExitCode::from(err.status().code())
         }
     }
 }

@@ -70,6 +70,21 @@ pub enum ReindexError {
     Beamtimes(#[from] crate::layout::ListError),
 }
 
+impl crate::exit::HasExitStatus for ReindexError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        match self {
+            ReindexError::Locked(e) => crate::exit::HasExitStatus::exit_status(e),
+            ReindexError::Index(e) => crate::exit::HasExitStatus::exit_status(e),
+            ReindexError::Open(e) => crate::exit::HasExitStatus::exit_status(e),
+            ReindexError::Migrations(e) => crate::exit::HasExitStatus::exit_status(e),
+            ReindexError::Beamtimes(e) => crate::exit::HasExitStatus::exit_status(e),
+            ReindexError::Write { .. } | ReindexError::DataRoot { .. } => {
+                crate::exit::ExitStatus::Failure
+            }
+        }
+    }
+}
+
 /// Why one beamtime was skipped.
 #[derive(Debug, thiserror::Error)]
 enum ReadError {

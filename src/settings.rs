@@ -124,8 +124,15 @@ pub enum SettingsError {
         origin: &'static str,
         source: std::io::Error,
     },
-    #[error("{0}")]
+    /// The file's own message names file, line and key; it is the whole error.
+    #[error(transparent)]
     Invalid(#[from] TomlError),
+}
+
+impl crate::exit::HasExitStatus for SettingsError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        crate::exit::ExitStatus::Usage
+    }
 }
 
 impl Settings {

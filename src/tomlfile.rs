@@ -35,6 +35,13 @@ impl fmt::Display for TomlError {
 
 impl std::error::Error for TomlError {}
 
+/// A settings or model file that is wrong is the user's to fix: exit 2.
+impl crate::exit::HasExitStatus for TomlError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        crate::exit::ExitStatus::Usage
+    }
+}
+
 /// Parses `text` (read from `file`, named in errors) into `T`.
 pub fn parse<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, TomlError> {
     toml::from_str(text).map_err(|err| {

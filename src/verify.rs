@@ -108,6 +108,18 @@ pub enum VerifyError {
     },
 }
 
+impl crate::exit::HasExitStatus for VerifyError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        match self {
+            VerifyError::Db(e) => crate::exit::HasExitStatus::exit_status(e),
+            VerifyError::Store(e) => crate::exit::HasExitStatus::exit_status(e),
+            VerifyError::Lock(e) => crate::exit::HasExitStatus::exit_status(e),
+            VerifyError::Files(e) => crate::exit::HasExitStatus::exit_status(e),
+            VerifyError::Sqlite { .. } | VerifyError::Io { .. } => crate::exit::ExitStatus::Failure,
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> VerifyError + '_ {
     move |source| VerifyError::Io {
         path: path.to_path_buf(),

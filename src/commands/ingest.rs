@@ -3,7 +3,7 @@
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::exit::{Context, Result};
 
 use super::{Ctx, progress};
 use crate::beamtime::{self, Ensured};
@@ -96,7 +96,7 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
 }
 
 /// An ingest stopped by the machine, not by its input: what was kept and what to do.
-fn stopped(err: IngestError) -> anyhow::Error {
+fn stopped(err: IngestError) -> crate::exit::Error {
     use rusqlite::ffi::ErrorCode;
     let full = match &err {
         IngestError::Db(e) => matches!(
@@ -113,7 +113,7 @@ fn stopped(err: IngestError) -> anyhow::Error {
     } else {
         "fix the cause, then run the same ingest again"
     };
-    anyhow::Error::new(err).context(format!(
+    crate::exit::Error::from(err).context(format!(
         "ingest stopped: the runs reported as landed are stored; the run in progress was not stored, nothing of it is half-written; {hint}"
     ))
 }

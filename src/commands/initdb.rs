@@ -1,6 +1,6 @@
 //! `beamdb initdb`: create data_root, index.db and beamtimes at head.
 
-use anyhow::{Context, Result};
+use crate::exit::{Context, Result};
 
 use super::Ctx;
 use crate::beamtime::{self, Ensured};

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::exit::{Context, Result};
 
 use super::Ctx;
 use crate::cli::{MakeMigrationsArgs, RenameArg};
@@ -200,11 +200,14 @@ fn prove_round_trip(
         Err(err) => err.lines(),
     };
     if !left.is_empty() {
-        anyhow::bail!(
-            "{kind}: after the new migration {} the schema still differs from the models (a beamdb bug): {}",
-            new.stem(),
-            left.join("; ")
-        );
+        return Err(fail(
+            ExitStatus::Failure,
+            format!(
+                "{kind}: after the new migration {} the schema still differs from the models (a beamdb bug): {}",
+                new.stem(),
+                left.join("; ")
+            ),
+        ));
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use crate::exit::Result;
 
 use super::Ctx;
 use crate::cli::MigrateArgs;
@@ -33,14 +33,10 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> Result<ExitStatus> {
     let _lock = if args.dry_run || args.check {
         None
     } else {
-        Some(
-            lock::try_exclusive(&layout.migrate_lock(), "migrate (or an ingest)").map_err(|e| {
-                match e {
-                    lock::LockError::Held { .. } => fail(ExitStatus::Locked, e.to_string()),
-                    other => anyhow::Error::new(other),
-                }
-            })?,
-        )
+        Some(lock::try_exclusive(
+            &layout.migrate_lock(),
+            "migrate (or an ingest)",
+        )?)
     };
 
     let migrations_dir = settings.schema.migrations_dir.as_deref();

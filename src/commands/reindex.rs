@@ -1,12 +1,11 @@
 //! `beamdb reindex`: bring the master index up to date with the beamtimes.
 
-use anyhow::Result;
+use crate::exit::Result;
 
 use super::Ctx;
 use crate::cli::ReindexArgs;
-use crate::exit::{ExitStatus, fail};
-use crate::lock::LockError;
-use crate::reindex::{self, ReindexError};
+use crate::exit::ExitStatus;
+use crate::reindex;
 
 pub fn run(ctx: &Ctx, args: &ReindexArgs) -> Result<ExitStatus> {
     let bar = super::progress::bar(ctx, 0, "reindexing");
@@ -15,7 +14,7 @@ pub fn run(ctx: &Ctx, args: &ReindexArgs) -> Result<ExitStatus> {
         bar.set_position(done as u64);
     });
     bar.finish_and_clear();
-    let report = result.map_err(classify)?;
+    let report = result?;
 
     for (path, why) in &report.failed {
         eprintln!("warning: skipped {}: {why}", path.display());
@@ -46,15 +45,4 @@ pub fn run(ctx: &Ctx, args: &ReindexArgs) -> Result<ExitStatus> {
             ExitStatus::BadInput
         },
     )
-}
-
-/// Gives the errors cron must tell apart their exit status.
-fn classify(err: ReindexError) -> anyhow::Error {
-    match &err {
-        ReindexError::Locked(LockError::Held { .. }) => fail(ExitStatus::Locked, err.to_string()),
-        ReindexError::Index(upgrade) if upgrade.is_history() => {
-            fail(ExitStatus::DatabaseAhead, err.to_string())
-        }
-        _ => err.into(),
-    }
 }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use anyhow::{Context, Result};
+use crate::exit::{Context, Result};
 use jiff::{Span, Timestamp, Zoned, civil, tz::TimeZone};
 use serde_json::{Map, Value as Json};
 

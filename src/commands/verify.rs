@@ -1,7 +1,7 @@
 //! `beamdb verify`: check every beamtime against DESIGN.md's promises; `--repair` restores
 //! what can be restored without losing data. One line per problem, on stdout.
 
-use anyhow::{Context, Result};
+use crate::exit::{Context, Result};
 
 use super::Ctx;
 use crate::cli::VerifyArgs;

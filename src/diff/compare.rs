@@ -22,6 +22,13 @@ pub enum CompareError {
     UndeclaredRenames(Vec<RenameCandidate>),
 }
 
+/// A rename that does not fit, or one that must be declared: the user's to fix.
+impl crate::exit::HasExitStatus for CompareError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        crate::exit::ExitStatus::Usage
+    }
+}
+
 /// A drop + add pair that looks like a rename.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenameCandidate {

@@ -97,6 +97,16 @@ pub enum IngestError {
     Lock(#[from] LockError),
 }
 
+impl crate::exit::HasExitStatus for IngestError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        match self {
+            IngestError::Store(e) => crate::exit::HasExitStatus::exit_status(e),
+            IngestError::Db(_) => crate::exit::ExitStatus::Failure,
+            IngestError::Lock(e) => crate::exit::HasExitStatus::exit_status(e),
+        }
+    }
+}
+
 enum State {
     Idle,
     Open(Box<RunBuilder>),

@@ -45,6 +45,21 @@ pub enum FilesError {
     },
 }
 
+impl crate::exit::HasExitStatus for FilesError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        match self {
+            // A badly named or numbered migration is the configuration's to fix, as a bad
+            // model file is.
+            FilesError::BadName { .. } | FilesError::RepeatedVersion { .. } => {
+                crate::exit::ExitStatus::Usage
+            }
+            FilesError::Unreadable { .. }
+            | FilesError::Exists { .. }
+            | FilesError::Unwritable { .. } => crate::exit::ExitStatus::Failure,
+        }
+    }
+}
+
 mod embedded_beamtime {
     refinery::embed_migrations!("migrations/beamtime");
 }

@@ -36,6 +36,12 @@ pub enum HistoryError {
     Diverged { applied: String, ours: String },
 }
 
+impl crate::exit::HasExitStatus for HistoryError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        crate::exit::ExitStatus::DatabaseAhead
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     #[error(transparent)]
@@ -44,6 +50,15 @@ pub enum RunnerError {
     Sqlite(#[from] rusqlite::Error),
     #[error("migration failed and was rolled back, nothing changed: {0}")]
     Failed(String),
+}
+
+impl crate::exit::HasExitStatus for RunnerError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        match self {
+            RunnerError::History(e) => crate::exit::HasExitStatus::exit_status(e),
+            RunnerError::Sqlite(_) | RunnerError::Failed(_) => crate::exit::ExitStatus::Failure,
+        }
+    }
 }
 
 /// What the database has applied, and what of `ours` it still needs.

@@ -54,6 +54,18 @@ pub enum UpgradeError {
     },
 }
 
+impl crate::exit::HasExitStatus for UpgradeError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        match self {
+            UpgradeError::Open(e) => crate::exit::HasExitStatus::exit_status(e),
+            UpgradeError::Runner { source, .. } => crate::exit::HasExitStatus::exit_status(source),
+            UpgradeError::Create { .. }
+            | UpgradeError::Backup { .. }
+            | UpgradeError::Sqlite { .. } => crate::exit::ExitStatus::Failure,
+        }
+    }
+}
+
 impl UpgradeError {
     /// Whether the database's history disagrees with ours (exit status 5).
     pub fn is_history(&self) -> bool {
