@@ -12,22 +12,14 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::db::DbError;
 use crate::frames::{self, StoreError};
 use crate::layout::{Layout, SafeName};
+use crate::lock::{self, LockGuard};
 use crate::migrations::files::MigrationFile;
-use crate::migrations::upgrade::{self, Outcome, UpgradeError};
+use crate::migrations::upgrade::{self, UpgradeError};
 use crate::settings::SqliteSettings;
 
 const GENERATION_KEY: &str = "generation";
 
-/// What [`ensure`] found or did.
-#[derive(Debug)]
-pub enum Ensured {
-    Created,
-    UpToDate,
-    Migrated {
-        applied: Vec<String>,
-        backup: Option<PathBuf>,
-    },
-}
+pub use crate::migrations::upgrade::Ensured;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BeamtimeError {
@@ -56,31 +48,27 @@ impl crate::exit::HasExitStatus for BeamtimeError {
 }
 
 /// Makes sure beamtime `id` exists at the head of `migrations`: its folder, its database and
-/// an empty frame store. Idempotent.
+/// an empty frame store. Idempotent. Returns the migrate lock, held shared, for the caller
+/// to keep while it writes (see [`upgrade::ensure`]: an upgrade happens only under the
+/// exclusive lock, waited for up to `[sqlite] busy_timeout_ms`).
 pub fn ensure(
     layout: &Layout,
     id: &SafeName,
     migrations: &[MigrationFile],
     sqlite: &SqliteSettings,
-) -> Result<Ensured, BeamtimeError> {
+) -> Result<(Ensured, LockGuard), BeamtimeError> {
     let dir = layout.beamtime_dir(id);
     std::fs::create_dir_all(&dir).map_err(|source| BeamtimeError::Folder { path: dir, source })?;
-    let db_path = layout.beamtime_db(id);
-    let existed = db_path.exists();
-    let options = upgrade::Options {
-        dry_run: false,
-        backup: true,
-    };
-    let ensured = match upgrade::upgrade(&db_path, migrations, sqlite, options)? {
-        Outcome::Applied { .. } if !existed => Ensured::Created,
-        Outcome::Applied { applied, backup } => Ensured::Migrated {
-            applied: applied.iter().map(|m| m.stem()).collect(),
-            backup,
-        },
-        Outcome::UpToDate { .. } | Outcome::WouldApply { .. } => Ensured::UpToDate,
-    };
+    let (ensured, guard) = upgrade::ensure(
+        &layout.migrate_lock(),
+        &layout.beamtime_db(id),
+        migrations,
+        sqlite,
+        lock::Wait::Yes,
+        std::time::Duration::from_millis(u64::from(sqlite.busy_timeout_ms)),
+    )?;
     frames::create_store(&layout.frames_store(id))?;
-    Ok(ensured)
+    Ok((ensured, guard))
 }
 
 /// Bumps the change counter. Call inside every transaction that changes runs, streams,

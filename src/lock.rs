@@ -154,6 +154,34 @@ pub fn try_exclusive(path: &Path, what: &'static str) -> Result<LockGuard, LockE
     }
 }
 
+/// Proof that this process holds `data_root`'s migrate lock exclusively. Every function that
+/// applies migrations to an existing database takes one, so that no upgrade can run beside
+/// an ingest, a reindex or another upgrade (two would each back up and migrate).
+#[derive(Debug)]
+pub struct MigrateExclusive {
+    /// Held for its drop: the lock ends with it.
+    _guard: LockGuard,
+}
+
+/// Takes the migrate lock at `path` exclusively, trying for up to `patience` (zero: once).
+/// `what` names the operation in the message another process gets.
+pub fn migrate_exclusive(
+    path: &Path,
+    what: &'static str,
+    patience: std::time::Duration,
+) -> Result<MigrateExclusive, LockError> {
+    let until = std::time::Instant::now() + patience;
+    loop {
+        match try_exclusive(path, what) {
+            Ok(guard) => return Ok(MigrateExclusive { _guard: guard }),
+            Err(LockError::Held { .. }) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 /// Takes a shared lock at `path` without waiting: many holders at once, none while an
 /// exclusive holder runs.
 pub fn try_shared(path: &Path, what: &'static str) -> Result<LockGuard, LockError> {

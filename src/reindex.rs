@@ -202,15 +202,18 @@ pub fn reindex(
         source,
     })?;
     let _one_at_a_time = lock::try_exclusive(&layout.reindex_lock(), "reindex")?;
-    let _no_migrate = lock::try_shared(&layout.migrate_lock(), "migrate")?;
-
     let index_path = layout.index_db();
     let index_migrations = files::load(DbKind::Index, settings.schema.migrations_dir.as_deref())?;
-    let options = upgrade::Options {
-        dry_run: false,
-        backup: true,
-    };
-    upgrade::upgrade(&index_path, &index_migrations, &settings.sqlite, options)?;
+    // Held shared to the end (no migrate meanwhile); an upgrade of the index happens before,
+    // under it exclusively.
+    let (_, _no_migrate) = upgrade::ensure(
+        &layout.migrate_lock(),
+        &index_path,
+        &index_migrations,
+        &settings.sqlite,
+        lock::Wait::No,
+        std::time::Duration::from_millis(u64::from(settings.sqlite.busy_timeout_ms)),
+    )?;
     let mut index = IndexDb::open(&index_path, Access::ReadWrite, &settings.sqlite)?;
     let write_err = |source| ReindexError::Write {
         path: index_path.clone(),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::exit::{Context, Result};
 
 use super::{Ctx, progress};
-use crate::beamtime::{self, Ensured};
+use crate::beamtime;
 use crate::cli::IngestArgs;
 use crate::db::{self, Access};
 use crate::exit::{ExitStatus, fail};
@@ -14,7 +14,6 @@ use crate::frames::{FrameStore, Recovered};
 use crate::ingest::rootmap::RootMap;
 use crate::ingest::{IngestError, Ingester, Options, Outcome, Report};
 use crate::layout::{Layout, SafeName};
-use crate::lock;
 use crate::migrations::files;
 use crate::schema::DbKind;
 use crate::settings::sort_root_map;
@@ -27,20 +26,12 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
     let layout = Layout::new(&settings.data_root);
     std::fs::create_dir_all(layout.root())
         .with_context(|| format!("{}: cannot create data_root", layout.root().display()))?;
-    // Held to the end: a migrate must not rebuild tables under an ingest.
-    let _lock = lock::shared_wait(&layout.migrate_lock())?;
-
     let migrations = files::load(DbKind::Beamtime, settings.schema.migrations_dir.as_deref())?;
-    match beamtime::ensure(&layout, &id, &migrations, &settings.sqlite)? {
-        Ensured::Created => ctx.note(format_args!(
-            "beamtime {id}: created {}",
-            layout.beamtime_db(&id).display()
-        )),
-        Ensured::Migrated { applied, .. } => ctx.note(format_args!(
-            "beamtime {id}: migrated ({})",
-            applied.join(", ")
-        )),
-        Ensured::UpToDate => {}
+    // The migrate lock, held shared to the end: a migrate must not rebuild tables under an
+    // ingest. An upgrade of the beamtime happens under it exclusively, before this.
+    let (ensured, _lock) = beamtime::ensure(&layout, &id, &migrations, &settings.sqlite)?;
+    if let Some(line) = ensured.describe(&format!("beamtime {id}"), &layout.beamtime_db(&id)) {
+        ctx.note(line);
     }
     let db_path = layout.beamtime_db(&id);
     let mut conn = db::open(&db_path, Access::ReadWrite, &settings.sqlite)?;

@@ -7,6 +7,7 @@ use crate::beamtime::{self, Ensured};
 use crate::cli::InitdbArgs;
 use crate::exit::ExitStatus;
 use crate::layout::{Layout, SafeName};
+use crate::lock;
 use crate::migrations::{files, upgrade};
 use crate::schema::DbKind;
 
@@ -22,54 +23,36 @@ pub fn run(ctx: &Ctx, args: &InitdbArgs) -> Result<ExitStatus> {
     std::fs::create_dir_all(layout.root())
         .with_context(|| format!("{}: cannot create data_root", layout.root().display()))?;
 
+    let patience = std::time::Duration::from_millis(u64::from(settings.sqlite.busy_timeout_ms));
     let index = files::load(DbKind::Index, settings.schema.migrations_dir.as_deref())?;
     let index_path = layout.index_db();
-    let existed = index_path.exists();
-    let options = upgrade::Options {
-        dry_run: false,
-        backup: true,
-    };
-    match upgrade::upgrade(&index_path, &index, &settings.sqlite, options)? {
-        upgrade::Outcome::Applied { .. } if !existed => {
-            ctx.note(format_args!("index: created {}", index_path.display()))
-        }
-        upgrade::Outcome::Applied { applied, .. } => {
-            let stems: Vec<String> = applied.iter().map(|m| m.stem()).collect();
-            ctx.note(format_args!(
-                "index: migrated {} ({})",
-                index_path.display(),
-                stems.join(", ")
-            ))
-        }
-        _ => ctx.note(format_args!(
-            "index: {} is up to date",
-            index_path.display()
-        )),
-    }
+    let (ensured, _shared) = upgrade::ensure(
+        &layout.migrate_lock(),
+        &index_path,
+        &index,
+        &settings.sqlite,
+        lock::Wait::Yes,
+        patience,
+    )?;
+    report(ctx, "index", &index_path, &ensured);
+    drop(_shared);
 
     let migrations = files::load(DbKind::Beamtime, settings.schema.migrations_dir.as_deref())?;
     for id in &ids {
-        let db = layout.beamtime_db(id);
-        match beamtime::ensure(&layout, id, &migrations, &settings.sqlite)? {
-            Ensured::Created => ctx.note(format_args!("beamtime {id}: created {}", db.display())),
-            Ensured::UpToDate => ctx.note(format_args!(
-                "beamtime {id}: {} is up to date",
-                db.display()
-            )),
-            Ensured::Migrated { applied, backup } => {
-                if let Some(backup) = backup {
-                    ctx.note(format_args!(
-                        "beamtime {id}: backed up to {}",
-                        backup.display()
-                    ));
-                }
-                ctx.note(format_args!(
-                    "beamtime {id}: migrated {} ({})",
-                    db.display(),
-                    applied.join(", ")
-                ));
-            }
-        }
+        let (ensured, _shared) = beamtime::ensure(&layout, id, &migrations, &settings.sqlite)?;
+        report(
+            ctx,
+            &format!("beamtime {id}"),
+            &layout.beamtime_db(id),
+            &ensured,
+        );
     }
     Ok(ExitStatus::Success)
+}
+
+fn report(ctx: &Ctx, label: &str, path: &std::path::Path, ensured: &Ensured) {
+    match ensured.describe(label, path) {
+        Some(line) => ctx.note(line),
+        None => ctx.note(format_args!("{label}: {} is up to date", path.display())),
+    }
 }

@@ -30,12 +30,13 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> Result<ExitStatus> {
         ));
         return Ok(ExitStatus::Success);
     }
-    let _lock = if args.dry_run || args.check {
+    let lock = if args.dry_run || args.check {
         None
     } else {
-        Some(lock::try_exclusive(
+        Some(lock::migrate_exclusive(
             &layout.migrate_lock(),
             "migrate (or an ingest)",
+            std::time::Duration::ZERO,
         )?)
     };
 
@@ -58,7 +59,14 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> Result<ExitStatus> {
         let progress =
             super::progress::bar(ctx, of_kind.len() as u64, &format!("migrating {kind}"));
         for target in of_kind {
-            status = status.worst(migrate_one(ctx, args, target, &ours, &declared));
+            status = status.worst(migrate_one(
+                ctx,
+                args,
+                target,
+                &ours,
+                &declared,
+                lock.as_ref(),
+            ));
             progress.inc(1);
         }
         progress.finish_and_clear();
@@ -115,14 +123,18 @@ fn migrate_one(
     target: &Target,
     ours: &[MigrationFile],
     declared: &crate::schema::Schema,
+    lock: Option<&lock::MigrateExclusive>,
 ) -> ExitStatus {
     let options = upgrade::Options {
-        dry_run: args.dry_run || args.check,
         backup: !args.no_backup,
     };
     let label = &target.label;
     let path = target.path.display();
-    match upgrade::upgrade(&target.path, ours, &ctx.settings.sqlite, options) {
+    let outcome = match lock {
+        Some(held) => upgrade::upgrade(&target.path, ours, &ctx.settings.sqlite, options, held),
+        None => upgrade::plan(&target.path, ours, &ctx.settings.sqlite),
+    };
+    match outcome {
         Ok(Outcome::UpToDate { version }) => {
             ctx.note(format_args!(
                 "{label}: {path} is up to date (V{})",

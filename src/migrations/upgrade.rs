@@ -6,13 +6,12 @@ use super::files::MigrationFile;
 use super::runner::{self, RunnerError};
 use crate::db::{self, Access, DbError};
 use crate::diff;
+use crate::lock::{self, LockError, LockGuard, MigrateExclusive};
 use crate::schema::{Renames, Schema, introspect};
 use crate::settings::SqliteSettings;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// Only report what would be applied.
-    pub dry_run: bool,
     /// Back the file up before a migration that drops or rebuilds a table.
     pub backup: bool,
 }
@@ -52,6 +51,16 @@ pub enum UpgradeError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error(
+        "{path}: must be migrated to this beamdb's migrations first ({pending}), which needs every other beamdb process on this data_root to finish: {source}; or run `beamdb migrate` when none is running"
+    )]
+    BehindAndLocked {
+        path: PathBuf,
+        pending: String,
+        source: LockError,
+    },
+    #[error(transparent)]
+    Locked(#[from] LockError),
 }
 
 impl crate::exit::HasExitStatus for UpgradeError {
@@ -59,6 +68,10 @@ impl crate::exit::HasExitStatus for UpgradeError {
         match self {
             UpgradeError::Open(e) => crate::exit::HasExitStatus::exit_status(e),
             UpgradeError::Runner { source, .. } => crate::exit::HasExitStatus::exit_status(source),
+            UpgradeError::BehindAndLocked { source, .. } => {
+                crate::exit::HasExitStatus::exit_status(source)
+            }
+            UpgradeError::Locked(e) => crate::exit::HasExitStatus::exit_status(e),
             UpgradeError::Create { .. }
             | UpgradeError::Backup { .. }
             | UpgradeError::Sqlite { .. } => crate::exit::ExitStatus::Failure,
@@ -79,35 +92,49 @@ impl UpgradeError {
     }
 }
 
-/// Applies `ours`' pending migrations to the database at `path` (created when missing).
-pub fn upgrade(
+/// What [`upgrade`] would apply to the database at `path`, without writing anything (and
+/// without the lock: `--dry-run` and `--check` read only).
+pub fn plan(
     path: &Path,
     ours: &[MigrationFile],
     sqlite: &SqliteSettings,
-    options: Options,
 ) -> Result<Outcome, UpgradeError> {
     let runner_err = |source| UpgradeError::Runner {
         path: path.to_path_buf(),
         source,
     };
-    if options.dry_run {
-        if !path.exists() {
-            return Ok(Outcome::WouldApply {
-                pending: ours.to_vec(),
-            });
-        }
-        let conn = db::open(path, Access::ReadOnly, sqlite)?;
-        let status = runner::status(&conn, ours).map_err(runner_err)?;
-        return Ok(if status.pending.is_empty() {
-            Outcome::UpToDate {
-                version: status.current_version(),
-            }
-        } else {
-            Outcome::WouldApply {
-                pending: status.pending,
-            }
+    if !path.exists() {
+        return Ok(Outcome::WouldApply {
+            pending: ours.to_vec(),
         });
     }
+    let conn = db::open(path, Access::ReadOnly, sqlite)?;
+    let status = runner::status(&conn, ours).map_err(runner_err)?;
+    Ok(if status.pending.is_empty() {
+        Outcome::UpToDate {
+            version: status.current_version(),
+        }
+    } else {
+        Outcome::WouldApply {
+            pending: status.pending,
+        }
+    })
+}
+
+/// Applies `ours`' pending migrations to the database at `path` (created when missing).
+/// Only under the exclusive migrate lock (`_held`): the status is read, the backup made and
+/// the migrations applied by one process at a time, so a second one finds nothing to do.
+pub fn upgrade(
+    path: &Path,
+    ours: &[MigrationFile],
+    sqlite: &SqliteSettings,
+    options: Options,
+    _held: &MigrateExclusive,
+) -> Result<Outcome, UpgradeError> {
+    let runner_err = |source| UpgradeError::Runner {
+        path: path.to_path_buf(),
+        source,
+    };
     if !path.exists()
         && let Some(applied) = create_whole(path, ours, sqlite)?
     {
@@ -133,6 +160,99 @@ pub fn upgrade(
     };
     let applied = runner::apply(&mut conn, ours).map_err(runner_err)?;
     Ok(Outcome::Applied { applied, backup })
+}
+
+/// What [`ensure`] found or did.
+#[derive(Debug)]
+pub enum Ensured {
+    Created,
+    UpToDate,
+    Migrated {
+        applied: Vec<String>,
+        backup: Option<PathBuf>,
+    },
+}
+
+impl Ensured {
+    /// The one line that reports an implicit creation or upgrade (`None`: nothing happened).
+    pub fn describe(&self, label: &str, path: &Path) -> Option<String> {
+        match self {
+            Ensured::Created => Some(format!("{label}: created {}", path.display())),
+            Ensured::UpToDate => None,
+            Ensured::Migrated { applied, backup } => Some(format!(
+                "{label}: migrated {}: applied {}; {}",
+                path.display(),
+                applied.join(", "),
+                match backup {
+                    Some(backup) => format!("backup {}", backup.display()),
+                    None => "no backup needed (nothing dropped)".to_string(),
+                }
+            )),
+        }
+    }
+}
+
+/// Brings the database at `path` to the head of `ours` for a command that writes to it
+/// (ingest, initdb, reindex's index) and returns the migrate lock, held shared, that the
+/// command keeps while it writes. A missing database is created whole under the shared lock
+/// (creation is atomic, see [`create_whole`]); an existing one behind head is upgraded only
+/// under the exclusive lock, re-checked after taking it, so that of two ingests that find
+/// it behind, one migrates and the other finds it done. The exclusive lock is waited for up
+/// to `patience`, then the command ends with exit 75. `shared` says whether to wait for a
+/// running `migrate` (ingest) or give up at once (reindex).
+pub fn ensure(
+    lock_path: &Path,
+    path: &Path,
+    ours: &[MigrationFile],
+    sqlite: &SqliteSettings,
+    shared: lock::Wait,
+    patience: std::time::Duration,
+) -> Result<(Ensured, LockGuard), UpgradeError> {
+    let take_shared = || match shared {
+        lock::Wait::Yes => lock::shared_wait(lock_path),
+        lock::Wait::No => lock::try_shared(lock_path, "migrate"),
+    };
+    let mut ensured = Ensured::UpToDate;
+    loop {
+        let guard = take_shared()?;
+        // When another process created it first, theirs is checked like any existing one.
+        if !path.exists() && create_whole(path, ours, sqlite)?.is_some() {
+            return Ok((Ensured::Created, guard));
+        }
+        let pending = {
+            let conn = db::open(path, Access::ReadOnly, sqlite)?;
+            runner::status(&conn, ours)
+                .map_err(|source| UpgradeError::Runner {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+                .pending
+        };
+        if pending.is_empty() {
+            return Ok((ensured, guard));
+        }
+        // flock cannot turn a shared lock into an exclusive one atomically: let go first,
+        // so that two processes doing this do not wait for each other.
+        drop(guard);
+        let stems: Vec<String> = pending.iter().map(MigrationFile::stem).collect();
+        let exclusive = lock::migrate_exclusive(lock_path, "ingest, reindex or migrate", patience)
+            .map_err(|source| UpgradeError::BehindAndLocked {
+                path: path.to_path_buf(),
+                pending: stems.join(", "),
+                source,
+            })?;
+        let options = Options { backup: true };
+        if let Outcome::Applied { applied, backup } =
+            upgrade(path, ours, sqlite, options, &exclusive)?
+            && !applied.is_empty()
+        {
+            ensured = Ensured::Migrated {
+                applied: applied.iter().map(MigrationFile::stem).collect(),
+                backup,
+            };
+        }
+        // Shared again, and checked again: a newer beamdb may have migrated in between.
+    }
 }
 
 /// Creates the database at `path` whole: built under a temporary name, then linked into

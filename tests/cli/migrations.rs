@@ -500,3 +500,134 @@ fn with_proposal_migration_only(fx: &Fixture) {
     let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--name", "proposal"]));
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// A beamtime one migration behind the configuration's head: created at V1, then a V2 that
+/// drops a table appears (so upgrading it makes a backup first). `events` scalar events in
+/// one run make the upgrade's backup take a moment.
+fn behind_head(fx: &Fixture, events: usize) {
+    let run = crate::generate::events_run(fx.path(), "old-run", events);
+    let (code, out, err) = run_ingest(fx, &run);
+    assert_eq!(code, 0, "{out}{err}");
+    std::fs::write(
+        migration(fx, "V2__scratch.sql"),
+        "CREATE TABLE scratch (x INTEGER);\nDROP TABLE scratch;\n",
+    )
+    .unwrap();
+}
+
+fn run_ingest(fx: &Fixture, jsonl: &std::path::Path) -> (i32, String, String) {
+    run(&mut fx.beamdb(&["ingest", "--beamtime", "bt", crate::common::path(jsonl)]))
+}
+
+fn history_versions(fx: &Fixture) -> Vec<i64> {
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    let mut stmt = conn
+        .prepare("SELECT version FROM refinery_schema_history ORDER BY version")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+/// An ingest that must migrate its beamtime first needs the migrate lock exclusively; while
+/// another process holds it (here shared, as a long ingest does) it waits `busy_timeout_ms`,
+/// then exits 75 and touches nothing. The lock error reaches `main` through the beamtime and
+/// upgrade error wrappers, which must not turn 75 into 1.
+#[test]
+fn ingest_that_must_migrate_while_the_migrate_lock_is_held_exits_75_and_changes_nothing() {
+    let fx = config();
+    behind_head(&fx, 10);
+    fx.write(
+        "settings.toml",
+        "[schema]\nmodels_dir = \"models\"\nmigrations_dir = \"m\"\n[sqlite]\nbusy_timeout_ms = 300\n",
+    );
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fx.data_root().join(".migrate.lock"))
+        .unwrap();
+    lock.try_lock_shared().unwrap();
+    let new_run = crate::generate::events_run(fx.path(), "new-run", 3);
+    let (code, out, err) = run(fx
+        .beamdb(&["ingest", "--beamtime", "bt", crate::common::path(&new_run)])
+        .timeout(std::time::Duration::from_secs(60)));
+    assert_eq!(code, 75, "{out}{err}");
+    assert!(err.contains(".migrate.lock"), "{err}");
+    assert!(err.contains("beamdb migrate"), "says what to do: {err}");
+    assert_eq!(history_versions(&fx), [1], "not migrated");
+    assert!(backups(&fx, "bt").is_empty());
+    drop(lock);
+    let (code, out, err) = run_ingest(&fx, &new_run);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(history_versions(&fx), [1, 2]);
+}
+
+/// A database whose history is ahead of this binary's migrations exits 5 whichever command
+/// meets it: here ingest, through the beamtime and upgrade wrappers.
+#[test]
+fn ingest_into_a_beamtime_whose_history_is_ahead_exits_5() {
+    let fx = config();
+    behind_head(&fx, 3);
+    std::fs::remove_file(migration(&fx, "V2__scratch.sql")).unwrap();
+    fx.open(&fx.beamtime_db("bt"))
+        .execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+             VALUES (99, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
+            [],
+        )
+        .unwrap();
+    let new_run = crate::generate::events_run(fx.path(), "new-run", 3);
+    let (code, out, err) = run_ingest(&fx, &new_run);
+    assert_eq!(code, 5, "{out}{err}");
+    assert!(err.contains("V99__from_the_future"), "{err}");
+}
+
+/// Two ingests into a beamtime behind head at once: the beamtime is migrated once (one backup,
+/// one report naming the migration and the backup), both runs land.
+#[test]
+fn two_ingests_into_a_beamtime_behind_head_migrate_it_once() {
+    for trial in 0..3 {
+        let fx = config();
+        behind_head(&fx, 20_000);
+        let a = crate::generate::events_run(fx.path(), "run-a", 3);
+        let b = crate::generate::events_run(fx.path(), "run-b", 3);
+        let root = fx.data_root();
+        let first = crate::crash::spawn(
+            &fx,
+            &root,
+            &["ingest", "--beamtime", "bt", crate::common::path(&a)],
+        );
+        let second = crate::crash::spawn(
+            &fx,
+            &root,
+            &["ingest", "--beamtime", "bt", crate::common::path(&b)],
+        );
+        let mut reports = 0;
+        for child in [first, second] {
+            let (code, out, err) = crate::crash::finish(child);
+            assert_eq!(code, 0, "trial {trial}: {out}{err}");
+            assert!(out.contains("landed 1"), "trial {trial}: {out}");
+            let migrated: Vec<&str> = err.lines().filter(|l| l.contains("migrated")).collect();
+            if !migrated.is_empty() {
+                reports += 1;
+                assert_eq!(migrated.len(), 1, "one line: {err}");
+                assert!(migrated[0].contains("V2__scratch"), "{err}");
+                assert!(
+                    migrated[0].contains(".backup-V1-"),
+                    "names the backup: {err}"
+                );
+            }
+        }
+        assert_eq!(reports, 1, "trial {trial}: exactly one ingest migrated");
+        assert_eq!(
+            backups(&fx, "bt").len(),
+            1,
+            "trial {trial}: {:?}",
+            backups(&fx, "bt")
+        );
+        assert_eq!(history_versions(&fx), [1, 2]);
+        let conn = fx.open(&fx.beamtime_db("bt"));
+        assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 3);
+    }
+}
