@@ -3,6 +3,9 @@
 //! Data flows one way: `cli` (what the user typed) → `settings` (resolved once) →
 //! `commands` (the only printers) → the library modules below them.
 
+// stdout is written through `commands::output` only: `println!` panics on a closed pipe.
+#![deny(clippy::print_stdout)]
+
 pub mod beamtime;
 pub mod cli;
 pub mod commands;
@@ -38,7 +41,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         settings,
         quiet: cli.quiet,
     };
-    match &cli.command {
+    let status = match &cli.command {
         Command::Initdb(args) => commands::initdb::run(&ctx, args),
         Command::MakeMigrations(args) => commands::make_migrations::run(&ctx, args),
         Command::Migrate(args) => commands::migrate::run(&ctx, args),
@@ -46,5 +49,6 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Reindex(args) => commands::reindex::run(&ctx, args),
         Command::Runs(args) => commands::runs::run(&ctx, args),
         Command::Verify(args) => commands::verify::run(&ctx, args),
-    }
+    }?;
+    Ok(status.worst(commands::output::finish()))
 }

@@ -1,5 +1,6 @@
 //! Parse → run → exit status. Errors print as `error: …` with their causes, never a backtrace.
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -25,8 +26,10 @@ fn main() -> ExitCode {
     match beamdb::run(cli) {
         Ok(status) => ExitCode::from(status.code()),
         Err(err) => {
+            // Not eprintln!, which panics when stderr is a closed pipe (`2>&1 | head`).
+            let mut stderr = std::io::stderr().lock();
             for line in err.lines() {
-                eprintln!("{line}");
+                let _ = writeln!(stderr, "{line}");
             }
             ExitCode::from(err.status().code())
         }
@@ -46,6 +49,8 @@ fn init_logging(cli: &Cli) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour for people at a terminal; cron's log files get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
         .init();

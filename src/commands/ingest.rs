@@ -75,9 +75,11 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    println!(
+    crate::outln!(
         "beamtime {id}: landed {}, unchanged {}, rejected {}",
-        tally.landed, tally.unchanged, tally.rejected
+        tally.landed,
+        tally.unchanged,
+        tally.rejected
     );
     Ok(if tally.rejected > 0 {
         ExitStatus::BadInput
@@ -187,7 +189,7 @@ impl Tally {
                         }
                     }
                 };
-                bar.suspend(|| println!("{line}"));
+                bar.suspend(|| crate::outln!("{line}"));
             }
         }
     }

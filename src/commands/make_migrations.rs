@@ -99,11 +99,11 @@ fn one_kind(
     let ops = match compared {
         Ok(ops) => ops,
         Err(err @ CompareError::UndeclaredRenames(_)) if args.check => {
-            println!(
+            crate::outln!(
                 "{kind}: the models differ from the migrations, and the difference needs a declared rename or two migrations:"
             );
             for line in err.lines() {
-                println!("  {line}");
+                crate::outln!("  {line}");
             }
             return Ok(ExitStatus::CheckFailed);
         }
@@ -117,11 +117,11 @@ fn one_kind(
         return Ok(ExitStatus::Success);
     }
     if args.check {
-        println!(
+        crate::outln!(
             "{kind}: the models differ from the migrations; run `beamdb make-migrations` to write:"
         );
         for op in &ops {
-            println!("  {op}");
+            crate::outln!("  {op}");
         }
         return Ok(ExitStatus::CheckFailed);
     }
@@ -165,7 +165,7 @@ fn one_kind(
     );
     prove_round_trip(kind, &existing, &migration, &declared)?;
     let path = files::write(dir, kind, &migration)?;
-    println!("{kind}: wrote {}", path.display());
+    crate::outln!("{kind}: wrote {}", path.display());
     for op in &ops {
         ctx.note(format_args!("  {op}"));
     }
@@ -251,7 +251,7 @@ fn drift(ctx: &Ctx, args: &MakeMigrationsArgs, path: &Path) -> Result<ExitStatus
     let mut result = ExitStatus::Success;
     if !status.pending.is_empty() {
         let stems: Vec<String> = status.pending.iter().map(|m| m.stem()).collect();
-        println!(
+        crate::outln!(
             "{path}: {kind} database at V{}, pending {} (run `beamdb migrate`)",
             status.current_version().unwrap_or(0),
             stems.join(", ")
@@ -259,9 +259,9 @@ fn drift(ctx: &Ctx, args: &MakeMigrationsArgs, path: &Path) -> Result<ExitStatus
         result = ExitStatus::CheckFailed;
     }
     if !lines.is_empty() {
-        println!("{path}: the live schema differs from the {kind} models:");
+        crate::outln!("{path}: the live schema differs from the {kind} models:");
         for line in &lines {
-            println!("  {line}");
+            crate::outln!("  {line}");
         }
         result = ExitStatus::CheckFailed;
     }

@@ -144,9 +144,9 @@ fn migrate_one(
         }
         Ok(Outcome::WouldApply { pending }) => {
             let stems: Vec<String> = pending.iter().map(|m| m.stem()).collect();
-            println!("{label}: {path}: pending {}", stems.join(", "));
+            crate::outln!("{label}: {path}: pending {}", stems.join(", "));
             if args.dry_run {
-                print!("{}", upgrade::describe(&pending));
+                crate::out!("{}", upgrade::describe(&pending));
                 ExitStatus::Success
             } else {
                 ExitStatus::CheckFailed
@@ -154,10 +154,10 @@ fn migrate_one(
         }
         Ok(Outcome::Applied { applied, backup }) => {
             if let Some(backup) = backup {
-                println!("{label}: backed up {path} to {}", backup.display());
+                crate::outln!("{label}: backed up {path} to {}", backup.display());
             }
             let stems: Vec<String> = applied.iter().map(|m| m.stem()).collect();
-            println!("{label}: {path}: applied {}", stems.join(", "));
+            crate::outln!("{label}: {path}: applied {}", stems.join(", "));
             match upgrade::drift(&target.path, declared, &ctx.settings.sqlite) {
                 Ok(lines) if lines.is_empty() => ExitStatus::Success,
                 Ok(lines) => {

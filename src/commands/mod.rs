@@ -4,10 +4,13 @@ pub mod ingest;
 pub mod initdb;
 pub mod make_migrations;
 pub mod migrate;
+pub mod output;
 pub mod progress;
 pub mod reindex;
 pub mod runs;
 pub mod verify;
+
+use std::io::Write;
 
 use crate::settings::Settings;
 
@@ -22,7 +25,8 @@ impl Ctx {
     /// A progress line for people (not for scripts): on stderr, silenced by --quiet.
     pub fn note(&self, line: impl std::fmt::Display) {
         if !self.quiet {
-            eprintln!("{line}");
+            // Not eprintln!, which panics when stderr is a closed pipe (`2>&1 | head`).
+            let _ = writeln!(std::io::stderr(), "{line}");
         }
     }
 }

@@ -29,7 +29,7 @@ pub fn run(ctx: &Ctx, args: &ReindexArgs) -> Result<ExitStatus> {
             "removed beamtime {id} from the index (its database is gone)"
         ));
     }
-    println!(
+    crate::outln!(
         "reindex: scanned {}, changed {}, unchanged {}, removed {}, failed {} in {:.2} s",
         report.scanned,
         report.changed,

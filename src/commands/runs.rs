@@ -1,7 +1,5 @@
 //! `beamdb runs`: find runs across beamtimes in the index.
 
-use std::io::Write;
-
 use crate::exit::{Context, Result};
 use jiff::{Span, Timestamp, Zoned, civil, tz::TimeZone};
 use serde_json::{Map, Value as Json};
@@ -56,13 +54,8 @@ pub fn run(ctx: &Ctx, args: &RunsArgs) -> Result<ExitStatus> {
         }
         to_table(&rows)
     };
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        // `beamdb runs | head` is a success, not an error.
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitStatus::Success),
-        Err(err) => Err(err.into()),
-        Ok(()) => Ok(ExitStatus::Success),
-    }
+    crate::out!("{text}");
+    Ok(ExitStatus::Success)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

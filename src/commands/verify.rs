@@ -24,7 +24,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitStatus> {
         for path in odd {
             found += 1;
             left += 1;
-            println!(
+            crate::outln!(
                 "{}: not a valid beamtime id (letters, digits, '-', '_', '.'); beamdb ignores it: rename or move it",
                 path.display()
             );
@@ -74,16 +74,16 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitStatus> {
         let repaired = verify::repair(&layout, id, settings, &report.findings)
             .with_context(|| format!("{label}: repair"))?;
         for line in &repaired.done {
-            println!("repaired {label}: {line}");
+            crate::outln!("repaired {label}: {line}");
         }
         for line in &repaired.skipped {
-            println!("skipped  {label}: {line}");
+            crate::outln!("skipped  {label}: {line}");
         }
         fixed += repaired.done.len();
         let after = verify::check(&layout, id, settings, options)
             .with_context(|| format!("{label}: checking again after the repair"))?;
         for finding in &after.findings {
-            println!("left     {label}: {finding}");
+            crate::outln!("left     {label}: {finding}");
         }
         left += after.findings.len();
     }
@@ -94,12 +94,12 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitStatus> {
         "beamtimes"
     };
     if args.repair {
-        println!(
+        crate::outln!(
             "verify: {} {what}, {found} problems found, {fixed} repairs, {left} problems left",
             ids.len()
         );
     } else {
-        println!("verify: {} {what}, {found} problems", ids.len());
+        crate::outln!("verify: {} {what}, {found} problems", ids.len());
     }
     if left > 0 {
         status = status.worst(ExitStatus::BadInput);
@@ -112,6 +112,6 @@ fn print_report(label: &str, report: &Report) {
         eprintln!("note: {label}: {note}");
     }
     for finding in &report.findings {
-        println!("{label}: {finding}");
+        crate::outln!("{label}: {finding}");
     }
 }

@@ -1,6 +1,9 @@
 //! initdb, settings, migrate, make-migrations on the shipped models, --help.
 
-use crate::common::{Fixture, count, repo, run};
+use std::io::Read;
+use std::process::Stdio;
+
+use crate::common::{Fixture, count, counts, path, repo, run, shared_map};
 
 #[test]
 fn initdb_on_defaults_creates_index_beamtime_and_zarr_store() {
@@ -300,4 +303,119 @@ fn help_is_complete_for_every_subcommand() {
 fn bad_flag_is_a_usage_error() {
     let fx = Fixture::new();
     assert_eq!(run(&mut fx.beamdb(&["initdb", "--bogus"])).0, 2);
+}
+
+/// The shared run with scalar events only.
+const SCALAR_RUN: &str = "7fbdf1df-8554-4a45-8123-cc03d61f67fc";
+
+/// `beamdb ARGS` with stdout a pipe whose reading end is closed before beamdb writes to it,
+/// as `beamdb ... | head -0` does. Returns (exit code, stderr).
+fn with_stdout_closed(fx: &Fixture, args: &[&str]) -> (i32, String) {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("beamdb"));
+    cmd.current_dir(fx.path())
+        .env_clear()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn beamdb");
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    let status = child.wait().expect("wait");
+    (status.code().unwrap_or(-1), err)
+}
+
+/// `ingest … | head`: the reader goes away after the first line; beamdb stops printing, keeps
+/// ingesting (every run lands) and exits with the command's status, not a panic's 101.
+#[test]
+fn ingest_into_a_closed_pipe_lands_every_run_and_exits_with_the_commands_status() {
+    let fx = Fixture::new();
+    let map = shared_map();
+    let dir = repo("tests/data/bluesky");
+    let (code, err) = with_stdout_closed(
+        &fx,
+        &["ingest", "--beamtime", "bt", "--root-map", &map, path(&dir)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(counts(&fx), (4, 22, 11));
+}
+
+/// `verify | head` and `runs | head` alike: a closed stdout is not an error of the command.
+#[test]
+fn verify_and_runs_into_a_closed_pipe_exit_with_the_commands_status() {
+    let fx = Fixture::new();
+    let map = shared_map();
+    let dir = repo("tests/data/bluesky");
+    let ingest = ["ingest", "--beamtime", "bt", "--root-map", &map, path(&dir)];
+    assert_eq!(run(&mut fx.beamdb(&ingest)).0, 0);
+    assert_eq!(run(&mut fx.beamdb(&["reindex"])).0, 0);
+    for args in [&["verify"][..], &["runs"][..], &["reindex"][..]] {
+        let (code, err) = with_stdout_closed(&fx, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// cron's logs are files: no ANSI colour codes in them.
+#[test]
+fn warnings_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let fx = Fixture::new();
+    let no_stop = fx.edited_copy(
+        &repo(&format!("tests/data/bluesky/{SCALAR_RUN}.jsonl")),
+        "no-stop.jsonl",
+        |text| {
+            text.lines()
+                .filter(|l| !l.starts_with("[\"stop\""))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        },
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&["ingest", "--beamtime", "bt", path(&no_stop)]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("WARN"), "a warning was printed: {err}");
+    assert!(!err.contains('\u{1b}'), "no escape codes: {err:?}");
+}
+
+/// Each message line says something new: no cause repeats the line above it (a cause whose
+/// text the error's own message already contains is not printed again).
+#[test]
+fn error_messages_never_repeat_a_line() {
+    let fx = Fixture::new();
+    fx.write(
+        "bad.toml",
+        "data_root = \"d\"\n[sqlite]\nbusy_timeout = 10\n",
+    );
+    fx.write("dir.toml/x", "");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--settings", "bad.toml", "initdb"],
+        vec!["--settings", "nope.toml", "initdb"],
+        vec!["--settings", "dir.toml", "initdb"],
+        vec!["initdb", "--beamtime", "a/b"],
+        vec!["migrate", "--beamtime", "nope"],
+    ];
+    for args in cases {
+        let (code, _, err) = run(&mut fx.beamdb(&args));
+        assert_ne!(code, 0, "{args:?}");
+        let lines: Vec<&str> = err
+            .lines()
+            .map(|l| {
+                l.trim()
+                    .trim_start_matches("error: ")
+                    .trim_start_matches("caused by: ")
+            })
+            .collect();
+        for pair in lines.windows(2) {
+            assert!(
+                !pair[0].contains(pair[1]),
+                "{args:?}: a line repeats the one above it:\n{err}"
+            );
+        }
+    }
 }
