@@ -71,6 +71,45 @@ pub fn ensure(
     Ok((ensured, guard))
 }
 
+/// Removes beamtime `id`, which this process created and into which nothing landed, and
+/// `data_root` too when this process created that: `ingest --beamtime typo` whose input is
+/// all rejected leaves nothing behind. Only when no other beamdb process uses `data_root`
+/// (the migrate lock, taken exclusively without waiting, after letting go of `shared`) and
+/// the beamtime still has no runs; otherwise it stays. Returns whether it was removed.
+pub fn discard_unused(
+    layout: &Layout,
+    id: &SafeName,
+    created_root: bool,
+    shared: LockGuard,
+    sqlite: &SqliteSettings,
+) -> bool {
+    drop(shared);
+    let Ok(_alone) =
+        lock::migrate_exclusive(&layout.migrate_lock(), "ingest", std::time::Duration::ZERO)
+    else {
+        return false;
+    };
+    let runs = crate::db::open(&layout.beamtime_db(id), crate::db::Access::ReadOnly, sqlite)
+        .ok()
+        .and_then(|conn| {
+            conn.query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
+                .ok()
+        });
+    if runs != Some(0) {
+        return false;
+    }
+    if std::fs::remove_dir_all(layout.beamtime_dir(id)).is_err() {
+        return false;
+    }
+    // Not recursive: whatever else is there (another beamtime, an index) stays.
+    let _ = std::fs::remove_dir(layout.beamtimes_dir());
+    if created_root {
+        let _ = std::fs::remove_file(layout.migrate_lock());
+        let _ = std::fs::remove_dir(layout.root());
+    }
+    true
+}
+
 /// Bumps the change counter. Call inside every transaction that changes runs, streams,
 /// events or image_refs.
 pub fn bump_generation(conn: &Connection) -> rusqlite::Result<()> {

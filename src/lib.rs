@@ -36,6 +36,20 @@ use settings::{Env, Settings};
 pub fn run(cli: Cli) -> Result<ExitStatus> {
     let env = Env::from_process()?;
     let settings = Settings::resolve(cli.settings.as_deref(), &env)?;
+    // What each command needs of the settings, decided here for all of them: a new command
+    // must say whether it reads an existing data_root (only initdb and ingest create one;
+    // make-migrations does not use it) and whether it fills an empty migrations_dir.
+    let (reads_data_root, fills_migrations_dir) = match &cli.command {
+        Command::Initdb(_) | Command::Ingest(_) => (false, false),
+        Command::MakeMigrations(args) => (false, !args.check),
+        Command::Migrate(_) | Command::Reindex(_) | Command::Runs(_) | Command::Verify(_) => {
+            (true, false)
+        }
+    };
+    settings.check_schema_dirs(fills_migrations_dir)?;
+    if reads_data_root {
+        settings.existing_data_root()?;
+    }
     tracing::debug!(?settings, "resolved settings");
     let ctx = Ctx {
         settings,

@@ -20,9 +20,49 @@ pub struct Settings {
     /// The file these came from, or `None` for built-in defaults.
     pub source: Option<PathBuf>,
     pub data_root: PathBuf,
+    /// Where `data_root` came from, for the message when it is wrong.
+    pub data_root_origin: Origin,
     pub schema: SchemaSettings,
     pub sqlite: SqliteSettings,
     pub ingest: IngestSettings,
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// Built in, relative to the working directory (no settings file).
+    #[default]
+    Default,
+    /// Built in, relative to this settings file, which does not set the key.
+    DefaultBeside(PathBuf),
+    /// Set at this line of this settings file.
+    File { file: PathBuf, line: usize },
+    /// `$BEAMDB_DATA_ROOT`.
+    Env,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Default => f.write_str(
+                "the built-in default, in the working directory, as no settings file was found",
+            ),
+            Origin::DefaultBeside(file) => write!(
+                f,
+                "the built-in default, next to {}, which does not set it",
+                file.display()
+            ),
+            Origin::File { file, line } => write!(f, "set at {}:{line}", file.display()),
+            Origin::Env => f.write_str("set by $BEAMDB_DATA_ROOT"),
+        }
+    }
+}
+
+/// A schema folder setting: the folder and the line that set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAt {
+    pub file: PathBuf,
+    pub line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -31,6 +71,9 @@ pub struct SchemaSettings {
     pub models_dir: Option<PathBuf>,
     /// Folder with `beamtime/` and `index/` migrations; `None` means the built-in ones.
     pub migrations_dir: Option<PathBuf>,
+    /// Where `models_dir` and `migrations_dir` were set, for the message when they are wrong.
+    pub models_dir_at: Option<SetAt>,
+    pub migrations_dir_at: Option<SetAt>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +126,7 @@ impl Default for Settings {
         Settings {
             source: None,
             data_root: PathBuf::from(DEFAULT_DATA_ROOT),
+            data_root_origin: Origin::Default,
             schema: SchemaSettings::default(),
             sqlite: SqliteSettings {
                 busy_timeout_ms: DEFAULT_BUSY_TIMEOUT_MS,
@@ -127,6 +171,14 @@ pub enum SettingsError {
     /// The file's own message names file, line and key; it is the whole error.
     #[error(transparent)]
     Invalid(#[from] TomlError),
+    #[error(
+        "data_root {path} {why} ({origin}); a typo, or a disk that is not mounted? Fix the setting; `beamdb initdb` creates a new data root"
+    )]
+    DataRoot {
+        path: PathBuf,
+        why: &'static str,
+        origin: Origin,
+    },
 }
 
 impl crate::exit::HasExitStatus for SettingsError {
@@ -160,6 +212,7 @@ impl Settings {
         };
         if let Some(root) = &env.data_root {
             settings.data_root = env.cwd.join(root);
+            settings.data_root_origin = Origin::Env;
         } else if settings.source.is_none() {
             settings.data_root = env.cwd.join(&settings.data_root);
         }
@@ -178,17 +231,29 @@ impl Settings {
             ..Settings::default()
         };
         settings.data_root = base.join(&settings.data_root);
+        settings.data_root_origin = Origin::DefaultBeside(path.to_path_buf());
+        let set_at = |span: std::ops::Range<usize>| SetAt {
+            file: path.to_path_buf(),
+            line: tomlfile::line_of(text, span.start),
+        };
         if let Some(root) = raw.data_root {
             settings.data_root = nonempty_path(&root, base).map_err(|m| bad(root.span(), m))?;
+            let at = set_at(root.span());
+            settings.data_root_origin = Origin::File {
+                file: at.file,
+                line: at.line,
+            };
         }
         if let Some(schema) = raw.schema {
             if let Some(dir) = schema.models_dir {
                 let dir_path = nonempty_path(&dir, base).map_err(|m| bad(dir.span(), m))?;
                 settings.schema.models_dir = Some(dir_path);
+                settings.schema.models_dir_at = Some(set_at(dir.span()));
             }
             if let Some(dir) = schema.migrations_dir {
                 let dir_path = nonempty_path(&dir, base).map_err(|m| bad(dir.span(), m))?;
                 settings.schema.migrations_dir = Some(dir_path);
+                settings.schema.migrations_dir_at = Some(set_at(dir.span()));
             }
         }
         if let Some(sqlite) = raw.sqlite {
@@ -271,6 +336,106 @@ impl Settings {
         }
         Ok(settings)
     }
+}
+
+impl Settings {
+    /// `data_root`, for a command that reads what is there (everything but `initdb`, which
+    /// creates it, and `ingest`, which creates a beamtime): refused, naming the path and
+    /// where the setting came from, when it is not a beamdb data root. A typo or an unmounted
+    /// disk must not turn into an empty index in the wrong place and exit 0.
+    pub fn existing_data_root(&self) -> Result<&Path, SettingsError> {
+        let root = &self.data_root;
+        let why = if !root.exists() {
+            Some("does not exist")
+        } else if !root.is_dir() {
+            Some("is not a folder")
+        } else if !root.join("index.db").exists() && !root.join("beamtimes").is_dir() {
+            Some("is not a beamdb data root (it has no index.db and no beamtimes/)")
+        } else {
+            None
+        };
+        match why {
+            None => Ok(root),
+            Some(why) => Err(SettingsError::DataRoot {
+                path: root.clone(),
+                why,
+                origin: self.data_root_origin.clone(),
+            }),
+        }
+    }
+
+    /// Refuses a `[schema] models_dir` without both model files, and a `[schema]
+    /// migrations_dir` that holds no migrations: with it, `initdb` made
+    /// databases with no tables and `make-migrations --check` called every table new.
+    /// `may_be_empty` is for `make-migrations` writing, which fills an empty folder with
+    /// the initial migrations.
+    pub fn check_schema_dirs(&self, may_be_empty: bool) -> Result<(), TomlError> {
+        if let (Some(dir), Some(at)) = (&self.schema.models_dir, &self.schema.models_dir_at) {
+            check_models_dir(dir).map_err(|message| TomlError {
+                file: at.file.display().to_string(),
+                line: Some(at.line),
+                key: Some("schema.models_dir".into()),
+                message,
+            })?;
+        }
+        let (Some(dir), Some(at)) = (&self.schema.migrations_dir, &self.schema.migrations_dir_at)
+        else {
+            return Ok(());
+        };
+        if may_be_empty && (!dir.exists() || is_empty_dir(dir)) {
+            return Ok(());
+        }
+        let problem = if !dir.is_dir() {
+            Some(format!("{} is not a folder", dir.display()))
+        } else {
+            ["beamtime", "index"].iter().find_map(|kind| {
+                let sub = dir.join(kind);
+                let has_sql = std::fs::read_dir(&sub).ok().is_some_and(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .any(|e| e.path().extension().is_some_and(|x| x == "sql"))
+                });
+                (!has_sql)
+                    .then(|| format!("{} holds no migrations (V1__initial.sql, …)", sub.display()))
+            })
+        };
+        match problem {
+            None => Ok(()),
+            Some(problem) => Err(TomlError {
+                file: at.file.display().to_string(),
+                line: Some(at.line),
+                key: Some("schema.migrations_dir".into()),
+                message: format!(
+                    "{problem}; point it at a folder with beamtime/ and index/ migrations (copied from the shipped migrations/, or written by `beamdb make-migrations`), or remove the key to use the built-in ones"
+                ),
+            }),
+        }
+    }
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+/// A `[schema] models_dir` must be a folder with at least one model file: an empty or
+/// missing one is a typo, and commands that do not read the models would go on with the
+/// built-in ones. (A missing `index.toml` beside a `beamtime.toml` is reported, naming the
+/// file, by the command that needs it.)
+fn check_models_dir(dir: &Path) -> Result<(), String> {
+    let fix = "point it at the folder with beamtime.toml and index.toml (copied from config/models/), or remove the key to use the built-in models";
+    if !dir.is_dir() {
+        return Err(format!("{} is not a folder; {fix}", dir.display()));
+    }
+    if !["beamtime.toml", "index.toml"]
+        .iter()
+        .any(|name| dir.join(name).is_file())
+    {
+        return Err(format!(
+            "{} has neither beamtime.toml nor index.toml; {fix}",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Longest old root first, so that `/a/b` wins over `/a` for `/a/b/c`.
@@ -419,6 +584,7 @@ mod tests {
         let path = Path::new("/cfg/settings.example.toml");
         let mut parsed = Settings::from_toml(text, path).unwrap();
         parsed.source = None;
+        parsed.data_root_origin = Origin::Default;
         let defaults = Settings {
             data_root: Path::new("/cfg").join(DEFAULT_DATA_ROOT),
             ..Settings::default()

@@ -24,12 +24,14 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
     let inputs = inputs(&args.paths)?;
     let settings = &ctx.settings;
     let layout = Layout::new(&settings.data_root);
+    let created_root = !layout.root().exists();
     std::fs::create_dir_all(layout.root())
         .with_context(|| format!("{}: cannot create data_root", layout.root().display()))?;
     let migrations = files::load(DbKind::Beamtime, settings.schema.migrations_dir.as_deref())?;
     // The migrate lock, held shared to the end: a migrate must not rebuild tables under an
     // ingest. An upgrade of the beamtime happens under it exclusively, before this.
-    let (ensured, _lock) = beamtime::ensure(&layout, &id, &migrations, &settings.sqlite)?;
+    let (ensured, lock) = beamtime::ensure(&layout, &id, &migrations, &settings.sqlite)?;
+    let created = matches!(ensured, beamtime::Ensured::Created);
     if let Some(line) = ensured.describe(&format!("beamtime {id}"), &layout.beamtime_db(&id)) {
         ctx.note(line);
     }
@@ -81,6 +83,16 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
         tally.unchanged,
         tally.rejected
     );
+    drop(ingester);
+    drop(conn);
+    if created
+        && tally.landed == 0
+        && beamtime::discard_unused(&layout, &id, created_root, lock, &settings.sqlite)
+    {
+        ctx.note(format_args!(
+            "beamtime {id}: nothing landed; removed the beamtime this ingest created"
+        ));
+    }
     Ok(if tally.rejected > 0 {
         ExitStatus::BadInput
     } else {

@@ -216,6 +216,8 @@ fn ingest_an_unsupported_stream_resource_rejects_that_run() {
         ),
     );
     let bad = fx.write("sr.jsonl", &(lines.join("\n") + "\n"));
+    // A data_root to verify afterwards: the ingest, which lands nothing, leaves none behind.
+    assert_eq!(run(&mut fx.beamdb(&["initdb"])).0, 0);
     let (code, out, err) = ingest(&fx, &[bad.to_str().unwrap()]);
     assert_eq!(code, 4, "{out}{err}");
     assert!(out.contains("application/x-not-a-format"), "{out}");

@@ -419,3 +419,97 @@ fn error_messages_never_repeat_a_line() {
         }
     }
 }
+
+/// A wrong data_root (a typo, an unmounted disk) is refused by every command that reads it,
+/// naming the path and where the setting came from; nothing is created there.
+#[test]
+fn commands_refuse_a_missing_data_root_and_create_nothing() {
+    let fx = Fixture::new();
+    fx.write(
+        "settings.toml",
+        "# beamline settings\ndata_root = \"unmounted/beamdb\"\n",
+    );
+    for args in [
+        &["reindex"][..],
+        &["verify"][..],
+        &["runs"][..],
+        &["migrate"][..],
+        &["migrate", "--check"][..],
+    ] {
+        let (code, out, err) = run(&mut fx.beamdb(args));
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains("unmounted/beamdb"), "{args:?}: {err}");
+        assert!(!fx.path().join("unmounted").exists(), "{args:?}");
+        assert!(
+            err.contains("settings.toml:2"),
+            "{args:?}: names the line: {err}"
+        );
+        assert!(err.contains("data_root"), "{args:?}: {err}");
+    }
+    let (code, _, err) = run(fx.beamdb(&["reindex"]).env("BEAMDB_DATA_ROOT", "typo"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("$BEAMDB_DATA_ROOT"), "{err}");
+    assert!(!fx.path().join("typo").exists());
+    std::fs::remove_file(fx.path().join("settings.toml")).unwrap();
+    let (code, _, err) = run(&mut fx.beamdb(&["verify"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("default"), "{err}");
+    assert!(!fx.data_root().exists());
+    // initdb is the command that creates it.
+    assert_eq!(run(&mut fx.beamdb(&["initdb"])).0, 0);
+    assert_eq!(run(&mut fx.beamdb(&["reindex"])).0, 0);
+}
+
+/// `ingest --beamtime typo` whose input lands nothing leaves no beamtime folder behind, and
+/// no data_root when it was the ingest that would have created it.
+#[test]
+fn ingest_that_lands_nothing_leaves_nothing_behind() {
+    let fx = Fixture::new();
+    let bad = fx.write(
+        "bad.jsonl",
+        "[\"event\", {\"uid\": \"e1\", \"descriptor\": \"d\", \"seq_num\": 1, \"time\": 1, \"data\": {}, \"timestamps\": {}}]\n",
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&["ingest", "--beamtime", "typo", path(&bad)]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(!fx.data_root().exists(), "no data_root created");
+    assert_eq!(run(&mut fx.beamdb(&["initdb", "--beamtime", "bt"])).0, 0);
+    let (code, out, err) = run(&mut fx.beamdb(&["ingest", "--beamtime", "typo", path(&bad)]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(!fx.data_root().join("beamtimes/typo").exists(), "{err}");
+    assert!(fx.beamtime_db("bt").is_file());
+}
+
+/// `[schema] migrations_dir` or `models_dir` set to a missing or empty folder is refused by
+/// every command (exit 2, naming the key, the file and the line) instead of creating
+/// databases with no tables or calling every table new.
+#[test]
+fn settings_schema_dirs_that_are_missing_or_empty_are_refused() {
+    let fx = Fixture::new();
+    std::fs::create_dir_all(fx.path().join("empty")).unwrap();
+    for (key, value, line) in [
+        ("migrations_dir", "nowhere", "settings.toml:3"),
+        ("migrations_dir", "empty", "settings.toml:3"),
+        ("models_dir", "nowhere", "settings.toml:3"),
+        ("models_dir", "empty", "settings.toml:3"),
+    ] {
+        fx.write(
+            "settings.toml",
+            &format!("data_root = \"d\"\n[schema]\n{key} = \"{value}\"\n"),
+        );
+        for args in [
+            &["initdb", "--beamtime", "bt"][..],
+            &["make-migrations", "--check"][..],
+            &["migrate"][..],
+            &["reindex"][..],
+        ] {
+            let (code, out, err) = run(&mut fx.beamdb(args));
+            assert_eq!(code, 2, "{key}={value} {args:?}: {out}{err}");
+            assert!(err.contains(line), "{key}={value} {args:?}: {err}");
+            assert!(
+                err.contains(&format!("schema.{key}")),
+                "{key}={value} {args:?}: {err}"
+            );
+        }
+        assert!(!fx.path().join("d").exists(), "{key}={value}");
+    }
+}

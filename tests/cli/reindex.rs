@@ -428,6 +428,9 @@ fn runs_rejects_an_unreadable_time() {
 #[test]
 fn runs_without_an_index_says_to_reindex() {
     let fx = Fixture::new();
+    // A data root with beamtimes (as ingest leaves it) but no index yet. (A missing data
+    // root is refused with exit 2 before: commands_refuse_a_missing_data_root_and_create_nothing.)
+    std::fs::create_dir_all(fx.data_root().join("beamtimes")).unwrap();
     let (code, _, err) = run(&mut fx.beamdb(&["runs"]));
     assert_eq!(code, 1);
     assert!(err.contains("run `beamdb reindex` first"), "{err}");

@@ -270,6 +270,7 @@ fn verify_reports_a_database_that_is_not_sqlite_and_a_truncated_one() {
 #[test]
 fn verify_unknown_beamtime_is_a_usage_error() {
     let fx = Fixture::new();
+    assert_eq!(run(&mut fx.beamdb(&["initdb"])).0, 0);
     let (code, _, err) = run(&mut fx.beamdb(&["verify", "--beamtime", "nope"]));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no such beamtime"), "{err}");
