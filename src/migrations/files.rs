@@ -47,16 +47,7 @@ pub enum FilesError {
 
 impl crate::exit::HasExitStatus for FilesError {
     fn exit_status(&self) -> crate::exit::ExitStatus {
-        match self {
-            // A badly named or numbered migration is the configuration's to fix, as a bad
-            // model file is.
-            FilesError::BadName { .. } | FilesError::RepeatedVersion { .. } => {
-                crate::exit::ExitStatus::Usage
-            }
-            FilesError::Unreadable { .. }
-            | FilesError::Exists { .. }
-            | FilesError::Unwritable { .. } => crate::exit::ExitStatus::Failure,
-        }
+        crate::exit::ExitStatus::Failure
     }
 }
 
