@@ -168,18 +168,14 @@ fn migrate_one(
                     ExitStatus::Success
                 }
                 Err(err) => {
-                    eprintln!("error: {err}");
+                    crate::errln!("error: {err}");
                     ExitStatus::Failure
                 }
             }
         }
         Err(err) => {
-            eprintln!("error: {label}: {err}");
-            if err.is_history() {
-                ExitStatus::DatabaseAhead
-            } else {
-                ExitStatus::Failure
-            }
+            crate::errln!("error: {label}: {err}");
+            crate::exit::HasExitStatus::exit_status(&err)
         }
     }
 }

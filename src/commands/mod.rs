@@ -10,8 +10,6 @@ pub mod reindex;
 pub mod runs;
 pub mod verify;
 
-use std::io::Write;
-
 use crate::settings::Settings;
 
 /// What every command gets: the resolved settings and how chatty to be.
@@ -25,8 +23,7 @@ impl Ctx {
     /// A progress line for people (not for scripts): on stderr, silenced by --quiet.
     pub fn note(&self, line: impl std::fmt::Display) {
         if !self.quiet {
-            // Not eprintln!, which panics when stderr is a closed pipe (`2>&1 | head`).
-            let _ = writeln!(std::io::stderr(), "{line}");
+            crate::errln!("{line}");
         }
     }
 }

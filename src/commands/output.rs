@@ -65,6 +65,16 @@ pub fn finish() -> ExitStatus {
     }
 }
 
+/// A line on stderr (a warning, an error a command goes on after). Unlike `eprintln!` it
+/// does not panic when stderr is a closed pipe (`beamdb … 2>&1 | head`).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// A line on stdout, through the one writer (see `commands::output`).
 #[macro_export]
 macro_rules! outln {

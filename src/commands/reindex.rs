@@ -17,10 +17,10 @@ pub fn run(ctx: &Ctx, args: &ReindexArgs) -> Result<ExitStatus> {
     let report = result?;
 
     for (path, why) in &report.failed {
-        eprintln!("warning: skipped {}: {why}", path.display());
+        crate::errln!("warning: skipped {}: {why}", path.display());
     }
     for (beamtime, uid, other) in &report.duplicates {
-        eprintln!(
+        crate::errln!(
             "warning: beamtime {beamtime}: run {uid} is already indexed under beamtime {other}; it is indexed once, under {other}"
         );
     }

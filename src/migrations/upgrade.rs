@@ -79,19 +79,6 @@ impl crate::exit::HasExitStatus for UpgradeError {
     }
 }
 
-impl UpgradeError {
-    /// Whether the database's history disagrees with ours (exit status 5).
-    pub fn is_history(&self) -> bool {
-        matches!(
-            self,
-            UpgradeError::Runner {
-                source: RunnerError::History(_),
-                ..
-            }
-        )
-    }
-}
-
 /// What [`upgrade`] would apply to the database at `path`, without writing anything (and
 /// without the lock: `--dry-run` and `--check` read only).
 pub fn plan(
