@@ -393,7 +393,11 @@ fn error_messages_never_repeat_a_line() {
         "data_root = \"d\"\n[sqlite]\nbusy_timeout = 10\n",
     );
     fx.write("dir.toml/x", "");
+    fx.write("typo.toml", "data_root = \"nowhere\"\n");
+    fx.write("schema.toml", "[schema]\nmigrations_dir = \"nowhere\"\n");
     let cases: Vec<Vec<&str>> = vec![
+        vec!["--settings", "typo.toml", "reindex"],
+        vec!["--settings", "schema.toml", "initdb"],
         vec!["--settings", "bad.toml", "initdb"],
         vec!["--settings", "nope.toml", "initdb"],
         vec!["--settings", "dir.toml", "initdb"],
