@@ -5,8 +5,6 @@
 //! the same transaction, so a reader sees the new rows and the new generation together or
 //! neither. (`PRAGMA data_version` is per connection and file times miss WAL writes.)
 
-use std::path::PathBuf;
-
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::db::DbError;
@@ -23,11 +21,6 @@ pub use crate::migrations::upgrade::Ensured;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BeamtimeError {
-    #[error("{path}: cannot create the beamtime folder: {source}")]
-    Folder {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Upgrade(#[from] UpgradeError),
     #[error(transparent)]
@@ -39,7 +32,6 @@ pub enum BeamtimeError {
 impl crate::exit::HasExitStatus for BeamtimeError {
     fn exit_status(&self) -> crate::exit::ExitStatus {
         match self {
-            BeamtimeError::Folder { .. } => crate::exit::ExitStatus::Failure,
             BeamtimeError::Upgrade(e) => crate::exit::HasExitStatus::exit_status(e),
             BeamtimeError::Store(e) => crate::exit::HasExitStatus::exit_status(e),
             BeamtimeError::Db(e) => crate::exit::HasExitStatus::exit_status(e),
@@ -57,8 +49,7 @@ pub fn ensure(
     migrations: &[MigrationFile],
     sqlite: &SqliteSettings,
 ) -> Result<(Ensured, LockGuard), BeamtimeError> {
-    let dir = layout.beamtime_dir(id);
-    std::fs::create_dir_all(&dir).map_err(|source| BeamtimeError::Folder { path: dir, source })?;
+    // The folder is created by upgrade::ensure, under the migrate lock.
     let (ensured, guard) = upgrade::ensure(
         &layout.migrate_lock(),
         &layout.beamtime_db(id),

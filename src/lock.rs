@@ -94,6 +94,10 @@ pub fn is_held(path: &Path) -> bool {
     )
 }
 
+/// Whether the locked `file` is still the one at `path`. An ingest that created a data_root
+/// and landed nothing removes it, lock file included (`beamtime::discard_unused`); a process
+/// that had opened that file and waited for it would otherwise hold a lock nobody else
+/// sees. Every taker checks after locking and starts again on a mismatch.
 fn same_file(file: &File, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (file.metadata(), std::fs::metadata(path)) {
@@ -131,6 +135,7 @@ impl crate::exit::HasExitStatus for LockError {
 pub fn try_exclusive(path: &Path, what: &'static str) -> Result<LockGuard, LockError> {
     let mut file = open(path)?;
     match file.try_lock() {
+        Ok(()) if !same_file(&file, path) => try_exclusive(path, what),
         Ok(()) => {
             // Best effort: the pid is for messages only; the lock itself is the flock.
             let _ = file.set_len(0);
@@ -187,6 +192,7 @@ pub fn migrate_exclusive(
 pub fn try_shared(path: &Path, what: &'static str) -> Result<LockGuard, LockError> {
     let mut file = open(path)?;
     match file.try_lock_shared() {
+        Ok(()) if !same_file(&file, path) => try_shared(path, what),
         Ok(()) => Ok(LockGuard {
             _file: file,
             remove: None,
@@ -206,15 +212,20 @@ pub fn try_shared(path: &Path, what: &'static str) -> Result<LockGuard, LockErro
 /// Takes a shared lock at `path`, waiting for an exclusive holder to finish. Writers that
 /// must not run during a `migrate` (ingest) hold this; `migrate` takes it exclusively.
 pub fn shared_wait(path: &Path) -> Result<LockGuard, LockError> {
-    let file = open(path)?;
-    file.lock_shared().map_err(|source| LockError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(LockGuard {
-        _file: file,
-        remove: None,
-    })
+    loop {
+        let file = open(path)?;
+        file.lock_shared().map_err(|source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if same_file(&file, path) {
+            return Ok(LockGuard {
+                _file: file,
+                remove: None,
+            });
+        }
+        // The file was removed while we waited (see `same_file`): lock the one now there.
+    }
 }
 
 fn open(path: &Path) -> Result<File, LockError> {
@@ -279,6 +290,23 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         drop(held);
         waiter.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_waiter_on_a_removed_migrate_lock_takes_the_file_now_at_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let held = try_exclusive(&path, "ingest").unwrap();
+        let p = path.clone();
+        let waiter = std::thread::spawn(move || shared_wait(&p));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::fs::remove_file(&path).unwrap();
+        drop(held);
+        let _shared = waiter.join().unwrap().unwrap();
+        assert!(
+            try_exclusive(&path, "migrate").is_err(),
+            "the waiter holds the file at the path, not the removed one"
+        );
     }
 
     #[test]

@@ -262,6 +262,11 @@ fn create_whole(
         path: path.to_path_buf(),
         source,
     };
+    // The folder too (a new beamtime's), here under the caller's lock rather than before it:
+    // an ingest that landed nothing removes the beamtime it created, under the lock.
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
     remove_tmp();
     let applied = {
         let mut conn = db::open(&tmp, Access::ReadWrite, sqlite)?;
