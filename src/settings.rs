@@ -569,6 +569,60 @@ mod tests {
     }
 
     #[test]
+    fn data_root_remembers_where_it_was_set() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.toml"), "\n\ndata_root = \"typo\"\n").unwrap();
+        let mut e = env(dir.path());
+        let s = Settings::resolve(Some(Path::new("s.toml")), &e).unwrap();
+        assert_eq!(
+            s.data_root_origin,
+            Origin::File {
+                file: dir.path().join("s.toml"),
+                line: 3
+            }
+        );
+        let err = s.existing_data_root().unwrap_err().to_string();
+        assert!(err.contains("typo does not exist (set at "), "{err}");
+        assert!(err.contains("s.toml:3)"), "{err}");
+        e.data_root = Some("elsewhere".into());
+        let s = Settings::resolve(Some(Path::new("s.toml")), &e).unwrap();
+        assert_eq!(s.data_root_origin, Origin::Env);
+        std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+        let err = s.existing_data_root().unwrap_err().to_string();
+        assert!(err.contains("is not a beamdb data root"), "{err}");
+        std::fs::create_dir_all(dir.path().join("elsewhere/beamtimes")).unwrap();
+        assert!(s.existing_data_root().is_ok());
+    }
+
+    #[test]
+    fn schema_dirs_must_hold_something_except_for_make_migrations_to_fill() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        let s = Settings::from_toml("[schema]\nmigrations_dir = \"m\"\n", &path).unwrap();
+        let err = s.check_schema_dirs(false).unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert_eq!(err.key.as_deref(), Some("schema.migrations_dir"));
+        assert!(
+            s.check_schema_dirs(true).is_ok(),
+            "make-migrations fills it"
+        );
+        std::fs::create_dir_all(dir.path().join("m/beamtime")).unwrap();
+        std::fs::create_dir_all(dir.path().join("m/index")).unwrap();
+        std::fs::write(dir.path().join("m/beamtime/V1__initial.sql"), "").unwrap();
+        let err = s.check_schema_dirs(false).unwrap_err();
+        assert!(err.message.contains("index holds no migrations"), "{err}");
+        assert!(
+            s.check_schema_dirs(true).is_err(),
+            "not empty: it must be whole"
+        );
+        std::fs::write(dir.path().join("m/index/V1__initial.sql"), "").unwrap();
+        assert!(s.check_schema_dirs(false).is_ok());
+        let s = Settings::from_toml("[schema]\nmodels_dir = \"m\"\n", &path).unwrap();
+        let err = s.check_schema_dirs(true).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("schema.models_dir"));
+    }
+
+    #[test]
     fn root_map_is_most_specific_first() {
         let s = Settings::from_toml(
             "[ingest.root_map]\n\"/a\" = \"/x\"\n\"/a/b\" = \"/y\"\n",

@@ -146,7 +146,17 @@ pub fn apply(
     // Back on whatever happened: every connection runs with foreign keys on.
     conn.pragma_update(None, "foreign_keys", true)?;
     match result {
-        Ok(_) => Ok(pending),
+        // What refinery says it applied (all of `pending` or, grouped, nothing), so that
+        // the report line names what really ran.
+        Ok(report) => Ok(pending
+            .into_iter()
+            .filter(|m| {
+                report
+                    .applied_migrations()
+                    .iter()
+                    .any(|r| r.version() == m.version)
+            })
+            .collect()),
         Err(err) => Err(match map_refinery_error(err) {
             RunnerError::Failed(message) => {
                 let stems: Vec<String> = pending.iter().map(MigrationFile::stem).collect();
