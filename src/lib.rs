@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod db;
 pub mod diff;
+pub mod escape;
 pub mod exit;
 pub mod frames;
 pub mod index;

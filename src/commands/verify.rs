@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 
 use super::Ctx;
 use crate::cli::VerifyArgs;
+use crate::escape::escape;
 use crate::exit::{ExitStatus, fail};
 use crate::layout::{Layout, SafeName};
 use crate::lock;
@@ -74,16 +75,16 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitStatus> {
         let repaired = verify::repair(&layout, id, settings, &report.findings)
             .with_context(|| format!("{label}: repair"))?;
         for line in &repaired.done {
-            println!("repaired {label}: {line}");
+            println!("repaired {label}: {}", escape(line));
         }
         for line in &repaired.skipped {
-            println!("skipped  {label}: {line}");
+            println!("skipped  {label}: {}", escape(line));
         }
         fixed += repaired.done.len();
         let after = verify::check(&layout, id, settings, options)
             .with_context(|| format!("{label}: checking again after the repair"))?;
         for finding in &after.findings {
-            println!("left     {label}: {finding}");
+            println!("left     {label}: {}", escape(&finding.to_string()));
         }
         left += after.findings.len();
     }
@@ -112,6 +113,7 @@ fn print_report(label: &str, report: &Report) {
         eprintln!("note: {label}: {note}");
     }
     for finding in &report.findings {
-        println!("{label}: {finding}");
+        // Findings quote names and uids from the documents.
+        println!("{label}: {}", escape(&finding.to_string()));
     }
 }

@@ -8,6 +8,7 @@ mod crash;
 mod foundation;
 mod generate;
 mod hdf5;
+mod hostile;
 mod ingest;
 mod migrations;
 mod reindex;
