@@ -2,7 +2,7 @@
 //! store as they come (in parallel batches), and collects the rows that are committed at the
 //! end. Nothing here touches the database: [`RunBuilder::finish`] hands the rows over.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -71,6 +71,14 @@ pub enum Problem {
     },
     #[error("the database refused the run: {0}")]
     Database(String),
+    #[error(
+        "the stop document's num_events says {says} for stream {stream:?}, but {has} arrived; the run is not whole (documents missing from the input, or rejected above), so it is not stored"
+    )]
+    Counts {
+        stream: String,
+        says: String,
+        has: i64,
+    },
 }
 
 /// A run that is not stored, and why.
@@ -233,6 +241,8 @@ pub struct RunBuilder {
     seq_nums: HashMap<(String, i64), Pos>,
     /// Where the start document is: a run that differs from the stored one is named by it.
     start_pos: Pos,
+    /// Where the stop document is: a run with fewer events than it counts is named by it.
+    stop_pos: Option<Pos>,
     stacks: Vec<Stack>,
     frames: Option<RunFrames>,
     pending: Vec<FrameJob>,
@@ -287,6 +297,7 @@ impl RunBuilder {
             event_uids: HashSet::new(),
             seq_nums: HashMap::new(),
             start_pos: doc.pos.clone(),
+            stop_pos: None,
             stacks: Vec::new(),
             frames: None,
             pending: Vec::new(),
@@ -342,6 +353,7 @@ impl RunBuilder {
                 }
                 f.f64("time").map_err(|e| at(e.into()))?;
                 self.rows.stop = Some(doc.body.clone());
+                self.stop_pos = Some(doc.pos.clone());
                 self.stopped = true;
                 return Ok(true);
             }
@@ -1199,6 +1211,7 @@ impl RunBuilder {
             )
             .into());
         }
+        self.check_counts()?;
         self.join_streams(cx)?;
         self.flush()?;
         if let Some(frames) = self.frames.as_mut() {
@@ -1233,6 +1246,62 @@ impl RunBuilder {
             frames: self.frames_written,
             bytes: self.bytes_written,
         })
+    }
+
+    /// The stop's `num_events` per stream name against what arrived: a run whose documents
+    /// were lost on the way (dropped from the file, or rejected before its start) is not
+    /// whole, and is refused at its stop rather than stored for `verify` to find. What arrived
+    /// for a stream is its distinct seq_nums, from events or (a fly scan) stream_datums.
+    fn check_counts(&self) -> Result<(), Rejected> {
+        let (Some(stop), Some(pos)) = (&self.rows.stop, &self.stop_pos) else {
+            return Ok(());
+        };
+        let Some(said) = stop.get("num_events").and_then(Value::as_object) else {
+            return Ok(());
+        };
+        let names: HashMap<&str, &str> = self
+            .rows
+            .streams
+            .iter()
+            .map(|s| (s.uid.as_str(), s.name.as_str()))
+            .collect();
+        let mut seen: HashSet<(&str, i64)> = HashSet::new();
+        let arrived_events = self
+            .rows
+            .events
+            .iter()
+            .map(|e| (e.stream_uid.as_str(), e.seq_num));
+        let delivered = self
+            .delivered_keys
+            .iter()
+            .map(|(d, seq, _)| (d.as_str(), *seq));
+        let mut arrived: BTreeMap<&str, i64> = BTreeMap::new();
+        for (descriptor, seq) in arrived_events.chain(delivered) {
+            if seen.insert((descriptor, seq))
+                && let Some(name) = names.get(descriptor)
+            {
+                *arrived.entry(name).or_default() += 1;
+            }
+        }
+        let mut all: BTreeSet<&str> = said.keys().map(String::as_str).collect();
+        all.extend(arrived.keys().copied());
+        for name in all {
+            let says = said.get(name).and_then(Value::as_i64).unwrap_or(0);
+            let has = arrived.get(name).copied().unwrap_or(0);
+            if says != has {
+                return Err(Rejected::at(
+                    pos,
+                    Problem::Counts {
+                        stream: name.to_string(),
+                        says: said
+                            .get(name)
+                            .map_or_else(|| "nothing".into(), Value::to_string),
+                        has,
+                    },
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Removes whatever this run wrote to the store.

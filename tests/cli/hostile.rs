@@ -483,3 +483,28 @@ fn ingest_document_text_is_escaped_in_what_it_prints() {
     let conn = fx.open(&fx.beamtime_db("bt"));
     assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 0);
 }
+
+/// Found by the mutation test: an event moved before its start is rejected as a stray, and
+/// the run it belonged to then arrived without it. Stored, it was a run `verify` flags for
+/// ever; it is refused at its stop instead.
+#[test]
+fn ingest_a_run_missing_events_its_stop_counts_is_rejected_at_the_stop() {
+    let fx = Fixture::new();
+    let text = std::fs::read_to_string(shared_run(INLINE_RUN)).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let event = lines.remove(2);
+    lines.insert(0, event);
+    let bad = fx.write("moved.jsonl", &(lines.join("\n") + "\n"));
+    let stop = line_of(&lines.join("\n"), "[\"stop\"");
+    let (code, out, err) = ingest(&fx, &[], &[path(&bad), &scalar()]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "rejected  {INLINE_RUN}: {}:{stop}: the stop document's num_events says 2 for stream \"primary\", but 1 arrived",
+            bad.display()
+        )),
+        "{out}"
+    );
+    assert_eq!(counts(&fx).0, 1);
+    verify_clean(&fx);
+}

@@ -11,5 +11,6 @@ mod hdf5;
 mod hostile;
 mod ingest;
 mod migrations;
+mod mutation;
 mod reindex;
 mod verify;
