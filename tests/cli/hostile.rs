@@ -508,3 +508,29 @@ fn ingest_a_run_missing_events_its_stop_counts_is_rejected_at_the_stop() {
     assert_eq!(counts(&fx).0, 1);
     verify_clean(&fx);
 }
+
+/// `runs` and `verify` print names and uids that came from documents: escaped there too.
+#[test]
+fn runs_document_text_is_escaped_in_what_it_prints() {
+    let fx = Fixture::new();
+    let forged = fx.edited_copy(&shared_run(SCALAR_RUN), "sample.jsonl", |t| {
+        t.replace(
+            "\"sample_name\": \"PS-film\"",
+            "\"sample_name\": \"PS\\nlanded    forged: 1 events\\u001b[31m\"",
+        )
+    });
+    let (code, out, err) = ingest(&fx, &[], &[path(&forged)]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = beamdb(&fx, &["reindex"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = beamdb(&fx, &["runs"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("PS\\nlanded    forged: 1 events\\u{1b}[31m"),
+        "{out}"
+    );
+    assert!(
+        !out.contains('\u{1b}') && out.lines().count() == 2,
+        "{out:?}"
+    );
+}
