@@ -238,7 +238,8 @@ pub struct IngestArgs {
     pub beamtime: String,
 
     /// Where files written under OLD are now: OLD=NEW (repeatable). Adds to, and for the
-    /// same OLD overrides, [ingest.root_map] in the settings.
+    /// same OLD overrides, [ingest.root_map] in the settings. Ingest reads files only under
+    /// a mapped root or one listed in [ingest] allowed_roots: OLD=OLD reads a root where it is.
     #[arg(long = "root-map", value_name = "OLD=NEW")]
     pub root_map: Vec<String>,
 

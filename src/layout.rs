@@ -10,8 +10,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// A name that is safe as one path component: letters, digits, `-`, `_`, `.`; not empty, not
-/// containing `..`, at most 255 bytes. Beamtime ids, run uids, stream and field names all
-/// become paths, and each is checked before any file is touched.
+/// containing `..`, at most 255 bytes, and not a name the Zarr store keeps for itself.
+/// Beamtime ids, run uids, stream and field names all become paths, and each is checked
+/// before any file is touched.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SafeName(String);
 
@@ -40,6 +41,10 @@ impl SafeName {
             Some("it contains '..' or is '.'")
         } else if name.contains('/') || name.contains('\\') {
             Some("it contains a path separator")
+        } else if is_zarr_reserved(name) {
+            Some(
+                "Zarr keeps this name for its own metadata (zarr.json, .zarray, .zgroup, .zattrs, .zmetadata, and every name starting with \"__\")",
+            )
         } else if !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -61,6 +66,17 @@ impl SafeName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Names a Zarr store keeps for itself: v3's `zarr.json` and (reserved by the v3 spec) every
+/// name starting with `__`; v2's metadata files, which zarr-python still looks for. A run,
+/// stream or field of that name would overwrite a group's metadata or make it unreadable.
+fn is_zarr_reserved(name: &str) -> bool {
+    name.starts_with("__")
+        || matches!(
+            name.to_ascii_lowercase().as_str(),
+            "zarr.json" | ".zarray" | ".zgroup" | ".zattrs" | ".zmetadata"
+        )
 }
 
 impl fmt::Display for SafeName {
@@ -178,7 +194,24 @@ mod tests {
             assert!(SafeName::new("x", ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", ".", "..", "a/b", "../x", "a..b", "a b", "é", "a\\b", "x\0",
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "a..b",
+            "a b",
+            "é",
+            "a\\b",
+            "x\0",
+            "zarr.json",
+            "ZARR.JSON",
+            "__init",
+            "__",
+            ".zarray",
+            ".zgroup",
+            ".zattrs",
+            ".zmetadata",
         ] {
             assert!(SafeName::new("x", bad).is_err(), "{bad:?}");
         }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod db;
 pub mod diff;
+pub mod escape;
 pub mod exit;
 pub mod frames;
 pub mod index;

@@ -94,6 +94,9 @@ pub enum JournalMode {
 pub struct IngestSettings {
     /// Old root → new root, longest old root first so the most specific mapping wins.
     pub root_map: Vec<(String, PathBuf)>,
+    /// Folders on this machine under which a resource's root may lie without a root map
+    /// entry. Empty by default: ingest reads only mapped roots.
+    pub allowed_roots: Vec<PathBuf>,
     pub compression: Compression,
 }
 
@@ -134,6 +137,7 @@ impl Default for Settings {
             },
             ingest: IngestSettings {
                 root_map: Vec::new(),
+                allowed_roots: Vec::new(),
                 compression: Compression::BitshuffleZstd {
                     level: DEFAULT_ZSTD_LEVEL,
                 },
@@ -333,6 +337,11 @@ impl Settings {
                 root_map.push((old, new_path));
             }
             settings.ingest.root_map = sort_root_map(root_map);
+            let mut allowed_roots = Vec::new();
+            for root in ingest.allowed_roots {
+                allowed_roots.push(nonempty_path(&root, base).map_err(|m| bad(root.span(), m))?);
+            }
+            settings.ingest.allowed_roots = allowed_roots;
         }
         Ok(settings)
     }
@@ -482,6 +491,8 @@ struct RawIngest {
     root_map: BTreeMap<String, Spanned<String>>,
     compression: Option<Spanned<String>>,
     compression_level: Option<Spanned<i64>>,
+    #[serde(default)]
+    allowed_roots: Vec<Spanned<String>>,
 }
 
 #[cfg(test)]

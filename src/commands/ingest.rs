@@ -9,6 +9,7 @@ use super::{Ctx, progress};
 use crate::beamtime;
 use crate::cli::IngestArgs;
 use crate::db::{self, Access};
+use crate::escape::escape;
 use crate::exit::{ExitStatus, fail};
 use crate::frames::{FrameStore, Recovered};
 use crate::ingest::rootmap::RootMap;
@@ -148,7 +149,9 @@ impl Tally {
             }
             Report::Incomplete { uid, at } => bar.suspend(|| {
                 tracing::warn!(
-                    "run {uid}: no stop document (input ends at {at}); stored as incomplete, exit_status NULL"
+                    "run {}: no stop document (input ends at {}); stored as incomplete, exit_status NULL",
+                    escape(&uid),
+                    escape(&at.to_string())
                 )
             }),
             Report::Run(outcome) => {
@@ -185,19 +188,25 @@ impl Tally {
                             format!(" ({})", notes.join("; "))
                         };
                         format!(
-                            "landed    {uid}: {events} events, {frames} frames, {:.1} MB{notes}",
+                            "landed    {}: {events} events, {frames} frames, {:.1} MB{notes}",
+                            escape(&uid),
                             bytes as f64 / 1e6
                         )
                     }
                     Outcome::Unchanged { uid } => {
                         self.unchanged += 1;
-                        format!("unchanged {uid}: already stored with the same documents")
+                        format!(
+                            "unchanged {}: already stored with the same documents",
+                            escape(&uid)
+                        )
                     }
                     Outcome::Rejected { uid, why } => {
                         self.rejected += 1;
+                        // The message quotes the documents (names, paths, kwargs): escaped whole.
+                        let why = why.to_string();
                         match uid {
-                            Some(uid) => format!("rejected  {uid}: {why}"),
-                            None => format!("rejected  (no run): {why}"),
+                            Some(uid) => format!("rejected  {}: {}", escape(&uid), escape(&why)),
+                            None => format!("rejected  (no run): {}", escape(&why)),
                         }
                     }
                 };
@@ -270,5 +279,5 @@ fn root_map(ctx: &Ctx, flags: &[String]) -> Result<RootMap> {
         map.retain(|(o, _)| o != old);
         map.push((old.to_string(), new));
     }
-    Ok(RootMap::new(sort_root_map(map)))
+    Ok(RootMap::new(sort_root_map(map)).with_allowed(ctx.settings.ingest.allowed_roots.clone()))
 }

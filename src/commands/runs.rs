@@ -7,6 +7,7 @@ use serde_json::{Map, Value as Json};
 use super::Ctx;
 use crate::cli::RunsArgs;
 use crate::db::Access;
+use crate::escape::escape;
 use crate::exit::{ExitStatus, fail};
 use crate::index::{IndexDb, RunFilter, RunRow};
 use crate::layout::Layout;
@@ -245,6 +246,9 @@ fn to_table(rows: &[RunRow]) -> String {
                 run.uid.clone(),
             ]
         })
+        // Sample, plan and researcher names come from the documents: escaped before the
+        // widths are measured, so the columns stay aligned.
+        .map(|cells| cells.map(|cell| escape(&cell).into_owned()))
         .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &cells {

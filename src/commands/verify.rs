@@ -5,6 +5,7 @@ use crate::exit::{Context, Result};
 
 use super::Ctx;
 use crate::cli::VerifyArgs;
+use crate::escape::escape;
 use crate::exit::{ExitStatus, fail};
 use crate::layout::{Layout, SafeName};
 use crate::lock;
@@ -60,7 +61,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitStatus> {
         let report = match verify::check(&layout, id, settings, options) {
             Ok(report) => report,
             Err(e) => {
-                eprintln!("error: {label}: {e}");
+                crate::errln!("error: {label}: {e}");
                 status = status.worst(ExitStatus::Failure);
                 continue;
             }
@@ -74,16 +75,16 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitStatus> {
         let repaired = verify::repair(&layout, id, settings, &report.findings)
             .with_context(|| format!("{label}: repair"))?;
         for line in &repaired.done {
-            crate::outln!("repaired {label}: {line}");
+            crate::outln!("repaired {label}: {}", escape(line));
         }
         for line in &repaired.skipped {
-            crate::outln!("skipped  {label}: {line}");
+            crate::outln!("skipped  {label}: {}", escape(line));
         }
         fixed += repaired.done.len();
         let after = verify::check(&layout, id, settings, options)
             .with_context(|| format!("{label}: checking again after the repair"))?;
         for finding in &after.findings {
-            crate::outln!("left     {label}: {finding}");
+            crate::outln!("left     {label}: {}", escape(&finding.to_string()));
         }
         left += after.findings.len();
     }
@@ -109,9 +110,10 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitStatus> {
 
 fn print_report(label: &str, report: &Report) {
     for note in &report.notes {
-        eprintln!("note: {label}: {note}");
+        crate::errln!("note: {label}: {note}");
     }
     for finding in &report.findings {
-        crate::outln!("{label}: {finding}");
+        // Findings quote names and uids from the documents.
+        crate::outln!("{label}: {}", escape(&finding.to_string()));
     }
 }

@@ -62,6 +62,20 @@ impl Dtype {
         Ok((Dtype { kind, size }, big && size > 1))
     }
 
+    /// The bytes of one frame of `shape` in this type, or `None` when the numbers overflow or
+    /// exceed what one allocation can hold. The one place frame sizes are computed: every
+    /// shape comes from a document or a file header, and a wrapped product once let an empty
+    /// payload "match" a frame of 2^64 elements.
+    pub fn frame_bytes(self, shape: &[u64]) -> Option<usize> {
+        let bytes = shape
+            .iter()
+            .try_fold(self.size as u64, |n, &d| n.checked_mul(d))?;
+        // A Vec cannot be longer than isize::MAX bytes.
+        usize::try_from(bytes)
+            .ok()
+            .filter(|&n| isize::try_from(n).is_ok())
+    }
+
     /// The zarr v3 data type name.
     pub fn zarr_name(self) -> &'static str {
         match (self.kind, self.size) {
@@ -115,5 +129,21 @@ mod tests {
         for bad in ["<c16", "<U10", "<u3", "O", "", "<f1", "|V8"] {
             assert!(Dtype::parse_numpy(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn frame_sizes_never_wrap() {
+        let (u2, _) = Dtype::parse_numpy("<u2").unwrap();
+        assert_eq!(u2.frame_bytes(&[64, 64]), Some(8192));
+        assert_eq!(u2.frame_bytes(&[]), Some(2));
+        assert_eq!(u2.frame_bytes(&[0, 64]), Some(0));
+        let (u1, _) = Dtype::parse_numpy("|u1").unwrap();
+        assert_eq!(u1.frame_bytes(&[1 << 62, 4]), None);
+        assert_eq!(u1.frame_bytes(&[1 << 32, 1 << 32]), None);
+        assert_eq!(u1.frame_bytes(&[1 << 63]), None);
+        assert_eq!(
+            Dtype::FLOAT64.frame_bytes(&[1 << 20, 1 << 20]),
+            Some(8 << 40)
+        );
     }
 }

@@ -7,8 +7,12 @@ use super::dtype::{Dtype, Kind};
 
 /// The elements of the nested list `value`, which must have exactly `shape`, as `dtype`.
 pub fn to_bytes(value: &Value, shape: &[u64], dtype: Dtype) -> Result<Vec<u8>, String> {
-    let n: u64 = shape.iter().product();
-    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0) * dtype.size);
+    if dtype.frame_bytes(shape).is_none() {
+        return Err(format!("shape {shape:?} is too large for one frame"));
+    }
+    // Grown as the payload is walked, never sized from the shape: a descriptor may declare
+    // [2^20, 2^20] over a payload of ten numbers, and the walk refuses it at the first list.
+    let mut out = Vec::new();
     walk(value, shape, dtype, &mut out, &mut Vec::new())?;
     Ok(out)
 }
@@ -169,5 +173,8 @@ mod tests {
         let (i1, _) = Dtype::parse_numpy("|i1").unwrap();
         assert!(to_bytes(&json!([[-129]]), &[1, 1], i1).is_err());
         assert!(to_bytes(&json!([[-128]]), &[1, 1], i1).is_ok());
+        // A huge declared shape over a tiny payload: refused, nothing allocated for it.
+        assert!(to_bytes(&json!([[1.0]]), &[1 << 20, 1 << 20], Dtype::FLOAT64).is_err());
+        assert!(to_bytes(&json!([[1]]), &[1 << 62, 4], u1).is_err());
     }
 }

@@ -12,6 +12,7 @@ pub mod dtype;
 pub mod handlers;
 pub mod inline;
 pub mod npy;
+pub mod owners;
 pub mod rootmap;
 pub mod rows;
 pub mod run;
@@ -351,9 +352,14 @@ impl<'a> Ingester<'a> {
                 if let rusqlite::Error::SqliteFailure(err, _) = &e
                     && err.code == rusqlite::ErrorCode::ConstraintViolation
                 {
+                    // Inside one run the builder refuses repeated uids with their line; what is
+                    // left is a uid another run owns, named with its document.
+                    let why = owners::first_owned(self.conn, &rows)?.unwrap_or_else(|| {
+                        Rejected::without_position(Problem::Database(e.to_string()))
+                    });
                     report(Report::Run(Outcome::Rejected {
                         uid: Some(uid.to_string()),
-                        why: Rejected::without_position(Problem::Database(e.to_string())),
+                        why,
                     }));
                     return Ok(());
                 }

@@ -36,6 +36,10 @@ pub enum NpyError {
 /// How many bytes to read to be sure of having the whole header of an ordinary file.
 pub const HEADER_PROBE: usize = 4096;
 
+/// The longest header accepted (numpy writes a few hundred bytes; format 1.0 allows 64 KiB):
+/// a file is never read further than this past its frame's size.
+pub const MAX_HEADER: usize = 1 << 20;
+
 /// Parses the header at the start of `bytes` (which may hold more than the header).
 pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, NpyError> {
     if bytes.len() < 10 {
@@ -61,6 +65,11 @@ pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, NpyError> {
         }
         _ => return Err(NpyError::Version(major, minor)),
     };
+    if len > MAX_HEADER {
+        return Err(NpyError::Header(format!(
+            "the header claims {len} bytes; at most {MAX_HEADER} are accepted"
+        )));
+    }
     let end = start.checked_add(len).ok_or(NpyError::Truncated)?;
     let header = bytes.get(start..end).ok_or(NpyError::Truncated)?;
     let text = std::str::from_utf8(header).map_err(|_| NpyError::Header("not UTF-8".into()))?;
@@ -77,6 +86,13 @@ pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, NpyError> {
         other => return Err(NpyError::Header(format!("fortran_order is {other}"))),
     };
     let shape = parse_tuple(dict_value(text, "shape")?)?;
+    // Checked here, where the numbers enter: every size computed from this header later
+    // may then assume it does not overflow.
+    if dtype.frame_bytes(&shape).is_none() {
+        return Err(NpyError::Header(format!(
+            "shape {shape:?} of {dtype} is too large for one frame"
+        )));
+    }
     Ok(NpyHeader {
         dtype,
         big_endian,
@@ -140,11 +156,18 @@ fn parse_tuple(s: &str) -> Result<Vec<u64>, NpyError> {
         .collect()
 }
 
-/// Reorders a Fortran-order (column-major) buffer of `shape` into C order.
-pub fn fortran_to_c(data: &[u8], shape: &[u64], item: usize) -> Vec<u8> {
-    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    let n: usize = dims.iter().product();
-    let mut out = vec![0u8; n * item];
+/// Reorders a Fortran-order (column-major) buffer of `shape` into C order; `None` when `data`
+/// is not exactly `shape` elements of `item` bytes.
+pub fn fortran_to_c(data: &[u8], shape: &[u64], item: usize) -> Option<Vec<u8>> {
+    let dims: Vec<usize> = shape
+        .iter()
+        .map(|&d| usize::try_from(d).ok())
+        .collect::<Option<_>>()?;
+    let n = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+    if item == 0 || n.checked_mul(item)? != data.len() {
+        return None;
+    }
+    let mut out = vec![0u8; data.len()];
     // C-order strides (in elements) of the output.
     let mut c_strides = vec![1usize; dims.len()];
     for i in (0..dims.len().saturating_sub(1)).rev() {
@@ -163,7 +186,7 @@ pub fn fortran_to_c(data: &[u8], shape: &[u64], item: usize) -> Vec<u8> {
             *i = 0;
         }
     }
-    out
+    Some(out)
 }
 
 #[cfg(test)]
@@ -250,6 +273,17 @@ mod tests {
     fn fortran_order_becomes_c_order() {
         // [[1, 2, 3], [4, 5, 6]] stored column-major: 1 4 2 5 3 6.
         let f: Vec<u8> = [1u8, 4, 2, 5, 3, 6].to_vec();
-        assert_eq!(fortran_to_c(&f, &[2, 3], 1), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(fortran_to_c(&f, &[2, 3], 1), Some(vec![1, 2, 3, 4, 5, 6]));
+        assert_eq!(fortran_to_c(&f, &[2, 4], 1), None);
+        assert_eq!(fortran_to_c(&f, &[1 << 62, 4], 1), None);
+    }
+
+    #[test]
+    fn headers_whose_size_overflows_are_refused() {
+        for shape in ["(4611686018427387904, 4)", "(4294967296, 4294967296)"] {
+            let h = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {shape}, }}");
+            let err = parse_header(&file(&h)).unwrap_err();
+            assert!(err.to_string().contains("too large"), "{shape}: {err}");
+        }
     }
 }

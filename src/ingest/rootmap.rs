@@ -1,14 +1,20 @@
 //! Where external files are now. A resource's `root` is where the detector wrote its files;
-//! data moves, so `root_map` (as in databroker) rewrites the start of a root. A resolved file
-//! must stay inside its mapped root even after `..` and symbolic links are followed, so a
-//! document cannot make beamdb read `/etc/shadow` into a beamtime.
+//! data moves, so `root_map` (as in databroker) rewrites the start of a root. Ingest reads
+//! only under a root that the root map maps or that `[ingest] allowed_roots` lists (an
+//! unmapped root is not a boundary of its own: a document could name `/`), and a resolved
+//! file must stay inside that root even after `..` and symbolic links are followed, so a
+//! document cannot make beamdb read `/etc/shadow` into a beamtime. A file must also be a
+//! regular file: opening a FIFO would wait for a writer for ever.
 
+use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
-/// Old root → new root, most specific first (as `settings::sort_root_map` orders them).
+/// Old root → new root, most specific first (as `settings::sort_root_map` orders them), and
+/// the folders on this machine where an unmapped root may lie.
 #[derive(Debug, Clone, Default)]
 pub struct RootMap {
     entries: Vec<(String, PathBuf)>,
+    allowed: Vec<PathBuf>,
 }
 
 /// A resource's root, found on this machine.
@@ -30,6 +36,10 @@ pub enum RootError {
     )]
     Unmapped { root: String },
     #[error(
+        "frames root {root} is neither mapped nor allowed: ingest reads files only under a root that the root map maps or that [ingest] allowed_roots lists, so that a document cannot make beamdb read any file on this machine; to read it where it is, add --root-map {root}={root} (or list it, or a folder above it, in [ingest] allowed_roots in the settings)"
+    )]
+    NotAllowed { root: String },
+    #[error(
         "frames root {root} maps to {mapped} (root map {old}={new}), which does not exist; fix the root map"
     )]
     MappedMissing {
@@ -46,11 +56,24 @@ pub enum RootError {
         resolved: PathBuf,
         boundary: PathBuf,
     },
+    #[error(
+        "{path}: not a regular file (a FIFO, device, socket or folder); frames are read only from regular files"
+    )]
+    NotRegular { path: PathBuf },
 }
 
 impl RootMap {
     pub fn new(entries: Vec<(String, PathBuf)>) -> RootMap {
-        RootMap { entries }
+        RootMap {
+            entries,
+            allowed: Vec::new(),
+        }
+    }
+
+    /// Also reads unmapped roots that lie under one of `allowed` (`[ingest] allowed_roots`).
+    pub fn with_allowed(mut self, allowed: Vec<PathBuf>) -> RootMap {
+        self.allowed = allowed;
+        self
     }
 
     /// Finds `root` on this machine.
@@ -99,10 +122,33 @@ impl RootMap {
                 let dir = path
                     .canonicalize()
                     .map_err(|_| RootError::Unmapped { root: root.into() })?;
+                // The allowed folder, not the root, is the boundary: files under the root
+                // may not leave it by `..` or a symbolic link either. A listed folder that is
+                // not there (an unmounted disk) allows nothing.
+                let allowed: Vec<(&PathBuf, PathBuf)> = self
+                    .allowed
+                    .iter()
+                    .filter_map(|a| a.canonicalize().ok().map(|c| (a, c)))
+                    .collect();
+                let Some((_, boundary)) = allowed.iter().find(|(_, c)| dir.starts_with(c)) else {
+                    // Named under an allowed folder, but a symbolic link leads out of it.
+                    if let Some((_, c)) = allowed
+                        .iter()
+                        .find(|(a, c)| path.starts_with(a) || path.starts_with(c))
+                    {
+                        return Err(RootError::Escapes {
+                            path: path.into(),
+                            resolved: dir,
+                            boundary: c.clone(),
+                        });
+                    }
+                    return Err(RootError::NotAllowed { root: root.into() });
+                };
+                let boundary = boundary.clone();
                 Ok(ResolvedRoot {
                     original: root.into(),
-                    boundary: dir.clone(),
                     dir,
+                    boundary,
                 })
             }
         }
@@ -139,8 +185,30 @@ impl ResolvedRoot {
                 boundary: self.boundary.clone(),
             });
         }
+        // stat does not open: a FIFO is refused here without waiting for a writer.
+        if !std::fs::metadata(&resolved).is_ok_and(|m| m.is_file()) {
+            return Err(RootError::NotRegular { path: resolved });
+        }
         Ok(Ok(resolved))
     }
+}
+
+/// Opens a file that [`ResolvedRoot::file`] returned, for reading. Non-blocking, then checked
+/// again on the open file: the path may have become a FIFO since it was resolved, and opening
+/// a FIFO blocks until someone writes to it. (O_NONBLOCK changes nothing for a regular file.)
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, device, socket or folder)",
+        ));
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -174,6 +242,54 @@ mod tests {
             map.resolve("/srv/beamline2/x"),
             Err(RootError::Unmapped { .. })
         ));
+    }
+
+    #[test]
+    fn unmapped_roots_are_read_only_under_an_allowed_folder() {
+        let (dir, frames) = setup();
+        let root = frames.to_str().unwrap();
+        let err = RootMap::default().resolve(root).unwrap_err();
+        assert!(matches!(err, RootError::NotAllowed { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("--root-map {root}={root}")),
+            "{err}"
+        );
+        assert!(matches!(
+            RootMap::default().resolve("/"),
+            Err(RootError::NotAllowed { .. })
+        ));
+        let map = RootMap::default().with_allowed(vec![dir.path().into()]);
+        let resolved = map.resolve(root).unwrap();
+        assert_eq!(resolved.boundary, dir.path().canonicalize().unwrap());
+        assert!(resolved.file("a_0.npy").unwrap().is_ok());
+        let map = RootMap::default().with_allowed(vec![frames.join("sub")]);
+        assert!(matches!(
+            map.resolve(root),
+            Err(RootError::NotAllowed { .. })
+        ));
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let (_dir, frames) = setup();
+        let map = RootMap::new(vec![("/srv/f".into(), frames.clone())]);
+        let root = map.resolve("/srv/f").unwrap();
+        let fifo = frames.join("fifo_0.npy");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert!(matches!(
+            root.file("fifo_0.npy"),
+            Err(RootError::NotRegular { .. })
+        ));
+        assert!(matches!(
+            root.file("sub"),
+            Err(RootError::NotRegular { .. })
+        ));
+        // Opening the FIFO directly does not wait for a writer either.
+        let err = open_regular(&fifo).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(open_regular(&frames.join("a_0.npy")).is_ok());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use serde_json::{Map, Value};
 
+use super::documents::Pos;
+
 #[derive(Debug, Default)]
 pub struct RunRows {
     pub uid: String,
@@ -21,6 +23,8 @@ pub struct StreamRow {
     pub data_keys: String,
     pub time_created: f64,
     pub configuration: Option<String>,
+    /// The descriptor's `file:line`, for messages about this row.
+    pub pos: Pos,
 }
 
 #[derive(Debug)]
@@ -32,6 +36,8 @@ pub struct EventRow {
     /// The event's data as JSON; a frame's value is `{"zarr_group", "index"[, "datum_id"]}`.
     pub data: String,
     pub timestamps: Option<String>,
+    /// The event's `file:line` (of its page, for an event_page), for messages about this row.
+    pub pos: Pos,
 }
 
 #[derive(Debug)]

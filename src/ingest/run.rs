@@ -2,7 +2,7 @@
 //! store as they come (in parallel batches), and collects the rows that are committed at the
 //! end. Nothing here touches the database: [`RunBuilder::finish`] hands the rows over.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -50,11 +50,35 @@ pub enum Problem {
     #[error("{field}: {what}")]
     Value { field: String, what: String },
     #[error(
-        "run {uid} is already in this beamtime with different documents; use --replace to replace it"
+        "run {uid} is already in this beamtime with different documents; to store these documents instead, run the same ingest with --replace"
     )]
     Differs { uid: String },
+    #[error(
+        "seq_num {seq_num} appears twice in stream {descriptor:?} (its first event: {first}); each event of a stream needs its own seq_num"
+    )]
+    SeqNumTwice {
+        seq_num: i64,
+        descriptor: String,
+        first: Pos,
+    },
+    #[error(
+        "{what} {uid:?} already belongs to run {owner} in this beamtime, and {what}s are unique in a beamtime; if these documents are a copy of run {owner}, they are stored already; otherwise the documents must give this run its own uids"
+    )]
+    Owned {
+        what: &'static str,
+        uid: String,
+        owner: String,
+    },
     #[error("the database refused the run: {0}")]
     Database(String),
+    #[error(
+        "the stop document's num_events says {says} for stream {stream:?}, but {has} arrived; the run is not whole (documents missing from the input, or rejected above), so it is not stored"
+    )]
+    Counts {
+        stream: String,
+        says: String,
+        has: i64,
+    },
 }
 
 /// A run that is not stored, and why.
@@ -212,6 +236,13 @@ pub struct RunBuilder {
     delivered: Vec<Delivery>,
     delivered_keys: HashSet<(String, i64, String)>,
     event_uids: HashSet<String>,
+    /// (descriptor, seq_num) → the event that has it: SQLite's UNIQUE(stream_uid, seq_num)
+    /// would refuse the run at commit, with no line to point at.
+    seq_nums: HashMap<(String, i64), Pos>,
+    /// Where the start document is: a run that differs from the stored one is named by it.
+    start_pos: Pos,
+    /// Where the stop document is: a run with fewer events than it counts is named by it.
+    stop_pos: Option<Pos>,
     stacks: Vec<Stack>,
     frames: Option<RunFrames>,
     pending: Vec<FrameJob>,
@@ -264,6 +295,9 @@ impl RunBuilder {
             delivered: Vec::new(),
             delivered_keys: HashSet::new(),
             event_uids: HashSet::new(),
+            seq_nums: HashMap::new(),
+            start_pos: doc.pos.clone(),
+            stop_pos: None,
             stacks: Vec::new(),
             frames: None,
             pending: Vec::new(),
@@ -296,7 +330,7 @@ impl RunBuilder {
         match doc.kind {
             // The driver ends a run before it opens the next one.
             Kind::Start => return Err(at(Problem::Order("a start inside an open run".into()))),
-            Kind::Descriptor => self.descriptor(&f).map_err(at)?,
+            Kind::Descriptor => self.descriptor(&f, &doc.pos).map_err(at)?,
             Kind::Resource => self.resource(&f, cx).map_err(at)?,
             Kind::Datum => {
                 let resource = f.str("resource").map_err(|e| at(e.into()))?;
@@ -319,6 +353,7 @@ impl RunBuilder {
                 }
                 f.f64("time").map_err(|e| at(e.into()))?;
                 self.rows.stop = Some(doc.body.clone());
+                self.stop_pos = Some(doc.pos.clone());
                 self.stopped = true;
                 return Ok(true);
             }
@@ -329,7 +364,7 @@ impl RunBuilder {
         Ok(false)
     }
 
-    fn descriptor(&mut self, f: &Fields<'_>) -> Result<(), Problem> {
+    fn descriptor(&mut self, f: &Fields<'_>, pos: &Pos) -> Result<(), Problem> {
         let uid = f.str("uid")?.to_string();
         if self.descriptors.contains_key(&uid) {
             return Err(Problem::Duplicate {
@@ -353,6 +388,7 @@ impl RunBuilder {
             configuration: f
                 .opt_object("configuration")?
                 .map(|c| Value::Object(c.clone()).to_string()),
+            pos: pos.clone(),
         });
         self.descriptors.insert(uid, Descriptor { fields });
         Ok(())
@@ -404,6 +440,20 @@ impl RunBuilder {
             .map(|s| Dtype::parse_numpy(s).map(|(d, _)| d))
             .transpose()
             .map_err(|e| bad(&e.to_string()))?;
+        // Every frame of this field is a Zarr chunk of this shape: refused here, at the
+        // descriptor's line, before a stack is created or a frame is read. Without a declared
+        // type the widest (8 bytes) must fit.
+        if shape.contains(&0) {
+            return Err(bad(&format!(
+                "shape {shape:?} has a dimension of 0; a frame holds at least one element"
+            )));
+        }
+        let widest = declared.unwrap_or(Dtype::FLOAT64);
+        if widest.frame_bytes(&shape).is_none() {
+            return Err(bad(&format!(
+                "shape {shape:?} is too large: one frame of {widest} would not fit in memory"
+            )));
+        }
         let shared = self.stacks.iter().position(|s| {
             s.stream == stream && s.field == field && s.shape == shape && s.declared == declared
         });
@@ -608,6 +658,22 @@ impl RunBuilder {
         };
         // s0: how many rows of the dataset one index covers.
         let rows = self.stacks[stack].shape.first().copied().unwrap_or(1);
+        // Checked against the dataset as it is now, before a frame is planned: a document's
+        // [0, 2^40) would otherwise plan a trillion frames before the first read failed.
+        if let Some(len) = handler.extent()
+            && last.checked_mul(rows).is_none_or(|n| n > len)
+        {
+            // The first index past the end, as reading it would have reported.
+            let past = first.max(len.checked_div(rows).unwrap_or(first));
+            return Err(at(Problem::Value {
+                field,
+                what: format!(
+                    "stream_datum indices [{first}, {last}) go past the end of its dataset ({rows} rows an index): rows [{}, {}) are asked for, but the dataset has {len} rows",
+                    past.saturating_mul(rows),
+                    past.saturating_add(1).saturating_mul(rows)
+                ),
+            }));
+        }
         let frame_err = |source| {
             at(Problem::Frame {
                 field: field.clone(),
@@ -863,6 +929,18 @@ impl RunBuilder {
                 uid: uid.to_string(),
             }));
         }
+        match self.seq_nums.entry((descriptor.to_string(), seq_num)) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                return Err(at(Problem::SeqNumTwice {
+                    seq_num,
+                    descriptor: descriptor.to_string(),
+                    first: first.get().clone(),
+                }));
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(pos.clone());
+            }
+        }
         let frame_fields: Vec<(String, usize, bool)> = desc
             .fields
             .iter()
@@ -942,6 +1020,7 @@ impl RunBuilder {
             time,
             data: Value::Object(data).to_string(),
             timestamps,
+            pos: pos.clone(),
         });
         Ok(())
     }
@@ -977,8 +1056,9 @@ impl RunBuilder {
             dtype: dtype.to_string(),
             codec: frames::codec_label(cx.compression),
         });
-        let size = s.shape.iter().product::<u64>() as usize * dtype.size;
-        self.pending_bytes += size;
+        // The descriptor's shape was checked to fit (plan_field); the batch limit is a hint.
+        let size = dtype.frame_bytes(&s.shape).unwrap_or(usize::MAX);
+        self.pending_bytes = self.pending_bytes.saturating_add(size);
         self.pending.push(FrameJob {
             stack: created,
             index,
@@ -1123,11 +1203,15 @@ impl RunBuilder {
             if *committed == digest {
                 return Ok(Finished::Unchanged);
             }
-            return Err(Rejected::without_position(Problem::Differs {
-                uid: self.uid.to_string(),
-            })
+            return Err(Rejected::at(
+                &self.start_pos,
+                Problem::Differs {
+                    uid: self.uid.to_string(),
+                },
+            )
             .into());
         }
+        self.check_counts()?;
         self.join_streams(cx)?;
         self.flush()?;
         if let Some(frames) = self.frames.as_mut() {
@@ -1162,6 +1246,62 @@ impl RunBuilder {
             frames: self.frames_written,
             bytes: self.bytes_written,
         })
+    }
+
+    /// The stop's `num_events` per stream name against what arrived: a run whose documents
+    /// were lost on the way (dropped from the file, or rejected before its start) is not
+    /// whole, and is refused at its stop rather than stored for `verify` to find. What arrived
+    /// for a stream is its distinct seq_nums, from events or (a fly scan) stream_datums.
+    fn check_counts(&self) -> Result<(), Rejected> {
+        let (Some(stop), Some(pos)) = (&self.rows.stop, &self.stop_pos) else {
+            return Ok(());
+        };
+        let Some(said) = stop.get("num_events").and_then(Value::as_object) else {
+            return Ok(());
+        };
+        let names: HashMap<&str, &str> = self
+            .rows
+            .streams
+            .iter()
+            .map(|s| (s.uid.as_str(), s.name.as_str()))
+            .collect();
+        let mut seen: HashSet<(&str, i64)> = HashSet::new();
+        let arrived_events = self
+            .rows
+            .events
+            .iter()
+            .map(|e| (e.stream_uid.as_str(), e.seq_num));
+        let delivered = self
+            .delivered_keys
+            .iter()
+            .map(|(d, seq, _)| (d.as_str(), *seq));
+        let mut arrived: BTreeMap<&str, i64> = BTreeMap::new();
+        for (descriptor, seq) in arrived_events.chain(delivered) {
+            if seen.insert((descriptor, seq))
+                && let Some(name) = names.get(descriptor)
+            {
+                *arrived.entry(name).or_default() += 1;
+            }
+        }
+        let mut all: BTreeSet<&str> = said.keys().map(String::as_str).collect();
+        all.extend(arrived.keys().copied());
+        for name in all {
+            let says = said.get(name).and_then(Value::as_i64).unwrap_or(0);
+            let has = arrived.get(name).copied().unwrap_or(0);
+            if says != has {
+                return Err(Rejected::at(
+                    pos,
+                    Problem::Counts {
+                        stream: name.to_string(),
+                        says: said
+                            .get(name)
+                            .map_or_else(|| "nothing".into(), Value::to_string),
+                        has,
+                    },
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Removes whatever this run wrote to the store.

@@ -104,7 +104,9 @@ fn ingest_on_a_full_disk_stores_nothing_half_and_says_so() {
     assert_eq!(code, 0, "{out}{err}");
     let big = generate::frames_run(fx.path(), "full-disk", 400, (32, 32));
     let big = big.to_str().unwrap();
-    let mut cmd = command(&fx, &fx.data_root(), &["ingest", "--beamtime", "bt", big]);
+    let map = generate::identity_map(fx.path());
+    let args = ["ingest", "--beamtime", "bt", "--root-map", &map, big];
+    let mut cmd = command(&fx, &fx.data_root(), &args);
     unsafe {
         cmd.pre_exec(|| {
             // Past the limit, a write fails with EFBIG instead of killing the process.
@@ -130,7 +132,7 @@ fn ingest_on_a_full_disk_stores_nothing_half_and_says_so() {
     assert_eq!(runs(&fx), 1);
     let (code, out, err) = verify(&fx);
     assert_eq!(code, 0, "nothing half-written: {out}{err}");
-    let (code, out, err) = run(&mut fx.beamdb(&["ingest", "--beamtime", "bt", big]));
+    let (code, out, err) = run(&mut fx.beamdb(&args));
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(runs(&fx), 2);
     let (code, out, err) = verify(&fx);

@@ -8,8 +8,16 @@ use crate::common::{Fixture, assert_whole, config_repo, count, run};
 use crate::crash::{finish, spawn};
 use crate::generate;
 
-fn ingest_args(jsonl: &Path) -> Vec<&str> {
-    vec!["ingest", "--beamtime", "bt", jsonl.to_str().expect("utf-8")]
+/// `map`: the identity root map of the generated frames ([`generate::identity_map`]).
+fn ingest_args<'a>(jsonl: &'a Path, map: &'a str) -> Vec<&'a str> {
+    vec![
+        "ingest",
+        "--beamtime",
+        "bt",
+        "--root-map",
+        map,
+        jsonl.to_str().expect("utf-8"),
+    ]
 }
 
 fn verify_clean(fx: &Fixture, root: &Path) {
@@ -20,12 +28,13 @@ fn verify_clean(fx: &Fixture, root: &Path) {
 #[test]
 fn concurrency_reindex_in_a_loop_during_an_ingest_of_thousands_of_events() {
     let fx = Fixture::new();
+    let map = generate::identity_map(fx.path());
     let root = fx.data_root();
     let small = generate::events_run(fx.path(), "small", 10);
     let big = generate::events_run(fx.path(), "big", 20_000);
-    let (code, _, err) = finish(spawn(&fx, &root, &ingest_args(&small)));
+    let (code, _, err) = finish(spawn(&fx, &root, &ingest_args(&small, &map)));
     assert_eq!(code, 0, "{err}");
-    let mut ingest = spawn(&fx, &root, &ingest_args(&big));
+    let mut ingest = spawn(&fx, &root, &ingest_args(&big, &map));
     let mut reindexes = 0;
     while ingest.try_wait().expect("try_wait").is_none() {
         let (code, out, err) = finish(spawn(&fx, &root, &["reindex"]));
@@ -54,11 +63,12 @@ fn concurrency_reindex_in_a_loop_during_an_ingest_of_thousands_of_events() {
 #[test]
 fn concurrency_two_ingests_into_a_new_beamtime_at_once_both_land() {
     let fx = Fixture::new();
+    let map = generate::identity_map(fx.path());
     let root = fx.data_root();
     let a = generate::frames_run(fx.path(), "run-a", 120, (32, 32));
     let b = generate::events_run(fx.path(), "run-b", 5_000);
-    let first = spawn(&fx, &root, &ingest_args(&a));
-    let second = spawn(&fx, &root, &ingest_args(&b));
+    let first = spawn(&fx, &root, &ingest_args(&a, &map));
+    let second = spawn(&fx, &root, &ingest_args(&b, &map));
     for child in [first, second] {
         let (code, out, err) = finish(child);
         assert_eq!(code, 0, "{out}{err}");
@@ -77,14 +87,15 @@ fn concurrency_two_ingests_into_a_new_beamtime_at_once_both_land() {
 #[test]
 fn concurrency_the_same_run_twice_at_once_lands_once_and_whole() {
     let fx = Fixture::new();
+    let map = generate::identity_map(fx.path());
     let jsonl = generate::frames_run(fx.path(), "same-run", 200, (32, 32));
     for trial in 0..3 {
         let root = fx.path().join(format!("trial-{trial}"));
-        let first = spawn(&fx, &root, &ingest_args(&jsonl));
+        let first = spawn(&fx, &root, &ingest_args(&jsonl, &map));
         if trial > 0 {
             std::thread::sleep(Duration::from_millis(50 * trial));
         }
-        let second = spawn(&fx, &root, &ingest_args(&jsonl));
+        let second = spawn(&fx, &root, &ingest_args(&jsonl, &map));
         let mut landed = 0;
         let mut unchanged = 0;
         for child in [first, second] {
@@ -106,10 +117,11 @@ fn concurrency_the_same_run_twice_at_once_lands_once_and_whole() {
 #[test]
 fn concurrency_migrate_while_an_ingest_runs_exits_75_and_loses_nothing() {
     let fx = Fixture::new();
+    let map = generate::identity_map(fx.path());
     config_repo(&fx);
     let root = fx.data_root();
     let big = generate::events_run(fx.path(), "big", 20_000);
-    let mut ingest = spawn(&fx, &root, &ingest_args(&big));
+    let mut ingest = spawn(&fx, &root, &ingest_args(&big, &map));
     // Wait until the ingest has created the beamtime (it holds the lock from before that).
     let started = Instant::now();
     while !fx.beamtime_db("bt").exists() && started.elapsed() < Duration::from_secs(20) {

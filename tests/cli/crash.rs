@@ -138,7 +138,15 @@ fn verify_clean(fx: &Fixture, root: &Path) {
 /// whole or not at all, and a re-run lands the rest.
 fn ingest_scenario(scenario: &str, inputs: &[PathBuf], runs: i64, events: i64) {
     let fx = Fixture::new();
+    // The generated frames are read where they are: an identity root map allows that.
+    let frames = inputs
+        .first()
+        .and_then(|p| p.parent())
+        .map(generate::identity_map);
     let mut args = vec!["ingest", "--beamtime", "bt", "-q"];
+    if let Some(map) = &frames {
+        args.extend(["--root-map", map.as_str()]);
+    }
     args.extend(inputs.iter().map(|p| p.to_str().expect("utf-8 path")));
     let full = duration_of(&fx, &args);
     let mut rng = seeded(scenario);

@@ -39,6 +39,16 @@ fn stop(uid: &str, time: f64, primary: usize) -> String {
     )
 }
 
+/// `OLD=NEW` for `--root-map`: the identity mapping of the frames folder that
+/// [`frames_run`] writes under `dir`, which is how ingest is allowed to read a root where it
+/// is (an unmapped root is refused).
+pub fn identity_map(dir: &Path) -> String {
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).expect("mkdir");
+    let frames = frames.canonicalize().expect("canonical frames dir");
+    format!("{0}={0}", frames.display())
+}
+
 /// A run of `n` events, each with one external 2-D frame (NPY_SEQ files written under
 /// `dir/frames`). Returns the jsonl path.
 pub fn frames_run(dir: &Path, uid: &str, n: usize, shape: (usize, usize)) -> PathBuf {

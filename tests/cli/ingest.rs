@@ -343,7 +343,14 @@ fn ingest_same_uid_with_different_documents_is_rejected_then_replace_replaces() 
     });
     let (code, out, err) = ingest(&fx, &[path(&changed)]);
     assert_eq!(code, 4, "{out}{err}");
-    assert!(out.contains("different documents; use --replace"), "{out}");
+    // Named by its start document, with what to do.
+    assert!(
+        out.contains(&format!(
+            "rejected  {COUNT_RUN}: {}:1: run {COUNT_RUN} is already in this beamtime with different documents; to store these documents instead, run the same ingest with --replace",
+            changed.display()
+        )),
+        "{out}"
+    );
     let conn = fx.open(&fx.beamtime_db("bt"));
     assert!(text(&conn, "SELECT metadata FROM runs").contains("\"num_points\":5"));
     drop(conn);

@@ -305,4 +305,10 @@ impl<T: ByRows + Send + Sync> Handler for T {
         let (start, stop) = self.range(at)?;
         self.rows().read(start, stop, expected)
     }
+
+    fn extent(&self) -> Option<u64> {
+        // A file still being written (SWMR) may have grown since it was opened.
+        let _ = self.rows().dataset.refresh();
+        Some(self.rows().len())
+    }
 }

@@ -26,8 +26,9 @@ pub struct FrameInfo {
 }
 
 impl FrameInfo {
-    pub fn len_bytes(&self) -> usize {
-        self.shape.iter().map(|&d| d as usize).product::<usize>() * self.dtype.size
+    /// `None` when the shape is too large to be one frame (see [`Dtype::frame_bytes`]).
+    pub fn len_bytes(&self) -> Option<usize> {
+        self.dtype.frame_bytes(&self.shape)
     }
 }
 
@@ -62,6 +63,12 @@ pub trait Handler: Send + Sync {
     /// The frame's elements in C order, little-endian, after checking them against
     /// `expected`.
     fn read(&self, at: &Locator, expected: &FrameInfo) -> Result<Vec<u8>, FrameError>;
+
+    /// How many rows the resource's dataset has now, when it is one dataset (HDF5): a
+    /// stream_datum's range is checked against it before any frame is planned.
+    fn extent(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

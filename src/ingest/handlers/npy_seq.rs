@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::{FrameError, FrameInfo, Handler, Locator};
-use crate::ingest::npy::{self, NpyHeader};
-use crate::ingest::rootmap::ResolvedRoot;
+use crate::ingest::npy::{self, NpyError, NpyHeader};
+use crate::ingest::rootmap::{self, ResolvedRoot};
 
 pub struct NpySeq {
     root: ResolvedRoot,
@@ -55,7 +55,7 @@ impl Handler for NpySeq {
             source,
         };
         let mut buf = Vec::with_capacity(npy::HEADER_PROBE);
-        std::fs::File::open(&path)
+        rootmap::open_regular(&path)
             .map_err(io)?
             .take(npy::HEADER_PROBE as u64)
             .read_to_end(&mut buf)
@@ -69,10 +69,33 @@ impl Handler for NpySeq {
 
     fn read(&self, at: &Locator, expected: &FrameInfo) -> Result<Vec<u8>, FrameError> {
         let path = self.path(at)?;
-        let bytes = std::fs::read(&path).map_err(|source| FrameError::Io {
+        let want = expected.len_bytes().ok_or_else(|| FrameError::Npy {
+            path: path.clone(),
+            source: NpyError::Header(format!(
+                "a frame of shape {:?} is too large",
+                expected.shape
+            )),
+        })?;
+        let io = |source| FrameError::Io {
             path: path.clone(),
             source,
-        })?;
+        };
+        let file = rootmap::open_regular(&path).map_err(io)?;
+        // Never more than the frame and its header: a file far longer than the descriptor's
+        // frame is refused before it is read into memory.
+        let limit = want.saturating_add(npy::MAX_HEADER);
+        let size = file.metadata().map_err(io)?.len();
+        if size > limit as u64 {
+            return Err(FrameError::Length {
+                path,
+                found: usize::try_from(size).unwrap_or(usize::MAX),
+                expected: want,
+            });
+        }
+        let mut bytes = Vec::new();
+        file.take(limit as u64)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
         let h = header(&path, &bytes)?;
         if h.shape != expected.shape {
             return Err(FrameError::Shape {
@@ -88,8 +111,7 @@ impl Handler for NpySeq {
                 expected: expected.dtype,
             });
         }
-        let data = &bytes[h.data_offset..];
-        let want = expected.len_bytes();
+        let data = bytes.get(h.data_offset..).unwrap_or_default();
         if data.len() != want {
             return Err(FrameError::Length {
                 path,
@@ -98,7 +120,11 @@ impl Handler for NpySeq {
             });
         }
         let mut out = if h.fortran_order {
-            npy::fortran_to_c(data, &h.shape, h.dtype.size)
+            npy::fortran_to_c(data, &h.shape, h.dtype.size).ok_or(FrameError::Length {
+                path,
+                found: data.len(),
+                expected: want,
+            })?
         } else {
             data.to_vec()
         };
