@@ -21,7 +21,7 @@ use std::io::BufRead;
 
 use rusqlite::Connection;
 
-use crate::frames::{FrameStore, Recovered, StoreError, Target};
+use crate::frames::{Committed, FrameStore, Recovered, StoreError, Target};
 use crate::layout::SafeName;
 use crate::lock::{self, LockError, LockGuard};
 use crate::settings::Compression;
@@ -256,9 +256,14 @@ impl<'a> Ingester<'a> {
         };
         match RunBuilder::start(doc, mode) {
             Ok(run) => {
+                // The committed rows are the proof of which copy of the frames is whole.
+                let conn = &*self.conn;
                 let recovered = self.store.recover(
                     &run.uid,
-                    committed.as_ref().map(|d| d.as_deref().unwrap_or("")),
+                    committed.as_ref().map(|d| Committed {
+                        digest: d.as_deref(),
+                    }),
+                    || writer::committed_frames(conn, run.uid.as_str()).map_err(IngestError::Db),
                 )?;
                 let mut run = Box::new(run);
                 run.recovered = recovered;
