@@ -8,7 +8,11 @@
 //! leftover of a killed ingest sits in the staging folder.
 //!
 //! Repairs never delete a committed run's data. Leftovers (groups no committed run owns,
-//! staging folders) are removed, as the next ingest of that run would. A committed run whose
+//! staging folders) are removed, as the next ingest of that run would; of two copies of a
+//! committed run's frames (an interrupted `--replace`), the one kept is the one the committed
+//! rows prove whole, and when neither is, both are kept. The store's own group metadata is
+//! rewritten when zarr-python could not open it (it holds only beamdb's description; the
+//! damaged file is kept). A committed run whose
 //! frames are missing breaks "every run whole or absent" in a way only its documents can
 //! mend: it is *quarantined* — its rows are saved to a JSON file and whatever frames it still
 //! has are moved beside it, under `{beamtime}/quarantine/`, then its rows are deleted in one
@@ -596,7 +600,7 @@ impl Beamtime<'_> {
                         report.find(
                             location,
                             if replaced {
-                                "frames of other documents than the committed run's (an interrupted --replace); `verify --repair` puts the committed frames back"
+                                "frames of other documents than the committed run's (an interrupted --replace); `verify --repair` puts back the copy that provably holds every committed frame"
                             } else {
                                 "the group's content digest is not the committed run's (incomplete or foreign frames); re-ingest the run with --replace"
                             },
@@ -627,8 +631,11 @@ impl Beamtime<'_> {
                 Some(Staged::Old) => {
                     "leftover of an interrupted ingest --replace (a copy of the run's frames); `verify --repair` keeps whichever copy provably holds every committed frame"
                 }
-                Some(Staged::New | Staged::Trash) => {
-                    "leftover of an interrupted ingest --replace (never committed frames); `verify --repair` removes it"
+                Some(Staged::New) => {
+                    "leftover of an interrupted ingest --replace (a replacement never committed); `verify --repair` removes it"
+                }
+                Some(Staged::Trash) => {
+                    "leftover of an interrupted ingest (frames it was deleting, already judged not needed by any committed run); `verify --repair` removes it"
                 }
                 None => "not something beamdb writes here; move it away",
             };

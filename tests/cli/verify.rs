@@ -540,3 +540,24 @@ fn verify_a_cleanly_ingested_fly_scan_is_clean() {
         "{out}"
     );
 }
+
+/// A stream group's zarr.json is garbage: zarr-python cannot open that stream; verify finds
+/// it with the frames that depend on it.
+#[test]
+fn verify_reports_a_damaged_stream_group() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    let meta = store(&fx)
+        .join("runs")
+        .join(PAGED_RUN)
+        .join("primary/zarr.json");
+    std::fs::write(&meta, "{").unwrap();
+    let (code, out, err) = run_verify(&fx, &["verify"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "(run {PAGED_RUN}): group runs/{PAGED_RUN}/primary: zarr.json is not JSON"
+        )),
+        "{out}"
+    );
+}
