@@ -153,12 +153,26 @@ pub fn commit(conn: &mut Connection, rows: &RunRows, promoted: &[String]) -> rus
     };
     let start = &rows.start;
     let stop = rows.stop.as_ref();
-    // The stop's per-stream counts when it has them, else what arrived.
+    // The stop's per-stream counts when it has them, else what arrived: a stream's events are
+    // its seq_nums, with an event document or delivered by stream_datum alone (a fly scan),
+    // as the stop counts them and as `verify` checks.
+    let arrived = rows
+        .events
+        .iter()
+        .map(|e| (e.stream_uid.as_str(), e.seq_num))
+        .chain(
+            rows.image_refs
+                .iter()
+                .filter(|i| i.event_uid.is_none())
+                .map(|i| (i.stream_uid.as_str(), i.seq_num)),
+        )
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     let num_events = stop
         .and_then(|s| s.get("num_events"))
         .and_then(Value::as_object)
         .map(|m| m.values().filter_map(Value::as_i64).sum::<i64>())
-        .unwrap_or(rows.events.len() as i64);
+        .unwrap_or(arrived as i64);
     let mut columns: Vec<&str> = BUILT_IN.to_vec();
     let mut values: Vec<Sql> = vec![
         Sql::Text(rows.uid.clone()),
