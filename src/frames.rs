@@ -1130,3 +1130,69 @@ impl FrameStore {
         Ok(moved)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(source: io::Error) -> StoreError {
+        StoreError::Io {
+            path: PathBuf::from("/x"),
+            action: "cannot write the frame",
+            source,
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_told_by_kind_and_errno_not_by_text() {
+        assert!(io(io::Error::from(io::ErrorKind::StorageFull)).is_storage_full());
+        assert!(io(io::Error::from(io::ErrorKind::FileTooLarge)).is_storage_full());
+        assert!(io(io::Error::from_raw_os_error(28)).is_storage_full());
+        assert!(io(io::Error::from_raw_os_error(27)).is_storage_full());
+        // The words alone are not enough.
+        assert!(!io(io::Error::other("No space left on device")).is_storage_full());
+        assert!(!io(io::Error::from(io::ErrorKind::PermissionDenied)).is_storage_full());
+        let zarr = StoreError::Zarr {
+            path: PathBuf::from("/x"),
+            message: "No space left on device".into(),
+        };
+        assert!(!zarr.is_storage_full());
+        assert_eq!(zarr.exit_status(), crate::exit::ExitStatus::Failure);
+    }
+
+    #[test]
+    fn staging_names_parse_back_to_uid_and_kind() {
+        assert_eq!(Staged::parse("r-1.old"), Some(("r-1", Staged::Old)));
+        assert_eq!(Staged::parse("r.1.new"), Some(("r.1", Staged::New)));
+        assert_eq!(Staged::parse("r.trash"), Some(("r", Staged::Trash)));
+        assert_eq!(Staged::parse("r.lock"), None);
+        assert_eq!(Staged::parse("rold"), None);
+    }
+
+    #[test]
+    fn group_problems_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            group_problem(dir.path()).as_deref(),
+            Some("zarr.json is missing")
+        );
+        std::fs::write(dir.path().join("zarr.json"), "{").unwrap();
+        assert!(
+            group_problem(dir.path())
+                .unwrap()
+                .starts_with("zarr.json is not JSON")
+        );
+        std::fs::write(
+            dir.path().join("zarr.json"),
+            r#"{"zarr_format": 3, "node_type": "array"}"#,
+        )
+        .unwrap();
+        assert!(group_problem(dir.path()).unwrap().contains("node_type"));
+        std::fs::write(
+            dir.path().join("zarr.json"),
+            r#"{"zarr_format": 3, "node_type": "group"}"#,
+        )
+        .unwrap();
+        assert_eq!(group_problem(dir.path()), None);
+    }
+}
