@@ -50,6 +50,12 @@ pub enum StoreError {
         "{path}: damaged Zarr group metadata ({why}); beamdb writes nothing into a store that zarr-python cannot open: run `beamdb verify --repair`, which rewrites it (keeping the damaged file in the beamtime's quarantine folder), then run the ingest again"
     )]
     Damaged { path: PathBuf, why: String },
+    /// Where the store's group belongs sits an array's metadata: not something beamdb wrote,
+    /// so nothing rewrites it.
+    #[error(
+        "{path}: holds an array's metadata where beamdb's group belongs; zarr-python cannot open the store as beamdb's, and beamdb neither writes into it nor rewrites the file: move it away by hand, then run `beamdb verify --repair`"
+    )]
+    NotOurs { path: PathBuf },
     /// An interrupted `--replace` left two copies of a committed run's frames and neither is
     /// provably whole: both are kept, nothing is moved or deleted.
     #[error(
@@ -223,9 +229,11 @@ pub fn create_store(path: &Path) -> Result<(), StoreError> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => store_group(path, which, description)?,
             _ => {
                 if let Some(why) = group_problem(&dir) {
-                    return Err(StoreError::Damaged {
-                        path: dir.join("zarr.json"),
-                        why,
+                    let path = dir.join("zarr.json");
+                    return Err(if holds_array(&dir) {
+                        StoreError::NotOurs { path }
+                    } else {
+                        StoreError::Damaged { path, why }
                     });
                 }
             }
@@ -235,8 +243,9 @@ pub fn create_store(path: &Path) -> Result<(), StoreError> {
 }
 
 /// The store's own group metadata (the root's and `runs/`'s) that zarr-python could not
-/// open, as (path relative to the store, what is wrong).
-pub fn store_metadata_problems(root: &Path) -> Vec<(String, String)> {
+/// open, as (path relative to the store, what is wrong, whether a repair may rewrite it:
+/// not when it holds an array's metadata, which beamdb never writes there).
+pub fn store_metadata_problems(root: &Path) -> Vec<(String, String, bool)> {
     STORE_GROUPS
         .iter()
         .filter_map(|(which, _)| {
@@ -245,7 +254,8 @@ pub fn store_metadata_problems(root: &Path) -> Vec<(String, String)> {
             } else {
                 format!("{which}/zarr.json")
             };
-            group_problem(&root.join(which)).map(|why| (relative, why))
+            let dir = root.join(which);
+            group_problem(&dir).map(|why| (relative, why, !holds_array(&dir)))
         })
         .collect()
 }
@@ -270,10 +280,7 @@ pub fn rewrite_store_group(root: &Path, relative: &str, keep: &Path) -> Result<b
     }
     let file = dir.join("zarr.json");
     if holds_array(&dir) {
-        return Err(StoreError::Damaged {
-            path: file,
-            why: "it holds an array's metadata where beamdb's group belongs; not rewritten: move it away by hand".into(),
-        });
+        return Err(StoreError::NotOurs { path: file });
     }
     if std::fs::symlink_metadata(&file).is_ok() {
         if let Some(parent) = keep.parent() {

@@ -351,13 +351,24 @@ impl Beamtime<'_> {
         if !root.exists() {
             return;
         }
-        for (path, why) in frames::store_metadata_problems(&root) {
+        for (path, why, rewritable) in frames::store_metadata_problems(&root) {
+            let (what, fix) = if rewritable {
+                (
+                    "`verify --repair` rewrites it (it holds only beamdb's description) and keeps the damaged file in quarantine/",
+                    Fix::StoreMetadata { path: path.clone() },
+                )
+            } else {
+                (
+                    "it holds an array's metadata, which beamdb never writes there, so nothing rewrites it: move it away by hand, then `verify --repair`",
+                    Fix::None,
+                )
+            };
             report.find(
                 format!("frames.zarr/{path}"),
                 format!(
-                    "damaged Zarr group metadata ({why}): zarr-python cannot open the store and ingest refuses to write into it; `verify --repair` rewrites it (it holds only beamdb's description) and keeps the damaged file in quarantine/"
+                    "damaged Zarr group metadata ({why}): zarr-python cannot open the store and ingest refuses to write into it; {what}"
                 ),
-                Fix::StoreMetadata { path },
+                fix,
             );
         }
     }
@@ -700,7 +711,7 @@ pub fn repair(
                     keep.display()
                 )),
                 Ok(false) => {}
-                Err(e @ StoreError::Damaged { .. }) => repaired.skipped.push(e.to_string()),
+                Err(e @ StoreError::NotOurs { .. }) => repaired.skipped.push(e.to_string()),
                 Err(e) => return Err(e.into()),
             }
             continue;

@@ -596,3 +596,29 @@ fn verify_an_incomplete_fly_scan_is_clean() {
     let (code, out, err) = run_verify(&fx, &["verify", "--deep"]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// Where beamdb's `runs` group belongs sits an array's metadata: not provably beamdb's, so
+/// `--repair` reports it and leaves it as it is.
+#[test]
+fn verify_repair_leaves_store_metadata_it_cannot_prove_is_its_own() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    let runs_meta = store(&fx).join("runs/zarr.json");
+    let array = r#"{"zarr_format": 3, "node_type": "array", "shape": [1]}"#;
+    std::fs::write(&runs_meta, array).unwrap();
+    let (code, out, err) = run_verify(&fx, &["verify", "--repair"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("it holds an array's metadata, which beamdb never writes there")
+            && out.contains("move it away by hand")
+            && out.contains("0 repairs"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "left     beamtime bt: frames.zarr/runs/zarr.json: damaged Zarr group metadata"
+        ),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&runs_meta).unwrap(), array);
+}
