@@ -606,16 +606,31 @@ impl FrameStore {
         self.trash(uid, &self.old_dir(uid)).map(|_| ())
     }
 
-    /// After a failed commit: the replacement goes (through the trash name) and the committed
-    /// frames come back into place.
-    pub fn swap_back(&self, uid: &SafeName) -> Result<(), StoreError> {
+    /// After a failed `swap_in` or a failed commit: the replacement goes (through the trash
+    /// name) and the committed frames come back into place. `committed` is the committed
+    /// run's digest, `replacement` the replacement's.
+    pub fn swap_back(
+        &self,
+        uid: &SafeName,
+        committed: Option<&str>,
+        replacement: &str,
+    ) -> Result<(), StoreError> {
         let run = self.run_dir(uid);
         let old = self.old_dir(uid);
+        // Never committed, whether or not it was moved into place.
+        remove_tree(&self.new_dir(uid))?;
         if std::fs::symlink_metadata(&old).is_err() {
-            // Nothing was moved aside (the run had no frames before): the group is the
-            // uncommitted replacement's alone.
-            return self.trash(uid, &run).map(|_| ());
+            // Nothing was moved aside: either the committed run had no frames, and the group
+            // in place (if any) is the replacement's, or swap_in failed before it moved the
+            // committed frames, and the group in place is the committed one. Only the
+            // replacement's digest tells them apart; a group that does not carry it stays.
+            let digest = Self::digest_at(&run);
+            if digest.as_deref() == Some(replacement) && digest.as_deref() != committed {
+                self.trash(uid, &run)?;
+            }
+            return Ok(());
         }
+        // swap_in moved the committed frames aside: what is in place is the replacement.
         self.trash(uid, &run)?;
         std::fs::rename(&old, &run).map_err(io_error(&old, "cannot move back into place"))?;
         let runs = self.root.join("runs");
@@ -1165,6 +1180,55 @@ mod tests {
         };
         assert!(!zarr.is_storage_full());
         assert_eq!(zarr.exit_status(), crate::exit::ExitStatus::Failure);
+    }
+
+    /// A run group with `digest` in its attributes (enough for the swap logic).
+    fn group_with_digest(dir: &Path, digest: &str) {
+        std::fs::create_dir_all(dir.join("primary/det/c/0/0")).unwrap();
+        std::fs::write(dir.join("primary/det/c/0/0/0"), b"frame").unwrap();
+        let meta = serde_json::json!({
+            "zarr_format": 3, "node_type": "group",
+            "attributes": {"beamdb": {"content_digest": digest}}
+        });
+        std::fs::write(dir.join("zarr.json"), meta.to_string()).unwrap();
+    }
+
+    /// swap_in failed before it moved the committed frames aside (the rename out of `runs/`
+    /// failed): undoing it must not take the committed group for the replacement.
+    #[test]
+    fn swap_back_after_a_swap_in_that_moved_nothing_keeps_the_committed_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            FrameStore::open(&dir.path().join("frames.zarr"), &dir.path().join("st")).unwrap();
+        let uid = SafeName::new("run uid", "r1").unwrap();
+        let run = store.run_dir(&uid);
+        group_with_digest(&run, "committed");
+        group_with_digest(&store.new_dir(&uid), "replacement");
+        store
+            .swap_back(&uid, Some("committed"), "replacement")
+            .unwrap();
+        assert!(run.join("primary/det/c/0/0/0").is_file());
+        assert_eq!(FrameStore::digest_at(&run).as_deref(), Some("committed"));
+        assert!(!store.new_dir(&uid).exists());
+        // The replacement in place of a run that had no frames goes.
+        let uid = SafeName::new("run uid", "r2").unwrap();
+        group_with_digest(&store.run_dir(&uid), "replacement");
+        store
+            .swap_back(&uid, Some("committed"), "replacement")
+            .unwrap();
+        assert!(!store.run_dir(&uid).exists());
+        // Moved aside: the committed frames come back.
+        let uid = SafeName::new("run uid", "r3").unwrap();
+        group_with_digest(&store.old_dir(&uid), "committed");
+        group_with_digest(&store.run_dir(&uid), "replacement");
+        store
+            .swap_back(&uid, Some("committed"), "replacement")
+            .unwrap();
+        assert_eq!(
+            FrameStore::digest_at(&store.run_dir(&uid)).as_deref(),
+            Some("committed")
+        );
+        assert!(!store.old_dir(&uid).exists() && !store.trash_dir(&uid).exists());
     }
 
     #[test]

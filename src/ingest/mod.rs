@@ -291,6 +291,15 @@ impl<'a> Ingester<'a> {
         Ok(())
     }
 
+    /// Puts the committed frames of `uid` back after a replacement (digest `replacement`)
+    /// failed; the committed digest is read again, as the failed commit left it.
+    fn swap_back(&mut self, uid: &SafeName, replacement: &str) -> Result<(), IngestError> {
+        let committed = writer::committed_digest(self.conn, uid.as_str())?.flatten();
+        Ok(self
+            .store
+            .swap_back(uid, committed.as_deref(), replacement)?)
+    }
+
     /// Frames out, then rows in; on any failure the run's frames are removed again.
     fn finish(
         &mut self,
@@ -326,7 +335,7 @@ impl<'a> Ingester<'a> {
         };
         let staged = run.mode == Mode::Write(Target::Staging);
         if staged && let Err(e) = self.store.swap_in(&uid) {
-            self.store.swap_back(&uid)?;
+            self.swap_back(&uid, &rows.content_digest)?;
             return Err(e.into());
         }
         match writer::commit(self.conn, &rows, &self.promoted) {
@@ -337,7 +346,7 @@ impl<'a> Ingester<'a> {
             }
             Err(e) => {
                 if staged {
-                    self.store.swap_back(&uid)?;
+                    self.swap_back(&uid, &rows.content_digest)?;
                 } else {
                     run.discard()?;
                 }
