@@ -109,8 +109,11 @@ pub enum Command {
     /// For every beamtime (or the named ones), read-only: SQLite's integrity_check and
     /// foreign_key_check; that the live schema is what the recorded migration history makes;
     /// that runs.num_events, the stop document's num_events and the stored events agree, per
-    /// stream; that every image_ref's frame is in frames.zarr (its chunk exists, the array's
-    /// dtype and frame shape are the recorded ones, the index is in range); that every group
+    /// stream (a stream's events are its seq_nums, fly scans' stream_datum points included);
+    /// that the store's group metadata (frames.zarr/zarr.json, runs/zarr.json, each stream
+    /// group) opens in zarr-python; that every image_ref's frame is in frames.zarr (its chunk
+    /// exists, the array's dtype and frame shape are the recorded ones, the index is in
+    /// range); that every group
     /// under frames.zarr/runs/ belongs to a committed run; and that frames.staging/ holds no
     /// leftover of a killed ingest. index.db gets the integrity and foreign key checks. Each
     /// problem is printed with its place (database row, or Zarr path). Runs being ingested
@@ -118,7 +121,11 @@ pub enum Command {
     ///
     /// --repair never deletes a committed run's data. It removes groups and staging folders
     /// that no committed run owns (what a killed ingest leaves; the next ingest of the run
-    /// would remove them too) and finishes or undoes an interrupted --replace. A committed
+    /// would remove them too) and finishes or undoes an interrupted --replace, keeping the
+    /// copy of the frames that the committed rows prove whole (every frame present, of the
+    /// recorded dtype and shape, decodable); when neither copy is, both are kept and the run
+    /// is quarantined with both. It rewrites the store's own group metadata when zarr-python
+    /// cannot open it (keeping the damaged file in quarantine/). A committed
     /// run whose frames are missing or wrong is quarantined: its rows are saved to
     /// {beamtime}/quarantine/{uid}-{time}.json and what is left of its frames moved to
     /// {uid}-{time}.zarr beside it, then its rows are deleted in one transaction; the

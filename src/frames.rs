@@ -17,8 +17,8 @@
 //! [`RunFrames::finish`] makes every chunk and directory of the run durable in one parallel
 //! pass, before any metadata is written and so before the run's rows can be committed.
 
-use std::collections::BTreeSet;
-use std::io::Write;
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -32,54 +32,275 @@ use zarrs::group::GroupBuilder;
 use crate::layout::SafeName;
 use crate::settings::Compression;
 
+/// A frame-store operation that failed, with the path it was about.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: cannot create the Zarr store: {message}")]
-pub struct StoreError {
-    pub path: String,
-    pub message: String,
+pub enum StoreError {
+    /// A file or folder could not be created, written, synced, renamed or removed.
+    #[error("{path}: {action}: {source}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+    /// zarrs refused an array, a group or a frame (metadata or codec): not the disk's doing.
+    #[error("{path}: {message}")]
+    Zarr { path: PathBuf, message: String },
+    /// Group metadata that zarr-python cannot open: nothing is written into such a store.
+    #[error(
+        "{path}: damaged Zarr group metadata ({why}); beamdb writes nothing into a store that zarr-python cannot open: run `beamdb verify --repair`, which rewrites it (keeping the damaged file in the beamtime's quarantine folder), then run the ingest again"
+    )]
+    Damaged { path: PathBuf, why: String },
+    /// Where the store's group belongs sits an array's metadata: not something beamdb wrote,
+    /// so nothing rewrites it.
+    #[error(
+        "{path}: holds an array's metadata where beamdb's group belongs; zarr-python cannot open the store as beamdb's, and beamdb neither writes into it nor rewrites the file: move it away by hand, then run `beamdb verify --repair`"
+    )]
+    NotOurs { path: PathBuf },
+    /// An interrupted `--replace` left two copies of a committed run's frames and neither is
+    /// provably whole: both are kept, nothing is moved or deleted.
+    #[error(
+        "{run} and {old}: an interrupted ingest --replace left two copies of the run's frames and neither provably holds every committed frame ({why}); both are kept, nothing was moved or deleted: `beamdb verify --repair` quarantines the run (rows and both copies kept under the beamtime's quarantine folder), then re-ingest it from its documents"
+    )]
+    Undecided {
+        run: PathBuf,
+        old: PathBuf,
+        why: String,
+    },
 }
 
-// TODO(lead): when the typed StoreError with its inherent `exit_status()` lands, call that.
-impl crate::exit::HasExitStatus for StoreError {
-    fn exit_status(&self) -> crate::exit::ExitStatus {
+impl StoreError {
+    /// Whether the disk is full or a file-size limit (RLIMIT_FSIZE) was hit: decided by the
+    /// error's kind and OS code, never by its text.
+    pub fn is_storage_full(&self) -> bool {
+        let StoreError::Io { source, .. } = self else {
+            return false;
+        };
+        matches!(
+            source.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::FileTooLarge | io::ErrorKind::QuotaExceeded
+        ) || matches!(
+            source.raw_os_error(),
+            Some(libc_codes::ENOSPC | libc_codes::EFBIG | libc_codes::EDQUOT)
+        )
+    }
+
+    /// Every store failure is a runtime failure (1): the input was not at fault.
+    pub fn exit_status(&self) -> crate::exit::ExitStatus {
         crate::exit::ExitStatus::Failure
     }
 }
 
-fn store_error(path: &Path) -> impl Fn(String) -> StoreError + '_ {
-    move |message| StoreError {
-        path: path.display().to_string(),
-        message,
+impl crate::exit::HasExitStatus for StoreError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        StoreError::exit_status(self)
     }
 }
 
-/// Writes a group's `zarr.json` with `attributes` into `store` at `path`.
+/// The Linux error numbers of a full disk, for io::Errors built without a kind.
+mod libc_codes {
+    pub const EFBIG: i32 = 27;
+    pub const ENOSPC: i32 = 28;
+    pub const EDQUOT: i32 = 122;
+}
+
+fn io_error<'a>(path: &'a Path, action: &'static str) -> impl Fn(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
+fn zarr_error<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> StoreError + '_ {
+    move |e| StoreError::Zarr {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// A zarrs storage failure: an I/O error keeps its kind (a full disk stays a full disk).
+fn storage_error<'a>(
+    path: &'a Path,
+    action: &'static str,
+) -> impl Fn(zarrs::storage::StorageError) -> StoreError + 'a {
+    move |e| match e {
+        zarrs::storage::StorageError::IOError(source) => StoreError::Io {
+            path: path.to_path_buf(),
+            action,
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        other => StoreError::Zarr {
+            path: path.to_path_buf(),
+            message: format!("{action}: {other}"),
+        },
+    }
+}
+
+fn filesystem_store(path: &Path) -> Result<Arc<FilesystemStore>, StoreError> {
+    FilesystemStore::new(path)
+        .map(Arc::new)
+        .map_err(|e| match e {
+            zarrs::filesystem::FilesystemStoreCreateError::IOError(source) => StoreError::Io {
+                path: path.to_path_buf(),
+                action: "cannot open the Zarr store",
+                source,
+            },
+            other => zarr_error(path)(other),
+        })
+}
+
+/// Writes a group's `zarr.json` with `attributes` into `store` at `path` (`dir` for messages).
 fn write_group(
     store: Arc<FilesystemStore>,
+    dir: &Path,
     path: &str,
     attributes: serde_json::Map<String, serde_json::Value>,
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
     let group = GroupBuilder::new()
         .attributes(attributes)
         .build(store, path)
-        .map_err(|e| e.to_string())?;
-    group.store_metadata().map_err(|e| e.to_string())
+        .map_err(zarr_error(dir))?;
+    group
+        .store_metadata()
+        .map_err(storage_error(dir, "cannot write group metadata"))
 }
 
-/// Creates an empty Zarr v3 store (a root group) at `path`, unless one is there already.
-pub fn create_store(path: &Path) -> Result<(), StoreError> {
-    let fail = store_error(path);
-    if path.join("zarr.json").is_file() {
-        return Ok(());
+/// What is wrong with the group metadata (`zarr.json`) in `dir`, if anything: missing,
+/// unreadable, not JSON, or not a Zarr v3 group. zarr-python cannot open such a group.
+pub fn group_problem(dir: &Path) -> Option<String> {
+    let path = dir.join("zarr.json");
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Some("zarr.json is missing".into());
+        }
+        Err(e) => return Some(format!("zarr.json cannot be read: {e}")),
+    };
+    if !meta.is_file() {
+        return Some("zarr.json is not a regular file".into());
     }
-    std::fs::create_dir_all(path).map_err(|e| fail(e.to_string()))?;
-    let store = Arc::new(FilesystemStore::new(path).map_err(|e| fail(e.to_string()))?);
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) => return Some(format!("zarr.json cannot be read: {e}")),
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&text) {
+        Ok(value) => value,
+        Err(e) => return Some(format!("zarr.json is not JSON: {e}")),
+    };
+    if value["zarr_format"] != 3 {
+        return Some("zarr.json does not say zarr_format 3".into());
+    }
+    if value["node_type"] != "group" {
+        return Some(format!(
+            "zarr.json has node_type {}, not \"group\"",
+            value["node_type"]
+        ));
+    }
+    None
+}
+
+/// Whether `dir/zarr.json` holds an array's metadata: not a group of beamdb's, so never
+/// rewritten by a repair.
+fn holds_array(dir: &Path) -> bool {
+    std::fs::read(dir.join("zarr.json"))
+        .ok()
+        .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v["node_type"] == "array")
+}
+
+/// The two groups every store has, with the attributes beamdb writes there (and nothing
+/// else, which is why a damaged copy can be rewritten without losing anything).
+const STORE_GROUPS: [(&str, &str); 2] = [
+    (
+        "",
+        "beamdb frame store: runs/{run_uid}/{stream}/{field}, axis 0 = frame",
+    ),
+    ("runs", "one group per run uid"),
+];
+
+fn store_group(root: &Path, which: &str, description: &str) -> Result<(), StoreError> {
+    let store = filesystem_store(root)?;
     let mut attributes = serde_json::Map::new();
-    attributes.insert(
-        "description".into(),
-        "beamdb frame store: runs/{run_uid}/{stream}/{field}, axis 0 = frame".into(),
-    );
-    write_group(store, "/", attributes).map_err(fail)
+    attributes.insert("description".into(), description.into());
+    write_group(store, &root.join(which), &format!("/{which}"), attributes)
+}
+
+/// Creates an empty Zarr v3 store (a root group and `runs/`) at `path`, unless one is there
+/// already; refuses one whose group metadata is damaged (zarr-python could not open it).
+pub fn create_store(path: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(path).map_err(io_error(path, "cannot create the Zarr store"))?;
+    for (which, description) in STORE_GROUPS {
+        let dir = path.join(which);
+        match std::fs::symlink_metadata(dir.join("zarr.json")) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => store_group(path, which, description)?,
+            _ => {
+                if let Some(why) = group_problem(&dir) {
+                    let path = dir.join("zarr.json");
+                    return Err(if holds_array(&dir) {
+                        StoreError::NotOurs { path }
+                    } else {
+                        StoreError::Damaged { path, why }
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The store's own group metadata (the root's and `runs/`'s) that zarr-python could not
+/// open, as (path relative to the store, what is wrong, whether a repair may rewrite it:
+/// not when it holds an array's metadata, which beamdb never writes there).
+pub fn store_metadata_problems(root: &Path) -> Vec<(String, String, bool)> {
+    STORE_GROUPS
+        .iter()
+        .filter_map(|(which, _)| {
+            let relative = if which.is_empty() {
+                "zarr.json".to_string()
+            } else {
+                format!("{which}/zarr.json")
+            };
+            let dir = root.join(which);
+            group_problem(&dir).map(|why| (relative, why, !holds_array(&dir)))
+        })
+        .collect()
+}
+
+/// Rewrites the store's group metadata `relative` (`zarr.json` or `runs/zarr.json`) after
+/// moving the damaged file to `keep`. Refuses a file that holds an array's metadata (not a
+/// group beamdb wrote). Returns false when there was nothing to do.
+pub fn rewrite_store_group(root: &Path, relative: &str, keep: &Path) -> Result<bool, StoreError> {
+    let Some((which, description)) = STORE_GROUPS.iter().find(|(which, _)| {
+        relative
+            == if which.is_empty() {
+                "zarr.json".to_string()
+            } else {
+                format!("{which}/zarr.json")
+            }
+    }) else {
+        return Ok(false);
+    };
+    let dir = root.join(which);
+    if group_problem(&dir).is_none() {
+        return Ok(false);
+    }
+    let file = dir.join("zarr.json");
+    if holds_array(&dir) {
+        return Err(StoreError::NotOurs { path: file });
+    }
+    if std::fs::symlink_metadata(&file).is_ok() {
+        if let Some(parent) = keep.parent() {
+            std::fs::create_dir_all(parent).map_err(io_error(parent, "cannot create folder"))?;
+        }
+        std::fs::rename(&file, keep).map_err(io_error(&file, "cannot move aside"))?;
+        if let Some(parent) = keep.parent() {
+            sync_dir(parent).map_err(io_error(parent, "cannot sync"))?;
+        }
+    }
+    std::fs::create_dir_all(&dir).map_err(io_error(&dir, "cannot create folder"))?;
+    store_group(root, which, description)?;
+    sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))?;
+    Ok(true)
 }
 
 /// How `image_refs.compression_codec` names a compression.
@@ -119,6 +340,18 @@ fn blosc_level(level: i32) -> i32 {
 }
 
 /// A beamtime's frame store and the staging folder beside it (for `--replace`).
+///
+/// The replace protocol, and why every crash point is recoverable without loss:
+/// 1. the replacement is written to `staging/{uid}.new` (the committed frames untouched);
+/// 2. `swap_in`: `runs/{uid}` → `staging/{uid}.old`, then `.new` → `runs/{uid}`, synced;
+/// 3. the rows are committed (the digest in `runs` now names the replacement);
+/// 4. `drop_old`: `.old` is renamed to `staging/{uid}.trash` (synced), then deleted; if the
+///    commit failed, `swap_back` trashes `runs/{uid}` and renames `.old` back.
+///
+/// A `.trash` is never a candidate: a half-deleted tree only ever exists under that name.
+/// [`FrameStore::recover`] still proves, from the committed rows, which of `runs/{uid}` and
+/// `.old` holds every committed frame before it moves or deletes either, and keeps both when
+/// neither is provably whole.
 #[derive(Debug, Clone)]
 pub struct FrameStore {
     root: PathBuf,
@@ -146,17 +379,72 @@ pub enum Recovered {
     FinishedReplace,
 }
 
+/// One committed frame (an `image_refs` row), as recovery and `verify` check it.
+#[derive(Debug, Clone)]
+pub struct FrameRef {
+    /// The array's path inside the store (`runs/{uid}/{stream}/{field}`).
+    pub array: String,
+    pub index: i64,
+    /// The dtype as recorded (numpy notation), for messages.
+    pub dtype: String,
+    /// The recorded dtype as a Zarr v3 data type name; `None` when it is not one beamdb knows.
+    pub data_type: Option<String>,
+    /// The recorded frame shape (JSON list), if any.
+    pub frame_shape: Option<String>,
+}
+
+/// The committed run that recovery must keep whole.
+pub struct Committed<'a> {
+    /// `runs.content_digest` (`None`: stored without one).
+    pub digest: Option<&'a str>,
+}
+
+/// Whether `dir` is provably a whole copy of committed run `uid`: its group records the
+/// committed digest, and every frame the committed rows name is there, readable and decodable,
+/// with the recorded shape and dtype, inside groups zarr-python can open. `Err` says why not.
+fn prove_whole(
+    dir: &Path,
+    uid: &SafeName,
+    committed: &Committed<'_>,
+    frames: &[FrameRef],
+) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is missing", dir.display()));
+    }
+    if let Some(why) = group_problem(dir) {
+        return Err(format!("{}: {why}", dir.display()));
+    }
+    if FrameStore::digest_at(dir).as_deref() != committed.digest {
+        return Err(format!(
+            "{}: its content digest is not the committed run's",
+            dir.display()
+        ));
+    }
+    let mut inspector = Inspector::open(dir).map_err(|e| e.to_string())?;
+    let prefix = format!("runs/{uid}/");
+    for frame in frames {
+        let Some(inside) = frame.array.strip_prefix(&prefix) else {
+            return Err(format!(
+                "image_ref {} points outside the run's group",
+                frame.array
+            ));
+        };
+        if let Some(problem) = inspector.frame_problem(inside, frame, 0, true) {
+            return Err(format!(
+                "{}/{inside} frame {}: {problem}",
+                dir.display(),
+                frame.index
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl FrameStore {
     /// Opens the store at `root` (creating it when missing), with `staging` for replacements.
+    /// A store whose group metadata zarr-python cannot open is refused, not written into.
     pub fn open(root: &Path, staging: &Path) -> Result<FrameStore, StoreError> {
         create_store(root)?;
-        let fail = store_error(root);
-        if !root.join("runs/zarr.json").is_file() {
-            let store = Arc::new(FilesystemStore::new(root).map_err(|e| fail(e.to_string()))?);
-            let mut attributes = serde_json::Map::new();
-            attributes.insert("description".into(), "one group per run uid".into());
-            write_group(store, "/runs", attributes).map_err(&fail)?;
-        }
         Ok(FrameStore {
             root: root.to_path_buf(),
             staging: staging.to_path_buf(),
@@ -178,11 +466,22 @@ impl FrameStore {
     }
 
     fn new_dir(&self, uid: &SafeName) -> PathBuf {
-        self.staging.join(format!("{uid}.new"))
+        self.staging.join(format!("{uid}.{}", Staged::New.suffix()))
     }
 
     fn old_dir(&self, uid: &SafeName) -> PathBuf {
-        self.staging.join(format!("{uid}.old"))
+        self.staging.join(format!("{uid}.{}", Staged::Old.suffix()))
+    }
+
+    fn trash_dir(&self, uid: &SafeName) -> PathBuf {
+        self.staging
+            .join(format!("{uid}.{}", Staged::Trash.suffix()))
+    }
+
+    /// Whether an interrupted `--replace` of `uid` left the committed frames' previous copy
+    /// (then [`FrameStore::recover`] needs the committed frames to decide).
+    pub fn has_old(&self, uid: &SafeName) -> bool {
+        std::fs::symlink_metadata(self.old_dir(uid)).is_ok()
     }
 
     /// The content digest recorded in a run group's attributes, if the group is there.
@@ -194,37 +493,76 @@ impl FrameStore {
             .map(str::to_string)
     }
 
-    /// Cleans up after an ingest of `uid` that was killed, given the committed run's digest
-    /// (`None`: no committed run). Each group records the digest of the documents it was
-    /// written from, which is what tells a committed run's frames from a leftover.
-    pub fn recover(
+    /// Removes `dir` so that no half-deleted copy is ever left under a name recovery looks
+    /// at: renamed to the run's trash name first (synced), then deleted.
+    fn trash(&self, uid: &SafeName, dir: &Path) -> Result<bool, StoreError> {
+        if std::fs::symlink_metadata(dir).is_err() {
+            return Ok(false);
+        }
+        let trash = self.trash_dir(uid);
+        remove_tree(&trash)?;
+        std::fs::create_dir_all(&self.staging)
+            .map_err(io_error(&self.staging, "cannot create the staging folder"))?;
+        std::fs::rename(dir, &trash).map_err(io_error(dir, "cannot move to the trash name"))?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent).map_err(io_error(parent, "cannot sync"))?;
+        }
+        sync_dir(&self.staging).map_err(io_error(&self.staging, "cannot sync"))?;
+        remove_tree(&trash)?;
+        Ok(true)
+    }
+
+    /// Cleans up after an ingest of `uid` that was killed, given the committed run (`None`:
+    /// no committed run). `frames` loads the committed run's frames; it is called only when
+    /// two copies exist and the committed rows must decide which one is whole. Nothing that
+    /// may be the committed frames is moved or deleted without that proof.
+    pub fn recover<E: From<StoreError>>(
         &self,
         uid: &SafeName,
-        committed: Option<&str>,
-    ) -> Result<Recovered, StoreError> {
-        let fail = store_error(&self.root);
-        let remove = |dir: &Path| match std::fs::remove_dir_all(dir) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(fail(format!("cannot remove {}: {e}", dir.display()))),
-        };
-        let mut done = Recovered::Nothing;
-        remove(&self.new_dir(uid))?;
+        committed: Option<Committed<'_>>,
+        frames: impl FnOnce() -> Result<Vec<FrameRef>, E>,
+    ) -> Result<Recovered, E> {
+        // Never committed frames, by the protocol: `.new` is renamed into place before the
+        // commit, and `.trash` only ever holds what was already decided against.
+        remove_tree(&self.new_dir(uid))?;
+        remove_tree(&self.trash_dir(uid))?;
         let old = self.old_dir(uid);
         let run = self.run_dir(uid);
-        if old.exists() {
-            if committed.is_some() && Self::digest_at(&old).as_deref() == committed {
-                remove(&run)?;
-                std::fs::rename(&old, &run).map_err(|e| fail(e.to_string()))?;
-                return Ok(Recovered::RestoredReplaced);
+        let Some(committed) = committed else {
+            // No committed run owns any of it (a quarantine moves `.old` along with the run).
+            let mut done = Recovered::Nothing;
+            if self.trash(uid, &old)? {
+                done = Recovered::FinishedReplace;
             }
-            remove(&old)?;
-            done = Recovered::FinishedReplace;
+            if self.trash(uid, &run)? {
+                done = Recovered::RemovedLeftover;
+            }
+            return Ok(done);
+        };
+        if !self.has_old(uid) {
+            return Ok(Recovered::Nothing);
         }
-        if committed.is_none() && remove(&run)? {
-            done = Recovered::RemovedLeftover;
+        let frames = frames()?;
+        let run_whole = prove_whole(&run, uid, &committed, &frames);
+        if run_whole.is_ok() {
+            self.trash(uid, &old)?;
+            return Ok(Recovered::FinishedReplace);
         }
-        Ok(done)
+        let old_whole = prove_whole(&old, uid, &committed, &frames);
+        if old_whole.is_ok() {
+            self.trash(uid, &run)?;
+            std::fs::rename(&old, &run).map_err(io_error(&old, "cannot move back into place"))?;
+            sync_dir(&self.root.join("runs"))
+                .map_err(io_error(&self.root.join("runs"), "cannot sync"))?;
+            sync_dir(&self.staging).map_err(io_error(&self.staging, "cannot sync"))?;
+            return Ok(Recovered::RestoredReplaced);
+        }
+        let why = [run_whole, old_whole]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(StoreError::Undecided { run, old, why }.into())
     }
 
     /// Starts writing `uid`'s frames. Call [`FrameStore::recover`] first.
@@ -238,9 +576,8 @@ impl FrameStore {
             Target::InPlace => self.run_dir(uid),
             Target::Staging => self.new_dir(uid),
         };
-        let fail = |e: String| store_error(&dir)(e);
-        std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
-        let store = Arc::new(FilesystemStore::new(&dir).map_err(|e| fail(e.to_string()))?);
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir, "cannot create the run's group"))?;
+        let store = filesystem_store(&dir)?;
         Ok(RunFrames {
             dir,
             store,
@@ -255,44 +592,99 @@ impl FrameStore {
     /// Moves a staged replacement of `uid` into place; the old frames go to staging until
     /// [`FrameStore::drop_old`] (after the commit) or [`FrameStore::swap_back`] (if it failed).
     pub fn swap_in(&self, uid: &SafeName) -> Result<(), StoreError> {
-        let fail = store_error(&self.root);
         let run = self.run_dir(uid);
-        if run.exists() {
-            std::fs::rename(&run, self.old_dir(uid)).map_err(|e| fail(e.to_string()))?;
+        let old = self.old_dir(uid);
+        if std::fs::symlink_metadata(&run).is_ok() {
+            std::fs::rename(&run, &old).map_err(io_error(&run, "cannot move aside"))?;
         }
         let new = self.new_dir(uid);
-        if new.exists() {
-            std::fs::rename(&new, &run).map_err(|e| fail(e.to_string()))?;
+        if std::fs::symlink_metadata(&new).is_ok() {
+            std::fs::rename(&new, &run).map_err(io_error(&new, "cannot move into place"))?;
         }
         // The renames must be on disk before the commit that relies on them.
-        sync_dir(&self.root.join("runs")).map_err(|e| fail(e.to_string()))?;
-        sync_dir(&self.staging).map_err(|e| fail(e.to_string()))
+        let runs = self.root.join("runs");
+        sync_dir(&runs).map_err(io_error(&runs, "cannot sync"))?;
+        sync_dir(&self.staging).map_err(io_error(&self.staging, "cannot sync"))
     }
 
+    /// After the replacement's commit: the previous frames go (through the trash name).
     pub fn drop_old(&self, uid: &SafeName) -> Result<(), StoreError> {
-        self.recover_removing(&self.old_dir(uid))
+        self.trash(uid, &self.old_dir(uid)).map(|_| ())
     }
 
-    pub fn swap_back(&self, uid: &SafeName) -> Result<(), StoreError> {
-        let fail = store_error(&self.root);
+    /// After a failed `swap_in` or a failed commit: the replacement goes (through the trash
+    /// name) and the committed frames come back into place. `committed` is the committed
+    /// run's digest, `replacement` the replacement's.
+    pub fn swap_back(
+        &self,
+        uid: &SafeName,
+        committed: Option<&str>,
+        replacement: &str,
+    ) -> Result<(), StoreError> {
         let run = self.run_dir(uid);
-        self.recover_removing(&run)?;
         let old = self.old_dir(uid);
-        if old.exists() {
-            std::fs::rename(&old, &run).map_err(|e| fail(e.to_string()))?;
+        // Never committed, whether or not it was moved into place.
+        remove_tree(&self.new_dir(uid))?;
+        if std::fs::symlink_metadata(&old).is_err() {
+            // Nothing was moved aside: either the committed run had no frames, and the group
+            // in place (if any) is the replacement's, or swap_in failed before it moved the
+            // committed frames, and the group in place is the committed one. Only the
+            // replacement's digest tells them apart; a group that does not carry it stays.
+            let digest = Self::digest_at(&run);
+            if digest.as_deref() == Some(replacement) && digest.as_deref() != committed {
+                self.trash(uid, &run)?;
+            }
+            return Ok(());
         }
-        Ok(())
+        // swap_in moved the committed frames aside: what is in place is the replacement.
+        self.trash(uid, &run)?;
+        std::fs::rename(&old, &run).map_err(io_error(&old, "cannot move back into place"))?;
+        let runs = self.root.join("runs");
+        sync_dir(&runs).map_err(io_error(&runs, "cannot sync"))?;
+        sync_dir(&self.staging).map_err(io_error(&self.staging, "cannot sync"))
+    }
+}
+
+/// The staging folder's entries besides lock files, by suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staged {
+    /// A replacement being written.
+    New,
+    /// The committed frames moved aside by `swap_in`.
+    Old,
+    /// Being deleted.
+    Trash,
+}
+
+impl Staged {
+    fn suffix(self) -> &'static str {
+        match self {
+            Staged::New => "new",
+            Staged::Old => "old",
+            Staged::Trash => "trash",
+        }
     }
 
-    fn recover_removing(&self, dir: &Path) -> Result<(), StoreError> {
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(store_error(&self.root)(format!(
-                "cannot remove {}: {e}",
-                dir.display()
-            ))),
+    fn parse(name: &str) -> Option<(&str, Staged)> {
+        [Staged::New, Staged::Old, Staged::Trash]
+            .into_iter()
+            .find_map(|s| {
+                name.strip_suffix(s.suffix())
+                    .and_then(|n| n.strip_suffix('.'))
+                    .map(|uid| (uid, s))
+            })
+    }
+}
+
+/// `remove_dir_all` where a missing path is fine.
+fn remove_tree(dir: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            std::fs::remove_file(dir).map_err(io_error(dir, "cannot remove"))
         }
+        Err(e) => Err(io_error(dir, "cannot remove")(e)),
     }
 }
 
@@ -337,8 +729,8 @@ pub struct StackSpec<'a> {
 }
 
 impl RunFrames {
-    fn fail(&self) -> impl Fn(String) -> StoreError + '_ {
-        store_error(&self.dir)
+    fn zarr(&self) -> impl Fn(String) -> StoreError + '_ {
+        zarr_error(&self.dir)
     }
 
     /// Adds an array for a field; returns its number for [`RunFrames::store`].
@@ -379,11 +771,11 @@ impl RunFrames {
             "attributes": spec.attributes,
         });
         let metadata: ArrayMetadataV3 =
-            serde_json::from_value(metadata).map_err(|e| self.fail()(e.to_string()))?;
+            serde_json::from_value(metadata).map_err(|e| self.zarr()(e.to_string()))?;
         let path = format!("/{}/{}", spec.stream, spec.field);
         let array =
             Array::new_with_metadata(self.store.clone(), &path, ArrayMetadata::V3(metadata))
-                .map_err(|e| self.fail()(e.to_string()))?;
+                .map_err(|e| self.zarr()(e.to_string()))?;
         if !self.streams.iter().any(|s| s == spec.stream.as_str()) {
             self.streams.push(spec.stream.to_string());
         }
@@ -397,11 +789,11 @@ impl RunFrames {
 
     /// Makes room for `len` frames in `stack` (in memory only; no metadata is written).
     pub fn reserve(&mut self, stack: usize, len: u64) -> Result<(), StoreError> {
-        let fail = store_error(&self.dir);
+        let fail = zarr_error(&self.dir);
         let s = self
             .arrays
             .get_mut(stack)
-            .ok_or_else(|| fail(format!("no stack {stack}")))?;
+            .ok_or_else(|| fail(format!("internal error: no stack {stack}")))?;
         if len > s.len {
             let mut shape = vec![len];
             shape.extend_from_slice(&s.frame_shape);
@@ -414,11 +806,11 @@ impl RunFrames {
     /// Encodes and writes frame `index` of `stack`. Safe to call from many threads. The chunk
     /// is durable only after [`RunFrames::finish`].
     pub fn store(&self, stack: usize, index: u64, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let fail = self.fail();
+        let fail = zarr_error(&self.dir);
         let s = self
             .arrays
             .get(stack)
-            .ok_or_else(|| fail(format!("no stack {stack}")))?;
+            .ok_or_else(|| fail(format!("internal error: no stack {stack}")))?;
         let mut chunk = vec![index];
         chunk.extend(std::iter::repeat_n(0, s.frame_shape.len()));
         let array = &s.array;
@@ -434,7 +826,7 @@ impl RunFrames {
             )
             .map_err(|e| fail(e.to_string()))?;
         let path = self.dir.join(array.chunk_key(&chunk).as_str());
-        write_file(&path, &encoded).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        write_file(&path, &encoded).map_err(io_error(&path, "cannot write the frame"))?;
         if let Ok(mut written) = self.written.lock() {
             written.push(path);
         }
@@ -444,10 +836,13 @@ impl RunFrames {
     /// Makes every chunk written so far durable: each file, then each directory that gained
     /// an entry (a new file's name is only durable once its directory is synced).
     fn sync_chunks(&self) -> Result<(), StoreError> {
-        let fail = self.fail();
         let files = match self.written.lock() {
             Ok(mut written) => std::mem::take(&mut *written),
-            Err(_) => return Err(fail("a frame writer panicked".into())),
+            Err(_) => {
+                return Err(self.zarr()(
+                    "internal error: a frame writer panicked".into(),
+                ));
+            }
         };
         let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
         for file in &files {
@@ -462,9 +857,7 @@ impl RunFrames {
         files
             .par_iter()
             .chain(dirs.par_iter())
-            .try_for_each(|path| {
-                sync_path(path).map_err(|e| fail(format!("{}: cannot sync: {e}", path.display())))
-            })
+            .try_for_each(|path| sync_path(path).map_err(io_error(path, "cannot sync to disk")))
     }
 
     /// Replaces an array attribute (e.g. the list of descriptors that fed it).
@@ -482,29 +875,26 @@ impl RunFrames {
         attributes: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), StoreError> {
         self.sync_chunks()?;
-        let fail = store_error(&self.dir);
+        let dir = &self.dir;
         for (stack, &len) in self.arrays.iter_mut().zip(lens) {
             let mut shape = vec![len];
             shape.extend_from_slice(&stack.frame_shape);
-            stack
-                .array
-                .set_shape(shape)
-                .map_err(|e| fail(e.to_string()))?;
+            stack.array.set_shape(shape).map_err(zarr_error(dir))?;
             stack
                 .array
                 .store_metadata()
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(storage_error(dir, "cannot write array metadata"))?;
         }
         for stream in &self.streams {
             write_group(
                 self.store.clone(),
+                &dir.join(stream),
                 &format!("/{stream}"),
                 serde_json::Map::new(),
-            )
-            .map_err(&fail)?;
+            )?;
         }
         // The run group last: its digest is what marks the frames as complete.
-        write_group(self.store.clone(), "/", attributes).map_err(&fail)?;
+        write_group(self.store.clone(), dir, "/", attributes)?;
         // On disk before the rows are committed: after a power cut, rows without frames would
         // break "no image_ref points at a missing frame"; frames without rows are only a
         // leftover that the next ingest or `verify --repair` removes. The chunks were synced
@@ -518,17 +908,12 @@ impl RunFrames {
         }));
         dirs.extend(self.dir.parent().map(Path::to_path_buf));
         dirs.par_iter()
-            .try_for_each(|d| sync_dir(d))
-            .map_err(|e| fail(format!("cannot sync to disk: {e}")))
+            .try_for_each(|d| sync_dir(d).map_err(io_error(d, "cannot sync to disk")))
     }
 
     /// Removes everything written for this run.
     pub fn discard(&self) -> Result<(), StoreError> {
-        match std::fs::remove_dir_all(&self.dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(store_error(&self.dir)(format!("cannot remove it: {e}"))),
-        }
+        remove_tree(&self.dir)
     }
 }
 
@@ -556,21 +941,23 @@ pub struct ArrayInfo {
     pub data_type: String,
 }
 
-/// Read-only access to a beamtime's frame store for `verify`: opens nothing for writing and
-/// creates nothing, so that it works on a read-only data root.
+/// Read-only access to a frame store (or one run's group) for `verify` and recovery: opens
+/// nothing for writing and creates nothing, so that it works on a read-only data root.
 pub struct Inspector {
     root: PathBuf,
     store: Arc<FilesystemStore>,
-    arrays: std::collections::HashMap<String, Result<Array<FilesystemStore>, String>>,
+    arrays: HashMap<String, Result<Array<FilesystemStore>, String>>,
+    /// Group metadata already judged (path inside the store → problem).
+    groups: HashMap<String, Option<String>>,
 }
 
 impl Inspector {
     pub fn open(root: &Path) -> Result<Inspector, StoreError> {
-        let store = FilesystemStore::new(root).map_err(|e| store_error(root)(e.to_string()))?;
         Ok(Inspector {
             root: root.to_path_buf(),
-            store: Arc::new(store),
-            arrays: std::collections::HashMap::new(),
+            store: filesystem_store(root)?,
+            arrays: HashMap::new(),
+            groups: HashMap::new(),
         })
     }
 
@@ -625,10 +1012,67 @@ impl Inspector {
             .map(|bytes| bytes.is_some())
             .map_err(|e| e.to_string())
     }
+
+    /// What is wrong with committed frame `frame`, stored in the array at `path` (relative to
+    /// this inspector's root), if anything: the groups above it (those below the first
+    /// `trusted` path components, which the caller judges itself) open in zarr-python, the
+    /// array holds the recorded dtype and frame shape, and the frame's chunk is on disk (and,
+    /// with `decode`, decodes).
+    pub fn frame_problem(
+        &mut self,
+        path: &str,
+        frame: &FrameRef,
+        trusted: usize,
+        decode: bool,
+    ) -> Option<String> {
+        let parts: Vec<&str> = path.split('/').collect();
+        for depth in trusted.max(1)..parts.len() {
+            let group = parts[..depth].join("/");
+            let root = &self.root;
+            let problem = self
+                .groups
+                .entry(group.clone())
+                .or_insert_with(|| group_problem(&root.join(&group)));
+            if let Some(problem) = problem {
+                return Some(format!("group {group}: {problem}"));
+            }
+        }
+        let info = match self.array_info(path) {
+            Ok(info) => info,
+            Err(e) => return Some(format!("frame array missing or unreadable ({e})")),
+        };
+        if frame.data_type.as_deref() != Some(info.data_type.as_str()) {
+            return Some(format!(
+                "dtype {} recorded, but the array holds {}",
+                frame.dtype, info.data_type
+            ));
+        }
+        if let Some(text) = &frame.frame_shape
+            && let Ok(shape) = serde_json::from_str::<Vec<u64>>(text)
+            && info.shape.get(1..) != Some(shape.as_slice())
+        {
+            return Some(format!(
+                "frame shape {text} recorded, but the array's shape is {:?}",
+                info.shape
+            ));
+        }
+        let len = info.shape.first().copied().unwrap_or(0);
+        let Ok(index) = u64::try_from(frame.index) else {
+            return Some("negative frame index".into());
+        };
+        if index >= len {
+            return Some(format!("frame index beyond the array's {len} frames"));
+        }
+        match self.frame(path, index, decode) {
+            Ok(true) => None,
+            Ok(false) => Some("frame missing (no chunk on disk)".into()),
+            Err(e) => Some(format!("frame unreadable ({e})")),
+        }
+    }
 }
 
 /// The run uids that have a group under `runs/`, sorted (the folders only).
-pub fn run_groups(root: &Path) -> std::io::Result<Vec<String>> {
+pub fn run_groups(root: &Path) -> io::Result<Vec<String>> {
     let mut names = Vec::new();
     match std::fs::read_dir(root.join("runs")) {
         Ok(entries) => {
@@ -639,7 +1083,7 @@ pub fn run_groups(root: &Path) -> std::io::Result<Vec<String>> {
                 }
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     names.sort();
@@ -651,9 +1095,10 @@ pub fn group_digest(root: &Path, uid: &str) -> Option<String> {
     FrameStore::digest_at(&root.join("runs").join(uid))
 }
 
-/// What a killed ingest left in the staging folder: `{uid}.new` / `{uid}.old` entries, as
-/// (uid, path). Lock files are not leftovers.
-pub fn staging_leftovers(staging: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+/// What a killed ingest left in the staging folder: `{uid}.new` / `.old` / `.trash`
+/// entries, as (uid, what, path). Lock files are not leftovers; an entry of any other name is
+/// reported with `None`.
+pub fn staging_leftovers(staging: &Path) -> io::Result<Vec<(String, Option<Staged>, PathBuf)>> {
     let mut found = Vec::new();
     match std::fs::read_dir(staging) {
         Ok(entries) => {
@@ -663,18 +1108,17 @@ pub fn staging_leftovers(staging: &Path) -> std::io::Result<Vec<(String, PathBuf
                 if name.ends_with(".lock") {
                     continue;
                 }
-                let uid = name
-                    .strip_suffix(".new")
-                    .or_else(|| name.strip_suffix(".old"))
-                    .unwrap_or(&name)
-                    .to_string();
-                found.push((uid, entry.path()));
+                let (uid, what) = match Staged::parse(&name) {
+                    Some((uid, what)) => (uid.to_string(), Some(what)),
+                    None => (name.clone(), None),
+                };
+                found.push((uid, what, entry.path()));
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    found.sort();
+    found.sort_by(|a, b| a.2.cmp(&b.2));
     Ok(found)
 }
 
@@ -687,27 +1131,145 @@ impl FrameStore {
         }
     }
 
-    /// Moves run `uid`'s group (whatever is left of it) to `dest`; false when there is none.
-    pub fn move_run(&self, uid: &SafeName, dest: &Path) -> Result<bool, StoreError> {
-        let fail = store_error(&self.root);
-        let run = self.run_dir(uid);
-        if !run.exists() {
-            return Ok(false);
+    /// Moves run `uid`'s group (whatever is left of it) to `dest`, and the previous copy an
+    /// interrupted `--replace` left (if any) to `old_dest`: nothing of either is deleted.
+    /// Returns what was moved.
+    pub fn move_run(
+        &self,
+        uid: &SafeName,
+        dest: &Path,
+        old_dest: &Path,
+    ) -> Result<Vec<PathBuf>, StoreError> {
+        let mut moved = Vec::new();
+        for (from, to) in [(self.run_dir(uid), dest), (self.old_dir(uid), old_dest)] {
+            if std::fs::symlink_metadata(&from).is_err() {
+                continue;
+            }
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(io_error(parent, "cannot create folder"))?;
+            }
+            std::fs::rename(&from, to).map_err(io_error(&from, "cannot move to quarantine"))?;
+            for dir in [from.parent(), to.parent()].into_iter().flatten() {
+                sync_dir(dir).map_err(io_error(dir, "cannot sync"))?;
+            }
+            moved.push(to.to_path_buf());
         }
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+        Ok(moved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(source: io::Error) -> StoreError {
+        StoreError::Io {
+            path: PathBuf::from("/x"),
+            action: "cannot write the frame",
+            source,
         }
-        std::fs::rename(&run, dest).map_err(|e| {
-            fail(format!(
-                "cannot move {} to {}: {e}",
-                run.display(),
-                dest.display()
-            ))
-        })?;
-        sync_dir(&self.root.join("runs")).map_err(|e| fail(e.to_string()))?;
-        if let Some(parent) = dest.parent() {
-            sync_dir(parent).map_err(|e| fail(e.to_string()))?;
-        }
-        Ok(true)
+    }
+
+    #[test]
+    fn a_full_disk_is_told_by_kind_and_errno_not_by_text() {
+        assert!(io(io::Error::from(io::ErrorKind::StorageFull)).is_storage_full());
+        assert!(io(io::Error::from(io::ErrorKind::FileTooLarge)).is_storage_full());
+        assert!(io(io::Error::from_raw_os_error(28)).is_storage_full());
+        assert!(io(io::Error::from_raw_os_error(27)).is_storage_full());
+        // The words alone are not enough.
+        assert!(!io(io::Error::other("No space left on device")).is_storage_full());
+        assert!(!io(io::Error::from(io::ErrorKind::PermissionDenied)).is_storage_full());
+        let zarr = StoreError::Zarr {
+            path: PathBuf::from("/x"),
+            message: "No space left on device".into(),
+        };
+        assert!(!zarr.is_storage_full());
+        assert_eq!(zarr.exit_status(), crate::exit::ExitStatus::Failure);
+    }
+
+    /// A run group with `digest` in its attributes (enough for the swap logic).
+    fn group_with_digest(dir: &Path, digest: &str) {
+        std::fs::create_dir_all(dir.join("primary/det/c/0/0")).unwrap();
+        std::fs::write(dir.join("primary/det/c/0/0/0"), b"frame").unwrap();
+        let meta = serde_json::json!({
+            "zarr_format": 3, "node_type": "group",
+            "attributes": {"beamdb": {"content_digest": digest}}
+        });
+        std::fs::write(dir.join("zarr.json"), meta.to_string()).unwrap();
+    }
+
+    /// swap_in failed before it moved the committed frames aside (the rename out of `runs/`
+    /// failed): undoing it must not take the committed group for the replacement.
+    #[test]
+    fn swap_back_after_a_swap_in_that_moved_nothing_keeps_the_committed_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            FrameStore::open(&dir.path().join("frames.zarr"), &dir.path().join("st")).unwrap();
+        let uid = SafeName::new("run uid", "r1").unwrap();
+        let run = store.run_dir(&uid);
+        group_with_digest(&run, "committed");
+        group_with_digest(&store.new_dir(&uid), "replacement");
+        store
+            .swap_back(&uid, Some("committed"), "replacement")
+            .unwrap();
+        assert!(run.join("primary/det/c/0/0/0").is_file());
+        assert_eq!(FrameStore::digest_at(&run).as_deref(), Some("committed"));
+        assert!(!store.new_dir(&uid).exists());
+        // The replacement in place of a run that had no frames goes.
+        let uid = SafeName::new("run uid", "r2").unwrap();
+        group_with_digest(&store.run_dir(&uid), "replacement");
+        store
+            .swap_back(&uid, Some("committed"), "replacement")
+            .unwrap();
+        assert!(!store.run_dir(&uid).exists());
+        // Moved aside: the committed frames come back.
+        let uid = SafeName::new("run uid", "r3").unwrap();
+        group_with_digest(&store.old_dir(&uid), "committed");
+        group_with_digest(&store.run_dir(&uid), "replacement");
+        store
+            .swap_back(&uid, Some("committed"), "replacement")
+            .unwrap();
+        assert_eq!(
+            FrameStore::digest_at(&store.run_dir(&uid)).as_deref(),
+            Some("committed")
+        );
+        assert!(!store.old_dir(&uid).exists() && !store.trash_dir(&uid).exists());
+    }
+
+    #[test]
+    fn staging_names_parse_back_to_uid_and_kind() {
+        assert_eq!(Staged::parse("r-1.old"), Some(("r-1", Staged::Old)));
+        assert_eq!(Staged::parse("r.1.new"), Some(("r.1", Staged::New)));
+        assert_eq!(Staged::parse("r.trash"), Some(("r", Staged::Trash)));
+        assert_eq!(Staged::parse("r.lock"), None);
+        assert_eq!(Staged::parse("rold"), None);
+    }
+
+    #[test]
+    fn group_problems_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            group_problem(dir.path()).as_deref(),
+            Some("zarr.json is missing")
+        );
+        std::fs::write(dir.path().join("zarr.json"), "{").unwrap();
+        assert!(
+            group_problem(dir.path())
+                .unwrap()
+                .starts_with("zarr.json is not JSON")
+        );
+        std::fs::write(
+            dir.path().join("zarr.json"),
+            r#"{"zarr_format": 3, "node_type": "array"}"#,
+        )
+        .unwrap();
+        assert!(group_problem(dir.path()).unwrap().contains("node_type"));
+        std::fs::write(
+            dir.path().join("zarr.json"),
+            r#"{"zarr_format": 3, "node_type": "group"}"#,
+        )
+        .unwrap();
+        assert_eq!(group_problem(dir.path()), None);
     }
 }

@@ -144,6 +144,17 @@ impl Layout {
         self.beamtime_dir(id).join("frames.zarr")
     }
 
+    /// Where `ingest --replace` stages a run's frames and keeps the run locks, beside (not
+    /// inside) the store, so that zarr-python never sees a half-written replacement.
+    pub fn frames_staging(&self, id: &SafeName) -> PathBuf {
+        self.beamtime_dir(id).join("frames.staging")
+    }
+
+    /// Where `verify --repair` moves what it takes out of a beamtime (never deletes).
+    pub fn quarantine_dir(&self, id: &SafeName) -> PathBuf {
+        self.beamtime_dir(id).join("quarantine")
+    }
+
     /// Every beamtime that has a database, sorted by id. Folders whose name is not a safe
     /// beamtime id are returned separately so that callers can report them.
     pub fn beamtimes(&self) -> Result<(Vec<SafeName>, Vec<PathBuf>), ListError> {

@@ -8,7 +8,11 @@
 //! leftover of a killed ingest sits in the staging folder.
 //!
 //! Repairs never delete a committed run's data. Leftovers (groups no committed run owns,
-//! staging folders) are removed, as the next ingest of that run would. A committed run whose
+//! staging folders) are removed, as the next ingest of that run would; of two copies of a
+//! committed run's frames (an interrupted `--replace`), the one kept is the one the committed
+//! rows prove whole, and when neither is, both are kept. The store's own group metadata is
+//! rewritten when zarr-python could not open it (it holds only beamdb's description; the
+//! damaged file is kept). A committed run whose
 //! frames are missing breaks "every run whole or absent" in a way only its documents can
 //! mend: it is *quarantined* — its rows are saved to a JSON file and whatever frames it still
 //! has are moved beside it, under `{beamtime}/quarantine/`, then its rows are deleted in one
@@ -25,8 +29,7 @@ use serde_json::{Map, Value};
 use crate::beamtime;
 use crate::db::{self, Access, DbError};
 use crate::diff;
-use crate::frames::{self, FrameStore, Inspector, StoreError};
-use crate::ingest::dtype::Dtype;
+use crate::frames::{self, Committed, FrameStore, Inspector, Recovered, Staged, StoreError};
 use crate::ingest::writer;
 use crate::layout::{Layout, SafeName};
 use crate::lock::{self, LockError};
@@ -45,6 +48,10 @@ pub enum Fix {
     Clean { uid: String },
     /// Move committed run `uid` out of the beamtime, rows and frames, into quarantine.
     Quarantine { uid: String },
+    /// Rewrite the store's own group metadata at `path` (`zarr.json` or `runs/zarr.json`,
+    /// inside `frames.zarr`), keeping the damaged file in quarantine. It holds nothing but a
+    /// description beamdb always writes, so nothing is lost.
+    StoreMetadata { path: String },
 }
 
 /// One problem, with where it is.
@@ -241,7 +248,7 @@ impl Beamtime<'_> {
     }
 
     fn staging(&self) -> PathBuf {
-        self.layout.beamtime_dir(self.id).join("frames.staging")
+        self.layout.frames_staging(self.id)
     }
 
     fn run_lock_path(&self, uid: &str) -> Option<PathBuf> {
@@ -264,6 +271,7 @@ impl Beamtime<'_> {
         }
         let runs = self.runs()?;
         self.counts(&runs, report)?;
+        self.store_metadata(report);
         let mut inspector = match Inspector::open(&self.store_root()) {
             Ok(i) => i,
             Err(e) => {
@@ -349,6 +357,34 @@ impl Beamtime<'_> {
         Ok(true)
     }
 
+    /// The store's own group metadata opens in zarr-python (every run depends on it).
+    fn store_metadata(&self, report: &mut Report) {
+        let root = self.store_root();
+        if !root.exists() {
+            return;
+        }
+        for (path, why, rewritable) in frames::store_metadata_problems(&root) {
+            let (what, fix) = if rewritable {
+                (
+                    "`verify --repair` rewrites it (it holds only beamdb's description) and keeps the damaged file in quarantine/",
+                    Fix::StoreMetadata { path: path.clone() },
+                )
+            } else {
+                (
+                    "it holds an array's metadata, which beamdb never writes there, so nothing rewrites it: move it away by hand, then `verify --repair`",
+                    Fix::None,
+                )
+            };
+            report.find(
+                format!("frames.zarr/{path}"),
+                format!(
+                    "damaged Zarr group metadata ({why}): zarr-python cannot open the store and ingest refuses to write into it; {what}"
+                ),
+                fix,
+            );
+        }
+    }
+
     fn runs(&self) -> rusqlite::Result<BTreeMap<String, RunRow>> {
         let mut stmt = self
             .conn
@@ -369,9 +405,15 @@ impl Beamtime<'_> {
 
     /// runs.num_events, the stop document's num_events and the events stored agree.
     fn counts(&self, runs: &BTreeMap<String, RunRow>, report: &mut Report) -> rusqlite::Result<()> {
+        // A stream's events are its seq_nums: those with an event document, and those a
+        // stream_datum delivered without one (a fly scan's frames and values, stored in
+        // image_refs with no event_uid). The stop's num_events counts both.
         let mut stmt = self.conn.prepare(
-            "SELECT s.run_uid, s.name, count(e.uid) FROM streams s
-             LEFT JOIN events e ON e.stream_uid = s.uid GROUP BY s.run_uid, s.name",
+            "SELECT s.run_uid, s.name, count(*) FROM (
+               SELECT stream_uid, seq_num FROM events
+               UNION
+               SELECT stream_uid, seq_num FROM image_refs WHERE event_uid IS NULL
+             ) p JOIN streams s ON s.uid = p.stream_uid GROUP BY s.run_uid, s.name",
         )?;
         let mut actual: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
         for row in stmt.query_map([], |r| {
@@ -471,7 +513,7 @@ impl Beamtime<'_> {
                 );
                 continue;
             };
-            let problem = self.frame_problem(inspector, &run, &path, index, &dtype, frame_shape);
+            let problem = self.frame_problem(inspector, &run, &path, index, dtype, frame_shape);
             if let Some(problem) = problem {
                 problems
                     .entry((run, path, problem))
@@ -511,46 +553,16 @@ impl Beamtime<'_> {
         run: &str,
         path: &str,
         index: i64,
-        dtype: &str,
+        dtype: String,
         frame_shape: Option<String>,
     ) -> Option<String> {
         if !path.starts_with(&format!("runs/{run}/")) {
             return Some("image_ref points outside its run's group".into());
         }
-        let info = match inspector.array_info(path) {
-            Ok(info) => info,
-            Err(e) => return Some(format!("frame array missing or unreadable ({e})")),
-        };
-        match Dtype::parse_numpy(dtype) {
-            Ok((d, _)) if d.zarr_name() == info.data_type => {}
-            _ => {
-                return Some(format!(
-                    "dtype {dtype} recorded, but the array holds {}",
-                    info.data_type
-                ));
-            }
-        }
-        if let Some(text) = frame_shape
-            && let Ok(shape) = serde_json::from_str::<Vec<u64>>(&text)
-            && info.shape.get(1..) != Some(shape.as_slice())
-        {
-            return Some(format!(
-                "frame shape {text} recorded, but the array's shape is {:?}",
-                info.shape
-            ));
-        }
-        let len = info.shape.first().copied().unwrap_or(0);
-        let Ok(index) = u64::try_from(index) else {
-            return Some("negative frame index".into());
-        };
-        if index >= len {
-            return Some(format!("frame index beyond the array's {len} frames"));
-        }
-        match inspector.frame(path, index, self.options.deep) {
-            Ok(true) => None,
-            Ok(false) => Some("frame missing (no chunk on disk)".into()),
-            Err(e) => Some(format!("frame unreadable ({e})")),
-        }
+        let frame = writer::frame_ref(path.to_string(), index, dtype, frame_shape);
+        // The store's own groups and the run's group are judged on their own (store metadata,
+        // content digest); the stream groups here.
+        inspector.frame_problem(path, &frame, 3, self.options.deep)
     }
 
     /// Every group under runs/ belongs to a committed run (and holds its frames); no
@@ -607,11 +619,11 @@ impl Beamtime<'_> {
                 Some(run) => {
                     let digest = frames::group_digest(&root, &uid);
                     if run.digest.is_some() && digest != run.digest && !self.busy(&uid) {
-                        let replaced = leftovers.iter().any(|(u, _)| *u == uid);
+                        let replaced = leftovers.iter().any(|(u, _, _)| *u == uid);
                         report.find(
                             location,
                             if replaced {
-                                "frames of other documents than the committed run's (an interrupted --replace); `verify --repair` puts the committed frames back"
+                                "frames of other documents than the committed run's (an interrupted --replace); `verify --repair` puts back the copy that provably holds every committed frame"
                             } else {
                                 "the group's content digest is not the committed run's (incomplete or foreign frames); re-ingest the run with --replace"
                             },
@@ -625,7 +637,7 @@ impl Beamtime<'_> {
                 }
             }
         }
-        for (uid, path) in leftovers {
+        for (uid, what, path) in leftovers {
             if self.busy(&uid) {
                 continue;
             }
@@ -633,16 +645,24 @@ impl Beamtime<'_> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let fix = if SafeName::new("run uid", &uid).is_ok() {
+            let fix = if what.is_some() && SafeName::new("run uid", &uid).is_ok() {
                 Fix::Clean { uid }
             } else {
                 Fix::None
             };
-            report.find(
-                format!("frames.staging/{name}"),
-                "leftover of an interrupted ingest --replace; `verify --repair` cleans it up",
-                fix,
-            );
+            let message = match what {
+                Some(Staged::Old) => {
+                    "leftover of an interrupted ingest --replace (a copy of the run's frames); `verify --repair` keeps whichever copy provably holds every committed frame"
+                }
+                Some(Staged::New) => {
+                    "leftover of an interrupted ingest --replace (a replacement never committed); `verify --repair` removes it"
+                }
+                Some(Staged::Trash) => {
+                    "leftover of an interrupted ingest (frames it was deleting, already judged not needed by any committed run); `verify --repair` removes it"
+                }
+                None => "not something beamdb writes here; move it away",
+            };
+            report.find(format!("frames.staging/{name}"), message, fix);
         }
         Ok(())
     }
@@ -688,9 +708,26 @@ pub fn repair(
         source,
     };
     let root = layout.frames_store(id);
-    let staging = layout.beamtime_dir(id).join("frames.staging");
+    let staging = layout.frames_staging(id);
     let store = FrameStore::existing(&root, &staging);
     for fix in fixes {
+        if let Fix::StoreMetadata { path } = fix {
+            let keep = layout.quarantine_dir(id).join(format!(
+                "frames.zarr-{}-{}.damaged",
+                path.replace('/', "-"),
+                stamp()
+            ));
+            match frames::rewrite_store_group(&root, path, &keep) {
+                Ok(true) => repaired.done.push(format!(
+                    "rewrote frames.zarr/{path} (the damaged file is kept as {})",
+                    keep.display()
+                )),
+                Ok(false) => {}
+                Err(e @ StoreError::NotOurs { .. }) => repaired.skipped.push(e.to_string()),
+                Err(e) => return Err(e.into()),
+            }
+            continue;
+        }
         let (Fix::Clean { uid } | Fix::Quarantine { uid }) = fix else {
             continue;
         };
@@ -711,17 +748,34 @@ pub fn repair(
         match fix {
             Fix::Clean { .. } => {
                 let before = present(&root, &staging, uid);
-                store.recover(
+                let conn = &conn;
+                let recovered = store.recover(
                     &safe,
-                    committed.as_ref().map(|d| d.as_deref().unwrap_or("")),
-                )?;
+                    committed.as_ref().map(|d| Committed {
+                        digest: d.as_deref(),
+                    }),
+                    || writer::committed_frames(conn, uid).map_err(sql),
+                );
+                let recovered = match recovered {
+                    Ok(recovered) => recovered,
+                    Err(VerifyError::Store(e @ StoreError::Undecided { .. })) => {
+                        repaired.skipped.push(format!("run {uid}: {e}"));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let after = present(&root, &staging, uid);
                 let gone: Vec<String> = before.difference(&after).cloned().collect();
                 if !gone.is_empty() {
-                    let what = if committed.is_some() {
-                        "(an interrupted --replace; the committed run's frames are in place)"
-                    } else {
-                        "(no committed run owns them: left by a killed ingest)"
+                    // Only what recovery proved: the kept copy holds every committed frame.
+                    let what = match recovered {
+                        Recovered::RestoredReplaced => {
+                            "(an interrupted --replace; the copy that holds every committed frame, checked frame by frame, is back in place)"
+                        }
+                        Recovered::FinishedReplace if committed.is_some() => {
+                            "(an interrupted --replace; the group in place holds every committed frame, checked frame by frame)"
+                        }
+                        _ => "(no committed run owns them: left by a killed ingest)",
                     };
                     repaired
                         .done
@@ -752,7 +806,7 @@ pub fn repair(
                 let line = quarantine(layout, id, &store, &mut conn, &safe, &why.join("; "))?;
                 repaired.done.push(line);
             }
-            Fix::None => {}
+            Fix::None | Fix::StoreMetadata { .. } => {}
         }
     }
     Ok(repaired)
@@ -764,7 +818,7 @@ fn present(root: &Path, staging: &Path, uid: &str) -> BTreeSet<String> {
     if root.join("runs").join(uid).exists() {
         found.insert(format!("frames.zarr/runs/{uid}"));
     }
-    for suffix in ["new", "old"] {
+    for suffix in ["new", "old", "trash"] {
         if staging.join(format!("{uid}.{suffix}")).exists() {
             found.insert(format!("frames.staging/{uid}.{suffix}"));
         }
@@ -789,13 +843,9 @@ fn quarantine(
         path: db_path.clone(),
         source,
     };
-    let dir = layout.beamtime_dir(id).join("quarantine");
+    let dir = layout.quarantine_dir(id);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let stamp = time::OffsetDateTime::now_utc()
-        .format(&time::macros::format_description!(
-            "[year][month][day]T[hour][minute][second]Z"
-        ))
-        .unwrap_or_else(|_| "now".to_string());
+    let stamp = stamp();
     let mut base = format!("{uid}-{stamp}");
     let mut n = 1;
     while dir.join(format!("{base}.json")).exists() {
@@ -804,6 +854,7 @@ fn quarantine(
     }
     let json_path = dir.join(format!("{base}.json"));
     let frames_path = dir.join(format!("{base}.zarr"));
+    let old_frames_path = dir.join(format!("{base}.old.zarr"));
 
     let streams = "SELECT uid FROM streams WHERE run_uid = ?1";
     let mut doc = Map::new();
@@ -850,7 +901,7 @@ fn quarantine(
         source: std::io::Error::other(e),
     })?;
     write_durably(&json_path, text.as_bytes())?;
-    let moved = store.move_run(uid, &frames_path)?;
+    let moved = store.move_run(uid, &frames_path, &old_frames_path)?;
 
     let tx = conn.transaction().map_err(sql)?;
     tx.execute("DELETE FROM runs WHERE uid = ?1", [uid.as_str()])
@@ -861,12 +912,28 @@ fn quarantine(
         "quarantined run {uid} (its frames are missing or wrong): its rows ({}) are saved in {}{}; the run is removed from the beamtime: re-ingest it from its documents to restore it",
         counts.join(", "),
         json_path.display(),
-        if moved {
-            format!(", its remaining frames moved to {}", frames_path.display())
-        } else {
+        if moved.is_empty() {
             String::new()
+        } else {
+            format!(
+                ", its remaining frames moved to {}",
+                moved
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )
         }
     ))
+}
+
+/// A UTC time stamp for file names in quarantine/.
+fn stamp() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_else(|_| "now".to_string())
 }
 
 fn rows_as_json(conn: &Connection, query: &str, uid: &str) -> rusqlite::Result<Vec<Value>> {

@@ -38,10 +38,7 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
     }
     let db_path = layout.beamtime_db(&id);
     let mut conn = db::open(&db_path, Access::ReadWrite, &settings.sqlite)?;
-    let store = FrameStore::open(
-        &layout.frames_store(&id),
-        &layout.beamtime_dir(&id).join("frames.staging"),
-    )?;
+    let store = FrameStore::open(&layout.frames_store(&id), &layout.frames_staging(&id))?;
     let options = Options {
         roots,
         compression: settings.ingest.compression,
@@ -109,9 +106,7 @@ fn stopped(err: IngestError) -> crate::exit::Error {
             e.sqlite_error_code(),
             Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure)
         ),
-        IngestError::Store(e) => {
-            e.message.contains("No space left") || e.message.contains("File too large")
-        }
+        IngestError::Store(e) => e.is_storage_full(),
         IngestError::Lock(_) => false,
     };
     let hint = if full {

@@ -22,7 +22,7 @@ use std::io::BufRead;
 
 use rusqlite::Connection;
 
-use crate::frames::{FrameStore, Recovered, StoreError, Target};
+use crate::frames::{Committed, FrameStore, Recovered, StoreError, Target};
 use crate::layout::SafeName;
 use crate::lock::{self, LockError, LockGuard};
 use crate::settings::Compression;
@@ -267,9 +267,14 @@ impl<'a> Ingester<'a> {
         };
         match RunBuilder::start(doc, mode) {
             Ok(run) => {
+                // The committed rows are the proof of which copy of the frames is whole.
+                let conn = &*self.conn;
                 let recovered = self.store.recover(
                     &run.uid,
-                    committed.as_ref().map(|d| d.as_deref().unwrap_or("")),
+                    committed.as_ref().map(|d| Committed {
+                        digest: d.as_deref(),
+                    }),
+                    || writer::committed_frames(conn, run.uid.as_str()).map_err(IngestError::Db),
                 )?;
                 let mut run = Box::new(run);
                 run.recovered = recovered;
@@ -295,6 +300,15 @@ impl<'a> Ingester<'a> {
         run.discard()?;
         report(Report::Run(Outcome::Rejected { uid, why }));
         Ok(())
+    }
+
+    /// Puts the committed frames of `uid` back after a replacement (digest `replacement`)
+    /// failed; the committed digest is read again, as the failed commit left it.
+    fn swap_back(&mut self, uid: &SafeName, replacement: &str) -> Result<(), IngestError> {
+        let committed = writer::committed_digest(self.conn, uid.as_str())?.flatten();
+        Ok(self
+            .store
+            .swap_back(uid, committed.as_deref(), replacement)?)
     }
 
     /// Frames out, then rows in; on any failure the run's frames are removed again.
@@ -332,7 +346,7 @@ impl<'a> Ingester<'a> {
         };
         let staged = run.mode == Mode::Write(Target::Staging);
         if staged && let Err(e) = self.store.swap_in(&uid) {
-            self.store.swap_back(&uid)?;
+            self.swap_back(&uid, &rows.content_digest)?;
             return Err(e.into());
         }
         match writer::commit(self.conn, &rows, &self.promoted) {
@@ -343,7 +357,7 @@ impl<'a> Ingester<'a> {
             }
             Err(e) => {
                 if staged {
-                    self.store.swap_back(&uid)?;
+                    self.swap_back(&uid, &rows.content_digest)?;
                 } else {
                     run.discard()?;
                 }

@@ -1106,9 +1106,9 @@ impl RunBuilder {
             .next()
             .unwrap_or(&s.field)
             .to_string();
-        let frames = self.frames.as_mut().ok_or_else(|| StoreError {
-            path: String::new(),
-            message: "frame writer missing".into(),
+        let frames = self.frames.as_mut().ok_or_else(|| StoreError::Zarr {
+            path: std::path::PathBuf::new(),
+            message: "internal error: frame writer missing".into(),
         })?;
         let n = frames.add_stack(StackSpec {
             stream: &s.stream,
@@ -1158,9 +1158,9 @@ impl RunBuilder {
                 let bytes = match job.source {
                     Source::Bytes(b) => b,
                     Source::Datum(handler, locator) => {
-                        let info = infos.get(&job.stack).ok_or_else(|| StoreError {
-                            path: String::new(),
-                            message: "stack without type".into(),
+                        let info = infos.get(&job.stack).ok_or_else(|| StoreError::Zarr {
+                            path: std::path::PathBuf::new(),
+                            message: "internal error: stack without type".into(),
                         })?;
                         handler.read(&locator, info).map_err(|source| {
                             Rejected::at(

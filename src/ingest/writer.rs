@@ -3,8 +3,10 @@
 use rusqlite::{Connection, OptionalExtension, ToSql, params, types::Value as Sql};
 use serde_json::Value;
 
+use super::dtype::Dtype;
 use super::rows::{self, RunRows};
 use crate::beamtime;
+use crate::frames::FrameRef;
 
 /// The columns of `runs` that ingest fills itself; any other column is promoted metadata,
 /// filled from the start document's key of the same name.
@@ -50,6 +52,40 @@ pub fn committed_digest(conn: &Connection, uid: &str) -> rusqlite::Result<Option
         |r| r.get(0),
     )
     .optional()
+}
+
+/// An `image_refs` row as the frame checks take it (`verify` and recovery): the recorded
+/// numpy dtype is translated here, once, to the Zarr data type the array must hold.
+pub fn frame_ref(
+    array: String,
+    index: i64,
+    dtype: String,
+    frame_shape: Option<String>,
+) -> FrameRef {
+    let data_type = Dtype::parse_numpy(&dtype)
+        .ok()
+        .map(|(d, _)| d.zarr_name().to_string());
+    FrameRef {
+        array,
+        index,
+        dtype,
+        data_type,
+        frame_shape,
+    }
+}
+
+/// Every frame committed run `uid` stores (what recovery must find whole before it moves or
+/// deletes a copy of the run's frames).
+pub fn committed_frames(conn: &Connection, uid: &str) -> rusqlite::Result<Vec<FrameRef>> {
+    let mut stmt = conn.prepare(
+        "SELECT i.zarr_group, i.index_in_stack, i.dtype, i.frame_shape
+         FROM image_refs i JOIN streams s ON s.uid = i.stream_uid
+         WHERE s.run_uid = ?1 ORDER BY i.id",
+    )?;
+    let rows = stmt.query_map([uid], |r| {
+        Ok(frame_ref(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    rows.collect()
 }
 
 fn json_to_sql(v: &Value) -> Sql {
@@ -117,12 +153,26 @@ pub fn commit(conn: &mut Connection, rows: &RunRows, promoted: &[String]) -> rus
     };
     let start = &rows.start;
     let stop = rows.stop.as_ref();
-    // The stop's per-stream counts when it has them, else what arrived.
+    // The stop's per-stream counts when it has them, else what arrived: a stream's events are
+    // its seq_nums, with an event document or delivered by stream_datum alone (a fly scan),
+    // as the stop counts them and as `verify` checks.
+    let arrived = rows
+        .events
+        .iter()
+        .map(|e| (e.stream_uid.as_str(), e.seq_num))
+        .chain(
+            rows.image_refs
+                .iter()
+                .filter(|i| i.event_uid.is_none())
+                .map(|i| (i.stream_uid.as_str(), i.seq_num)),
+        )
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     let num_events = stop
         .and_then(|s| s.get("num_events"))
         .and_then(Value::as_object)
         .map(|m| m.values().filter_map(Value::as_i64).sum::<i64>())
-        .unwrap_or(rows.events.len() as i64);
+        .unwrap_or(arrived as i64);
     let mut columns: Vec<&str> = BUILT_IN.to_vec();
     let mut values: Vec<Sql> = vec![
         Sql::Text(rows.uid.clone()),

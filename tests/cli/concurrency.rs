@@ -163,3 +163,43 @@ fn concurrency_migrate_while_an_ingest_runs_exits_75_and_loses_nothing() {
     );
     verify_clean(&fx, &root);
 }
+
+/// `verify --repair` in a loop while `ingest --replace` swaps a run's frames: the repair
+/// takes each run's lock, so it never judges (or "recovers") a replacement in progress; the
+/// replacement lands whole and nothing is quarantined.
+#[test]
+fn concurrency_verify_repair_during_a_replace_touches_nothing() {
+    let fx = Fixture::new();
+    let root = fx.data_root();
+    let v1 = generate::frames_run(&fx.path().join("v1"), "replaced", 200, (40, 40));
+    let v2 = generate::frames_run(&fx.path().join("v2"), "replaced", 200, (32, 32));
+    let map1 = generate::identity_map(&fx.path().join("v1"));
+    let map2 = generate::identity_map(&fx.path().join("v2"));
+    let (code, out, err) = finish(spawn(&fx, &root, &ingest_args(&v1, &map1)));
+    assert_eq!(code, 0, "{out}{err}");
+    let mut args = ingest_args(&v2, &map2);
+    args.insert(1, "--replace");
+    let mut replace = spawn(&fx, &root, &args);
+    let mut repairs = 0;
+    while replace.try_wait().expect("try_wait").is_none() {
+        let (code, out, err) = finish(spawn(&fx, &root, &["verify", "--repair"]));
+        assert_eq!(code, 0, "verify --repair during the replace:\n{out}{err}");
+        assert!(!out.contains("repaired"), "{out}");
+        repairs += 1;
+    }
+    let (code, out, err) = finish(replace);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(repairs >= 1);
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    assert_whole(&conn);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM image_refs WHERE frame_shape = '[32,32]'"
+        ),
+        200
+    );
+    assert!(!root.join("beamtimes/bt/quarantine").exists());
+    verify_clean(&fx, &root);
+    eprintln!("{repairs} verify --repair ran during the replace");
+}

@@ -84,20 +84,90 @@ pub fn finish(child: Child) -> (i32, String, String) {
     )
 }
 
-/// SIGKILLs `child` after `delay` unless it ended first. True when it was killed.
-fn kill_after(mut child: Child, delay: Duration) -> bool {
+/// SIGKILLs `child` `delay` after `ready()` first holds, unless it ended first. `None` when
+/// it was killed, else how long it ran.
+fn kill_when(
+    mut child: Child,
+    mut ready: impl FnMut() -> bool,
+    delay: Duration,
+) -> Option<Duration> {
+    let spawned = Instant::now();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Some(spawned.elapsed());
+        }
+        if ready() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
     let until = Instant::now() + delay;
     while Instant::now() < until {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_micros(500));
+        std::hint::spin_loop();
     }
     let killed = matches!(child.try_wait(), Ok(None));
     // Child::kill is SIGKILL on Unix: no destructor, no atexit, no flush runs.
     let _ = child.kill();
     let _ = child.wait();
-    killed
+    if killed {
+        None
+    } else {
+        Some(spawned.elapsed())
+    }
+}
+
+/// The kills of one scenario. Kill times are drawn below the duration of a full run; a run
+/// that ends before its kill time shows that a run is shorter than calibrated (the
+/// calibration may have met a busier machine), and later kill times are drawn below that. A
+/// scenario that killed nothing tested nothing: it runs extra trials (up to 10) until a
+/// kill lands, and fails if none does.
+struct Kills {
+    full: Duration,
+    killed: usize,
+}
+
+impl Kills {
+    fn new(full: Duration) -> Kills {
+        Kills { full, killed: 0 }
+    }
+
+    /// Kills `child` at a random moment; true when it was killed mid-way.
+    fn at_random(&mut self, rng: &mut Rng, child: Child) -> bool {
+        let delay = rng.below(self.full.mul_f64(1.2));
+        let started = Instant::now();
+        self.count(kill_when(
+            child,
+            || started.elapsed() >= delay,
+            Duration::ZERO,
+        ))
+    }
+
+    /// Counts what [`kill_when`] did.
+    fn count(&mut self, outcome: Option<Duration>) -> bool {
+        match outcome {
+            None => {
+                self.killed += 1;
+                true
+            }
+            Some(took) => {
+                self.full = self.full.min(took);
+                false
+            }
+        }
+    }
+
+    /// Whether trial number `trial` runs.
+    fn more(&self, trial: usize) -> bool {
+        trial < trials() || (self.killed == 0 && trial < trials() + 10)
+    }
+
+    fn assert_some(&self, scenario: &str) {
+        assert!(
+            self.killed > 0,
+            "{scenario}: no process was killed mid-way in {} trials",
+            trials() + 10
+        );
+    }
 }
 
 /// How long a full run of `args` takes on this machine (kill times are drawn below it).
@@ -116,12 +186,17 @@ fn beamtime_db(root: &Path) -> PathBuf {
 }
 
 /// `verify --deep` after a kill: no problem except what a killed ingest may leave (an
-/// orphan group or staging folder, removed by the next ingest of the run or --repair).
+/// orphan group, or the trash of one it was deleting, removed by the next ingest of the run
+/// or --repair).
 fn verify_after_kill(fx: &Fixture, root: &Path) {
     let (code, out, err) = finish(spawn(fx, root, &["verify", "--deep"]));
     let problems: Vec<&str> = out
         .lines()
-        .filter(|l| l.starts_with("beamtime ") && !l.contains("orphan group"))
+        .filter(|l| {
+            l.starts_with("beamtime ")
+                && !l.contains("orphan group")
+                && !(l.contains(".trash: leftover of an interrupted ingest"))
+        })
         .collect();
     assert!(
         (code == 0 || code == 4) && problems.is_empty(),
@@ -150,16 +225,14 @@ fn ingest_scenario(scenario: &str, inputs: &[PathBuf], runs: i64, events: i64) {
     args.extend(inputs.iter().map(|p| p.to_str().expect("utf-8 path")));
     let full = duration_of(&fx, &args);
     let mut rng = seeded(scenario);
-    let mut killed = 0;
-    for trial in 0..trials() {
+    let mut kills = Kills::new(full);
+    let mut trial = 0;
+    while kills.more(trial) {
         let root = fx.path().join(format!("trial-{trial}"));
         // Half the trials kill a re-run over a beamtime a killed ingest already left behind.
-        let kills = 1 + (rng.next() % 2) as usize;
-        for _ in 0..kills {
-            let delay = rng.below(full.mul_f64(1.2));
-            if kill_after(spawn(&fx, &root, &args), delay) {
-                killed += 1;
-            }
+        let attempts = 1 + (rng.next() % 2) as usize;
+        for _ in 0..attempts {
+            kills.at_random(&mut rng, spawn(&fx, &root, &args));
             if beamtime_db(&root).exists() {
                 let conn = fx.open(&beamtime_db(&root));
                 assert_whole(&conn);
@@ -176,12 +249,14 @@ fn ingest_scenario(scenario: &str, inputs: &[PathBuf], runs: i64, events: i64) {
         assert_eq!(count(&conn, "SELECT count(*) FROM events"), events);
         verify_clean(&fx, &root);
         std::fs::remove_dir_all(&root).ok();
+        trial += 1;
     }
     eprintln!(
-        "crash suite {scenario}: {} trials, {killed} processes killed mid-way (full run {:.2} s)",
-        trials(),
+        "crash suite {scenario}: {trial} trials, {} processes killed mid-way (full run {:.2} s)",
+        kills.killed,
         full.as_secs_f64()
     );
+    kills.assert_some(scenario);
 }
 
 #[test]
@@ -198,6 +273,185 @@ fn crash_ingest_of_a_run_with_many_events_leaves_it_whole_or_absent() {
     let events = generate::events_run(fx.path(), "crash-events", 20_000);
     let shared = repo("tests/data/bluesky/98786b6e-de87-4ab0-9fb5-338308b26fd2.jsonl");
     ingest_scenario("ingest-events", &[shared, events], 2, 20_002);
+}
+
+/// What comes after a killed `ingest --replace`.
+#[derive(Clone, Copy)]
+enum AfterReplace {
+    Repair,
+    Reingest,
+}
+
+/// Where a killed `--replace` was, judged from what it left in the staging folder.
+fn replace_phase(staging: &Path, uid: &str) -> usize {
+    let has = |suffix: &str| staging.join(format!("{uid}.{suffix}")).exists();
+    if has("trash") {
+        3 // deleting the previous copy
+    } else if has("old") {
+        2 // swapped, around the commit
+    } else if has("new") {
+        1 // writing the replacement
+    } else {
+        0 // before it began, or after it finished
+    }
+}
+
+/// Every frame of every committed run equals its source, read through zarr-python, and the
+/// rows are whole. `versions` are the two document sets the run may have been stored from
+/// (told apart by frame shape).
+fn assert_pixels(root: &Path, small: &Path, versions: &[(PathBuf, i64)], uid: &str) {
+    let conn = rusqlite::Connection::open(beamtime_db(root)).expect("open");
+    assert_whole(&conn);
+    let shape: String = conn
+        .query_row(
+            "SELECT i.frame_shape FROM image_refs i JOIN streams s ON s.uid = i.stream_uid
+             WHERE s.run_uid = ?1 LIMIT 1",
+            [uid],
+            |r| r.get(0),
+        )
+        .expect("the replaced run is committed with frames");
+    let side: i64 = serde_json::from_str::<Vec<i64>>(&shape).expect("shape")[0];
+    let (source, _) = versions
+        .iter()
+        .find(|(_, s)| *s == side)
+        .expect("a known version");
+    let out = Command::new(crate::common::python())
+        .arg(repo("tests/interop/check_frames.py"))
+        .arg(beamtime_db(root))
+        .arg(root.join("beamtimes/bt/frames.zarr"))
+        .arg(small)
+        .arg(source)
+        .output()
+        .expect("run the interop check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("checked "),
+        "pixels differ from the source:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `ingest --replace` of a run with many frames, SIGKILLed at random moments: anywhere
+/// (uniform over the run), just after the swap (around the commit), or while the previous
+/// copy is being deleted. Half the replacements carry the same documents (the copies then
+/// share a content digest: only the committed rows can tell a whole copy from a half-deleted
+/// one), half different ones. Then `after`; every committed run's frames equal their source
+/// and `verify --deep` is clean.
+fn replace_scenario(scenario: &str, after: AfterReplace) {
+    let fx = Fixture::new();
+    const UID: &str = "crash-replace";
+    let small = generate::frames_run(fx.path(), "crash-small", 20, (16, 16));
+    let v1 = generate::frames_run(&fx.path().join("v1"), UID, 250, (48, 48));
+    let v2 = generate::frames_run(&fx.path().join("v2"), UID, 250, (40, 40));
+    let versions = [(v1.clone(), 48), (v2.clone(), 40)];
+    let ingest = |root: &Path, file: &Path, replace: bool| {
+        let mut args = vec!["ingest", "--beamtime", "bt", "-q"];
+        if replace {
+            args.push("--replace");
+        }
+        args.push(file.to_str().expect("utf-8 path"));
+        spawn(&fx, root, &args)
+    };
+    // Calibrate: a full replace on this machine.
+    let calibrate = fx.path().join("calibrate");
+    for file in [&small, &v1] {
+        let (code, out, err) = finish(ingest(&calibrate, file, false));
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let started = Instant::now();
+    let (code, out, err) = finish(ingest(&calibrate, &v2, true));
+    assert_eq!(code, 0, "{out}{err}");
+    let full = started.elapsed();
+    std::fs::remove_dir_all(&calibrate).ok();
+
+    let mut rng = seeded(scenario);
+    let mut kills = Kills::new(full);
+    let mut phases = [0usize; 4];
+    let mut trial = 0;
+    while kills.more(trial) {
+        let root = fx.path().join(format!("trial-{trial}"));
+        let staging = root.join("beamtimes/bt/frames.staging");
+        for file in [&small, &v1] {
+            let (code, out, err) = finish(ingest(&root, file, false));
+            assert_eq!(code, 0, "trial {trial}: {out}{err}");
+        }
+        let replacement = if rng.next().is_multiple_of(2) {
+            &v1
+        } else {
+            &v2
+        };
+        let child = ingest(&root, replacement, true);
+        let was_killed = match rng.next() % 3 {
+            0 => kills.at_random(&mut rng, child),
+            1 => {
+                let delay = rng.below(Duration::from_millis(30));
+                let old = staging.join(format!("{UID}.old"));
+                kills.count(kill_when(child, || old.exists(), delay))
+            }
+            _ => {
+                let delay = rng.below(Duration::from_micros(1500));
+                let trash = staging.join(format!("{UID}.trash"));
+                kills.count(kill_when(child, || trash.exists(), delay))
+            }
+        };
+        if was_killed {
+            phases[replace_phase(&staging, UID)] += 1;
+        }
+        // The committed run stays whole whatever the kill left behind.
+        assert_whole(&fx.open(&beamtime_db(&root)));
+        match after {
+            AfterReplace::Repair => {
+                let (code, out, err) = finish(spawn(&fx, &root, &["verify", "--repair"]));
+                assert_eq!(
+                    code, 0,
+                    "{scenario} trial {trial}: verify --repair\n{out}{err}"
+                );
+            }
+            AfterReplace::Reingest => {
+                let (code, out, err) = finish(ingest(&root, replacement, false));
+                // The replacement either landed before the kill (unchanged) or not (the
+                // committed run differs: rejected as other documents, exit 4).
+                assert!(
+                    code == 0 || code == 4,
+                    "{scenario} trial {trial}: re-ingest\n{out}{err}"
+                );
+                assert!(
+                    out.contains("unchanged") || out.contains("rejected"),
+                    "{out}"
+                );
+            }
+        }
+        assert_pixels(&root, &small, &versions, UID);
+        verify_clean(&fx, &root);
+        assert!(
+            !staging.join(format!("{UID}.old")).exists()
+                && !staging.join(format!("{UID}.trash")).exists(),
+            "{scenario} trial {trial}: leftovers in staging"
+        );
+        std::fs::remove_dir_all(&root).ok();
+        trial += 1;
+    }
+    eprintln!(
+        "crash suite {scenario}: {trial} trials, {} processes killed mid-way (full replace {:.2} s); \
+         killed before or after the replace {} times, writing it {}, around the commit {}, deleting the previous copy {}",
+        kills.killed,
+        full.as_secs_f64(),
+        phases[0],
+        phases[1],
+        phases[2],
+        phases[3],
+    );
+    kills.assert_some(scenario);
+}
+
+#[test]
+fn crash_replace_then_verify_repair_keeps_every_committed_frame() {
+    replace_scenario("replace-repair", AfterReplace::Repair);
+}
+
+#[test]
+fn crash_replace_then_plain_reingest_keeps_every_committed_frame() {
+    replace_scenario("replace-reingest", AfterReplace::Reingest);
 }
 
 /// A migration that rebuilds `runs` (plan_name made nullable, a column added), over a beamtime
@@ -266,7 +520,9 @@ fn crash_migrate_mid_rebuild_leaves_the_old_or_the_new_version() {
     let full = started.elapsed();
     let mut rng = seeded("migrate");
     let mut seen = [0usize; 3];
-    for trial in 0..trials() {
+    let mut kills = Kills::new(full);
+    let mut trial = 0;
+    while kills.more(trial) {
         let root = fx.path().join(format!("trial-{trial}"));
         populate(&root);
         // With a backup first half the time: a kill during VACUUM INTO must not matter either.
@@ -275,7 +531,7 @@ fn crash_migrate_mid_rebuild_leaves_the_old_or_the_new_version() {
         } else {
             &["migrate"]
         };
-        kill_after(spawn(&fx, &root, args), rng.below(full.mul_f64(1.2)));
+        kills.at_random(&mut rng, spawn(&fx, &root, args));
         let v = version(&root);
         seen[v as usize] += 1;
         let (code, out, err) = finish(spawn(&fx, &root, &["migrate"]));
@@ -284,14 +540,16 @@ fn crash_migrate_mid_rebuild_leaves_the_old_or_the_new_version() {
         let (code, out, err) = finish(spawn(&fx, &root, &["verify"]));
         assert_eq!(code, 0, "trial {trial}: verify\n{out}{err}");
         std::fs::remove_dir_all(&root).ok();
+        trial += 1;
     }
     eprintln!(
-        "crash suite migrate: {} trials, killed at V1 {} times, after V2 {} times (full run {:.2} s)",
-        trials(),
+        "crash suite migrate: {trial} trials, {} processes killed mid-way, left at V1 {} times, at V2 {} times (full run {:.2} s)",
+        kills.killed,
         seen[1],
         seen[2],
         full.as_secs_f64()
     );
+    kills.assert_some("migrate");
 }
 
 /// reindex killed at random over many beamtimes: the index holds each beamtime whole or not
@@ -348,13 +606,12 @@ fn crash_reindex_midway_leaves_a_consistent_index() {
     assert_eq!(code, 0, "{out}{err}");
     let full = started.elapsed();
     let mut rng = seeded("reindex");
-    for trial in 0..trials() {
+    let mut kills = Kills::new(full);
+    let mut trial = 0;
+    while kills.more(trial) {
         let root = fx.path().join(format!("trial-{trial}"));
         populate(&root);
-        kill_after(
-            spawn(&fx, &root, &["reindex"]),
-            rng.below(full.mul_f64(1.2)),
-        );
+        kills.at_random(&mut rng, spawn(&fx, &root, &["reindex"]));
         consistent(&root);
         let (code, out, err) = finish(spawn(&fx, &root, &["reindex"]));
         assert_eq!(code, 0, "trial {trial}: re-run\n{out}{err}");
@@ -366,12 +623,14 @@ fn crash_reindex_midway_leaves_a_consistent_index() {
         let (code, out, err) = finish(spawn(&fx, &root, &["verify"]));
         assert_eq!(code, 0, "trial {trial}: verify\n{out}{err}");
         std::fs::remove_dir_all(&root).ok();
+        trial += 1;
     }
     eprintln!(
-        "crash suite reindex: {} trials (full run {:.2} s)",
-        trials(),
+        "crash suite reindex: {trial} trials, {} processes killed mid-way (full run {:.2} s)",
+        kills.killed,
         full.as_secs_f64()
     );
+    kills.assert_some("reindex");
 }
 
 fn assert_whole_index(conn: &rusqlite::Connection) {

@@ -277,3 +277,349 @@ fn verify_unknown_beamtime_is_a_usage_error() {
     let (code, _, err) = run(&mut fx.beamdb(&["verify", "--beamtime", "../x"]));
     assert_eq!(code, 2, "{err}");
 }
+
+/// Every chunk file under `dir` (files inside a `c/` folder), relative to `dir`, sorted.
+fn chunk_files(dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, base, out);
+            } else if path.components().any(|c| c.as_os_str() == "c") {
+                out.push(path.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// What a SIGKILL during `ingest --replace`'s deletion of `{uid}.old` leaves when the
+/// replacement had the same documents: a half-deleted copy in staging whose group metadata
+/// (and so content digest) is still the committed run's. `keep` chunks of ccd survive.
+fn plant_half_deleted_old(fx: &Fixture, uid: &str, keep: usize) -> PathBuf {
+    let staging = fx.data_root().join("beamtimes/bt/frames.staging");
+    let old = staging.join(format!("{uid}.old"));
+    copy_dir(&store(fx).join("runs").join(uid), &old);
+    let chunks = old.join("primary/ccd/c");
+    let mut names: Vec<_> = std::fs::read_dir(&chunks)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for dir in names.iter().skip(keep) {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    old
+}
+
+#[test]
+fn verify_repair_never_swaps_a_half_deleted_old_copy_over_the_whole_run() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    let run = store(&fx).join("runs").join(PAGED_RUN);
+    let whole = chunk_files(&run);
+    assert_eq!(whole.len(), 4, "{whole:?}");
+    let old = plant_half_deleted_old(&fx, PAGED_RUN, 1);
+
+    let (code, out, err) = run_verify(&fx, &["verify"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains(&format!("frames.staging/{PAGED_RUN}.old")),
+        "{out}"
+    );
+    let (code, out, err) = run_verify(&fx, &["verify", "--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        chunk_files(&run),
+        whole,
+        "the live group lost frames:\n{out}"
+    );
+    assert!(!old.exists(), "{out}");
+    let (code, out, err) = run_verify(&fx, &["verify", "--deep"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn ingest_again_never_swaps_a_half_deleted_old_copy_over_the_whole_run() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    let group = store(&fx).join("runs").join(PAGED_RUN);
+    let whole = chunk_files(&group);
+    let old = plant_half_deleted_old(&fx, PAGED_RUN, 1);
+    // A plain re-ingest (documents unchanged) and a --replace both recover first.
+    for extra in [&[][..], &["--replace"]] {
+        let map = shared_map();
+        let file = repo(&format!("tests/data/bluesky/{PAGED_RUN}.jsonl"));
+        let mut args = vec!["ingest", "--beamtime", "bt", "--root-map", &map];
+        args.extend_from_slice(extra);
+        args.push(file.to_str().unwrap());
+        let (code, out, err) = run(&mut fx.beamdb(&args));
+        assert_eq!(code, 0, "{out}{err}");
+        assert_eq!(
+            chunk_files(&group),
+            whole,
+            "{extra:?}: frames lost:\n{out}{err}"
+        );
+        assert!(!old.exists(), "{out}");
+        let (code, out, err) = run_verify(&fx, &["verify", "--deep"]);
+        assert_eq!(code, 0, "{extra:?}: {out}{err}");
+        plant_half_deleted_old(&fx, PAGED_RUN, 2);
+    }
+}
+
+/// Neither copy holds every committed frame: repair deletes no chunk of either; the run is
+/// quarantined with both copies beside its rows, for re-ingest.
+#[test]
+fn verify_repair_keeps_both_copies_when_neither_is_whole() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    let group = store(&fx).join("runs").join(PAGED_RUN);
+    let old = plant_half_deleted_old(&fx, PAGED_RUN, 3);
+    std::fs::remove_dir_all(group.join("primary/ccd/c/0")).unwrap();
+    let bt = fx.data_root().join("beamtimes/bt");
+    let before = chunk_files(&group).len() + chunk_files(&old).len();
+    assert_eq!(before, 6);
+    let (code, out, err) = run_verify(&fx, &["verify", "--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("neither provably holds every committed frame"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("quarantined run {PAGED_RUN}")),
+        "{out}"
+    );
+    assert!(!old.exists() && !group.exists());
+    let quarantine = bt.join("quarantine");
+    assert_eq!(
+        chunk_files(&quarantine).len(),
+        before,
+        "a chunk was deleted:\n{out}"
+    );
+}
+
+fn run_verify(fx: &Fixture, args: &[&str]) -> (i32, String, String) {
+    run(&mut fx.beamdb(args))
+}
+
+/// Neither copy is whole: an ingest of the run stops (exit 1), names both copies and what to
+/// do, and moves or deletes nothing.
+#[test]
+fn ingest_stops_and_keeps_both_copies_when_neither_is_whole() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    let group = store(&fx).join("runs").join(PAGED_RUN);
+    let old = plant_half_deleted_old(&fx, PAGED_RUN, 3);
+    std::fs::remove_dir_all(group.join("primary/ccd/c/0")).unwrap();
+    let (group_chunks, old_chunks) = (chunk_files(&group), chunk_files(&old));
+    let map = shared_map();
+    let file = repo(&format!("tests/data/bluesky/{PAGED_RUN}.jsonl"));
+    let (code, out, err) = run(&mut fx.beamdb(&[
+        "ingest",
+        "--beamtime",
+        "bt",
+        "--root-map",
+        &map,
+        file.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("neither provably holds every committed frame")
+            && err.contains(&format!("frames.staging/{PAGED_RUN}.old"))
+            && err.contains("verify --repair"),
+        "{err}"
+    );
+    assert_eq!(chunk_files(&group), group_chunks);
+    assert_eq!(chunk_files(&old), old_chunks);
+}
+
+/// The store's own group metadata is garbage: zarr-python cannot open the store. verify says
+/// so, ingest refuses to write into it, and `--repair` rewrites it, keeping the damaged file.
+#[test]
+fn verify_reports_and_repair_rewrites_damaged_store_metadata_that_ingest_refuses() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    let root_meta = store(&fx).join("zarr.json");
+    let runs_meta = store(&fx).join("runs/zarr.json");
+    std::fs::write(&root_meta, "{\"zarr_format\": 3, \"node_t").unwrap();
+    std::fs::write(&runs_meta, "garbage").unwrap();
+
+    let (code, out, err) = run_verify(&fx, &["verify"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("beamtime bt: frames.zarr/zarr.json: damaged Zarr group metadata")
+            && out.contains("beamtime bt: frames.zarr/runs/zarr.json: damaged Zarr group metadata"),
+        "{out}"
+    );
+    let map = shared_map();
+    let file = repo(&format!("tests/data/bluesky/{PAGED_RUN}.jsonl"));
+    let ingest = [
+        "ingest",
+        "--beamtime",
+        "bt",
+        "--root-map",
+        &map,
+        file.to_str().unwrap(),
+    ];
+    let (code, out, err) = run(&mut fx.beamdb(&ingest));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&root_meta.display().to_string())
+            && err.contains("damaged Zarr group metadata")
+            && err.contains("beamdb verify --repair"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&runs_meta).unwrap(), "garbage");
+
+    let (code, out, err) = run_verify(&fx, &["verify", "--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("rewrote frames.zarr/zarr.json"), "{out}");
+    assert!(out.contains("rewrote frames.zarr/runs/zarr.json"), "{out}");
+    let kept: Vec<String> = std::fs::read_dir(fx.data_root().join("beamtimes/bt/quarantine"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(kept.contains(&"garbage".to_string()), "{kept:?}");
+    let (code, out, err) = run_verify(&fx, &["verify", "--deep"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&mut fx.beamdb(&ingest));
+    assert_eq!(code, 0, "{out}{err}");
+    // zarr-python opens the store and a run in it again.
+    let check = std::process::Command::new(crate::common::python())
+        .arg("-c")
+        .arg(format!(
+            "import sys, zarr; g = zarr.open_group(sys.argv[1], mode='r'); print(g['runs/{PAGED_RUN}/primary/ccd'].shape)"
+        ))
+        .arg(store(&fx))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// A fly scan (stream_datum, no event documents): the stop's num_events counts its
+/// seq_nums, and verify agrees with a clean ingest.
+#[test]
+fn verify_a_cleanly_ingested_fly_scan_is_clean() {
+    let fx = Fixture::new();
+    let shared = repo("tests/data/hdf5/shared");
+    let map = format!(
+        "/srv/beamline/shared/hdf5={}",
+        shared.join("hdf5").display()
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&[
+        "ingest",
+        "--beamtime",
+        "bt",
+        "--root-map",
+        &map,
+        shared.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run_verify(&fx, &["verify", "--deep"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // A fly scan that lost one of its points is still found.
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    conn.execute_batch(
+        "DELETE FROM image_refs WHERE event_uid IS NULL AND seq_num = 3
+           AND stream_uid IN (SELECT uid FROM streams WHERE run_uid = 'b6a82a9e-1e51-41d3-a3af-d506fe46eb68')",
+    )
+    .unwrap();
+    let (code, out, err) = run_verify(&fx, &["verify"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("stream primary: the stop document says 3 events, the database has 2"),
+        "{out}"
+    );
+}
+
+/// A stream group's zarr.json is garbage: zarr-python cannot open that stream; verify finds
+/// it with the frames that depend on it.
+#[test]
+fn verify_reports_a_damaged_stream_group() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    let meta = store(&fx)
+        .join("runs")
+        .join(PAGED_RUN)
+        .join("primary/zarr.json");
+    std::fs::write(&meta, "{").unwrap();
+    let (code, out, err) = run_verify(&fx, &["verify"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "(run {PAGED_RUN}): group runs/{PAGED_RUN}/primary: zarr.json is not JSON"
+        )),
+        "{out}"
+    );
+}
+
+/// A fly scan whose stop never came: stored incomplete, its num_events counts the points that
+/// arrived, and verify agrees.
+#[test]
+fn verify_an_incomplete_fly_scan_is_clean() {
+    let fx = Fixture::new();
+    let shared = repo("tests/data/hdf5/shared");
+    let map = format!(
+        "/srv/beamline/shared/hdf5={}",
+        shared.join("hdf5").display()
+    );
+    let cut = fx.edited_copy(
+        &shared.join("b6a82a9e-1e51-41d3-a3af-d506fe46eb68.jsonl"),
+        "fly-no-stop.jsonl",
+        |t| {
+            t.lines()
+                .filter(|l| !l.starts_with("[\"stop\""))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        },
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&[
+        "ingest",
+        "--beamtime",
+        "bt",
+        "--root-map",
+        &map,
+        cut.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    assert_eq!(count(&conn, "SELECT num_events FROM runs"), 3);
+    let (code, out, err) = run_verify(&fx, &["verify", "--deep"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Where beamdb's `runs` group belongs sits an array's metadata: not provably beamdb's, so
+/// `--repair` reports it and leaves it as it is.
+#[test]
+fn verify_repair_leaves_store_metadata_it_cannot_prove_is_its_own() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    let runs_meta = store(&fx).join("runs/zarr.json");
+    let array = r#"{"zarr_format": 3, "node_type": "array", "shape": [1]}"#;
+    std::fs::write(&runs_meta, array).unwrap();
+    let (code, out, err) = run_verify(&fx, &["verify", "--repair"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("it holds an array's metadata, which beamdb never writes there")
+            && out.contains("move it away by hand")
+            && out.contains("0 repairs"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "left     beamtime bt: frames.zarr/runs/zarr.json: damaged Zarr group metadata"
+        ),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&runs_meta).unwrap(), array);
+}
