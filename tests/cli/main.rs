@@ -5,6 +5,7 @@ mod bad_input;
 mod common;
 mod concurrency;
 mod crash;
+mod detectors;
 mod foundation;
 mod generate;
 mod hdf5;

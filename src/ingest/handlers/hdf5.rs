@@ -13,7 +13,7 @@ use hdf5::types::{FloatSize, IntSize, TypeDescriptor};
 use hdf5::{Hyperslab, SliceOrIndex};
 use serde_json::{Map, Value};
 
-use super::{FrameError, FrameInfo, Handler, Locator, ResourceError};
+use super::{FrameError, FrameInfo, Handler, Locator, ResourceError, h5filters, h5open};
 use crate::ingest::dtype::{Dtype, Kind};
 use crate::ingest::rootmap::ResolvedRoot;
 
@@ -22,9 +22,9 @@ const AD_DATASET: &str = "/entry/data/data";
 
 /// One dataset of one open HDF5 file, read by rows.
 struct Rows {
-    // Declared before the file: fields drop in order, and the dataset must close first.
     dataset: hdf5::Dataset,
-    _file: hdf5::File,
+    /// The file, and every file the dataset leads to, held open (and checked) by h5open.
+    _opened: h5open::Opened,
     path: PathBuf,
     name: String,
     dtype: Dtype,
@@ -33,16 +33,9 @@ struct Rows {
 }
 
 impl Rows {
-    fn open(path: PathBuf, name: &str) -> Result<Rows, FrameError> {
-        let file = hdf5::File::open(&path).map_err(|e| FrameError::Hdf5Open {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        let dataset = file.dataset(name).map_err(|e| FrameError::NoDataset {
-            path: path.clone(),
-            dataset: name.to_string(),
-            message: e.to_string(),
-        })?;
+    fn open(root: &ResolvedRoot, path: PathBuf, name: &str) -> Result<Rows, FrameError> {
+        let opened = h5open::open(root, &path, name)?;
+        let dataset = opened.dataset.clone();
         let layout = |what: String| FrameError::Hdf5Layout {
             path: path.clone(),
             dataset: name.to_string(),
@@ -51,7 +44,12 @@ impl Rows {
         let descriptor = dataset
             .dtype()
             .and_then(|t| t.to_descriptor())
-            .map_err(|e| layout(format!("cannot read its element type: {e}")))?;
+            .map_err(|e| {
+                layout(format!(
+                    "cannot read its element type: {}",
+                    h5open::reason(&e)
+                ))
+            })?;
         let dtype = dtype_of(&descriptor).ok_or_else(|| {
             layout(format!(
                 "its elements are {descriptor}; beamdb stores bool, integers and float32/64"
@@ -64,7 +62,7 @@ impl Rows {
         let row_shape = row.iter().map(|&d| d as u64).collect();
         Ok(Rows {
             dataset,
-            _file: file,
+            _opened: opened,
             path,
             name: name.to_string(),
             dtype,
@@ -131,7 +129,10 @@ impl Rows {
                 dataset: self.name.clone(),
                 start,
                 stop,
-                message: e.to_string(),
+                message: match h5filters::take_last_error() {
+                    Some(why) => format!("{}: {why}", h5open::reason(&e)),
+                    None => h5open::reason(&e),
+                },
             })
     }
 
@@ -215,7 +216,7 @@ impl AdHdf5 {
             .file(resource_path)?
             .map_err(|path| FrameError::Missing { path })?;
         Ok(AdHdf5 {
-            rows: Rows::open(path, AD_DATASET)?,
+            rows: Rows::open(root, path, AD_DATASET)?,
             frame_per_point,
         })
     }
@@ -265,7 +266,7 @@ impl StreamHdf5 {
             .file(file)?
             .map_err(|path| FrameError::Missing { path })?;
         Ok(StreamHdf5 {
-            rows: Rows::open(path, dataset)?,
+            rows: Rows::open(root, path, dataset)?,
         })
     }
 }

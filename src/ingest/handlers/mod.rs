@@ -6,6 +6,8 @@
 //! root map is reported before any frame is written, and when an HDF5 file is opened, once)
 //! and is then shared by the threads that read and compress frames.
 
+mod h5filters;
+mod h5open;
 mod hdf5;
 mod npy_seq;
 
@@ -135,6 +137,29 @@ pub enum FrameError {
         found: Dtype,
         expected: Dtype,
     },
+    #[error("{path} {dataset}: its {kind} {target:?} {problem}")]
+    Hdf5Source {
+        path: PathBuf,
+        dataset: String,
+        /// "external link", "virtual dataset source", "external raw data file".
+        kind: &'static str,
+        target: String,
+        problem: String,
+    },
+    #[error(
+        "{path} {dataset}: compressed with HDF5 filter {id} ({name}; the file calls it {label:?}), which beamdb cannot decode (it decodes deflate, shuffle, fletcher32, szip, N-bit, scale-offset, bitshuffle, LZ4, Blosc and Zstandard); decompress the file where that filter is installed (h5repack -f NONE IN OUT, with HDF5_PLUGIN_PATH set) and ingest the copy, or ask for the filter to be built in"
+    )]
+    FilterUnavailable {
+        path: PathBuf,
+        dataset: String,
+        id: i32,
+        name: &'static str,
+        label: String,
+    },
+    #[error(
+        "{path}: the file is still open for writing (its writer has not closed it, or died before it could); ingest the run again once the detector has closed the file"
+    )]
+    OpenForWriting { path: PathBuf },
     #[error("{path} {dataset}: cannot read rows [{start}, {stop}): {message}")]
     Hdf5Read {
         path: PathBuf,

@@ -1,0 +1,269 @@
+//! Files as real detectors write them: every compression filter and layout beamlines use, the
+//! AD_TIFF and AD_EIGER specs, and HDF5 files that point outside their root (external links,
+//! virtual datasets, external raw storage). Each case is generated here by
+//! tests/interop/make_detector_files.py (h5py + hdf5plugin), ingested by the real binary, and
+//! read back bit for bit through zarr-python; each refused case names its reason and leaves
+//! nothing behind.
+
+use std::path::PathBuf;
+
+use crate::common::{Fixture, counts, path, python, repo, run, store};
+
+/// The root the generated documents name.
+const ROOT: &str = "/srv/det";
+
+/// The generated cases under `fx`/det: frame files under `det/root`, documents `det/CASE.jsonl`.
+fn generate(fx: &Fixture, cases: &[&str]) -> PathBuf {
+    let out = fx.path().join("det");
+    let made = std::process::Command::new(python())
+        .arg(repo("tests/interop/make_detector_files.py"))
+        .arg(&out)
+        .args(cases)
+        .output()
+        .expect("run make_detector_files.py");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    out
+}
+
+fn root_map(out: &std::path::Path) -> String {
+    format!("{ROOT}={}", out.join("root").display())
+}
+
+fn ingest(fx: &Fixture, out: &std::path::Path, cases: &[&str]) -> (i32, String, String) {
+    let map = root_map(out);
+    let docs: Vec<PathBuf> = cases
+        .iter()
+        .map(|c| out.join(format!("{c}.jsonl")))
+        .collect();
+    let mut args = vec!["ingest", "--beamtime", "bt", "--root-map", &map];
+    args.extend(docs.iter().map(|d| path(d)));
+    run(&mut fx.beamdb(&args))
+}
+
+/// Every frame beamdb stored equals its source read by h5py + hdf5plugin (or tifffile).
+fn read_back_bit_exact(fx: &Fixture, out: &std::path::Path, cases: &[&str], frames: usize) {
+    let result = std::process::Command::new(python())
+        .arg(repo("tests/interop/check_frames.py"))
+        .arg(fx.beamtime_db("bt"))
+        .arg(store(fx))
+        .arg(root_map(out))
+        .args(cases.iter().map(|c| out.join(format!("{c}.jsonl"))))
+        .output()
+        .expect("run the interop check");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        format!("checked {frames} frames and 0 values"),
+        "{stdout}"
+    );
+}
+
+/// Each case lands whole and reads back bit-exact.
+fn lands(cases: &[&str], frames: usize) {
+    let fx = Fixture::new();
+    let out = generate(&fx, cases);
+    let (code, stdout, stderr) = ingest(&fx, &out, cases);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("landed {}, unchanged 0, rejected 0", cases.len())),
+        "{stdout}"
+    );
+    read_back_bit_exact(&fx, &out, cases, frames);
+}
+
+/// The case is rejected (exit 4) with every one of `messages`, and nothing of it is written.
+fn refused(case: &str, messages: &[&str]) -> String {
+    let fx = Fixture::new();
+    let out = generate(&fx, &[case]);
+    let (code, stdout, stderr) = ingest(&fx, &out, &[case]);
+    assert_eq!(code, 4, "{case}: {stdout}{stderr}");
+    for message in messages {
+        assert!(
+            stdout.contains(message),
+            "{case}: want {message:?} in {stdout}"
+        );
+    }
+    assert!(stdout.contains("rejected 1"), "{case}: {stdout}");
+    assert_eq!(counts(&fx), (0, 0, 0), "{case}");
+    let runs = store(&fx).join("runs");
+    let left = std::fs::read_dir(&runs)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name() != "zarr.json")
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(left, 0, "{case}: a group was left in {}", runs.display());
+    stdout
+}
+
+// ---- links, virtual datasets and external storage must stay inside the root ----
+
+#[test]
+fn ingest_detector_external_link_outside_the_root_is_refused() {
+    for case in [
+        "elink_outside",
+        "elink_absolute",
+        "elink_group",
+        "soft_to_elink",
+        "elink_chain",
+    ] {
+        refused(case, &["external link", "outside its root", "outside.h5"]);
+    }
+}
+
+#[test]
+fn ingest_detector_external_link_to_a_missing_file_is_refused() {
+    refused(
+        "elink_missing",
+        &["external link", "nope.h5", "does not exist"],
+    );
+}
+
+#[test]
+fn ingest_detector_virtual_dataset_outside_the_root_is_refused() {
+    refused(
+        "vds_outside",
+        &["virtual dataset", "outside its root", "outside.h5"],
+    );
+    refused("vds_via_link", &["external link", "outside its root"]);
+}
+
+#[test]
+fn ingest_detector_virtual_dataset_with_a_missing_source_is_refused() {
+    refused(
+        "vds_missing",
+        &["virtual dataset", "vds_missing_gone.h5", "does not exist"],
+    );
+}
+
+#[test]
+fn ingest_detector_external_raw_storage_outside_the_root_is_refused() {
+    refused(
+        "external_storage",
+        &["external raw data", "outside its root", "outside.raw"],
+    );
+}
+
+#[test]
+fn ingest_detector_links_and_sources_inside_the_root_land() {
+    lands(
+        &["odin_vds", "external_storage_inside", "eiger_stream"],
+        6 + 4 + 3,
+    );
+}
+
+#[test]
+fn ingest_detector_virtual_dataset_of_its_own_file_is_refused_not_read_as_zeros() {
+    // libhdf5 1.10.8 reads a "." source as fill values: refused, never stored as zeros.
+    refused(
+        "vds_same_file",
+        &["virtual dataset source \".\"", "fill values"],
+    );
+}
+
+// ---- compression filters, decoded in-process with no plugin installed ----
+
+#[test]
+fn ingest_detector_bitshuffle_lz4_and_zstd_frames_are_bit_exact() {
+    // Eiger's bitshuffle+LZ4 (u16, u32, several frames a chunk, a big frame with small
+    // blocks), bitshuffle+zstd, bitshuffle alone, LZ4 (one and several blocks), Zstandard.
+    lands(
+        &[
+            "bslz4",
+            "bslz4_u4",
+            "bslz4_multi",
+            "bslz4_big",
+            "bszstd",
+            "bsnone",
+            "lz4",
+            "lz4_blocks",
+            "zstd",
+        ],
+        4 + 4 + 7 + 4 + 4 + 4 + 4 + 4 + 4,
+    );
+}
+
+#[test]
+fn ingest_detector_blosc_with_every_inner_codec_is_bit_exact() {
+    let mut cases = Vec::new();
+    for codec in ["blosclz", "lz4", "lz4hc", "snappy", "zlib", "zstd"] {
+        for shuffle in ["noshuffle", "shuffle", "bitshuffle"] {
+            cases.push(format!("blosc_{codec}_{shuffle}"));
+        }
+    }
+    let cases: Vec<&str> = cases.iter().map(String::as_str).collect();
+    lands(&cases, 4 * cases.len());
+}
+
+#[test]
+fn ingest_detector_libhdf5_builtin_filters_are_bit_exact() {
+    lands(&["deflate_shuffle", "scaleoffset"], 4 + 4);
+}
+
+#[test]
+fn ingest_detector_unavailable_filter_is_refused_at_its_resource_with_its_id_and_name() {
+    let out = refused(
+        "bzip2",
+        &[
+            "bzip2.jsonl:3: ",
+            "bzip2.h5 /entry/data/data: compressed with HDF5 filter 307 (bzip2",
+            "h5repack",
+        ],
+    );
+    // libhdf5's plugin-folder search is noise, never the message.
+    assert!(!out.contains("plugins"), "{out}");
+}
+
+// ---- layouts and types ----
+
+#[test]
+fn ingest_detector_layouts_and_types_are_bit_exact() {
+    // Contiguous; chunks of several frames; tiles smaller than a frame; big-endian integers
+    // and floats; float64.
+    lands(
+        &[
+            "contiguous",
+            "chunked_multi",
+            "tiles",
+            "big_endian",
+            "big_endian_float",
+            "float64",
+        ],
+        4 + 7 + 4 + 4 + 4 + 4,
+    );
+}
+
+#[test]
+fn ingest_detector_areadetector_stacks_are_bit_exact() {
+    // frame_per_point 3; Xspress3 [n, channels, bins]; the (n, 1, y, x) length-1 axis.
+    lands(&["ad_fpp3", "xspress3", "four_d"], 3 + 5 + 4);
+}
+
+#[test]
+fn ingest_detector_stream_resource_of_a_bitshuffle_file_is_bit_exact() {
+    lands(&["stream_bslz4"], 6);
+}
+
+#[test]
+fn ingest_detector_file_left_open_by_a_swmr_writer_is_read() {
+    lands(&["swmr"], 3);
+}
+
+#[test]
+fn ingest_detector_file_still_open_for_writing_gets_its_own_message() {
+    let out = refused(
+        "open_for_writing",
+        &["open_for_writing.h5: the file is still open for writing"],
+    );
+    assert!(!out.contains("h5clear"), "{out}");
+}
