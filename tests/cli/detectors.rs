@@ -267,3 +267,29 @@ fn ingest_detector_file_still_open_for_writing_gets_its_own_message() {
     );
     assert!(!out.contains("h5clear"), "{out}");
 }
+
+// ---- AD_EIGER / AD_EIGER2: DECTRIS master files ----
+
+#[test]
+fn ingest_detector_eiger_master_and_data_files_are_bit_exact() {
+    // AD_EIGER, one datum per frame_num across two data files; AD_EIGER2 without frame_num,
+    // one datum per seq_id (the whole series); a stream_resource naming a master file's link.
+    lands(&["eiger", "eiger_stack", "eiger_stream"], 6 + 2 + 3);
+}
+
+#[test]
+fn ingest_detector_eiger_without_images_per_file_is_refused() {
+    let fx = Fixture::new();
+    let out = generate(&fx, &["eiger"]);
+    let doc = out.join("eiger.jsonl");
+    let text = std::fs::read_to_string(&doc).unwrap();
+    std::fs::write(&doc, text.replace("\"images_per_file\": 3", "\"per\": 3")).unwrap();
+    let (code, stdout, _) = ingest(&fx, &out, &["eiger"]);
+    assert_eq!(code, 4, "{stdout}");
+    assert!(
+        stdout.contains("eiger.jsonl:3: ")
+            && stdout.contains("AD_EIGER needs a positive integer `images_per_file`"),
+        "{stdout}"
+    );
+    assert_eq!(counts(&fx), (0, 0, 0));
+}

@@ -34,7 +34,11 @@ class H5Files:
     def __init__(self):
         self.files = {}
 
-    def dataset(self, path, dataset):
+    def file(self, path):
+        self.dataset_file(path)
+        return self.files[path]
+
+    def dataset_file(self, path):
         import h5py
 
         try:
@@ -47,6 +51,11 @@ class H5Files:
             except OSError:
                 # A file its SWMR writer has not closed opens for SWMR reading only.
                 self.files[path] = h5py.File(path, "r", swmr=True)
+
+    def dataset(self, path, dataset):
+        import h5py
+
+        self.dataset_file(path)
         # External raw data resolves beside the file, as beamdb reads it.
         dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
         dapl.set_efile_prefix(b"${ORIGIN}")
@@ -71,6 +80,25 @@ def expected_values(paths, mappings):
             i = kwargs["point_number"]
             return h5.rows(str(Path(root) / res["resource_path"]), "/entry/data/data",
                            i * fpp, (i + 1) * fpp)
+        if res["spec"] in ("AD_EIGER", "AD_EIGER2"):
+            # area-detector-handlers' EigerHandler: the master file's data_NNNNNN in order.
+            master = str(Path(root) / f"{res['resource_path']}_{kwargs['seq_id']}_master.h5")
+            f = h5.file(master)
+            entry = f["entry"]["data"] if "data" in f["entry"] else f["entry"]
+            names = sorted(k for k in entry if k.startswith("data_"))
+            stack = np.concatenate([h5.dataset(master, f"{entry.name}/{n}")[()] for n in names])
+            frame = kwargs.get("frame_num")
+            return stack if frame is None else stack[frame]
+        if res["spec"] == "AD_TIFF":
+            # area-detector-handlers' AreaDetectorTiffHandler: one file per frame.
+            import tifffile
+
+            kw = res["resource_kwargs"]
+            fpp = kw.get("frame_per_point", 1)
+            i = kwargs["point_number"]
+            path = str(Path(root) / res["resource_path"]) + "/"
+            return np.array([tifffile.imread(kw["template"] % (path, kw["filename"], j))
+                             for j in range(i * fpp, (i + 1) * fpp)])
         raise ValueError(f"unknown spec {res['spec']}")
 
     def event(doc):

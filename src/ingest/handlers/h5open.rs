@@ -264,7 +264,7 @@ fn locate(
 /// Opens the file read-only; a file its writer still holds open (SWMR, or a writer that died
 /// before closing it) is opened for SWMR reading, which is what SWMR is for, or refused with
 /// a message that says so (not libhdf5's advice to run h5clear on a detector's file).
-fn open_file(path: &Path) -> Result<hdf5::File, FrameError> {
+pub(super) fn open_file(path: &Path) -> Result<hdf5::File, FrameError> {
     let err = match hdf5::File::open(path) {
         Ok(file) => return Ok(file),
         Err(e) => e,

@@ -21,7 +21,7 @@ use crate::ingest::rootmap::ResolvedRoot;
 const AD_DATASET: &str = "/entry/data/data";
 
 /// One dataset of one open HDF5 file, read by rows.
-struct Rows {
+pub(super) struct Rows {
     dataset: hdf5::Dataset,
     /// The file, and every file the dataset leads to, held open (and checked) by h5open.
     _opened: h5open::Opened,
@@ -33,7 +33,7 @@ struct Rows {
 }
 
 impl Rows {
-    fn open(root: &ResolvedRoot, path: PathBuf, name: &str) -> Result<Rows, FrameError> {
+    pub(super) fn open(root: &ResolvedRoot, path: PathBuf, name: &str) -> Result<Rows, FrameError> {
         let opened = h5open::open(root, &path, name)?;
         let dataset = opened.dataset.clone();
         let layout = |what: String| FrameError::Hdf5Layout {
@@ -70,12 +70,12 @@ impl Rows {
         })
     }
 
-    fn len(&self) -> u64 {
+    pub(super) fn len(&self) -> u64 {
         self.dataset.shape().first().map_or(0, |&n| n as u64)
     }
 
     /// What rows `[start, stop)` are, checked against the dataset's extent.
-    fn info(&self, start: u64, stop: u64) -> Result<FrameInfo, FrameError> {
+    pub(super) fn info(&self, start: u64, stop: u64) -> Result<FrameInfo, FrameError> {
         let mut len = self.len();
         if stop > len {
             // A file still being written (SWMR) may have grown since it was opened.
@@ -103,7 +103,12 @@ impl Rows {
     /// Rows `[start, stop)` as one frame of the `expected` type and shape. The descriptor may
     /// count the rows as the frame's first axis (`[fpp, H, W]`) or, for one row, leave it out
     /// (`[H, W]`); the bytes are the same.
-    fn read(&self, start: u64, stop: u64, expected: &FrameInfo) -> Result<Vec<u8>, FrameError> {
+    pub(super) fn read(
+        &self,
+        start: u64,
+        stop: u64,
+        expected: &FrameInfo,
+    ) -> Result<Vec<u8>, FrameError> {
         let found = self.info(start, stop)?;
         let fits = found.shape == expected.shape
             || (stop - start == 1 && found.shape[1..] == expected.shape[..]);

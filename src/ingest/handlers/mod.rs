@@ -6,6 +6,7 @@
 //! root map is reported before any frame is written, and when an HDF5 file is opened, once)
 //! and is then shared by the threads that read and compress frames.
 
+mod eiger;
 mod h5filters;
 mod h5open;
 mod hdf5;
@@ -174,7 +175,7 @@ pub enum FrameError {
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
     #[error(
-        "resource spec {0:?} is not supported yet (supported: NPY_SEQ, AD_HDF5); this run is skipped"
+        "resource spec {0:?} is not supported yet (supported: NPY_SEQ, AD_HDF5, AD_EIGER, AD_EIGER2); this run is skipped"
     )]
     UnsupportedSpec(String),
     #[error(
@@ -210,6 +211,11 @@ pub fn for_resource(
         ))),
         "AD_HDF5" => Ok(Arc::new(hdf5::AdHdf5::open(
             &roots.resolve(root)?,
+            resource_path,
+            resource_kwargs,
+        )?)),
+        "AD_EIGER" | "AD_EIGER2" => Ok(Arc::new(eiger::AdEiger::open(
+            roots.resolve(root)?,
             resource_path,
             resource_kwargs,
         )?)),
