@@ -12,4 +12,5 @@ mod hdf5;
 mod ingest;
 mod migrations;
 mod reindex;
+mod setup;
 mod verify;
