@@ -293,3 +293,52 @@ fn ingest_detector_eiger_without_images_per_file_is_refused() {
     );
     assert_eq!(counts(&fx), (0, 0, 0));
 }
+
+// ---- AD_TIFF: one file per frame ----
+
+#[test]
+fn ingest_detector_tiff_frames_are_bit_exact() {
+    // frame_per_point 1 and 2 ([fpp, y, x] per datum).
+    lands(&["tiff", "tiff_fpp2"], 3 + 3);
+}
+
+#[test]
+fn ingest_detector_tiff_template_naming_a_file_outside_the_root_is_refused() {
+    let fx = Fixture::new();
+    let out = generate(&fx, &["tiff"]);
+    std::fs::copy(
+        out.join("root/tiff/tiff/scan7_000000.tiff"),
+        out.join("scan7_000000.tiff"),
+    )
+    .unwrap();
+    let doc = out.join("tiff.jsonl");
+    let text = std::fs::read_to_string(&doc).unwrap();
+    std::fs::write(
+        &doc,
+        text.replace("%s%s_%6.6d.tiff", "%s../../../%s_%6.6d.tiff"),
+    )
+    .unwrap();
+    let (code, stdout, _) = ingest(&fx, &out, &["tiff"]);
+    assert_eq!(code, 4, "{stdout}");
+    assert!(
+        stdout.contains("outside its root") && stdout.contains("refusing to read it"),
+        "{stdout}"
+    );
+    assert_eq!(counts(&fx), (0, 0, 0));
+}
+
+#[test]
+fn ingest_detector_tiff_bad_template_is_refused_at_its_resource() {
+    let fx = Fixture::new();
+    let out = generate(&fx, &["tiff"]);
+    let doc = out.join("tiff.jsonl");
+    let text = std::fs::read_to_string(&doc).unwrap();
+    std::fs::write(&doc, text.replace("%s%s_%6.6d.tiff", "%s%s_%x.tiff")).unwrap();
+    let (code, stdout, _) = ingest(&fx, &out, &["tiff"]);
+    assert_eq!(code, 4, "{stdout}");
+    assert!(
+        stdout.contains("tiff.jsonl:3: ")
+            && stdout.contains("AD_TIFF `template` may only use %s, %d"),
+        "{stdout}"
+    );
+}

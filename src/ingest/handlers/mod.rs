@@ -1,6 +1,6 @@
 //! Frame handlers: how one datum (or one index of a stream_datum) becomes one frame's bytes.
 //! Chosen by a resource's `spec` ([`for_resource`]) or a stream_resource's `mimetype`
-//! ([`for_stream_resource`]); adding a format (AD_TIFF) is one file here and one arm there.
+//! ([`for_stream_resource`]); adding a format is one file here and one arm there.
 //!
 //! A handler is created once per resource (that is when its root is resolved, so a missing
 //! root map is reported before any frame is written, and when an HDF5 file is opened, once)
@@ -11,6 +11,7 @@ mod h5filters;
 mod h5open;
 mod hdf5;
 mod npy_seq;
+mod tiff;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -175,7 +176,7 @@ pub enum FrameError {
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
     #[error(
-        "resource spec {0:?} is not supported yet (supported: NPY_SEQ, AD_HDF5, AD_EIGER, AD_EIGER2); this run is skipped"
+        "resource spec {0:?} is not supported yet (supported: NPY_SEQ, AD_HDF5, AD_TIFF, AD_EIGER, AD_EIGER2); this run is skipped"
     )]
     UnsupportedSpec(String),
     #[error(
@@ -211,6 +212,11 @@ pub fn for_resource(
         ))),
         "AD_HDF5" => Ok(Arc::new(hdf5::AdHdf5::open(
             &roots.resolve(root)?,
+            resource_path,
+            resource_kwargs,
+        )?)),
+        "AD_TIFF" => Ok(Arc::new(tiff::AdTiff::open(
+            roots.resolve(root)?,
             resource_path,
             resource_kwargs,
         )?)),
