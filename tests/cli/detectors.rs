@@ -342,3 +342,24 @@ fn ingest_detector_tiff_bad_template_is_refused_at_its_resource() {
         "{stdout}"
     );
 }
+
+#[test]
+fn ingest_detector_length_one_axis_left_out_by_the_descriptor_is_stored_as_described() {
+    // File (n, 1, y, x); descriptor [1, y, x]; and (2n, 1, y, x) with frame_per_point 2,
+    // descriptor [2, y, x]: the frames land with the descriptor's shape.
+    let fx = Fixture::new();
+    let cases = ["four_d_described_3d", "four_d_fpp2"];
+    let out = generate(&fx, &cases);
+    let (code, stdout, stderr) = ingest(&fx, &out, &cases);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    read_back_bit_exact(&fx, &out, &cases, 4 + 3);
+    let shapes: String = fx
+        .open(&fx.beamtime_db("bt"))
+        .query_row(
+            "SELECT group_concat(s, ' ') FROM (SELECT DISTINCT frame_shape AS s FROM image_refs ORDER BY s)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(shapes, "[1,37,53] [2,37,53]");
+}

@@ -196,6 +196,30 @@ def four_d(case, out):
 CASES["four_d"] = four_d
 
 
+def four_d_described_3d(case, out):
+    """The same file, but the descriptor leaves areaDetector's length-1 axis out: [1, y, x]."""
+    n = 4
+    data = frames(n, (1, *FRAME), "<u2")
+    with h5(out, f"{case}.h5") as f:
+        f.create_dataset(AD, data=data, chunks=(1, 1, *FRAME))
+    return ad_hdf5_run(case, f"{case}.h5", n, FRAME, "<u2")
+
+
+CASES["four_d_described_3d"] = four_d_described_3d
+
+
+def four_d_fpp2(case, out):
+    """(n*2, 1, y, x) with frame_per_point 2, described as [2, y, x]."""
+    n, fpp = 3, 2
+    data = frames(n * fpp, (1, *FRAME), "<u2")
+    with h5(out, f"{case}.h5") as f:
+        f.create_dataset(AD, data=data, chunks=(1, 1, *FRAME), **hdf5plugin.Bitshuffle())
+    return ad_hdf5_run(case, f"{case}.h5", n, FRAME, "<u2", fpp=fpp)
+
+
+CASES["four_d_fpp2"] = four_d_fpp2
+
+
 def stream(case, out):
     n = 6
     data = frames(n, FRAME, "<u4")

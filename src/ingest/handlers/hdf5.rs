@@ -102,7 +102,9 @@ impl Rows {
 
     /// Rows `[start, stop)` as one frame of the `expected` type and shape. The descriptor may
     /// count the rows as the frame's first axis (`[fpp, H, W]`) or, for one row, leave it out
-    /// (`[H, W]`); the bytes are the same.
+    /// (`[H, W]`), and may leave out (or add) length-1 axes, such as the one areaDetector adds
+    /// (`(n, 1, H, W)` described as `[1, H, W]`): in C order the bytes are the same, and the
+    /// frame is stored with the descriptor's shape (docs/detectors.md).
     pub(super) fn read(
         &self,
         start: u64,
@@ -110,8 +112,16 @@ impl Rows {
         expected: &FrameInfo,
     ) -> Result<Vec<u8>, FrameError> {
         let found = self.info(start, stop)?;
+        let squeezed = |shape: &[u64]| {
+            shape
+                .iter()
+                .copied()
+                .filter(|&d| d != 1)
+                .collect::<Vec<_>>()
+        };
         let fits = found.shape == expected.shape
-            || (stop - start == 1 && found.shape[1..] == expected.shape[..]);
+            || (stop - start == 1 && found.shape[1..] == expected.shape[..])
+            || squeezed(&found.shape) == squeezed(&expected.shape);
         if !fits {
             return Err(FrameError::Hdf5Shape {
                 path: self.path.clone(),
