@@ -60,21 +60,25 @@ fn setup_installs_only_the_missing_system_packages() {
     assert_eq!(code, 0, "{err}");
     assert!(apt.contains("apt-get update"), "{apt}");
     assert!(
-        apt.contains("apt-get install -y -qq libhdf5-dev python3-venv"),
+        apt.contains("apt-get install -y -qq libhdf5-dev python3-venv g++"),
         "{apt}"
     );
     // A fresh machine: all three.
     let (code, apt, _) = install(&[], 0, false);
     assert_eq!(code, 0);
     assert!(
-        apt.contains("install -y -qq libhdf5-dev pkg-config python3-venv"),
+        apt.contains("install -y -qq libhdf5-dev pkg-config python3-venv g++"),
         "{apt}"
     );
 }
 
 #[test]
 fn setup_does_nothing_when_everything_is_installed() {
-    let (code, apt, err) = install(&["libhdf5-dev", "pkg-config", "python3-venv"], 0, false);
+    let (code, apt, err) = install(
+        &["libhdf5-dev", "pkg-config", "python3-venv", "g++"],
+        0,
+        false,
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(apt, "");
     assert_eq!(err, "");
@@ -89,7 +93,7 @@ fn setup_uses_sudo_when_not_root_and_says_what_to_run_without_it() {
     assert_eq!(code, 1);
     assert_eq!(apt, "");
     assert!(
-        err.contains("as root, run: apt-get install libhdf5-dev pkg-config python3-venv"),
+        err.contains("as root, run: apt-get install libhdf5-dev pkg-config python3-venv g++"),
         "{err}"
     );
 }
