@@ -364,7 +364,8 @@ fn ingest_detector_length_one_axis_left_out_by_the_descriptor_is_stored_as_descr
 
 #[test]
 fn ingest_detector_corrupt_compressed_chunk_is_rejected_not_a_crash() {
-    for case in ["bslz4_corrupt", "lz4_corrupt"] {
+    // Garbage in an LZ4 stream (bitshuffle, LZ4); a Blosc header that lies about its length.
+    for case in ["bslz4_corrupt", "lz4_corrupt", "blosc_corrupt"] {
         // At the event of the frame (line 7), with the decoder's own reason after libhdf5's.
         let out = refused(
             case,

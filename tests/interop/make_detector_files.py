@@ -151,21 +151,29 @@ def corrupt(cname):
     """Bitshuffle (or LZ4) chunks with bytes overwritten inside the compressed stream."""
     def make(case, out):
         data = frames(4, FRAME, "<u2")
-        comp = hdf5plugin.Bitshuffle(cname="lz4") if cname == "bslz4" else hdf5plugin.LZ4()
+        comp = {"bslz4": hdf5plugin.Bitshuffle(cname="lz4"), "lz4": hdf5plugin.LZ4(),
+                "blosc": hdf5plugin.Blosc(cname="lz4")}[cname]
         with h5(out, f"{case}.h5") as f:
             f.create_dataset(AD, data=data, chunks=(1, *FRAME), **comp)
         with h5py.File(out / "root" / f"{case}.h5", "r") as f:
             info = f[AD].id.get_chunk_info(1)
         with open(out / "root" / f"{case}.h5", "r+b") as raw:
-            # Past the 12-byte header and the first block length: the LZ4 stream itself.
-            raw.seek(info.byte_offset + 16)
-            raw.write(bytes([0xF0, 0xFF, 0xFF, 0xFF]) * 8)
+            if cname == "blosc":
+                # The header's compressed size (bytes 12..16) now promises far more bytes
+                # than the chunk has.
+                raw.seek(info.byte_offset + 12)
+                raw.write(bytes([0xFF, 0xFF, 0xFF, 0x7F]))
+            else:
+                # Past the 12-byte header and the first block length: the LZ4 stream itself.
+                raw.seek(info.byte_offset + 16)
+                raw.write(bytes([0xF0, 0xFF, 0xFF, 0xFF]) * 8)
         return ad_hdf5_run(case, f"{case}.h5", 4, FRAME, "<u2")
     return make
 
 
 CASES["bslz4_corrupt"] = corrupt("bslz4")
 CASES["lz4_corrupt"] = corrupt("lz4")
+CASES["blosc_corrupt"] = corrupt("blosc")
 
 # A filter beamdb does not build in: BZip2 (307).
 CASES["bzip2"] = filtered(dict(hdf5plugin.BZip2()))

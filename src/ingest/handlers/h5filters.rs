@@ -1,9 +1,11 @@
 //! The compression filters detectors write that libhdf5 does not decode by itself, decoded in
 //! this process so that no plugin has to be installed by hand: bitshuffle (32008, with LZ4,
 //! Zstandard or no compression after the bit transpose; the DECTRIS Eiger's), LZ4 (32004) and
-//! Zstandard (32015). Blosc (32001, every inner codec) comes from hdf5-metno's `blosc-all`
-//! feature, which registers c-blosc the same way. Each is registered with `H5Zregister` as a
-//! decode-only filter, once, before the first file is opened.
+//! Zstandard (32015), and Blosc (32001, every inner codec, c-blosc built by blosc-src). Each is
+//! registered with `H5Zregister` as a decode-only filter, once, before the first file is
+//! opened. (hdf5-metno's `blosc-all` feature registers a Blosc filter too; beamdb's replaces
+//! it, because that one hands c-blosc a chunk without checking the chunk's header against its
+//! length, and a lying header makes c-blosc read past the chunk.)
 //!
 //! The decoders take the bytes of one chunk as the file has them; every length in them is
 //! checked against the input before it is used, and a bad chunk is an error (the callback
@@ -92,6 +94,7 @@ pub fn register() {
                 ),
                 (LZ4, c"lz4 (beamdb, decode only)", lz4_cb as Callback),
                 (ZSTD, c"zstd (beamdb, decode only)", zstd_cb as Callback),
+                (BLOSC, c"blosc (beamdb, decode only)", blosc_cb as Callback),
             ] {
                 let class = H5Z_class2_t {
                     version: H5Z_CLASS_T_VERS as _,
@@ -289,6 +292,58 @@ unsafe extern "C" fn zstd_cb(
             |_, i| decode_zstd(i),
         )
     }
+}
+
+unsafe extern "C" fn blosc_cb(
+    flags: c_uint,
+    cd_nelmts: usize,
+    cd_values: *const c_uint,
+    nbytes: usize,
+    buf_size: *mut usize,
+    buf: *mut *mut c_void,
+) -> usize {
+    // SAFETY: forwarded from libhdf5.
+    unsafe {
+        run_filter(
+            flags,
+            cd_nelmts,
+            cd_values,
+            nbytes,
+            buf_size,
+            buf,
+            |_, i| decode_blosc(i),
+        )
+    }
+}
+
+/// A Blosc chunk: its header (checked against the chunk's length by c-blosc's own
+/// `blosc_cbuffer_validate` before anything is decoded) says its decoded size.
+fn decode_blosc(input: &[u8]) -> Result<CBuf, DecodeError> {
+    let mut decoded: usize = 0;
+    // SAFETY: the pointer and length are the chunk's; validate reads only the header, within
+    // `input.len()` bytes.
+    let valid = unsafe {
+        blosc_src::blosc_cbuffer_validate(input.as_ptr().cast(), input.len(), &mut decoded)
+    };
+    if input.len() < 16 || valid < 0 {
+        return Err(bad("the Blosc header does not match the chunk"));
+    }
+    let mut out = CBuf::zeroed(decoded as u64)?;
+    let dst = out.as_mut();
+    // SAFETY: the header was validated against the input's length; c-blosc writes at most
+    // `dst.len()` bytes; one internal thread, no global state (libhdf5's lock serialises us).
+    let got = unsafe {
+        blosc_src::blosc_decompress_ctx(
+            input.as_ptr().cast(),
+            dst.as_mut_ptr().cast(),
+            dst.len(),
+            1,
+        )
+    };
+    if got < 0 || got as usize != decoded {
+        return Err(bad(format!("Blosc decoded {got} bytes, not {decoded}")));
+    }
+    Ok(out)
 }
 
 fn be32(input: &[u8], at: usize) -> Result<u32, DecodeError> {
@@ -553,5 +608,13 @@ mod tests {
         assert!(decode_bitshuffle(&[0, 0, 0], &[1, 2, 3]).is_err());
         assert!(decode_zstd(b"not zstd").is_err());
         assert!(decode_lz4(&[1, 2]).is_err());
+        // A Blosc header that promises more compressed bytes than the chunk has.
+        let mut blosc = vec![2u8, 1, 1, 2];
+        blosc.extend(64u32.to_le_bytes()); // nbytes
+        blosc.extend(64u32.to_le_bytes()); // blocksize
+        blosc.extend(1000u32.to_le_bytes()); // cbytes: past the end
+        blosc.extend([0u8; 8]);
+        assert!(decode_blosc(&blosc).is_err());
+        assert!(decode_blosc(&[1, 2, 3]).is_err());
     }
 }
