@@ -378,3 +378,22 @@ fn ingest_detector_corrupt_compressed_chunk_is_rejected_not_a_crash() {
         assert!(!out.contains("panicked"), "{out}");
     }
 }
+
+#[test]
+fn ingest_detector_hdf5_prefix_variable_makes_linked_files_refused_not_guessed() {
+    // With HDF5_EXT_PREFIX set, libhdf5 would look for a link's target there first: beamdb
+    // cannot tell which file it would read, so an Eiger master's links are refused.
+    let fx = Fixture::new();
+    let out = generate(&fx, &["eiger_stream"]);
+    let map = root_map(&out);
+    let doc = out.join("eiger_stream.jsonl");
+    let (code, stdout, _) = run(fx
+        .beamdb(&["ingest", "--beamtime", "bt", "--root-map", &map, path(&doc)])
+        .env("HDF5_EXT_PREFIX", fx.path()));
+    assert_eq!(code, 4, "{stdout}");
+    assert!(
+        stdout.contains("HDF5_EXT_PREFIX is set") && stdout.contains("unset HDF5_EXT_PREFIX"),
+        "{stdout}"
+    );
+    assert_eq!(counts(&fx), (0, 0, 0));
+}
