@@ -486,16 +486,20 @@ fn transpose8(mut x: u64) -> u64 {
 fn bitunshuffle(src: &[u8], dst: &mut [u8], elem: usize) {
     let n = src.len() / elem;
     let row = n / 8;
-    for j in 0..elem {
-        let plane = &src[8 * j * row..8 * (j + 1) * row];
-        for g in 0..row {
+    if row == 0 {
+        return;
+    }
+    // The 8 * elem bit-rows, each `row` bytes; output written 8 elements at a time, so each
+    // output chunk is finished while it is in cache.
+    let rows: Vec<&[u8]> = src.chunks_exact(row).collect();
+    for (g, out) in dst.chunks_exact_mut(8 * elem).enumerate() {
+        for (j, bits) in rows.chunks_exact(8).enumerate() {
             let mut x = 0u64;
-            for k in 0..8 {
-                x |= (plane[k * row + g] as u64) << (8 * k);
+            for (k, bit_row) in bits.iter().enumerate() {
+                x |= (bit_row[g] as u64) << (8 * k);
             }
-            let y = transpose8(x).to_le_bytes();
-            for (b, byte) in y.iter().enumerate() {
-                dst[(8 * g + b) * elem + j] = *byte;
+            for (b, byte) in transpose8(x).to_le_bytes().into_iter().enumerate() {
+                out[b * elem + j] = byte;
             }
         }
     }

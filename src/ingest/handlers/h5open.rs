@@ -143,11 +143,8 @@ fn open_checked(
             continue;
         }
         seen.push(key);
-        let mapping = VirtualSource {
-            src_filename: mapping.src_filename,
-            src_dataset: mapping.src_dataset,
-        };
         let source = if mapping.src_filename == "." {
+            // The file itself; a source that maps back to this dataset ends at MAX_DEPTH.
             actual.clone()
         } else {
             if mapping.src_filename.contains('%') || mapping.src_dataset.contains('%') {
