@@ -205,7 +205,10 @@ fn ingest_detector_blosc_with_every_inner_codec_is_bit_exact() {
 
 #[test]
 fn ingest_detector_libhdf5_builtin_filters_are_bit_exact() {
-    lands(&["deflate_shuffle", "scaleoffset"], 4 + 4);
+    lands(
+        &["deflate_shuffle", "scaleoffset", "szip", "nbit"],
+        4 + 4 + 4 + 4,
+    );
 }
 
 #[test]

@@ -147,6 +147,26 @@ for cname in ["blosclz", "lz4", "lz4hc", "snappy", "zlib", "zstd"]:
 CASES["deflate_shuffle"] = filtered(dict(compression="gzip", compression_opts=4),
                                     shuffle=True, fletcher32=True)
 CASES["scaleoffset"] = filtered({}, scaleoffset=0)
+CASES["szip"] = filtered(dict(compression="szip"))
+
+
+def nbit(case, out):
+    """N-bit: 12 significant bits of uint16 (h5py has no keyword for it: the low-level API)."""
+    n = 4
+    data = frames(n, FRAME, "<u2") % 4096
+    with h5(out, f"{case}.h5") as f:
+        t = h5py.h5t.STD_U16LE.copy()
+        t.set_precision(12)
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk((1, *FRAME))
+        dcpl.set_filter(h5py.h5z.FILTER_NBIT)
+        f.create_group("entry/data")
+        space = h5py.h5s.create_simple(data.shape)
+        h5py.Dataset(h5py.h5d.create(f.id, AD.encode(), t, space, dcpl))[...] = data
+    return ad_hdf5_run(case, f"{case}.h5", n, FRAME, "<u2")
+
+
+CASES["nbit"] = nbit
 def corrupt(cname):
     """Bitshuffle (or LZ4) chunks with bytes overwritten inside the compressed stream."""
     def make(case, out):
