@@ -400,3 +400,41 @@ fn ingest_detector_hdf5_prefix_variable_makes_linked_files_refused_not_guessed()
     );
     assert_eq!(counts(&fx), (0, 0, 0));
 }
+
+#[test]
+fn ingest_detector_eiger_bad_datums_are_rejected() {
+    for (name, from, to, message) in [
+        (
+            "range",
+            "\"frame_num\": 5}",
+            "\"frame_num\": 50}",
+            "eiger_4_master.h5 /entry/data/data_*: rows [50, 51) are asked for, but the dataset has 6 rows",
+        ),
+        (
+            "seq",
+            "\"seq_id\": 4, \"frame_num\": 0}",
+            "\"seq_id\": 9, \"frame_num\": 0}",
+            "eiger_9_master.h5: frame file is missing",
+        ),
+        (
+            "noseq",
+            "\"seq_id\": 4, \"frame_num\": 2}",
+            "\"frame_num\": 2}",
+            "AD_EIGER needs a non-negative integer `seq_id`",
+        ),
+    ] {
+        let fx = Fixture::new();
+        let out = generate(&fx, &["eiger"]);
+        let doc = out.join("eiger.jsonl");
+        let text = std::fs::read_to_string(&doc).unwrap();
+        assert!(text.contains(from), "{name}");
+        std::fs::write(&doc, text.replace(from, to)).unwrap();
+        let (code, stdout, _) = ingest(&fx, &out, &["eiger"]);
+        assert_eq!(code, 4, "{name}: {stdout}");
+        assert!(
+            stdout.contains(message),
+            "{name}: want {message} in {stdout}"
+        );
+        assert_eq!(counts(&fx), (0, 0, 0), "{name}");
+    }
+}

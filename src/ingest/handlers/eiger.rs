@@ -29,6 +29,7 @@ pub struct AdEiger {
 
 /// The data datasets of one master file, in order.
 struct Series {
+    master: PathBuf,
     parts: Vec<Rows>,
 }
 
@@ -92,7 +93,10 @@ impl AdEiger {
             .iter()
             .map(|name| Rows::open(&self.root, path.clone(), name))
             .collect::<Result<Vec<_>, _>>()?;
-        let series = Arc::new(Series { parts });
+        let series = Arc::new(Series {
+            master: path,
+            parts,
+        });
         if let Ok(mut all) = self.series.lock() {
             all.insert(seq_id, series.clone());
         }
@@ -163,7 +167,7 @@ impl Handler for AdEiger {
             Some(index) => {
                 let (rows, row) = series
                     .find(index)
-                    .ok_or_else(|| out_of_range(&self.prefix, seq_id, index, series.len()))?;
+                    .ok_or_else(|| out_of_range(&series, index))?;
                 let mut info = rows.info(row, row + 1)?;
                 info.shape.remove(0);
                 Ok(info)
@@ -184,7 +188,7 @@ impl Handler for AdEiger {
             Some(index) => {
                 let (rows, row) = series
                     .find(index)
-                    .ok_or_else(|| out_of_range(&self.prefix, seq_id, index, series.len()))?;
+                    .ok_or_else(|| out_of_range(&series, index))?;
                 rows.read(row, row + 1, expected)
             }
             None => {
@@ -207,7 +211,7 @@ impl Handler for AdEiger {
                 }
                 if out.len() != expected.len_bytes() {
                     return Err(FrameError::Length {
-                        path: PathBuf::from(format!("{}_{seq_id}_master.h5", self.prefix)),
+                        path: series.master.clone(),
                         found: out.len(),
                         expected: expected.len_bytes(),
                     });
@@ -218,12 +222,12 @@ impl Handler for AdEiger {
     }
 }
 
-fn out_of_range(prefix: &str, seq_id: u64, index: u64, len: u64) -> FrameError {
+fn out_of_range(series: &Series, index: u64) -> FrameError {
     FrameError::OutOfRange {
-        path: PathBuf::from(format!("{prefix}_{seq_id}_master.h5")),
-        dataset: "/entry/data".into(),
+        path: series.master.clone(),
+        dataset: "/entry/data/data_*".into(),
         start: index,
         stop: index + 1,
-        len,
+        len: series.len(),
     }
 }
