@@ -438,3 +438,21 @@ fn ingest_detector_eiger_bad_datums_are_rejected() {
         assert_eq!(counts(&fx), (0, 0, 0), "{name}");
     }
 }
+
+#[test]
+fn ingest_detector_tiff_that_is_not_a_tiff_is_rejected_not_a_crash() {
+    let fx = Fixture::new();
+    let out = generate(&fx, &["tiff"]);
+    // A header that promises a huge image, then garbage; and a file that is no TIFF at all.
+    let mut lying = b"II*\0\x08\0\0\0\x01\0\x00\x01\x04\0\x01\0\0\0\xff\xff\xff\x7f".to_vec();
+    lying.extend([0u8; 16]);
+    std::fs::write(out.join("root/tiff/tiff/scan7_000001.tiff"), lying).unwrap();
+    std::fs::write(out.join("root/tiff/tiff/scan7_000002.tiff"), "not a tiff").unwrap();
+    let (code, stdout, _) = ingest(&fx, &out, &["tiff"]);
+    assert_eq!(code, 4, "{stdout}");
+    assert!(
+        stdout.contains("scan7_000001.tiff: cannot read the frame: not a readable TIFF frame"),
+        "{stdout}"
+    );
+    assert_eq!(counts(&fx), (0, 0, 0));
+}
