@@ -191,6 +191,21 @@ impl ResolvedRoot {
         }
         Ok(Ok(resolved))
     }
+
+    /// `path`, a file that another file names (an HDF5 external link's target, a virtual
+    /// dataset's source), canonical and checked to stay inside the boundary like [`Self::file`].
+    /// `Ok(Err(path))` when it does not exist.
+    pub fn contain(&self, path: &Path) -> Result<Result<PathBuf, PathBuf>, RootError> {
+        match path.canonicalize() {
+            Ok(resolved) if resolved.starts_with(&self.boundary) => Ok(Ok(resolved)),
+            Ok(resolved) => Err(RootError::Escapes {
+                path: path.into(),
+                resolved,
+                boundary: self.boundary.clone(),
+            }),
+            Err(_) => Ok(Err(path.into())),
+        }
+    }
 }
 
 /// Opens a file that [`ResolvedRoot::file`] returned, for reading. Non-blocking, then checked

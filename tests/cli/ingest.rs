@@ -591,12 +591,12 @@ fn ingest_unsafe_names_are_refused_before_anything_is_written() {
 fn ingest_unsupported_spec_rejects_only_that_run() {
     let fx = Fixture::new();
     let bad = edited(&fx, COUNT_RUN, "tiff.jsonl", |t| {
-        t.replace("NPY_SEQ", "AD_TIFF")
+        t.replace("NPY_SEQ", "AD_SPE")
     });
     let (code, out, _) = ingest(&fx, &[path(&bad), path(&shared_run(SCALAR_RUN))]);
     assert_eq!(code, 4, "{out}");
     assert!(
-        out.contains(":3: resource spec \"AD_TIFF\" is not supported yet"),
+        out.contains(":3: resource spec \"AD_SPE\" is not supported yet"),
         "{out}"
     );
     assert_eq!(counts(&fx), (1, 11, 0));

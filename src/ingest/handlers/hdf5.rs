@@ -13,7 +13,7 @@ use hdf5::types::{FloatSize, IntSize, TypeDescriptor};
 use hdf5::{Hyperslab, SliceOrIndex};
 use serde_json::{Map, Value};
 
-use super::{FrameError, FrameInfo, Handler, Locator, ResourceError};
+use super::{FrameError, FrameInfo, Handler, Locator, ResourceError, h5filters, h5open};
 use crate::ingest::dtype::{Dtype, Kind};
 use crate::ingest::rootmap::ResolvedRoot;
 
@@ -21,10 +21,10 @@ use crate::ingest::rootmap::ResolvedRoot;
 const AD_DATASET: &str = "/entry/data/data";
 
 /// One dataset of one open HDF5 file, read by rows.
-struct Rows {
-    // Declared before the file: fields drop in order, and the dataset must close first.
+pub(super) struct Rows {
     dataset: hdf5::Dataset,
-    _file: hdf5::File,
+    /// The file, and every file the dataset leads to, held open (and checked) by h5open.
+    _opened: h5open::Opened,
     path: PathBuf,
     name: String,
     dtype: Dtype,
@@ -33,16 +33,9 @@ struct Rows {
 }
 
 impl Rows {
-    fn open(path: PathBuf, name: &str) -> Result<Rows, FrameError> {
-        let file = hdf5::File::open(&path).map_err(|e| FrameError::Hdf5Open {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        let dataset = file.dataset(name).map_err(|e| FrameError::NoDataset {
-            path: path.clone(),
-            dataset: name.to_string(),
-            message: e.to_string(),
-        })?;
+    pub(super) fn open(root: &ResolvedRoot, path: PathBuf, name: &str) -> Result<Rows, FrameError> {
+        let opened = h5open::open(root, &path, name)?;
+        let dataset = opened.dataset.clone();
         let layout = |what: String| FrameError::Hdf5Layout {
             path: path.clone(),
             dataset: name.to_string(),
@@ -51,7 +44,12 @@ impl Rows {
         let descriptor = dataset
             .dtype()
             .and_then(|t| t.to_descriptor())
-            .map_err(|e| layout(format!("cannot read its element type: {e}")))?;
+            .map_err(|e| {
+                layout(format!(
+                    "cannot read its element type: {}",
+                    h5open::reason(&e)
+                ))
+            })?;
         let dtype = dtype_of(&descriptor).ok_or_else(|| {
             layout(format!(
                 "its elements are {descriptor}; beamdb stores bool, integers and float32/64"
@@ -64,7 +62,7 @@ impl Rows {
         let row_shape = row.iter().map(|&d| d as u64).collect();
         Ok(Rows {
             dataset,
-            _file: file,
+            _opened: opened,
             path,
             name: name.to_string(),
             dtype,
@@ -72,12 +70,12 @@ impl Rows {
         })
     }
 
-    fn len(&self) -> u64 {
+    pub(super) fn len(&self) -> u64 {
         self.dataset.shape().first().map_or(0, |&n| n as u64)
     }
 
     /// What rows `[start, stop)` are, checked against the dataset's extent.
-    fn info(&self, start: u64, stop: u64) -> Result<FrameInfo, FrameError> {
+    pub(super) fn info(&self, start: u64, stop: u64) -> Result<FrameInfo, FrameError> {
         let mut len = self.len();
         if stop > len {
             // A file still being written (SWMR) may have grown since it was opened.
@@ -104,11 +102,26 @@ impl Rows {
 
     /// Rows `[start, stop)` as one frame of the `expected` type and shape. The descriptor may
     /// count the rows as the frame's first axis (`[fpp, H, W]`) or, for one row, leave it out
-    /// (`[H, W]`); the bytes are the same.
-    fn read(&self, start: u64, stop: u64, expected: &FrameInfo) -> Result<Vec<u8>, FrameError> {
+    /// (`[H, W]`), and may leave out (or add) length-1 axes, such as the one areaDetector adds
+    /// (`(n, 1, H, W)` described as `[1, H, W]`): in C order the bytes are the same, and the
+    /// frame is stored with the descriptor's shape (docs/detectors.md).
+    pub(super) fn read(
+        &self,
+        start: u64,
+        stop: u64,
+        expected: &FrameInfo,
+    ) -> Result<Vec<u8>, FrameError> {
         let found = self.info(start, stop)?;
+        let squeezed = |shape: &[u64]| {
+            shape
+                .iter()
+                .copied()
+                .filter(|&d| d != 1)
+                .collect::<Vec<_>>()
+        };
         let fits = found.shape == expected.shape
-            || (stop - start == 1 && found.shape[1..] == expected.shape[..]);
+            || (stop - start == 1 && found.shape[1..] == expected.shape[..])
+            || squeezed(&found.shape) == squeezed(&expected.shape);
         if !fits {
             return Err(FrameError::Hdf5Shape {
                 path: self.path.clone(),
@@ -131,7 +144,10 @@ impl Rows {
                 dataset: self.name.clone(),
                 start,
                 stop,
-                message: e.to_string(),
+                message: match h5filters::take_last_error() {
+                    Some(why) => format!("{}: {why}", h5open::reason(&e)),
+                    None => h5open::reason(&e),
+                },
             })
     }
 
@@ -215,7 +231,7 @@ impl AdHdf5 {
             .file(resource_path)?
             .map_err(|path| FrameError::Missing { path })?;
         Ok(AdHdf5 {
-            rows: Rows::open(path, AD_DATASET)?,
+            rows: Rows::open(root, path, AD_DATASET)?,
             frame_per_point,
         })
     }
@@ -265,7 +281,7 @@ impl StreamHdf5 {
             .file(file)?
             .map_err(|path| FrameError::Missing { path })?;
         Ok(StreamHdf5 {
-            rows: Rows::open(path, dataset)?,
+            rows: Rows::open(root, path, dataset)?,
         })
     }
 }

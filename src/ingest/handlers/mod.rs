@@ -1,13 +1,17 @@
 //! Frame handlers: how one datum (or one index of a stream_datum) becomes one frame's bytes.
 //! Chosen by a resource's `spec` ([`for_resource`]) or a stream_resource's `mimetype`
-//! ([`for_stream_resource`]); adding a format (AD_TIFF) is one file here and one arm there.
+//! ([`for_stream_resource`]); adding a format is one file here and one arm there.
 //!
 //! A handler is created once per resource (that is when its root is resolved, so a missing
 //! root map is reported before any frame is written, and when an HDF5 file is opened, once)
 //! and is then shared by the threads that read and compress frames.
 
+mod eiger;
+mod h5filters;
+mod h5open;
 mod hdf5;
 mod npy_seq;
+mod tiff;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -142,6 +146,29 @@ pub enum FrameError {
         found: Dtype,
         expected: Dtype,
     },
+    #[error("{path} {dataset}: its {kind} {target:?} {problem}")]
+    Hdf5Source {
+        path: PathBuf,
+        dataset: String,
+        /// "external link", "virtual dataset source", "external raw data file".
+        kind: &'static str,
+        target: String,
+        problem: String,
+    },
+    #[error(
+        "{path} {dataset}: compressed with HDF5 filter {id} ({name}; the file calls it {label:?}), which beamdb cannot decode (it decodes deflate, shuffle, fletcher32, szip, N-bit, scale-offset, bitshuffle, LZ4, Blosc and Zstandard); decompress the file where that filter is installed (h5repack -f NONE IN OUT, with HDF5_PLUGIN_PATH set) and ingest the copy, or ask for the filter to be built in"
+    )]
+    FilterUnavailable {
+        path: PathBuf,
+        dataset: String,
+        id: i32,
+        name: &'static str,
+        label: String,
+    },
+    #[error(
+        "{path}: the file is still open for writing (its writer has not closed it, or died before it could); ingest the run again once the detector has closed the file"
+    )]
+    OpenForWriting { path: PathBuf },
     #[error("{path} {dataset}: cannot read rows [{start}, {stop}): {message}")]
     Hdf5Read {
         path: PathBuf,
@@ -156,7 +183,7 @@ pub enum FrameError {
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
     #[error(
-        "resource spec {0:?} is not supported yet (supported: NPY_SEQ, AD_HDF5); this run is skipped"
+        "resource spec {0:?} is not supported yet (supported: NPY_SEQ, AD_HDF5, AD_TIFF, AD_EIGER, AD_EIGER2); this run is skipped"
     )]
     UnsupportedSpec(String),
     #[error(
@@ -192,6 +219,16 @@ pub fn for_resource(
         ))),
         "AD_HDF5" => Ok(Arc::new(hdf5::AdHdf5::open(
             &roots.resolve(root)?,
+            resource_path,
+            resource_kwargs,
+        )?)),
+        "AD_TIFF" => Ok(Arc::new(tiff::AdTiff::open(
+            roots.resolve(root)?,
+            resource_path,
+            resource_kwargs,
+        )?)),
+        "AD_EIGER" | "AD_EIGER2" => Ok(Arc::new(eiger::AdEiger::open(
+            roots.resolve(root)?,
             resource_path,
             resource_kwargs,
         )?)),
