@@ -13,6 +13,7 @@ pub mod frames;
 pub mod index;
 pub mod ingest;
 pub mod layout;
+pub mod listen;
 pub mod lock;
 pub mod migrations;
 pub mod reindex;
@@ -46,5 +47,6 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Reindex(args) => commands::reindex::run(&ctx, args),
         Command::Runs(args) => commands::runs::run(&ctx, args),
         Command::Verify(args) => commands::verify::run(&ctx, args),
+        Command::Listen(args) => commands::listen::run(&ctx, args),
     }
 }
