@@ -9,6 +9,7 @@ mod foundation;
 mod generate;
 mod hdf5;
 mod ingest;
+mod listen;
 mod migrations;
 mod reindex;
 mod verify;
