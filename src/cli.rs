@@ -142,15 +142,17 @@ pub enum Command {
     /// stop a run is ingested from the spool exactly as `beamdb ingest` would (frames, then rows
     /// in one transaction; a bad document rejects the run, the listener goes on). A run silent
     /// for --incomplete-after is stored as incomplete (exit_status NULL), and stored again,
-    /// whole, when its stop comes. A stop that counts more events than arrived (messages lost
+    /// whole, when its stop comes (after 24 hours of silence it is stored a last time and its
+    /// spool removed). A stop that counts more events than arrived (messages lost
     /// while the proxy was unreachable or dropped them) stores the run as incomplete, never as
     /// complete, and says so. A rejected run's spool is kept in listen.spool/rejected/.
     ///
     /// One line per run on stdout: landed, incomplete, unchanged or rejected, with events and
     /// frames; connection trouble and skipped messages (rate-limited) on stderr. The proxy
     /// unreachable or restarting: reconnects with backoff (0.2 s to 10 s). SIGTERM or SIGINT:
-    /// open runs are stored as incomplete, exit 0; a restart goes on with their spools and
-    /// never stores a run twice. See docs/listen.md.
+    /// open runs are stored as incomplete, exit 0 (a second signal exits at once, status 1; the
+    /// spools keep every document); a restart goes on with their spools and never stores a run
+    /// twice. Runs rejected while listening do not change the exit status. See docs/listen.md.
     #[command(after_help = EXIT_CODES_HELP)]
     Listen(ListenArgs),
 }

@@ -732,6 +732,52 @@ mod tests {
     }
 
     #[test]
+    fn beamtime_key_sends_each_run_to_the_beamtime_its_start_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = Router::new(
+            Layout::new(tmp.path()),
+            BeamtimeChoice::Key("proposal_id".into()),
+            Duration::from_secs(600),
+            Duration::from_secs(86_400),
+        );
+        let t = Instant::now();
+        for (uid, proposal) in [
+            ("A", json!("p1")),
+            ("B", json!("p2")),
+            ("C", json!(7)),
+            ("D", json!("../up")),
+        ] {
+            feed(
+                &mut r,
+                Kind::Start,
+                json!({"uid": uid, "proposal_id": proposal}),
+                t,
+            )
+            .unwrap();
+        }
+        feed(&mut r, Kind::Start, json!({"uid": "E"}), t).unwrap();
+        let mut landed = Vec::new();
+        let mut refused = Vec::new();
+        for uid in ["A", "B", "C", "D", "E"] {
+            match feed(&mut r, Kind::Stop, json!({"run_start": uid}), t).unwrap() {
+                Some(Job::Land(l)) => landed.push((l.beamtime.to_string(), l.spool)),
+                Some(Job::Refuse { uid, why }) => refused.push((uid, why)),
+                None => panic!("{uid}: no job"),
+            }
+        }
+        assert_eq!(landed.len(), 2);
+        assert_eq!(landed[0].0, "p1");
+        assert!(
+            landed[1]
+                .1
+                .starts_with(tmp.path().join("beamtimes/p2/listen.spool"))
+        );
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        assert!(refused[0].1.contains("proposal_id"), "{refused:?}");
+        assert!(!tmp.path().join("up").exists());
+    }
+
+    #[test]
     fn a_stop_that_counts_more_events_than_arrived_lands_the_run_incomplete() {
         let tmp = tempfile::tempdir().unwrap();
         let mut r = router(tmp.path());

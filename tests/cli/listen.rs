@@ -423,6 +423,82 @@ fn listen_restarted_mid_run_goes_on_with_it_and_stores_it_incomplete_when_docume
 }
 
 #[test]
+fn listen_survives_a_proxy_restart_mid_run_and_never_stores_a_short_run_as_complete() {
+    let Some(python) = bluesky_python() else {
+        return;
+    };
+    let fx = Fixture::new();
+    let frames = fx.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let record = fx.path().join("published.jsonl");
+    let ports = (free_port(), free_port());
+    let first = proxy(&python, ports);
+    let listener = Listener::start(&fx, ports.1, &["--beamtime", "bt"]);
+    listener.wait_stderr("connected to", Duration::from_secs(30));
+    let mut publisher = Killed(publish(&python, ports.0, &frames, &record, "slow"));
+    let mut out = BufReader::new(publisher.0.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("publisher");
+    std::thread::sleep(Duration::from_secs(2));
+    drop(first);
+    listener.wait_stderr("connection", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
+    let _second = proxy(&python, ports);
+    let until = Instant::now() + Duration::from_secs(30);
+    while listener.stderr().matches("connected to").count() < 2 {
+        assert!(
+            Instant::now() < until,
+            "no reconnect:\n{}",
+            listener.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    line.clear();
+    out.read_line(&mut line).expect("publisher");
+    assert_eq!(line.trim(), "published 1 runs");
+    let lines = listener.run_lines(1, Duration::from_secs(30));
+    let (code, _, stderr) = listener.terminate();
+    assert_eq!(code, 0, "{stderr}");
+    let rows = stored(&fx);
+    assert_eq!(rows.len(), 1);
+    // Complete only with every event; short, it is incomplete and its line says why.
+    if rows[0].2.is_some() {
+        assert_eq!(rows[0].1, 30, "{lines:?}");
+        assert!(lines[0].starts_with("landed "), "{lines:?}");
+    } else {
+        assert!(rows[0].1 < 30);
+        assert!(
+            lines[0].contains("documents lost while the connection to the proxy was down"),
+            "{lines:?}"
+        );
+    }
+}
+
+#[test]
+fn listen_help_says_the_publisher_line_the_defaults_and_the_signals() {
+    let fx = Fixture::new();
+    let (code, out, _) = run(&mut fx.beamdb(&["listen", "--help"]));
+    assert_eq!(code, 0);
+    // Wrapped to the terminal: compare words, not lines.
+    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        "Usage: beamdb listen",
+        "serializer=lambda doc: json.dumps(doc, cls=event_model.NumpyEncoder).encode()",
+        "[default: 10m]",
+        "24 hours",
+        "a second signal exits at once",
+        "--beamtime-key",
+        "--prefix",
+        "SIGTERM",
+        "listen.spool",
+        "docs/listen.md",
+        "Exit status:",
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in:\n{out}");
+    }
+}
+
+#[test]
 fn listen_bad_arguments_are_usage_errors() {
     let fx = Fixture::new();
     for args in [
