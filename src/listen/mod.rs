@@ -338,7 +338,9 @@ impl Lander<'_> {
             Ok(line) => line,
             Err(e) => RunLine::Rejected {
                 uid: landing.uid.clone(),
-                why: format!("{e:#}; the run was not stored, nothing of it is half-written"),
+                why: format!(
+                    "{e:#}; the run was not stored, nothing of it is half-written (a full disk or a file size limit shows as an I/O error: free space or check the disk); the listener goes on"
+                ),
                 kept: None,
             },
         };

@@ -76,6 +76,11 @@ struct Listener {
 
 impl Listener {
     fn start(fx: &Fixture, out_port: u16, extra: &[&str]) -> Listener {
+        Listener::start_limited(fx, out_port, extra, None)
+    }
+
+    /// With a file size limit (bytes): past it a write fails with EFBIG, as on a full disk.
+    fn start_limited(fx: &Fixture, out_port: u16, extra: &[&str], fsize: Option<u64>) -> Listener {
         let zmq = format!("tcp://localhost:{out_port}");
         let mut args = vec!["listen", "--zmq", &zmq];
         args.extend_from_slice(extra);
@@ -86,6 +91,23 @@ impl Listener {
             .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(limit) = fsize {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let limit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().expect("beamdb listen");
         let stdout = child.stdout.take().expect("stdout");
         let mut err = child.stderr.take().expect("stderr");
@@ -472,6 +494,80 @@ fn listen_survives_a_proxy_restart_mid_run_and_never_stores_a_short_run_as_compl
             "{lines:?}"
         );
     }
+}
+
+#[test]
+fn listen_a_bad_run_or_a_full_disk_rejects_that_run_and_the_listener_goes_on() {
+    let Some(python) = bluesky_python() else {
+        return;
+    };
+    let fx = Fixture::new();
+    let first = crate::generate::frames_run(fx.path(), "first", 2, (4, 4));
+    let big = crate::generate::frames_run(fx.path(), "full-disk", 400, (32, 32));
+    let last = crate::generate::frames_run(fx.path(), "last", 3, (4, 4));
+    let bad = fx.write(
+        "bad.jsonl",
+        concat!(
+            r#"["start", {"uid": "bad", "time": 1795000000.0, "plan_name": "count"}]"#,
+            "\n",
+            r#"["descriptor", {"uid": "bad-d", "run_start": "bad", "name": "primary", "time": 1795000000.0, "data_keys": {"x": {"source": "SIM:x", "dtype": "number", "shape": []}}}]"#,
+            "\n",
+            r#"["event", {"uid": "bad-e", "descriptor": "bad-d", "seq_num": 1, "time": 1795000000.1, "data": {"x": 1}, "timestamps": {"x": 1795000000.1}}]"#,
+            "\n",
+            r#"["event", {"uid": "bad-e", "descriptor": "bad-d", "seq_num": 2, "time": 1795000000.2, "data": {"x": 2}, "timestamps": {"x": 1795000000.2}}]"#,
+            "\n",
+            r#"["stop", {"uid": "bad-s", "run_start": "bad", "time": 1795000001.0, "exit_status": "success", "num_events": {"primary": 2}}]"#,
+            "\n",
+        ),
+    );
+    let frames = fx.path().join("frames").canonicalize().unwrap();
+    let map = root_map(&frames);
+    let ports = (free_port(), free_port());
+    let _proxy = proxy(&python, ports);
+    let listener = Listener::start_limited(
+        &fx,
+        ports.1,
+        &["--beamtime", "bt", "--root-map", &map],
+        Some(256 * 1024),
+    );
+    listener.wait_stderr("connected to", Duration::from_secs(30));
+    let out = Command::new(&python)
+        .arg(repo("tests/interop/publish_jsonl.py"))
+        .arg(ports.0.to_string())
+        .args([&first, &bad, &big, &last])
+        .output()
+        .expect("publish_jsonl.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = listener.run_lines(4, Duration::from_secs(60));
+    eprintln!("listen said: {lines:#?}");
+    assert!(lines[0].starts_with("landed     first:"), "{lines:#?}");
+    assert!(
+        lines[1].starts_with("rejected  bad:") && lines[1].contains("appears twice"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].contains("listen.spool/bad.jsonl:4") && lines[1].contains("rejected/bad.jsonl"),
+        "names the spool's line and where the documents are kept: {lines:#?}"
+    );
+    assert!(
+        lines[2].starts_with("rejected  full-disk:") && lines[2].contains("not stored"),
+        "{lines:#?}"
+    );
+    assert!(lines[3].starts_with("landed     last:"), "{lines:#?}");
+    let (code, _, stderr) = listener.terminate();
+    assert_eq!(code, 0, "{stderr}");
+    let rows = stored(&fx);
+    let uids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(uids, ["first", "last"]);
+    assert_whole(&fx.open(&fx.beamtime_db("bt")));
+    let (code, stdout, stderr) = run(fx
+        .beamdb(&["verify"])
+        .env("BEAMDB_DATA_ROOT", fx.data_root()));
+    assert_eq!(code, 0, "nothing half-written: {stdout}{stderr}");
 }
 
 #[test]
