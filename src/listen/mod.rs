@@ -339,7 +339,8 @@ impl Lander<'_> {
             Err(e) => RunLine::Rejected {
                 uid: landing.uid.clone(),
                 why: format!(
-                    "{e:#}; the run was not stored, nothing of it is half-written (a full disk or a file size limit shows as an I/O error: free space or check the disk); the listener goes on"
+                    "{}; the run was not stored, nothing of it is half-written (a full disk or a file size limit shows as an I/O error: free space or check the disk); the listener goes on",
+                    with_causes(&e)
                 ),
                 kept: None,
             },
@@ -369,8 +370,7 @@ impl Lander<'_> {
         &self,
         landing: &Landing,
         report: &mut dyn FnMut(Event),
-    ) -> anyhow::Result<RunLine> {
-        use anyhow::Context as _;
+    ) -> Result<RunLine, LandError> {
         let config = self.config;
         let layout = &config.layout;
         let id = &landing.beamtime;
@@ -396,7 +396,10 @@ impl Lander<'_> {
         }
         let beamtime = id.to_string();
         let complete = landing.complete;
-        Ok(match pass.outcome.context("the spool held no run")? {
+        let outcome = pass.outcome.ok_or_else(|| LandError::Empty {
+            path: landing.spool.clone(),
+        })?;
+        Ok(match outcome {
             Outcome::Landed {
                 uid,
                 events,
@@ -433,7 +436,7 @@ impl Lander<'_> {
         conn: &mut rusqlite::Connection,
         landing: &Landing,
         replace: bool,
-    ) -> anyhow::Result<Pass> {
+    ) -> Result<Pass, LandError> {
         let config = self.config;
         let layout = &config.layout;
         let id = &landing.beamtime;
@@ -447,7 +450,7 @@ impl Lander<'_> {
             replace,
         };
         let mut ingester = Ingester::new(conn, store, options)?;
-        let file = std::fs::File::open(&landing.spool).map_err(|source| SpoolError {
+        let file = std::fs::File::open(&landing.spool).map_err(|source| LandError::Spool {
             path: landing.spool.clone(),
             source,
         })?;
@@ -467,11 +470,43 @@ impl Lander<'_> {
     }
 }
 
+/// An error and its causes on one line, each said once.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// Why a run could not be stored for a reason that is not its documents'.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: cannot read the run's spool: {source}", path.display())]
-struct SpoolError {
-    path: PathBuf,
-    source: std::io::Error,
+enum LandError {
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error(transparent)]
+    Beamtime(#[from] beamtime::BeamtimeError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("beamtime database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Store(#[from] crate::frames::StoreError),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
+    #[error("{}: cannot read the run's spool: {source}", path.display())]
+    Spool {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: the spool holds no run (it was emptied by hand?)", path.display())]
+    Empty { path: PathBuf },
 }
 
 fn stored_incomplete(conn: &rusqlite::Connection, uid: &str) -> rusqlite::Result<bool> {
