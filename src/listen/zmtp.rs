@@ -10,7 +10,7 @@
 //! anything is allocated, and an oversized message is skipped, not buffered.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// The largest message kept (all frames together). A bluesky document is kilobytes; an event
@@ -18,6 +18,7 @@ use std::time::Duration;
 pub const MAX_MESSAGE: u64 = 256 << 20;
 
 const GREETING_LEN: usize = 64;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const FLAG_MORE: u8 = 1;
 const FLAG_LONG: u8 = 2;
 const FLAG_COMMAND: u8 = 4;
@@ -214,7 +215,23 @@ impl Subscriber {
             addr: addr.to_string(),
             source,
         };
-        let stream = TcpStream::connect(addr).map_err(connect)?;
+        // Bounded: an unreachable host must not hold off SIGTERM for the kernel's SYN retries.
+        let mut last = None;
+        let mut stream = None;
+        for sa in addr.to_socket_addrs().map_err(connect)? {
+            match TcpStream::connect_timeout(&sa, CONNECT_TIMEOUT) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let stream = stream.ok_or_else(|| {
+            connect(last.unwrap_or_else(|| {
+                std::io::Error::new(ErrorKind::NotFound, "the name resolves to no address")
+            }))
+        })?;
         // The handshake itself must not hang on a peer that accepts and says nothing.
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
