@@ -137,6 +137,62 @@ pub enum Command {
     /// Exit status 0: no problems (or all repaired); 4: problems found (or left).
     #[command(after_help = EXIT_CODES_HELP)]
     Verify(VerifyArgs),
+
+    /// Store runs live from the beamline's bluesky 0MQ proxy, as they end, until SIGTERM/SIGINT.
+    ///
+    /// Subscribes to the output of `bluesky-0MQ-proxy`; the RunEngine's Publisher must send
+    /// JSON: in the beamline profile, Publisher("HOST:PORT", serializer=lambda doc:
+    /// json.dumps(doc, cls=event_model.NumpyEncoder).encode()). Pickled messages are skipped
+    /// with one error line. Runs of several RunEngines may interleave: each document is routed
+    /// to its run and appended to the run's spool file, {beamtime}/listen.spool/{uid}.jsonl,
+    /// so memory stays small whatever a run's length and open runs survive a restart. At its
+    /// stop a run is ingested from the spool exactly as `beamdb ingest` would (frames, then rows
+    /// in one transaction; a bad document rejects the run, the listener goes on). A run silent
+    /// for --incomplete-after is stored as incomplete (exit_status NULL), and stored again,
+    /// whole, when its stop comes (after 24 hours of silence it is stored a last time and its
+    /// spool removed). A stop that counts more events than arrived (messages lost
+    /// while the proxy was unreachable or dropped them) stores the run as incomplete, never as
+    /// complete, and says so. A rejected run's spool is kept in listen.spool/rejected/.
+    ///
+    /// One line per run on stdout: landed, incomplete, unchanged or rejected, with events and
+    /// frames; connection trouble and skipped messages (rate-limited) on stderr. The proxy
+    /// unreachable or restarting: reconnects with backoff (0.2 s to 10 s). SIGTERM or SIGINT:
+    /// open runs are stored as incomplete, exit 0 (a second signal exits at once, status 1; the
+    /// spools keep every document); a restart goes on with their spools and never stores a run
+    /// twice. Runs rejected while listening do not change the exit status. See docs/listen.md.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Listen(ListenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// The proxy's output socket: tcp://HOST:PORT (bluesky-0MQ-proxy's --out-address).
+    #[arg(long, value_name = "tcp://HOST:PORT")]
+    pub zmq: String,
+
+    /// Only documents of Publishers created with this prefix (prefix=b"P"); default: the
+    /// Publisher's default, no prefix.
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+
+    /// Store every run in this beamtime (letters, digits, '-', '_', '.'); created when missing.
+    #[arg(long, value_name = "ID", conflicts_with = "beamtime_key")]
+    pub beamtime: Option<String>,
+
+    /// Store each run in the beamtime its start document names under KEY (e.g. proposal_id);
+    /// a run without it is rejected.
+    #[arg(long, value_name = "KEY")]
+    pub beamtime_key: Option<String>,
+
+    /// Where files written under OLD are now: OLD=NEW (repeatable). Adds to, and for the
+    /// same OLD overrides, [ingest.root_map] in the settings.
+    #[arg(long = "root-map", value_name = "OLD=NEW")]
+    pub root_map: Vec<String>,
+
+    /// Store a run without a stop as incomplete after this long without any of its documents
+    /// (e.g. 90s, 10m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub incomplete_after: String,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ pub mod frames;
 pub mod index;
 pub mod ingest;
 pub mod layout;
+pub mod listen;
 pub mod lock;
 pub mod migrations;
 pub mod reindex;
@@ -41,7 +42,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
     // must say whether it reads an existing data_root (only initdb and ingest create one;
     // make-migrations does not use it) and whether it fills an empty migrations_dir.
     let (reads_data_root, fills_migrations_dir) = match &cli.command {
-        Command::Initdb(_) | Command::Ingest(_) => (false, false),
+        Command::Initdb(_) | Command::Ingest(_) | Command::Listen(_) => (false, false),
         Command::MakeMigrations(args) => (false, !args.check),
         Command::Migrate(_) | Command::Reindex(_) | Command::Runs(_) | Command::Verify(_) => {
             (true, false)
@@ -64,6 +65,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Reindex(args) => commands::reindex::run(&ctx, args),
         Command::Runs(args) => commands::runs::run(&ctx, args),
         Command::Verify(args) => commands::verify::run(&ctx, args),
+        Command::Listen(args) => commands::listen::run(&ctx, args),
     }?;
     Ok(status.worst(commands::output::finish()))
 }

@@ -250,7 +250,8 @@ fn inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
 }
 
 /// The settings' root map with --root-map on top: the command line wins for the same OLD.
-fn root_map(ctx: &Ctx, flags: &[String]) -> Result<RootMap> {
+/// Shared with `listen`.
+pub(crate) fn root_map(ctx: &Ctx, flags: &[String]) -> Result<RootMap> {
     let mut map = ctx.settings.ingest.root_map.clone();
     for flag in flags {
         let Some((old, new)) = flag.split_once('=') else {

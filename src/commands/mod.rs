@@ -2,6 +2,7 @@
 
 pub mod ingest;
 pub mod initdb;
+pub mod listen;
 pub mod make_migrations;
 pub mod migrate;
 pub mod output;

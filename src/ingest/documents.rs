@@ -50,7 +50,7 @@ impl Kind {
         }
     }
 
-    fn parse(name: &str) -> Option<Kind> {
+    pub fn parse(name: &str) -> Option<Kind> {
         Some(match name {
             "start" => Kind::Start,
             "descriptor" => Kind::Descriptor,

@@ -344,8 +344,17 @@ fn replace_scenario(scenario: &str, after: AfterReplace) {
     let v1 = generate::frames_run(&fx.path().join("v1"), UID, 250, (48, 48));
     let v2 = generate::frames_run(&fx.path().join("v2"), UID, 250, (40, 40));
     let versions = [(v1.clone(), 48), (v2.clone(), 40)];
+    // The generated frames are read where they are: identity root maps allow that.
+    let maps = [
+        generate::identity_map(fx.path()),
+        generate::identity_map(&fx.path().join("v1")),
+        generate::identity_map(&fx.path().join("v2")),
+    ];
     let ingest = |root: &Path, file: &Path, replace: bool| {
         let mut args = vec!["ingest", "--beamtime", "bt", "-q"];
+        for map in &maps {
+            args.extend(["--root-map", map.as_str()]);
+        }
         if replace {
             args.push("--replace");
         }

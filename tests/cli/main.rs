@@ -11,6 +11,7 @@ mod generate;
 mod hdf5;
 mod hostile;
 mod ingest;
+mod listen;
 mod migrations;
 mod mutation;
 mod reindex;

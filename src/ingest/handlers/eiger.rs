@@ -192,7 +192,11 @@ impl Handler for AdEiger {
                 rows.read(row, row + 1, expected)
             }
             None => {
-                let mut out = Vec::with_capacity(expected.len_bytes());
+                let want = expected.len_bytes().ok_or_else(|| FrameError::TooLarge {
+                    path: series.master.clone(),
+                    shape: expected.shape.clone(),
+                })?;
+                let mut out = Vec::with_capacity(want);
                 for part in &series.parts {
                     let n = part.len();
                     let mut shape = expected.shape.clone();
@@ -209,11 +213,11 @@ impl Handler for AdEiger {
                     )?;
                     out.append(&mut bytes);
                 }
-                if out.len() != expected.len_bytes() {
+                if out.len() != want {
                     return Err(FrameError::Length {
                         path: series.master.clone(),
                         found: out.len(),
-                        expected: expected.len_bytes(),
+                        expected: want,
                     });
                 }
                 Ok(out)

@@ -104,6 +104,8 @@ pub enum FrameError {
         found: usize,
         expected: usize,
     },
+    #[error("{path}: a frame of shape {shape:?} is too large to read")]
+    TooLarge { path: PathBuf, shape: Vec<u64> },
     #[error(transparent)]
     Root(#[from] RootError),
     #[error("datum_kwargs {kwargs}: {what}")]

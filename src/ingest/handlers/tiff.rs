@@ -286,7 +286,13 @@ impl Handler for AdTiff {
 
     fn read(&self, at: &Locator, expected: &FrameInfo) -> Result<Vec<u8>, FrameError> {
         let files = self.files(at)?;
-        let mut out = Vec::with_capacity(expected.len_bytes());
+        let total = expected
+            .len_bytes()
+            .ok_or_else(|| FrameError::TooLarge {
+                path: files.first().cloned().unwrap_or_default(),
+                shape: expected.shape.clone(),
+            })?;
+        let mut out = Vec::with_capacity(total);
         for path in &files {
             let found = header(path)?;
             let mut stacked = vec![files.len() as u64];
@@ -308,7 +314,7 @@ impl Handler for AdTiff {
                 });
             }
             let bytes = pixels(path)?;
-            let want = expected.len_bytes() / files.len();
+            let want = total / files.len();
             if bytes.len() != want {
                 return Err(FrameError::Length {
                     path: path.clone(),
