@@ -322,6 +322,35 @@ pub struct RunsArgs {
     #[arg(long, value_enum, value_name = "STATUS")]
     pub exit_status: Option<RunStatus>,
 
+    /// Only runs whose RunStart key KEY compares so with VALUE (repeatable: all must hold).
+    ///
+    /// One argument, e.g. --where proposal=p-1, --where 'temperature >= 300',
+    /// --where 'sample.name=P3HT*'. OP is one of = != < <= > >=. KEY is any RunStart key,
+    /// dotted for a nested one (sample.name). A VALUE that reads as a number is compared as a
+    /// number (a run whose value is text then does not match); quote it ('007') to compare
+    /// text. * and ? in VALUE match any text and any one character (with = and !=;
+    /// case-sensitive). A run without the key matches no condition on it, != included.
+    /// Promoted metadata columns are used (and their index) when KEY is their source.
+    #[arg(long = "where", value_name = "KEY OP VALUE")]
+    pub conditions: Vec<String>,
+
+    /// Only runs whose RunStart metadata holds all these words (full-text, ranked best first).
+    ///
+    /// Every text and number in the RunStart is searched (keys are not). Words match whole
+    /// words, case-insensitively; end one with * to match its prefix (anne*). Combines with
+    /// every other filter; the best matches come first instead of the newest.
+    #[arg(long, value_name = "WORDS")]
+    pub text: Option<String>,
+
+    /// The columns of the table, in order, comma-separated (default: start, beamtime, scan,
+    /// plan, sample, researcher, status, events, uid).
+    ///
+    /// Besides those: a promoted metadata column (proposal), or any RunStart key, dotted
+    /// for a nested one (sample.composition). --json always has every built-in and promoted
+    /// column.
+    #[arg(long, value_name = "COL,...", value_delimiter = ',')]
+    pub columns: Vec<String>,
+
     /// At most this many runs (the newest).
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,

@@ -77,6 +77,18 @@ fn flags_for(live: &Schema, flags: &[RenameArg], used: &mut [bool]) -> Renames {
                     .insert((new_table.clone(), to.clone()), from.clone());
                 *used = true;
             }
+            // A promoted column of `runs` lives on in `runs_index`: renaming it there keeps
+            // the index's values (and needs no flag of its own).
+            if table == "runs"
+                && live
+                    .table("runs_index")
+                    .is_some_and(|t| t.column(from).is_some())
+            {
+                renames
+                    .columns
+                    .insert(("runs_index".to_string(), to.clone()), from.clone());
+                *used = true;
+            }
         }
     }
     renames

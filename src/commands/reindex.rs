@@ -55,6 +55,7 @@ fn classify(err: ReindexError) -> anyhow::Error {
         ReindexError::Index(upgrade) if upgrade.is_history() => {
             fail(ExitStatus::DatabaseAhead, err.to_string())
         }
+        ReindexError::Model(_) => fail(ExitStatus::Usage, err.to_string()),
         _ => err.into(),
     }
 }

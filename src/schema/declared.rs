@@ -40,12 +40,176 @@ pub fn load(kind: DbKind, models_dir: Option<&Path>) -> Result<Schema, TomlError
 }
 
 /// [`load`], plus the renames the model file declares with `renamed_from`.
+///
+/// The index schema is the index model plus the promoted metadata of the beamtime model:
+/// a column declared once on `runs` is carried into `runs_index` (nullable, indexed), so the
+/// index migration is generated from it.
 pub fn load_with_renames(
     kind: DbKind,
     models_dir: Option<&Path>,
 ) -> Result<(Schema, Renames), TomlError> {
+    let model = load_model(kind, models_dir)?;
+    let mut schema = model.schema;
+    let mut renames = model.renames;
+    if kind == DbKind::Index {
+        let promoted = promoted(models_dir)?;
+        carry_promoted(&mut schema, &promoted);
+        // A promoted column renamed with `renamed_from` keeps its index values too.
+        let beamtime = load_model(DbKind::Beamtime, models_dir)?;
+        for ((table, new), old) in &beamtime.renames.columns {
+            if table == "runs" && promoted.iter().any(|p| &p.column == new) {
+                renames
+                    .columns
+                    .entry(("runs_index".to_string(), new.clone()))
+                    .or_insert_with(|| old.clone());
+            }
+        }
+    }
+    Ok((schema, renames))
+}
+
+/// A promoted metadata column: a column of the beamtime model's `runs` beyond the built-in
+/// ones. Ingest fills it from the RunStart key `source`; reindex carries it into `runs_index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promoted {
+    pub column: String,
+    pub sql_type: SqlType,
+    /// The RunStart key, split at dots (`sample.composition` → `["sample", "composition"]`).
+    pub source: Vec<String>,
+}
+
+impl Promoted {
+    /// The source as the model writes it (`sample.composition`).
+    pub fn source_text(&self) -> String {
+        self.source.join(".")
+    }
+
+    /// The value of the source key in a RunStart document, when it has one.
+    pub fn lookup<'a>(&self, start: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
+        self.source
+            .iter()
+            .try_fold(start, |doc, key| doc.get(key))
+            .filter(|v| !v.is_null())
+    }
+}
+
+/// The promoted metadata columns of the beamtime model, in `runs` order.
+pub fn promoted(models_dir: Option<&Path>) -> Result<Vec<Promoted>, TomlError> {
+    let model = load_model(DbKind::Beamtime, models_dir)?;
+    let core = builtin(DbKind::Beamtime)?;
+    let core_runs = core.table("runs");
+    let index_core = builtin(DbKind::Index)?;
+    let reindexed: Vec<&str> = index_core
+        .table("runs_index")
+        .map(|t| t.columns.iter().map(|c| c.name.as_str()).collect())
+        .unwrap_or_default();
+    let Some(runs) = model.schema.table("runs") else {
+        return Ok(Vec::new());
+    };
+    let mut promoted = Vec::new();
+    for column in &runs.columns {
+        let place = model.places.get(&("runs".to_string(), column.name.clone()));
+        let at = |message: String| match place {
+            Some((span, _)) => tomlfile::at(&model.text, &model.file, span.clone(), message),
+            None => TomlError {
+                file: model.file.clone(),
+                line: None,
+                key: None,
+                message,
+            },
+        };
+        let source = place.and_then(|(_, source)| source.clone());
+        if core_runs.is_some_and(|t| t.column(&column.name).is_some()) {
+            if source.is_some() {
+                return Err(at(format!(
+                    "table `runs`: column `{}` is filled by beamdb itself, so it takes no `source`; remove the key",
+                    column.name
+                )));
+            }
+            continue;
+        }
+        if reindexed
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(&column.name))
+        {
+            return Err(at(format!(
+                "table `runs`: promoted column `{}` would be carried into runs_index, which has a built-in column of that name; choose another name (and `source = \"{}\"` to keep reading the same RunStart key)",
+                column.name, column.name
+            )));
+        }
+        let source = source.unwrap_or_else(|| column.name.clone());
+        promoted.push(Promoted {
+            column: column.name.clone(),
+            sql_type: column.sql_type,
+            source: source.split('.').map(str::to_string).collect(),
+        });
+    }
+    Ok(promoted)
+}
+
+/// Adds each promoted column to `runs_index` (nullable: older beamtimes lack it), with an
+/// index so that `runs --where` on it does not scan, unless the index model declares it.
+fn carry_promoted(schema: &mut Schema, promoted: &[Promoted]) {
+    let taken: BTreeSet<String> = schema
+        .tables
+        .values()
+        .flat_map(|t| t.indexes.keys().cloned())
+        .collect();
+    let Some(runs_index) = schema.tables.get_mut("runs_index") else {
+        return;
+    };
+    for p in promoted {
+        if runs_index.column(&p.column).is_some() {
+            continue;
+        }
+        runs_index.columns.push(Column {
+            name: p.column.clone(),
+            sql_type: p.sql_type,
+            nullable: true,
+            default: None,
+            primary_key: 0,
+            references: None,
+        });
+        let covered = runs_index
+            .indexes
+            .values()
+            .any(|i| i.columns.first() == Some(&p.column));
+        let name = format!("runs_index_{}", p.column);
+        if !covered && !taken.contains(&name) {
+            runs_index.indexes.insert(
+                name.clone(),
+                Index {
+                    name,
+                    columns: vec![p.column.clone()],
+                    unique: false,
+                },
+            );
+        }
+    }
+}
+
+/// One model file, parsed, with where each column was declared (for errors that name a line).
+struct LoadedModel {
+    schema: Schema,
+    renames: Renames,
+    /// (table, column) → (span of its declaration, its `source`).
+    places: BTreeMap<(String, String), (std::ops::Range<usize>, Option<String>)>,
+    text: String,
+    file: String,
+}
+
+fn load_model(kind: DbKind, models_dir: Option<&Path>) -> Result<LoadedModel, TomlError> {
     let Some(dir) = models_dir else {
-        return parse_with_renames(builtin_text(kind), &builtin_name(kind));
+        let text = builtin_text(kind).to_string();
+        let file = builtin_name(kind);
+        let (schema, renames, places) = parse_full(&text, &file)?;
+        return Ok(LoadedModel {
+            schema,
+            renames,
+            places,
+            text,
+            file,
+        });
     };
     let path = dir.join(format!("{}.toml", kind.name()));
     let file = path.display().to_string();
@@ -57,9 +221,15 @@ pub fn load_with_renames(
             "cannot read the {kind} model file ({err}); check `[schema] models_dir` in the settings"
         ),
     })?;
-    let (schema, renames) = parse_with_renames(&text, &file)?;
+    let (schema, renames, places) = parse_full(&text, &file)?;
     require_core_columns(&schema, &builtin(kind)?, &file)?;
-    Ok((schema, renames))
+    Ok(LoadedModel {
+        schema,
+        renames,
+        places,
+        text,
+        file,
+    })
 }
 
 #[derive(Deserialize)]
@@ -94,6 +264,9 @@ struct ColumnDecl {
     on_delete: Option<String>,
     /// The column's previous name: the next migration renames it instead of dropping it.
     renamed_from: Option<String>,
+    /// Promoted metadata on `runs`: the RunStart key that fills it (dotted for nested keys);
+    /// the column's name when absent.
+    source: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +285,13 @@ pub fn parse(text: &str, file: &str) -> Result<Schema, TomlError> {
 
 /// [`parse`], plus the declared `renamed_from` keys.
 pub fn parse_with_renames(text: &str, file: &str) -> Result<(Schema, Renames), TomlError> {
+    parse_full(text, file).map(|(schema, renames, _)| (schema, renames))
+}
+
+type Places = BTreeMap<(String, String), (std::ops::Range<usize>, Option<String>)>;
+
+fn parse_full(text: &str, file: &str) -> Result<(Schema, Renames, Places), TomlError> {
+    let mut places = Places::new();
     let decl: ModelFile = tomlfile::parse(text, file)?;
     let err = |span: std::ops::Range<usize>, table: &str, msg: String| {
         tomlfile::at(text, file, span, format!("table `{table}`: {msg}"))
@@ -142,6 +322,14 @@ pub fn parse_with_renames(text: &str, file: &str) -> Result<(Schema, Renames), T
             let span = column_decl.span();
             let column = build_column(column_decl.get_ref(), &mut pk_position, &table)
                 .map_err(|m| err(span.clone(), table_name, m))?;
+            if let Some(source) = &column_decl.get_ref().source {
+                check_source(source, table_name, &column.name)
+                    .map_err(|m| err(span.clone(), table_name, m))?;
+            }
+            places.insert(
+                (table_name.clone(), column.name.clone()),
+                (span.clone(), column_decl.get_ref().source.clone()),
+            );
             if let Some(old) = &column_decl.get_ref().renamed_from {
                 let declared = table_decl.columns.iter().any(|c| &c.get_ref().name == old);
                 check_renamed_from(old, &column.name, declared, "column")
@@ -177,7 +365,25 @@ pub fn parse_with_renames(text: &str, file: &str) -> Result<(Schema, Renames), T
             .unwrap_or_default();
         err(span, &table, msg)
     })?;
-    Ok((schema, renames))
+    Ok((schema, renames, places))
+}
+
+/// `source = "a.b"` is a RunStart key path of non-empty parts, on a column of `runs`.
+fn check_source(source: &str, table: &str, column: &str) -> Result<(), String> {
+    if table != "runs" {
+        return Err(format!(
+            "column `{column}` has `source`, which only promoted metadata columns of `runs` take; remove the key"
+        ));
+    }
+    if source
+        .split('.')
+        .any(|part| part.trim().is_empty() || part != part.trim())
+    {
+        return Err(format!(
+            "column `{column}`: `source = \"{source}\"` is not a RunStart key; write the key (`proposal`), dotted for a nested one (`sample.composition`)"
+        ));
+    }
+    Ok(())
 }
 
 /// `renamed_from = OLD` on `name`: OLD must be a plain name that is not declared beside it
@@ -348,6 +554,15 @@ fn check_identifier(name: &str) -> Result<(), String> {
     if name.to_ascii_lowercase().starts_with("sqlite_") {
         return Err(format!(
             "name `{name}` starts with `sqlite_`, which SQLite reserves"
+        ));
+    }
+    if name
+        .to_ascii_lowercase()
+        .starts_with(super::introspect::OWN_PREFIX)
+    {
+        return Err(format!(
+            "name `{name}` starts with `{}`, which beamdb reserves for its own tables",
+            super::introspect::OWN_PREFIX
         ));
     }
     Ok(())

@@ -9,11 +9,16 @@ use super::{Column, FkAction, Index, Reference, Schema, SqlType, Table};
 /// Tables that belong to the machinery, not to the models.
 pub const HISTORY_TABLE: &str = "refinery_schema_history";
 
+/// Tables whose names start with this are beamdb's own derived data (the index's full-text
+/// table and the shadow tables SQLite keeps for it), not part of the models.
+pub const OWN_PREFIX: &str = "beamdb_";
+
 /// Reads the schema of every user table of `conn`'s main database.
 pub fn introspect(conn: &Connection) -> rusqlite::Result<Schema> {
     let mut names = conn.prepare(
         "SELECT name FROM sqlite_schema
          WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> ?1
+           AND name NOT LIKE 'beamdb\\_%' ESCAPE '\\'
          ORDER BY name",
     )?;
     let names: Vec<String> = names

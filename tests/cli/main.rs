@@ -10,5 +10,6 @@ mod generate;
 mod hdf5;
 mod ingest;
 mod migrations;
+mod models;
 mod reindex;
 mod verify;

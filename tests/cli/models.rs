@@ -1,0 +1,234 @@
+//! Promoted metadata declared once: a column added to `runs` in the beamtime model reaches
+//! the index by itself (make-migrations writes both migrations), is filled by ingest from its
+//! RunStart key (`source`), by the next plain reindex, and is found by `runs --where`.
+
+use crate::common::{Fixture, config_repo, count, run};
+
+/// A run's documents as suitcase-jsonl: start (with `extra` merged in), one event, stop.
+pub fn run_jsonl(uid: &str, time: f64, extra: serde_json::Value) -> String {
+    let mut start =
+        serde_json::json!({"uid": uid, "time": time, "plan_name": "count", "scan_id": 1});
+    if let (Some(start), Some(extra)) = (start.as_object_mut(), extra.as_object()) {
+        start.extend(extra.clone());
+    }
+    let descriptor = serde_json::json!({
+        "uid": format!("{uid}-d"), "run_start": uid, "time": time, "name": "primary",
+        "data_keys": {"x": {"dtype": "number", "shape": [], "source": "sim"}}
+    });
+    let event = serde_json::json!({
+        "uid": format!("{uid}-e"), "descriptor": format!("{uid}-d"), "time": time + 1.0,
+        "seq_num": 1, "data": {"x": 1.0}, "timestamps": {"x": time + 1.0}
+    });
+    let stop = serde_json::json!({
+        "uid": format!("{uid}-s"), "run_start": uid, "time": time + 2.0,
+        "exit_status": "success", "num_events": {"primary": 1}
+    });
+    [
+        ("start", start),
+        ("descriptor", descriptor),
+        ("event", event),
+        ("stop", stop),
+    ]
+    .iter()
+    .map(|(name, doc)| format!("{}\n", serde_json::json!([name, doc])))
+    .collect()
+}
+
+fn ingest(fx: &Fixture, uid: &str, time: f64, extra: serde_json::Value) {
+    let path = fx.write(&format!("{uid}.jsonl"), &run_jsonl(uid, time, extra));
+    let (code, out, err) =
+        run(&mut fx.beamdb(&["ingest", "--beamtime", "bt-1", path.to_str().unwrap()]));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+fn edit_model(fx: &Fixture, old: &str, new: &str) {
+    let path = fx.path().join("models/beamtime.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(old), "model has no {old:?}");
+    std::fs::write(&path, text.replacen(old, new, 1)).unwrap();
+}
+
+const PLAN_NAME: &str = "  { name = \"plan_name\", type = \"TEXT\" },\n";
+
+fn ok(fx: &Fixture, args: &[&str]) -> String {
+    let (code, out, err) = run(&mut fx.beamdb(args));
+    assert_eq!(code, 0, "beamdb {args:?}: {out}{err}");
+    out
+}
+
+fn json_runs(fx: &Fixture, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["runs", "--json"];
+    all.extend_from_slice(args);
+    let out = ok(fx, &all);
+    serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap()
+}
+
+fn uids(runs: &[serde_json::Value]) -> Vec<&str> {
+    let mut uids: Vec<&str> = runs.iter().map(|r| r["uid"].as_str().unwrap()).collect();
+    uids.sort();
+    uids
+}
+
+#[test]
+fn make_migrations_promoted_column_declared_once_reaches_the_index_and_runs_where() {
+    let fx = Fixture::new();
+    config_repo(&fx);
+    // A run ingested before anyone declared `proposal`: its RunStart has the key.
+    ingest(
+        &fx,
+        "r-1",
+        1_795_000_000.0,
+        serde_json::json!({"proposal": "p-1", "sample": {"name": "P3HT", "composition": "C10H14S"}}),
+    );
+    let out = ok(&fx, &["reindex"]);
+    assert!(out.contains("changed 1"), "{out}");
+
+    // Declared once, in the beamtime model only.
+    edit_model(
+        &fx,
+        PLAN_NAME,
+        &format!(
+            "{PLAN_NAME}  {{ name = \"proposal\", type = \"TEXT\", nullable = true }},\n  {{ name = \"composition\", type = \"TEXT\", nullable = true, source = \"sample.composition\" }},\n"
+        ),
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.contains("add column runs_index.proposal TEXT NULL")
+            && out.contains("create index runs_index_proposal on runs_index (proposal)")
+            && out.contains("add column runs.composition TEXT NULL"),
+        "the index migration is generated from the beamtime model: {out}"
+    );
+    let (code, out, err) =
+        run(&mut fx.beamdb(&["make-migrations", "--target", "index", "--check"]));
+    assert_eq!(code, 3, "--target index sees it too: {out}{err}");
+    ok(&fx, &["make-migrations", "--name", "proposal"]);
+    assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
+    ok(&fx, &["migrate"]);
+
+    // The next plain reindex notices the index schema changed and fills the old run.
+    let out = ok(&fx, &["reindex"]);
+    assert!(out.contains("changed 1"), "{out}");
+    let runs = json_runs(&fx, &[]);
+    assert_eq!(runs[0]["proposal"], "p-1", "{runs:?}");
+    assert_eq!(runs[0]["composition"], "C10H14S", "{runs:?}");
+
+    // A run ingested now fills runs.proposal itself.
+    ingest(
+        &fx,
+        "r-2",
+        1_795_000_100.0,
+        serde_json::json!({"proposal": "p-2", "sample": {"name": "PS", "composition": "C8H8"}}),
+    );
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM runs WHERE uid = 'r-2' AND proposal = 'p-2' AND composition = 'C8H8'"
+        ),
+        1
+    );
+    drop(conn);
+    ok(&fx, &["reindex"]);
+    assert_eq!(uids(&json_runs(&fx, &["--where", "proposal=p-2"])), ["r-2"]);
+    assert_eq!(
+        uids(&json_runs(&fx, &["--where", "sample.composition=C1*"])),
+        ["r-1"]
+    );
+    // The table shows it when asked.
+    let out = ok(&fx, &["runs", "--columns", "uid,proposal"]);
+    assert!(out.contains("UID  PROPOSAL\nr-2  p-2\nr-1  p-1\n"), "{out}");
+
+    // Rename the promoted column: its source keeps it filled.
+    edit_model(
+        &fx,
+        "{ name = \"proposal\", type = \"TEXT\", nullable = true }",
+        "{ name = \"proposal_code\", type = \"TEXT\", nullable = true, source = \"proposal\" }",
+    );
+    ok(
+        &fx,
+        &[
+            "make-migrations",
+            "--rename",
+            "runs.proposal=runs.proposal_code",
+        ],
+    );
+    assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
+    ok(&fx, &["migrate"]);
+    ingest(
+        &fx,
+        "r-3",
+        1_795_000_200.0,
+        serde_json::json!({"proposal": "p-3"}),
+    );
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM runs WHERE proposal_code = 'p-' || substr(uid, 3)"
+        ),
+        2,
+        "r-2's value kept, and r-3 filled from the RunStart key `proposal` (r-1 was ingested before the column existed: the index fills it from its RunStart)"
+    );
+    drop(conn);
+    ok(&fx, &["reindex"]);
+    let runs = json_runs(&fx, &[]);
+    let codes: Vec<&str> = runs
+        .iter()
+        .map(|r| r["proposal_code"].as_str().unwrap_or("NULL"))
+        .collect();
+    assert_eq!(codes, ["p-3", "p-2", "p-1"], "{runs:?}");
+    assert_eq!(uids(&json_runs(&fx, &["--where", "proposal=p-3"])), ["r-3"]);
+}
+
+#[test]
+fn make_migrations_source_on_a_table_other_than_runs_is_a_model_error_with_its_line() {
+    let fx = Fixture::new();
+    config_repo(&fx);
+    edit_model(
+        &fx,
+        "  { name = \"formula\", type = \"TEXT\", nullable = true },\n",
+        "  { name = \"formula\", type = \"TEXT\", nullable = true, source = \"formula\" },\n",
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("beamtime.toml:16: table `samples`: column `formula` has `source`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn make_migrations_promoted_column_named_like_a_runs_index_column_is_a_model_error() {
+    let fx = Fixture::new();
+    config_repo(&fx);
+    edit_model(
+        &fx,
+        PLAN_NAME,
+        &format!("{PLAN_NAME}  {{ name = \"sample_name\", type = \"TEXT\", nullable = true }},\n"),
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("beamtime.toml:32: table `runs`: promoted column `sample_name`")
+            && err.contains("choose another name"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ingest_fills_researcher_from_every_key_reindex_knows() {
+    // One list of researcher keys: `pi` names the researcher in the beamtime and the index.
+    let fx = Fixture::new();
+    ingest(
+        &fx,
+        "r-1",
+        1_795_000_000.0,
+        serde_json::json!({"pi": "Ada"}),
+    );
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM runs WHERE researcher = 'Ada'"),
+        1
+    );
+}
