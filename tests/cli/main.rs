@@ -12,4 +12,5 @@ mod ingest;
 mod migrations;
 mod models;
 mod reindex;
+mod search;
 mod verify;
