@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use crate::diff::Op;
 use crate::diff::ops::{Guard, Rebuild};
-use crate::schema::{Column, Index, Table};
+use crate::schema::{Column, Index, Schema, Table};
 
 /// The header line of a migration that rebuilds or drops a table or drops a column: `migrate`
 /// backs the database up before applying it.
@@ -25,7 +25,7 @@ pub fn render(plan: &[Op]) -> String {
 /// A migration file: a header that lists the operations in words (`ops`, what `compare`
 /// found), says which tables are rebuilt and what the migration destroys, then the SQL of
 /// `plan`.
-pub fn render_migration(title: &str, ops: &[Op], plan: &[Op]) -> String {
+pub fn render_migration(title: &str, ops: &[Op], plan: &[Op], to: &Schema) -> String {
     let mut text = format!("-- {title}\n--\n");
     for op in ops {
         let _ = writeln!(text, "--   {op}");
@@ -41,7 +41,7 @@ pub fn render_migration(title: &str, ops: &[Op], plan: &[Op]) -> String {
         }
     }
     for op in ops {
-        if let Some(hazard) = op.hazard() {
+        if let Some(hazard) = op.hazard(to) {
             notes.push(format!("DESTRUCTIVE: {hazard}"));
         }
     }
@@ -79,7 +79,7 @@ fn render_op(op: &Op) -> String {
         Op::AddColumn { table, column } => format!(
             "ALTER TABLE {} ADD COLUMN {};\n",
             ident(table),
-            column_definition(column, false)
+            column_definition(column, false, false)
         ),
         Op::DropColumn { table, column } => format!(
             "ALTER TABLE {} DROP COLUMN {};\n",
@@ -208,7 +208,7 @@ pub fn create_table_named(table: &Table, name: &str) -> String {
     let mut lines: Vec<String> = table
         .columns
         .iter()
-        .map(|c| column_definition(c, single_pk))
+        .map(|c| column_definition(c, single_pk, table.is_rowid_alias(&c.name)))
         .collect();
     if !single_pk && !table.primary_key().is_empty() {
         let pk: Vec<String> = table.primary_key().iter().map(|c| ident(&c.name)).collect();
@@ -221,9 +221,10 @@ pub fn create_table_named(table: &Table, name: &str) -> String {
     )
 }
 
-pub fn column_definition(column: &Column, single_pk: bool) -> String {
+/// A column of `CREATE TABLE` (`single_pk`: the key is this one column, declared inline) or
+/// of `ADD COLUMN`.
+pub fn column_definition(column: &Column, single_pk: bool, rowid_alias: bool) -> String {
     let mut def = format!("{} {}", ident(&column.name), column.sql_type);
-    let rowid_alias = single_pk && column.primary_key > 0 && column.sql_type.as_sql() == "INTEGER";
     // `INTEGER PRIMARY KEY` is the rowid: NOT NULL would stop SQLite from assigning it.
     if !column.nullable && !rowid_alias {
         def.push_str(" NOT NULL");
@@ -474,7 +475,7 @@ mod op_tests {
             indexes: BTreeMap::new(),
         })];
         assert_eq!(
-            render_migration("V2__x", &ops, &ops),
+            render_migration("V2__x", &ops, &ops, &Schema::default()),
             format!(
                 "-- V2__x\n--\n--   drop table old\n--\n-- DESTRUCTIVE: drops table old and every row in it\n{BACKUP_MARKER}\n\nDROP TABLE \"old\";\n"
             )

@@ -137,7 +137,7 @@ fn one_kind(
         }
         return Ok(ExitStatus::CheckFailed);
     }
-    let hazards: Vec<String> = ops.iter().filter_map(Op::hazard).collect();
+    let hazards: Vec<String> = ops.iter().filter_map(|op| op.hazard(&declared)).collect();
     if !hazards.is_empty() && !args.allow_destructive {
         return Err(fail(
             ExitStatus::Usage,
@@ -174,6 +174,7 @@ fn one_kind(
         ),
         &ops,
         &plan,
+        &declared,
     );
     prove_round_trip(kind, &existing, &migration, &declared)?;
     let path = files::write(dir, kind, &migration)?;

@@ -96,9 +96,10 @@ impl Op {
         }
     }
 
-    /// What this op can destroy or make fail on a populated database, in words; `None` when it
-    /// keeps every value. Such ops need `--allow-destructive`.
-    pub fn hazard(&self) -> Option<String> {
+    /// What this op can destroy or make fail on a populated database at the schema `to` (the
+    /// declared one), in words; `None` when it keeps every value. Such ops need
+    /// `--allow-destructive`.
+    pub fn hazard(&self, to: &Schema) -> Option<String> {
         match self {
             Op::DropTable(t) => Some(format!("drops table {} and every row in it", t.name)),
             Op::DropColumn { table, column } => Some(format!(
@@ -108,7 +109,8 @@ impl Op {
             Op::AddColumn { table, column }
                 if !column.nullable
                     && column.non_null_default().is_none()
-                    && !is_rowid_alias(column) =>
+                    // SQLite numbers the rows of a new rowid alias itself.
+                    && !to.table(table).is_some_and(|t| t.is_rowid_alias(&column.name)) =>
             {
                 Some(format!(
                     "adds NOT NULL column {table}.{} without a default: migrating fails on a database whose {table} has rows",
@@ -134,10 +136,6 @@ impl Op {
             _ => None,
         }
     }
-}
-
-fn is_rowid_alias(column: &Column) -> bool {
-    column.primary_key > 0 && column.sql_type == SqlType::Integer
 }
 
 /// Whether storing a value of a column of type `from` in one of type `to` may change it.
@@ -332,6 +330,23 @@ impl fmt::Display for Op {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integer_key_column_is_a_hazard_unless_it_is_the_rowid_alias() {
+        let schema = |text: &str| crate::schema::declared::parse(text, "m.toml").unwrap();
+        let composite = schema(
+            "[tables.t]\ncolumns = [ { name = \"a\", type = \"TEXT\", primary_key = true }, { name = \"c\", type = \"INTEGER\", primary_key = true } ]\n",
+        );
+        let alone = schema(
+            "[tables.t]\ncolumns = [ { name = \"a\", type = \"TEXT\" }, { name = \"c\", type = \"INTEGER\", primary_key = true } ]\n",
+        );
+        let add = |to: &Schema| Op::AddColumn {
+            table: "t".into(),
+            column: to.table("t").unwrap().column("c").unwrap().clone(),
+        };
+        assert!(add(&composite).hazard(&composite).is_some());
+        assert_eq!(add(&alone).hazard(&alone), None);
+    }
 
     #[test]
     fn narrowing_follows_sqlite_affinity_conversions() {

@@ -323,7 +323,7 @@ fn migration(version: i32, from: &Schema, to: &Schema, ops: &[Op]) -> MigrationF
     MigrationFile {
         version,
         name: format!("m{version}"),
-        sql: crate::render::render_migration("m", ops, &plan),
+        sql: crate::render::render_migration("m", ops, &plan, to),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::schema::{Column, Schema, SqlType, Table};
+use crate::schema::{Schema, Table};
 
 use super::Op;
 use super::ops::{CopyColumn, Guard, Rebuild, apply_rename};
@@ -154,7 +154,7 @@ fn rebuild(from: &Table, to: &Table, reasons: Vec<String>) -> Rebuild {
         .iter()
         .filter_map(|c| {
             let old = from.column(&c.name)?;
-            let fill = old.nullable && !c.nullable && !is_rowid_alias(to, c);
+            let fill = old.nullable && !c.nullable && !to.is_rowid_alias(&c.name);
             Some(CopyColumn {
                 column: c.name.clone(),
                 null_default: c.non_null_default().filter(|_| fill).map(str::to_string),
@@ -175,7 +175,7 @@ fn rebuild(from: &Table, to: &Table, reasons: Vec<String>) -> Rebuild {
 fn guards(from: &Table, to: &Table) -> Vec<Guard> {
     let mut guards = Vec::new();
     for c in &to.columns {
-        if c.nullable || c.non_null_default().is_some() || is_rowid_alias(to, c) {
+        if c.nullable || c.non_null_default().is_some() || to.is_rowid_alias(&c.name) {
             continue;
         }
         let guard = match from.column(&c.name) {
@@ -192,11 +192,6 @@ fn guards(from: &Table, to: &Table) -> Vec<Guard> {
         guards.push(guard);
     }
     guards
-}
-
-/// `INTEGER PRIMARY KEY` alone is the rowid: SQLite fills a NULL in it with a new number.
-fn is_rowid_alias(table: &Table, column: &Column) -> bool {
-    column.primary_key > 0 && column.sql_type == SqlType::Integer && table.has_rowid_alias()
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ fn introspect_table(conn: &Connection, name: &str) -> rusqlite::Result<Table> {
         "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_xinfo(?1)
          WHERE hidden = 0 ORDER BY cid",
     )?;
-    let mut columns: Vec<Column> = stmt
+    let columns: Vec<Column> = stmt
         .query_map([name], |row| {
             let declared_type: String = row.get(1)?;
             Ok(Column {
@@ -58,14 +58,14 @@ fn introspect_table(conn: &Connection, name: &str) -> rusqlite::Result<Table> {
         columns: Vec::new(),
         indexes: BTreeMap::new(),
     };
-    let pk_count = columns.iter().filter(|c| c.primary_key > 0).count();
-    for column in &mut columns {
-        // A rowid alias can never be NULL, whatever its NOT NULL flag says.
-        if pk_count == 1 && column.primary_key > 0 && column.sql_type == SqlType::Integer {
+    table.columns = columns;
+    // A rowid alias can never be NULL, whatever its NOT NULL flag says.
+    let alias = table.rowid_alias().map(|c| c.name.clone());
+    for column in &mut table.columns {
+        if alias.as_ref() == Some(&column.name) {
             column.nullable = false;
         }
     }
-    table.columns = columns;
     attach_references(conn, &mut table)?;
     table.indexes = introspect_indexes(conn, name)?;
     Ok(table)

@@ -177,7 +177,23 @@ impl Table {
     /// Whether the primary key is SQLite's rowid alias (`x INTEGER PRIMARY KEY`), which can
     /// never hold NULL and is assigned automatically.
     pub fn has_rowid_alias(&self) -> bool {
-        matches!(self.primary_key().as_slice(), [c] if c.sql_type == SqlType::Integer)
+        self.rowid_alias().is_some()
+    }
+
+    /// The column that is SQLite's rowid alias: the primary key when it is one column of type
+    /// INTEGER. A key of several columns is no alias, INTEGER or not: each of its columns is
+    /// NOT NULL and gets no value by itself. The one home of this rule (render, introspect,
+    /// compare's hazards and the rebuild's guards ask here).
+    pub fn rowid_alias(&self) -> Option<&Column> {
+        match self.primary_key().as_slice() {
+            [c] if c.sql_type == SqlType::Integer => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Whether `column` (by name) is this table's rowid alias.
+    pub fn is_rowid_alias(&self, column: &str) -> bool {
+        self.rowid_alias().is_some_and(|c| c.name == column)
     }
 }
 

@@ -232,3 +232,51 @@ fn ingest_fills_researcher_from_every_key_reindex_knows() {
         1
     );
 }
+
+#[test]
+fn make_migrations_integer_column_added_to_a_composite_primary_key_needs_allow_destructive() {
+    // `c INTEGER` in a composite key is no rowid alias: it is NOT NULL with no value for the
+    // rows a populated database has, so the migration would fail there.
+    let fx = Fixture::new();
+    config_repo(&fx);
+    let path = fx.path().join("models/beamtime.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("{text}\n[tables.pairs]\ncolumns = [\n  {{ name = \"a\", type = \"TEXT\", primary_key = true }},\n  {{ name = \"b\", type = \"TEXT\", primary_key = true }},\n]\n"),
+    )
+    .unwrap();
+    ok(&fx, &["make-migrations", "--name", "pairs"]);
+    edit_model(
+        &fx,
+        "  { name = \"b\", type = \"TEXT\", primary_key = true },\n",
+        "  { name = \"b\", type = \"TEXT\", primary_key = true },\n  { name = \"c\", type = \"INTEGER\", primary_key = true },\n",
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--name", "c"]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("adds NOT NULL column pairs.c without a default")
+            && err.contains("--allow-destructive"),
+        "{err}"
+    );
+    assert!(!fx.path().join("m/beamtime/V3__c.sql").exists());
+    // A lone INTEGER primary key is the rowid alias: SQLite numbers the rows, nothing is lost.
+    let fx = Fixture::new();
+    config_repo(&fx);
+    let path = fx.path().join("models/beamtime.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "{text}\n[tables.tags]\ncolumns = [\n  {{ name = \"label\", type = \"TEXT\" }},\n]\n"
+        ),
+    )
+    .unwrap();
+    ok(&fx, &["make-migrations", "--name", "tags"]);
+    edit_model(
+        &fx,
+        "  { name = \"label\", type = \"TEXT\" },\n",
+        "  { name = \"id\", type = \"INTEGER\", primary_key = true },\n  { name = \"label\", type = \"TEXT\" },\n",
+    );
+    ok(&fx, &["make-migrations", "--name", "id"]);
+}
