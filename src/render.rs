@@ -73,6 +73,16 @@ fn render_op(op: &Op) -> String {
     match op {
         Op::CreateTable(table) => create_table(table),
         Op::DropTable(table) => format!("DROP TABLE {};\n", ident(&table.name)),
+        // SQLite refuses a rename onto a name that differs only in case ("there is already
+        // another table"): it goes through a temporary name.
+        Op::RenameTable { from, to } if from.eq_ignore_ascii_case(to) => {
+            let temporary = ident(&format!("{to}__beamdb_case"));
+            format!(
+                "ALTER TABLE {} RENAME TO {temporary};\nALTER TABLE {temporary} RENAME TO {};\n",
+                ident(from),
+                ident(to)
+            )
+        }
         Op::RenameTable { from, to } => {
             format!("ALTER TABLE {} RENAME TO {};\n", ident(from), ident(to))
         }

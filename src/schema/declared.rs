@@ -299,11 +299,31 @@ fn parse_full(text: &str, file: &str) -> Result<(Schema, Renames, Places), TomlE
 
     let mut schema = Schema::default();
     let mut renames = Renames::default();
-    let mut index_names = BTreeSet::new();
+    // SQLite names are case-insensitive: `Users` and `users` are one table.
+    let mut index_names: BTreeMap<String, String> = BTreeMap::new();
+    let mut table_names: BTreeMap<String, (String, std::ops::Range<usize>)> = BTreeMap::new();
     for (table_name, table_decl) in &decl.tables {
         let span = table_decl.span();
         let table_decl = table_decl.get_ref();
         check_identifier(table_name).map_err(|m| err(span.clone(), table_name, m))?;
+        if let Some((other, other_span)) = table_names.insert(
+            table_name.to_lowercase(),
+            (table_name.clone(), span.clone()),
+        ) {
+            // Named at the later of the two declarations: the one just added, most likely.
+            let (name, at, first) = if other_span.start > span.start {
+                (other.as_str(), other_span, table_name.as_str())
+            } else {
+                (table_name.as_str(), span, other.as_str())
+            };
+            return Err(err(
+                at,
+                name,
+                format!(
+                    "SQLite names are case-insensitive, and table `{first}` is declared too; rename one of them"
+                ),
+            ));
+        }
         if table_decl.columns.is_empty() {
             return Err(err(span, table_name, "declares no columns".into()));
         }
@@ -344,11 +364,18 @@ fn parse_full(text: &str, file: &str) -> Result<(Schema, Renames, Places), TomlE
             let span = index_decl.span();
             let index = build_index(index_decl.get_ref(), &table)
                 .map_err(|m| err(span.clone(), table_name, m))?;
-            if !index_names.insert(index.name.clone()) {
-                let msg = format!(
-                    "index name `{}` is used twice (index names are database-wide)",
-                    index.name
-                );
+            if let Some(other) = index_names.insert(index.name.to_lowercase(), index.name.clone()) {
+                let msg = if other == index.name {
+                    format!(
+                        "index name `{}` is used twice (index names are database-wide)",
+                        index.name
+                    )
+                } else {
+                    format!(
+                        "index name `{}` is used twice (index names are database-wide and case-insensitive: `{other}`)",
+                        index.name
+                    )
+                };
                 return Err(err(span, table_name, msg));
             }
             table.indexes.insert(index.name.clone(), index);
@@ -400,8 +427,19 @@ fn check_renamed_from(old: &str, name: &str, old_declared: bool, what: &str) -> 
 
 fn build_column(decl: &ColumnDecl, pk_position: &mut u32, table: &Table) -> Result<Column, String> {
     check_identifier(&decl.name).map_err(|m| format!("column {m}"))?;
-    if table.column(&decl.name).is_some() {
-        return Err(format!("column `{}` is declared twice", decl.name));
+    if let Some(other) = table
+        .columns
+        .iter()
+        .find(|c| c.name.eq_ignore_ascii_case(&decl.name))
+    {
+        return Err(if other.name == decl.name {
+            format!("column `{}` is declared twice", decl.name)
+        } else {
+            format!(
+                "column `{}` is declared twice (SQLite names are case-insensitive: `{}`)",
+                decl.name, other.name
+            )
+        });
     }
     let sql_type = SqlType::parse(&decl.sql_type).ok_or_else(|| {
         let known: Vec<_> = SqlType::ALL.iter().map(|t| t.as_sql()).collect();

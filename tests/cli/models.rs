@@ -280,3 +280,89 @@ fn make_migrations_integer_column_added_to_a_composite_primary_key_needs_allow_d
     );
     ok(&fx, &["make-migrations", "--name", "id"]);
 }
+
+fn append_model(fx: &Fixture, text: &str) {
+    let path = fx.path().join("models/beamtime.toml");
+    let model = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{model}\n{text}")).unwrap();
+}
+
+#[test]
+fn make_migrations_case_only_table_rename_keeps_the_rows() {
+    let fx = Fixture::new();
+    config_repo(&fx);
+    append_model(
+        &fx,
+        "[tables.Users]\ncolumns = [\n  { name = \"Name\", type = \"TEXT\" },\n]\nindexes = [ { name = \"Users_name\", columns = [\"Name\"], unique = true } ]\n",
+    );
+    ok(&fx, &["make-migrations", "--name", "users"]);
+    ok(&fx, &["initdb", "--beamtime", "bt-1"]);
+    fx.open(&fx.beamtime_db("bt-1"))
+        .execute_batch("INSERT INTO \"Users\" VALUES ('ada'), ('grace');")
+        .unwrap();
+    let path = fx.path().join("models/beamtime.toml");
+    let model = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        model
+            .replace(
+                "[tables.Users]\n",
+                "[tables.users]\nrenamed_from = \"Users\"\n",
+            )
+            .replace(
+                "name = \"Name\"",
+                "name = \"name\", renamed_from = \"Name\"",
+            )
+            .replace(
+                "\"Users_name\", columns = [\"Name\"]",
+                "\"users_name\", columns = [\"name\"]",
+            ),
+    )
+    .unwrap();
+    ok(&fx, &["make-migrations", "--name", "lower_case"]);
+    assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
+    ok(&fx, &["migrate"]);
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sqlite_schema WHERE name IN ('users', 'users_name')"
+        ),
+        2
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM users WHERE name IN ('ada', 'grace')"
+        ),
+        2
+    );
+}
+
+#[test]
+fn make_migrations_names_differing_only_in_case_are_a_model_error_with_file_and_line() {
+    for (extra, what) in [
+        (
+            "[tables.Samples]\ncolumns = [ { name = \"x\", type = \"TEXT\" } ]\n",
+            "table `Samples`: SQLite names are case-insensitive, and table `samples` is declared too",
+        ),
+        (
+            "[tables.t]\ncolumns = [\n  { name = \"a\", type = \"TEXT\" },\n  { name = \"A\", type = \"TEXT\" },\n]\n",
+            "table `t`: column `A` is declared twice (SQLite names are case-insensitive: `a`)",
+        ),
+        (
+            "[tables.t]\ncolumns = [ { name = \"a\", type = \"TEXT\" } ]\nindexes = [\n  { name = \"t_a\", columns = [\"a\"] },\n  { name = \"T_A\", columns = [\"a\"] },\n]\n",
+            "table `t`: index name `T_A` is used twice (index names are database-wide and case-insensitive: `t_a`)",
+        ),
+    ] {
+        let fx = Fixture::new();
+        config_repo(&fx);
+        append_model(&fx, extra);
+        let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(
+            err.contains("beamtime.toml:") && err.contains(what),
+            "{err}"
+        );
+    }
+}
