@@ -308,7 +308,7 @@ impl IndexDb {
             path: path.to_path_buf(),
             source,
         };
-        let extra_columns = extra_run_columns(&conn).map_err(open_err)?;
+        let (extra_columns, numeric_columns) = extra_run_columns(&conn).map_err(open_err)?;
         if access == Access::ReadWrite {
             // Not part of the models: derived data, created where it is missing.
             conn.execute_batch(&format!(
@@ -324,7 +324,6 @@ impl IndexDb {
             )
             .map_err(open_err)?
             > 0;
-        let numeric_columns = numeric_run_columns(&conn, &extra_columns).map_err(open_err)?;
         Ok(IndexDb {
             conn,
             extra_columns,
@@ -736,37 +735,103 @@ fn upsert_researcher(conn: &Connection, r: &Researcher) -> rusqlite::Result<i64>
     )
 }
 
-fn numeric_run_columns(conn: &Connection, extra: &[String]) -> rusqlite::Result<Vec<String>> {
+/// The promoted columns of `runs_index` (beyond the built-in ones), in table order, and
+/// those of them with numeric affinity.
+fn extra_run_columns(conn: &Connection) -> rusqlite::Result<(Vec<String>, Vec<String>)> {
     use crate::schema::SqlType;
     let schema = introspect::introspect(conn)?;
-    Ok(schema
+    let extra: Vec<&crate::schema::Column> = schema
         .table("runs_index")
         .map(|t| {
             t.columns
                 .iter()
-                .filter(|c| extra.contains(&c.name))
-                .filter(|c| {
-                    matches!(
-                        c.sql_type,
-                        SqlType::Integer | SqlType::Real | SqlType::Numeric
-                    )
-                })
-                .map(|c| c.name.clone())
+                .filter(|c| !core_run_columns().contains(&c.name))
                 .collect()
         })
-        .unwrap_or_default())
+        .unwrap_or_default();
+    let numeric = extra
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.sql_type,
+                SqlType::Integer | SqlType::Real | SqlType::Numeric
+            )
+        })
+        .map(|c| c.name.clone())
+        .collect();
+    Ok((extra.iter().map(|c| c.name.clone()).collect(), numeric))
 }
 
-fn extra_run_columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let schema = introspect::introspect(conn)?;
-    Ok(schema
-        .table("runs_index")
-        .map(|t| {
-            t.columns
-                .iter()
-                .map(|c| c.name.clone())
-                .filter(|c| !core_run_columns().contains(c))
-                .collect()
-        })
-        .unwrap_or_default())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_core_column_has_a_value() {
+        let run = IndexedRun {
+            uid: "u".into(),
+            sample_name: Some("s".into()),
+            plan_name: Some("p".into()),
+            scan_id: Some(1),
+            time_start: Some(1.0),
+            time_stop: Some(2.0),
+            exit_status: Some("success".into()),
+            num_events: Some(3),
+            researcher: Some("r".into()),
+            extra: BTreeMap::new(),
+            metadata: Some("{}".into()),
+        };
+        assert!(core_run_columns().len() >= 11);
+        for column in core_run_columns() {
+            assert_ne!(
+                core_value(column, &run, "bt", Some(7)),
+                rusqlite::types::Value::Null,
+                "reindex does not fill built-in column runs_index.{column}"
+            );
+        }
+    }
+
+    #[test]
+    fn conditions_parse_numbers_text_patterns_and_dotted_keys() {
+        let c = Condition::parse("temperature >= 300").unwrap();
+        assert_eq!(
+            (c.key, c.op, c.value),
+            (
+                vec!["temperature".to_string()],
+                CompareOp::Ge,
+                ConditionValue::Number(300.0)
+            )
+        );
+        let c = Condition::parse("sample.name=P3HT*").unwrap();
+        assert_eq!(c.key, ["sample", "name"]);
+        assert_eq!(c.value, ConditionValue::Glob("P3HT*".into()));
+        assert_eq!(c.sql_op(), "GLOB");
+        assert_eq!(
+            Condition::parse("code='007'").unwrap().value,
+            ConditionValue::Text("007".into())
+        );
+        assert_eq!(Condition::parse("a!=b").unwrap().op, CompareOp::Ne);
+        assert_eq!(
+            Condition::parse("ok==true").unwrap().value,
+            ConditionValue::Number(1.0)
+        );
+        for bad in ["x", "=1", "x=", "x=>1", "x<a*", "a..b=1", "a b=1"] {
+            assert!(Condition::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fts_query_quotes_every_word_and_keeps_prefixes() {
+        assert_eq!(fts_query("P3HT anneal"), "\"P3HT\" \"anneal\"");
+        assert_eq!(fts_query("anne* p-1 a\"b"), "\"anne\"* \"p-1\" \"a\"\"b\"");
+        assert_eq!(fts_query("*"), "\"*\"");
+    }
+
+    #[test]
+    fn searchable_text_has_values_not_keys() {
+        let text = searchable_text(
+            r#"{"sample": {"name": "P3HT"}, "t": 300, "tags": ["a", "b"], "ok": true}"#,
+        );
+        assert_eq!(text, "P3HT 300 a b ");
+    }
 }
