@@ -261,8 +261,13 @@ pub fn column_definition(column: &Column, single_pk: bool, rowid_alias: bool) ->
 
 pub fn create_index(table: &str, index: &Index) -> String {
     let columns: Vec<String> = index.columns.iter().map(|c| ident(c)).collect();
+    let predicate = index
+        .predicate
+        .as_ref()
+        .map(|p| format!(" WHERE {p}"))
+        .unwrap_or_default();
     format!(
-        "CREATE {}INDEX {} ON {} ({});\n",
+        "CREATE {}INDEX {} ON {} ({}){predicate};\n",
         if index.unique { "UNIQUE " } else { "" },
         ident(&index.name),
         ident(table),
@@ -336,6 +341,7 @@ mod tests {
             name: "t_ab".into(),
             columns: vec!["a".into(), "b".into()],
             unique: true,
+            predicate: None,
         };
         assert_eq!(
             create_index("t", &index),
@@ -395,6 +401,7 @@ mod op_tests {
                     name: "b_y".into(),
                     columns: vec!["y".into()],
                     unique: false,
+                    predicate: None,
                 },
             },
         ];
@@ -430,6 +437,7 @@ mod op_tests {
                 name: "t_b".into(),
                 columns: vec!["b".into()],
                 unique: false,
+                predicate: None,
             },
         );
         let op = Op::RebuildTable(Rebuild {

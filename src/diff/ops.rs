@@ -279,11 +279,16 @@ fn column_changes(from: &Column, to: &Column) -> Vec<String> {
 
 fn describe_index(index: &Index, table: &str) -> String {
     format!(
-        "{}index {} on {} ({})",
+        "{}index {} on {} ({}){}",
         if index.unique { "unique " } else { "" },
         index.name,
         table,
-        index.columns.join(", ")
+        index.columns.join(", "),
+        index
+            .predicate
+            .as_ref()
+            .map(|p| format!(" where {p}"))
+            .unwrap_or_default()
     )
 }
 

@@ -115,6 +115,9 @@ fn schema(genes: &[u8]) -> Schema {
             let first = g.pick(COLUMNS);
             let second = g.pick(COLUMNS + 1);
             let unique = g.pick(2) == 1;
+            // Partial indexes: SQLite stores the WHERE text as written, and so must the
+            // round trip.
+            let partial = g.pick(3) == 2;
             let mut cols: Vec<String> = [first, second]
                 .iter()
                 .map(|c| format!("c{c}"))
@@ -122,10 +125,12 @@ fn schema(genes: &[u8]) -> Schema {
                 .collect();
             cols.dedup();
             if !cols.is_empty() {
+                let predicate = partial.then(|| format!("\"{}\" IS NOT NULL", cols[0]));
                 let index = Index {
                     name: format!("{name}_i{i}"),
                     columns: cols,
                     unique,
+                    predicate,
                 };
                 table.indexes.insert(index.name.clone(), index);
             }

@@ -182,6 +182,7 @@ fn carry_promoted(schema: &mut Schema, promoted: &[Promoted]) {
                     name,
                     columns: vec![p.column.clone()],
                     unique: false,
+                    predicate: None,
                 },
             );
         }
@@ -276,6 +277,9 @@ struct IndexDecl {
     columns: Vec<String>,
     #[serde(default)]
     unique: bool,
+    /// A partial index: only rows for which this SQL expression is true.
+    #[serde(rename = "where")]
+    predicate: Option<String>,
 }
 
 /// Parses and validates a model file's text; `file` names it in errors.
@@ -532,10 +536,19 @@ fn build_index(decl: &IndexDecl, table: &Table) -> Result<Index, String> {
             ));
         }
     }
+    if let Some(predicate) = &decl.predicate
+        && predicate.trim().is_empty()
+    {
+        return Err(format!(
+            "index `{}` has an empty `where`; write an SQL expression (\"status IS NOT NULL\") or remove the key",
+            decl.name
+        ));
+    }
     Ok(Index {
         name: decl.name.clone(),
         columns: decl.columns.clone(),
         unique: decl.unique,
+        predicate: decl.predicate.as_ref().map(|p| p.trim().to_string()),
     })
 }
 
@@ -566,7 +579,12 @@ fn check_references(schema: &Schema) -> Result<(), (String, String, String)> {
                 || parent
                     .indexes
                     .values()
-                    .any(|i| i.unique && i.columns == [parent_column.name.clone()]);
+                    // SQLite wants a full unique index: a partial one is no parent key.
+                    .any(|i| {
+                        i.unique
+                            && i.predicate.is_none()
+                            && i.columns == [parent_column.name.clone()]
+                    });
             if !is_key {
                 return fail(format!(
                     "column `{}` references `{}.{}`, which is neither the primary key nor unique",

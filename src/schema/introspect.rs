@@ -109,14 +109,18 @@ fn parent_primary_key(conn: &Connection, parent: &str) -> rusqlite::Result<Optio
 
 fn introspect_indexes(conn: &Connection, table: &str) -> rusqlite::Result<BTreeMap<String, Index>> {
     let mut list = conn.prepare(
-        "SELECT name, \"unique\" FROM pragma_index_list(?1) WHERE origin <> 'pk' ORDER BY name",
+        "SELECT l.name, l.\"unique\", CASE WHEN l.partial THEN s.sql END
+         FROM pragma_index_list(?1) l LEFT JOIN sqlite_schema s ON s.type = 'index' AND s.name = l.name
+         WHERE l.origin <> 'pk' ORDER BY l.name",
     )?;
-    let entries: Vec<(String, bool)> = list
-        .query_map([table], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? != 0)))?
+    let entries: Vec<(String, bool, Option<String>)> = list
+        .query_map([table], |row| {
+            Ok((row.get(0)?, row.get::<_, i64>(1)? != 0, row.get(2)?))
+        })?
         .collect::<Result<_, _>>()?;
     let mut info = conn.prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?;
     let mut indexes = BTreeMap::new();
-    for (name, unique) in entries {
+    for (name, unique, sql) in entries {
         let columns = info
             .query_map([&name], |row| row.get::<_, Option<String>>(0))?
             .map(|c| c.map(|c| c.unwrap_or_else(|| "<expression>".to_string())))
@@ -127,10 +131,40 @@ fn introspect_indexes(conn: &Connection, table: &str) -> rusqlite::Result<BTreeM
                 name,
                 columns,
                 unique,
+                predicate: sql.as_deref().and_then(index_predicate),
             },
         );
     }
     Ok(indexes)
+}
+
+/// The `WHERE` expression of a `CREATE INDEX` statement: the text after the parenthesised
+/// column list, verbatim (SQLite stores the statement as it was written).
+pub fn index_predicate(sql: &str) -> Option<String> {
+    let open = sql.find('(')?;
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    for (i, c) in sql.char_indices().skip_while(|(i, _)| *i < open) {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"' | '`') => quote = Some(c),
+            (None, '[') => quote = Some(']'),
+            (None, '(') => depth += 1,
+            (None, ')') => {
+                depth -= 1;
+                if depth == 0 {
+                    let rest = sql[i + 1..].trim_start();
+                    let keyword = rest.get(..5)?;
+                    return keyword
+                        .eq_ignore_ascii_case("WHERE")
+                        .then(|| rest[5..].trim().to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// SQLite's type-affinity rules (section 3.1 of "Datatypes In SQLite"): what a declared type
@@ -191,5 +225,25 @@ mod tests {
         assert_eq!(affinity(""), SqlType::Blob);
         assert_eq!(affinity("DOUBLE PRECISION"), SqlType::Real);
         assert_eq!(affinity("DECIMAL(10,5)"), SqlType::Numeric);
+    }
+}
+
+#[cfg(test)]
+mod predicate_tests {
+    use super::index_predicate;
+
+    #[test]
+    fn index_predicate_is_the_text_after_the_column_list() {
+        assert_eq!(
+            index_predicate(
+                "CREATE INDEX \"i\" ON \"t\" (\"a\", lower(\"b\")) WHERE a > ')' AND \"(\" IS NULL"
+            ),
+            Some("a > ')' AND \"(\" IS NULL".to_string())
+        );
+        assert_eq!(index_predicate("CREATE INDEX i ON t (a)"), None);
+        assert_eq!(
+            index_predicate("CREATE INDEX i ON t(a)where b"),
+            Some("b".to_string())
+        );
     }
 }

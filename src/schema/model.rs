@@ -64,6 +64,8 @@ pub struct Index {
     pub name: String,
     pub columns: Vec<String>,
     pub unique: bool,
+    /// A partial index's `WHERE` expression, verbatim (SQLite keeps the text as written).
+    pub predicate: Option<String>,
 }
 
 /// The column types a model may declare: SQLite's five type affinities.

@@ -366,3 +366,60 @@ fn make_migrations_names_differing_only_in_case_are_a_model_error_with_file_and_
         );
     }
 }
+
+#[test]
+fn make_migrations_partial_index_round_trips_and_changes_in_place() {
+    let fx = Fixture::new();
+    config_repo(&fx);
+    edit_model(
+        &fx,
+        "  { name = \"runs_plan_name\", columns = [\"plan_name\"], unique = false },\n",
+        "  { name = \"runs_plan_name\", columns = [\"plan_name\"], unique = false },\n  { name = \"runs_failed\", columns = [\"time_start\"], where = \"exit_status <> 'success'\" },\n",
+    );
+    let (code, out, _) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 3);
+    assert!(
+        out.contains(
+            "create index runs_failed on runs (time_start) where exit_status <> 'success'"
+        ),
+        "{out}"
+    );
+    ok(&fx, &["make-migrations", "--name", "failed"]);
+    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V2__failed.sql")).unwrap();
+    assert!(
+        sql.contains("CREATE INDEX \"runs_failed\" ON \"runs\" (\"time_start\") WHERE exit_status <> 'success';"),
+        "{sql}"
+    );
+    assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
+    ingest(&fx, "r-1", 1_795_000_000.0, serde_json::json!({}));
+    let db = fx.beamtime_db("bt-1");
+    let (code, out, err) = run(&mut fx.beamdb(&[
+        "make-migrations",
+        "--check",
+        "--database",
+        db.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        code, 0,
+        "the live database has the partial index: {out}{err}"
+    );
+    // A changed predicate is a drop and a create, in place.
+    edit_model(
+        &fx,
+        "where = \"exit_status <> 'success'\"",
+        "where = \"exit_status IS NULL\"",
+    );
+    ok(&fx, &["make-migrations", "--name", "incomplete"]);
+    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V3__incomplete.sql")).unwrap();
+    assert!(!sql.contains("rebuilt"), "{sql}");
+    ok(&fx, &["migrate"]);
+    let conn = fx.open(&db);
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 1);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'runs_failed' AND sql LIKE '%WHERE exit_status IS NULL'"
+        ),
+        1
+    );
+}
