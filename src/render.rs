@@ -104,7 +104,9 @@ fn render_op(op: &Op) -> String {
         ),
         // SQLite has no ALTER COLUMN; `diff::plan` folds this into a rebuild, and the round
         // trip make-migrations runs before writing would catch a plan that did not.
-        Op::AlterColumn { .. } => format!("-- not rendered ({op}): needs a table rebuild\n"),
+        Op::AlterColumn { .. } | Op::AlterTable { .. } => {
+            format!("-- not rendered ({op}): needs a table rebuild\n")
+        }
         Op::CreateIndex { table, index } => create_index(table, index),
         Op::DropIndex { index, .. } => format!("DROP INDEX {};\n", ident(&index.name)),
         Op::Guard(guard) => render_guard(guard),
@@ -132,8 +134,18 @@ fn render_rebuild(r: &Rebuild) -> String {
     let new = ident(&rebuild_name(&r.to.name));
     let mut sql = create_table_named(&r.to, &rebuild_name(&r.to.name));
     let (into, select): (Vec<String>, Vec<String>) = if r.copy.is_empty() {
-        // No column survives, but the rows do (as their defaults).
-        (vec!["rowid".into()], vec!["rowid".into()])
+        // No column survives, but the rows do (as their defaults): one value per row is
+        // needed, the rowid where both tables have one, else the first column's default.
+        if r.from.options.without_rowid || r.to.options.without_rowid {
+            let first = r.to.columns.first();
+            let name = first.map_or(String::new(), |c| ident(&c.name));
+            let value = first
+                .and_then(|c| c.default.clone())
+                .map_or("NULL".to_string(), |d| format!("({d})"));
+            (vec![name], vec![value])
+        } else {
+            (vec!["rowid".into()], vec!["rowid".into()])
+        }
     } else {
         r.copy
             .iter()
@@ -188,6 +200,23 @@ fn render_guard(guard: &Guard) -> String {
                 ),
             ],
         ),
+        Guard::StrictType {
+            table,
+            column,
+            sql_type,
+        } => (
+            table,
+            format!("WHERE NOT ({})", strict_fits(&ident(column), *sql_type)),
+            [
+                format!("table {table}, column {column}: "),
+                format!(
+                    " row(s) hold a value that is not {sql_type}, and this migration makes the table STRICT. Find them (SELECT rowid, {c} FROM {t} WHERE typeof({c}) <> '{ty}'), fix or clear them, or leave {table} without `strict = true` in the models and write the migration again",
+                    c = ident(column),
+                    t = ident(table),
+                    ty = sql_type.as_sql().to_ascii_lowercase()
+                ),
+            ],
+        ),
     };
     let mut select = format!("SELECT count(*) AS n FROM {}", ident(table));
     if !count.is_empty() {
@@ -201,6 +230,27 @@ fn render_guard(guard: &Guard) -> String {
         string(&message[0]),
         string(&message[1]),
     )
+}
+
+/// Whether the value of `column` goes into a STRICT column of `sql_type`: SQLite first applies
+/// the column's affinity (text '7' becomes 7) and refuses what then still has another type.
+/// On the safe side: a value this calls unfit stops the migration with a count; one it lets
+/// through that SQLite refuses fails the migration's copy, which rolls everything back.
+fn strict_fits(column: &str, sql_type: crate::schema::SqlType) -> String {
+    use crate::schema::SqlType;
+    let integral_text = format!("CAST(CAST({column} AS INTEGER) AS TEXT) = {column}");
+    match sql_type {
+        SqlType::Integer => format!(
+            "{column} IS NULL OR typeof({column}) = 'integer' OR (typeof({column}) = 'real' AND {column} = CAST({column} AS INTEGER)) OR (typeof({column}) = 'text' AND {integral_text})"
+        ),
+        SqlType::Real => format!(
+            "{column} IS NULL OR typeof({column}) IN ('integer', 'real') OR (typeof({column}) = 'text' AND (CAST(CAST({column} AS REAL) AS TEXT) = {column} OR {integral_text}))"
+        ),
+        SqlType::Text => format!("{column} IS NULL OR typeof({column}) <> 'blob'"),
+        SqlType::Blob => format!("{column} IS NULL OR typeof({column}) = 'blob'"),
+        // Refused in STRICT models; never guarded.
+        SqlType::Numeric => "1".to_string(),
+    }
 }
 
 /// Identifiers are always quoted, so that a column called `order` or `index` works.
@@ -224,8 +274,12 @@ pub fn create_table_named(table: &Table, name: &str) -> String {
         let pk: Vec<String> = table.primary_key().iter().map(|c| ident(&c.name)).collect();
         lines.push(format!("PRIMARY KEY ({})", pk.join(", ")));
     }
+    let options = match table.options.as_sql() {
+        s if s.is_empty() => s,
+        s => format!(" {s}"),
+    };
     format!(
-        "CREATE TABLE {} (\n    {}\n);\n",
+        "CREATE TABLE {} (\n    {}\n){options};\n",
         ident(name),
         lines.join(",\n    ")
     )
@@ -309,6 +363,7 @@ mod tests {
             name: "t".into(),
             columns: vec![id, parent, n],
             indexes: BTreeMap::new(),
+            options: Default::default(),
         };
         assert_eq!(
             create_table(&table),
@@ -328,6 +383,7 @@ mod tests {
             name: "t".into(),
             columns: vec![a, b],
             indexes: BTreeMap::new(),
+            options: Default::default(),
         };
         assert_eq!(
             create_table(&table),
@@ -425,11 +481,13 @@ mod op_tests {
             name: "t".into(),
             columns: vec![id.clone(), col("a", SqlType::Text, true)],
             indexes: BTreeMap::new(),
+            options: Default::default(),
         };
         let mut to = Table {
             name: "t".into(),
             columns: vec![id, to_a, col("b", SqlType::Real, true)],
             indexes: BTreeMap::new(),
+            options: Default::default(),
         };
         to.indexes.insert(
             "t_b".into(),
@@ -491,6 +549,7 @@ mod op_tests {
             name: "old".into(),
             columns: vec![col("x", SqlType::Blob, true)],
             indexes: BTreeMap::new(),
+            options: Default::default(),
         })];
         assert_eq!(
             render_migration("V2__x", &ops, &ops, &Schema::default()),

@@ -237,6 +237,13 @@ pub fn compare(from: &Schema, to: &Schema, renames: &Renames) -> Result<Vec<Op>,
     }
     for (live, want) in &kept {
         let table = &want.name;
+        if live.options != want.options {
+            ops.push(Op::AlterTable {
+                table: table.clone(),
+                from: live.options,
+                to: want.options,
+            });
+        }
         // Adds before drops: SQLite refuses to drop a table's last column.
         for column in &want.columns {
             if live.column(&column.name).is_none() {

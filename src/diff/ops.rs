@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::schema::{Column, Index, Schema, SqlType, Table};
+use crate::schema::{Column, Index, Schema, SqlType, Table, TableOptions};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -26,6 +26,12 @@ pub enum Op {
         table: String,
         from: String,
         to: String,
+    },
+    /// `STRICT` or `WITHOUT ROWID` changed: always a rebuild.
+    AlterTable {
+        table: String,
+        from: TableOptions,
+        to: TableOptions,
     },
     /// Type, nullability, default, primary key or foreign key changed. SQLite cannot do any of
     /// these in place, so `rebuild::plan` always folds it into a [`Op::RebuildTable`].
@@ -56,6 +62,13 @@ pub enum Guard {
     NoNulls { table: String, column: String },
     /// `table.column` is new, NOT NULL and has no default: the table must be empty.
     EmptyTable { table: String, column: String },
+    /// `table` becomes STRICT (or `column` changes type in a STRICT table): every value of
+    /// `column` must already be of a type it takes.
+    StrictType {
+        table: String,
+        column: String,
+        sql_type: SqlType,
+    },
 }
 
 /// Everything the rebuild of one table needs: the table as it is (after renames), the table as
@@ -89,9 +102,14 @@ impl Op {
             | Op::DropColumn { table, .. }
             | Op::RenameColumn { table, .. }
             | Op::AlterColumn { table, .. }
+            | Op::AlterTable { table, .. }
             | Op::CreateIndex { table, .. }
             | Op::DropIndex { table, .. } => table,
-            Op::Guard(Guard::NoNulls { table, .. } | Guard::EmptyTable { table, .. }) => table,
+            Op::Guard(
+                Guard::NoNulls { table, .. }
+                | Guard::EmptyTable { table, .. }
+                | Guard::StrictType { table, .. },
+            ) => table,
             Op::RebuildTable(r) => &r.to.name,
         }
     }
@@ -133,6 +151,9 @@ impl Op {
                 }
                 (!what.is_empty()).then(|| what.join("; "))
             }
+            Op::AlterTable { table, from, to } if to.strict && !from.strict => Some(format!(
+                "makes table {table} STRICT: migrating fails on a database holding a value of another type than its column's"
+            )),
             _ => None,
         }
     }
@@ -321,6 +342,18 @@ impl fmt::Display for Op {
                 write!(f, "create {}", describe_index(index, table))
             }
             Op::DropIndex { table, index } => write!(f, "drop {}", describe_index(index, table)),
+            Op::AlterTable { table, from, to } => {
+                let show = |o: &TableOptions| match o.as_sql() {
+                    s if s.is_empty() => "no options".to_string(),
+                    s => s,
+                };
+                write!(f, "alter table {table}: {} (was {})", show(to), show(from))
+            }
+            Op::Guard(Guard::StrictType {
+                table,
+                column,
+                sql_type,
+            }) => write!(f, "check that every {table}.{column} value is {sql_type}"),
             Op::Guard(Guard::NoNulls { table, column }) => {
                 write!(f, "check that {table}.{column} holds no NULL")
             }

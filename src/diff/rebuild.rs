@@ -66,6 +66,11 @@ pub fn rebuild_reason(op: &Op, from: &Schema) -> Option<String> {
         }
         // SQLite has no ALTER COLUMN.
         Op::AlterColumn { to, .. } => Some(format!("change column {}", to.name)),
+        // Table options are part of CREATE TABLE and nothing else.
+        Op::AlterTable { to, .. } => Some(match to.as_sql() {
+            s if s.is_empty() => "drop the table options".to_string(),
+            s => format!("set the table options to {s}"),
+        }),
         _ => None,
     }
 }
@@ -131,6 +136,7 @@ pub fn plan(from: &Schema, to: &Schema, ops: &[Op]) -> Vec<Op> {
             Op::AddColumn { .. }
                 | Op::DropColumn { .. }
                 | Op::AlterColumn { .. }
+                | Op::AlterTable { .. }
                 | Op::CreateIndex { .. }
         );
         match rebuilds.get(op.table()) {
@@ -190,6 +196,21 @@ fn guards(from: &Table, to: &Table) -> Vec<Guard> {
             },
         };
         guards.push(guard);
+    }
+    // STRICT refuses what the old table's affinity let through (text in an INTEGER column).
+    if to.options.strict {
+        for c in &to.columns {
+            let Some(old) = from.column(&c.name) else {
+                continue;
+            };
+            if !from.options.strict || old.sql_type != c.sql_type {
+                guards.push(Guard::StrictType {
+                    table: to.name.clone(),
+                    column: c.name.clone(),
+                    sql_type: c.sql_type,
+                });
+            }
+        }
     }
     guards
 }

@@ -10,7 +10,9 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Column, DbKind, FkAction, Index, Reference, Renames, Schema, SqlType, Table};
+use super::{
+    Column, DbKind, FkAction, Index, Reference, Renames, Schema, SqlType, Table, TableOptions,
+};
 use crate::tomlfile::{self, TomlError};
 
 const BUILTIN_BEAMTIME: &str = include_str!("../../config/models/beamtime.toml");
@@ -248,6 +250,12 @@ struct TableDecl {
     columns: Vec<Spanned<ColumnDecl>>,
     #[serde(default)]
     indexes: Vec<Spanned<IndexDecl>>,
+    /// `STRICT`: SQLite refuses a value of the wrong type instead of storing it anyway.
+    #[serde(default)]
+    strict: bool,
+    /// `WITHOUT ROWID`: the primary key is the storage key.
+    #[serde(default)]
+    without_rowid: bool,
 }
 
 #[derive(Deserialize)]
@@ -335,6 +343,10 @@ fn parse_full(text: &str, file: &str) -> Result<(Schema, Renames, Places), TomlE
             name: table_name.clone(),
             columns: Vec::new(),
             indexes: BTreeMap::new(),
+            options: TableOptions {
+                strict: table_decl.strict,
+                without_rowid: table_decl.without_rowid,
+            },
         };
         if let Some(old) = &table_decl.renamed_from {
             check_renamed_from(old, table_name, decl.tables.contains_key(old), "table")
@@ -362,7 +374,24 @@ fn parse_full(text: &str, file: &str) -> Result<(Schema, Renames, Places), TomlE
                     .columns
                     .insert((table_name.clone(), column.name.clone()), old.clone());
             }
+            if table.options.strict && column.sql_type == SqlType::Numeric {
+                return Err(err(
+                    column_decl.span(),
+                    table_name,
+                    format!(
+                        "column `{}` is NUMERIC, which a STRICT table does not take; use INTEGER, REAL, TEXT or BLOB",
+                        column.name
+                    ),
+                ));
+            }
             table.columns.push(column);
+        }
+        if table.options.without_rowid && table.primary_key().is_empty() {
+            return Err(err(
+                span.clone(),
+                table_name,
+                "is WITHOUT ROWID, which needs a primary key; mark its key column(s) primary_key = true".into(),
+            ));
         }
         for index_decl in &table_decl.indexes {
             let span = index_decl.span();

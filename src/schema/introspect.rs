@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::{Column, FkAction, Index, Reference, Schema, SqlType, Table};
+use super::{Column, FkAction, Index, Reference, Schema, SqlType, Table, TableOptions};
 
 /// Tables that belong to the machinery, not to the models.
 pub const HISTORY_TABLE: &str = "refinery_schema_history";
@@ -53,10 +53,19 @@ fn introspect_table(conn: &Connection, name: &str) -> rusqlite::Result<Table> {
         })?
         .collect::<Result<_, _>>()?;
 
+    let (without_rowid, strict) = conn.query_row(
+        "SELECT wr, strict FROM pragma_table_list(?1) WHERE schema = 'main'",
+        [name],
+        |row| Ok((row.get::<_, i64>(0)? != 0, row.get::<_, i64>(1)? != 0)),
+    )?;
     let mut table = Table {
         name: name.to_string(),
         columns: Vec::new(),
         indexes: BTreeMap::new(),
+        options: TableOptions {
+            strict,
+            without_rowid,
+        },
     };
     table.columns = columns;
     // A rowid alias can never be NULL, whatever its NOT NULL flag says.

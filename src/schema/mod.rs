@@ -5,7 +5,9 @@ pub mod declared;
 pub mod introspect;
 pub mod model;
 
-pub use model::{Column, FkAction, Index, Reference, Renames, Schema, SqlType, Table};
+pub use model::{
+    Column, FkAction, Index, Reference, Renames, Schema, SqlType, Table, TableOptions,
+};
 
 /// Which of beamdb's two kinds of database a schema, model file or migration is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]

@@ -20,6 +20,30 @@ pub struct Table {
     /// By name. Unique constraints are modelled as unique indexes, which SQLite can create and
     /// drop in place.
     pub indexes: BTreeMap<String, Index>,
+    pub options: TableOptions,
+}
+
+/// What follows a `CREATE TABLE`'s closing parenthesis. Changing either needs a rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableOptions {
+    /// `STRICT`: every value must have its column's type (no affinity leeway).
+    pub strict: bool,
+    /// `WITHOUT ROWID`: the primary key is the storage key; there is no rowid (and no alias).
+    pub without_rowid: bool,
+}
+
+impl TableOptions {
+    /// The SQL after the closing parenthesis (`STRICT, WITHOUT ROWID`), empty when none.
+    pub fn as_sql(self) -> String {
+        let mut words = Vec::new();
+        if self.strict {
+            words.push("STRICT");
+        }
+        if self.without_rowid {
+            words.push("WITHOUT ROWID");
+        }
+        words.join(", ")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +211,9 @@ impl Table {
     /// NOT NULL and gets no value by itself. The one home of this rule (render, introspect,
     /// compare's hazards and the rebuild's guards ask here).
     pub fn rowid_alias(&self) -> Option<&Column> {
+        if self.options.without_rowid {
+            return None;
+        }
         match self.primary_key().as_slice() {
             [c] if c.sql_type == SqlType::Integer => Some(c),
             _ => None,

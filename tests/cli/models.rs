@@ -423,3 +423,100 @@ fn make_migrations_partial_index_round_trips_and_changes_in_place() {
         1
     );
 }
+
+#[test]
+fn migrate_making_a_table_strict_stops_at_values_of_another_type_and_changes_nothing() {
+    let fx = Fixture::new();
+    config_repo(&fx);
+    append_model(
+        &fx,
+        "[tables.readings]\ncolumns = [\n  { name = \"id\", type = \"INTEGER\", primary_key = true },\n  { name = \"value\", type = \"REAL\", nullable = true },\n]\n",
+    );
+    ok(&fx, &["make-migrations", "--name", "readings"]);
+    ok(&fx, &["initdb", "--beamtime", "bt-1", "--beamtime", "bt-2"]);
+    fx.open(&fx.beamtime_db("bt-1"))
+        .execute_batch(
+            "INSERT INTO readings (value) VALUES (1.5), ('12'), ('n/a'), ('bad'), (NULL);",
+        )
+        .unwrap();
+    fx.open(&fx.beamtime_db("bt-2"))
+        .execute_batch("INSERT INTO readings (value) VALUES (1.5), ('7'), (NULL);")
+        .unwrap();
+    edit_model(
+        &fx,
+        "[tables.readings]\n",
+        "[tables.readings]\nstrict = true\nwithout_rowid = true\n",
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--name", "strict"]));
+    assert_eq!(code, 2, "a hazard: {out}{err}");
+    assert!(err.contains("makes table readings STRICT"), "{err}");
+    ok(
+        &fx,
+        &["make-migrations", "--name", "strict", "--allow-destructive"],
+    );
+    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V3__strict.sql")).unwrap();
+    assert!(sql.contains(") STRICT, WITHOUT ROWID;"), "{sql}");
+    assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
+
+    let (code, out, err) = run(&mut fx.beamdb(&["migrate"]));
+    assert_eq!(code, 1, "as for NULLs in a column made NOT NULL: {out}{err}");
+    assert!(
+        err.contains("table readings, column value: 2 row(s) hold a value that is not REAL, and this migration makes the table STRICT"),
+        "{err}"
+    );
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM readings"),
+        5,
+        "nothing changed"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM pragma_table_list('readings') WHERE strict = 0"
+        ),
+        1
+    );
+    drop(conn);
+    // The other beamtime's values fit: it is migrated, every row kept, '7' now 7.0.
+    let conn = fx.open(&fx.beamtime_db("bt-2"));
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM pragma_table_list('readings') WHERE strict = 1 AND wr = 1"
+        ),
+        1
+    );
+    assert_eq!(count(&conn, "SELECT count(*) FROM readings"), 3);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM readings WHERE typeof(value) = 'real'"
+        ),
+        2
+    );
+}
+
+#[test]
+fn make_migrations_strict_and_without_rowid_models_are_checked() {
+    for (table, what) in [
+        (
+            "[tables.t]\nstrict = true\ncolumns = [\n  { name = \"a\", type = \"NUMERIC\" },\n]\n",
+            "table `t`: column `a` is NUMERIC, which a STRICT table does not take",
+        ),
+        (
+            "[tables.t]\nwithout_rowid = true\ncolumns = [\n  { name = \"a\", type = \"TEXT\" },\n]\n",
+            "table `t`: is WITHOUT ROWID, which needs a primary key",
+        ),
+    ] {
+        let fx = Fixture::new();
+        config_repo(&fx);
+        append_model(&fx, table);
+        let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(
+            err.contains("beamtime.toml:") && err.contains(what),
+            "{err}"
+        );
+    }
+}
