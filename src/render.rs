@@ -104,7 +104,7 @@ fn render_op(op: &Op) -> String {
         ),
         // SQLite has no ALTER COLUMN; `diff::plan` folds this into a rebuild, and the round
         // trip make-migrations runs before writing would catch a plan that did not.
-        Op::AlterColumn { .. } | Op::AlterTable { .. } => {
+        Op::AlterColumn { .. } | Op::AlterTable { .. } | Op::AlterChecks { .. } => {
             format!("-- not rendered ({op}): needs a table rebuild\n")
         }
         Op::CreateIndex { table, index } => create_index(table, index),
@@ -200,6 +200,17 @@ fn render_guard(guard: &Guard) -> String {
                 ),
             ],
         ),
+        Guard::CheckHolds { table, check } => (
+            table,
+            format!("WHERE NOT ({check})"),
+            [
+                format!("table {table}: "),
+                format!(
+                    " row(s) violate CHECK ({check}), which this migration adds. Find them (SELECT rowid, * FROM {t} WHERE NOT ({check})), fix or delete them, or change the check in the models and write the migration again",
+                    t = ident(table)
+                ),
+            ],
+        ),
         Guard::StrictType {
             table,
             column,
@@ -274,6 +285,8 @@ pub fn create_table_named(table: &Table, name: &str) -> String {
         let pk: Vec<String> = table.primary_key().iter().map(|c| ident(&c.name)).collect();
         lines.push(format!("PRIMARY KEY ({})", pk.join(", ")));
     }
+    // In parentheses and verbatim: SQLite keeps the text, and introspection reads it back.
+    lines.extend(table.checks.iter().map(|check| format!("CHECK ({check})")));
     let options = match table.options.as_sql() {
         s if s.is_empty() => s,
         s => format!(" {s}"),
@@ -295,6 +308,9 @@ pub fn column_definition(column: &Column, single_pk: bool, rowid_alias: bool) ->
     }
     if single_pk && column.primary_key > 0 {
         def.push_str(" PRIMARY KEY");
+    }
+    if let Some(collate) = &column.collate {
+        let _ = write!(def, " COLLATE {collate}");
     }
     if let Some(default) = &column.default {
         // In parentheses, any expression is allowed, and SQLite reports the text inside them
@@ -343,6 +359,7 @@ mod tests {
             default: None,
             primary_key: 0,
             references: None,
+            collate: None,
         }
     }
 
@@ -364,6 +381,7 @@ mod tests {
             columns: vec![id, parent, n],
             indexes: BTreeMap::new(),
             options: Default::default(),
+            checks: Vec::new(),
         };
         assert_eq!(
             create_table(&table),
@@ -384,6 +402,7 @@ mod tests {
             columns: vec![a, b],
             indexes: BTreeMap::new(),
             options: Default::default(),
+            checks: Vec::new(),
         };
         assert_eq!(
             create_table(&table),
@@ -426,6 +445,7 @@ mod op_tests {
             default: None,
             primary_key: 0,
             references: None,
+            collate: None,
         }
     }
 
@@ -482,12 +502,14 @@ mod op_tests {
             columns: vec![id.clone(), col("a", SqlType::Text, true)],
             indexes: BTreeMap::new(),
             options: Default::default(),
+            checks: Vec::new(),
         };
         let mut to = Table {
             name: "t".into(),
             columns: vec![id, to_a, col("b", SqlType::Real, true)],
             indexes: BTreeMap::new(),
             options: Default::default(),
+            checks: Vec::new(),
         };
         to.indexes.insert(
             "t_b".into(),
@@ -550,6 +572,7 @@ mod op_tests {
             columns: vec![col("x", SqlType::Blob, true)],
             indexes: BTreeMap::new(),
             options: Default::default(),
+            checks: Vec::new(),
         })];
         assert_eq!(
             render_migration("V2__x", &ops, &ops, &Schema::default()),

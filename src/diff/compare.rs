@@ -237,6 +237,13 @@ pub fn compare(from: &Schema, to: &Schema, renames: &Renames) -> Result<Vec<Op>,
     }
     for (live, want) in &kept {
         let table = &want.name;
+        if live.checks != want.checks {
+            ops.push(Op::AlterChecks {
+                table: table.clone(),
+                from: live.checks.clone(),
+                to: want.checks.clone(),
+            });
+        }
         if live.options != want.options {
             ops.push(Op::AlterTable {
                 table: table.clone(),

@@ -27,6 +27,12 @@ pub enum Op {
         from: String,
         to: String,
     },
+    /// The table's CHECK constraints changed: always a rebuild.
+    AlterChecks {
+        table: String,
+        from: Vec<String>,
+        to: Vec<String>,
+    },
     /// `STRICT` or `WITHOUT ROWID` changed: always a rebuild.
     AlterTable {
         table: String,
@@ -62,6 +68,8 @@ pub enum Guard {
     NoNulls { table: String, column: String },
     /// `table.column` is new, NOT NULL and has no default: the table must be empty.
     EmptyTable { table: String, column: String },
+    /// `check` is new on `table`: no row may violate it.
+    CheckHolds { table: String, check: String },
     /// `table` becomes STRICT (or `column` changes type in a STRICT table): every value of
     /// `column` must already be of a type it takes.
     StrictType {
@@ -103,12 +111,14 @@ impl Op {
             | Op::RenameColumn { table, .. }
             | Op::AlterColumn { table, .. }
             | Op::AlterTable { table, .. }
+            | Op::AlterChecks { table, .. }
             | Op::CreateIndex { table, .. }
             | Op::DropIndex { table, .. } => table,
             Op::Guard(
                 Guard::NoNulls { table, .. }
                 | Guard::EmptyTable { table, .. }
-                | Guard::StrictType { table, .. },
+                | Guard::StrictType { table, .. }
+                | Guard::CheckHolds { table, .. },
             ) => table,
             Op::RebuildTable(r) => &r.to.name,
         }
@@ -150,6 +160,16 @@ impl Op {
                     ));
                 }
                 (!what.is_empty()).then(|| what.join("; "))
+            }
+            Op::AlterChecks { table, from, to } => {
+                let added: Vec<&String> = to.iter().filter(|c| !from.contains(c)).collect();
+                (!added.is_empty()).then(|| {
+                    let list: Vec<String> = added.iter().map(|c| format!("CHECK ({c})")).collect();
+                    format!(
+                        "adds {} to table {table}: migrating fails on a database with rows that violate it",
+                        list.join(", ")
+                    )
+                })
             }
             Op::AlterTable { table, from, to } if to.strict && !from.strict => Some(format!(
                 "makes table {table} STRICT: migrating fails on a database holding a value of another type than its column's"
@@ -234,6 +254,9 @@ fn describe_column(column: &Column) -> String {
     } else {
         words.push_str(" NOT NULL");
     }
+    if let Some(collate) = &column.collate {
+        words.push_str(&format!(" COLLATE {collate}"));
+    }
     if let Some(default) = &column.default {
         words.push_str(&format!(" DEFAULT {default}"));
     }
@@ -279,6 +302,14 @@ fn column_changes(from: &Column, to: &Column) -> Vec<String> {
             "{} (was {})",
             show(to.primary_key),
             show(from.primary_key)
+        ));
+    }
+    if from.collate != to.collate {
+        let show = |c: &Option<String>| c.clone().unwrap_or_else(|| "BINARY".to_string());
+        changes.push(format!(
+            "collate {} (was {})",
+            show(&to.collate),
+            show(&from.collate)
         ));
     }
     if from.references != to.references {
@@ -348,6 +379,28 @@ impl fmt::Display for Op {
                     s => s,
                 };
                 write!(f, "alter table {table}: {} (was {})", show(to), show(from))
+            }
+            Op::AlterChecks { table, from, to } => {
+                let show = |checks: &[String]| {
+                    if checks.is_empty() {
+                        "none".to_string()
+                    } else {
+                        checks
+                            .iter()
+                            .map(|c| format!("CHECK ({c})"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                };
+                write!(
+                    f,
+                    "alter table {table}: checks {} (was {})",
+                    show(to),
+                    show(from)
+                )
+            }
+            Op::Guard(Guard::CheckHolds { table, check }) => {
+                write!(f, "check that every row of {table} passes CHECK ({check})")
             }
             Op::Guard(Guard::StrictType {
                 table,

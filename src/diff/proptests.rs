@@ -68,6 +68,7 @@ fn schema(genes: &[u8]) -> Schema {
             columns: Vec::new(),
             indexes: BTreeMap::new(),
             options: Default::default(),
+            checks: Vec::new(),
         };
         if let Some((ty, id)) = columns.pop() {
             pks.insert(name.clone(), ty);
@@ -78,6 +79,7 @@ fn schema(genes: &[u8]) -> Schema {
                 default: None,
                 primary_key: 1,
                 references: None,
+                collate: None,
             });
         }
         for c in 0..COLUMNS {
@@ -110,6 +112,7 @@ fn schema(genes: &[u8]) -> Schema {
                 default,
                 primary_key: 0,
                 references: None,
+                collate: None,
             });
         }
         for i in 0..g.pick(3) {
@@ -166,6 +169,33 @@ fn schema(genes: &[u8]) -> Schema {
         let without_rowid = g.pick(4) == 1
             && !table.primary_key().is_empty()
             && table.columns.iter().all(|c| c.references.is_none());
+        // A check the generated data may break (it is text in one column), and NOCASE on a
+        // text column.
+        let check = g.pick(4);
+        let collate = g.pick(4);
+        if let Some(c) = table
+            .columns
+            .iter()
+            .find(|c| c.primary_key == 0 && c.references.is_none())
+        {
+            match check {
+                1 => table
+                    .checks
+                    .push(format!("typeof(\"{}\") <> 'text'", c.name)),
+                2 => table
+                    .checks
+                    .push(format!("\"{}\" IS NOT NULL OR 1", c.name)),
+                _ => {}
+            }
+        }
+        if collate == 1
+            && let Some(c) = table
+                .columns
+                .iter_mut()
+                .find(|c| c.sql_type == SqlType::Text && c.references.is_none())
+        {
+            c.collate = Some("NOCASE".to_string());
+        }
         if strict {
             for c in &mut table.columns {
                 if c.sql_type == SqlType::Numeric {
@@ -352,7 +382,9 @@ fn migration(version: i32, from: &Schema, to: &Schema, ops: &[Op]) -> MigrationF
     }
 }
 
-const DATA_FAILURES: [&str; 7] = [
+const DATA_FAILURES: [&str; 9] = [
+    "violate CHECK",
+    "CHECK constraint failed",
     "hold a value that is not",
     "cannot store",
     "hold NULL",

@@ -66,6 +66,7 @@ pub fn rebuild_reason(op: &Op, from: &Schema) -> Option<String> {
         }
         // SQLite has no ALTER COLUMN.
         Op::AlterColumn { to, .. } => Some(format!("change column {}", to.name)),
+        Op::AlterChecks { .. } => Some("change CHECK constraints".to_string()),
         // Table options are part of CREATE TABLE and nothing else.
         Op::AlterTable { to, .. } => Some(match to.as_sql() {
             s if s.is_empty() => "drop the table options".to_string(),
@@ -137,6 +138,7 @@ pub fn plan(from: &Schema, to: &Schema, ops: &[Op]) -> Vec<Op> {
                 | Op::DropColumn { .. }
                 | Op::AlterColumn { .. }
                 | Op::AlterTable { .. }
+                | Op::AlterChecks { .. }
                 | Op::CreateIndex { .. }
         );
         match rebuilds.get(op.table()) {
@@ -196,6 +198,22 @@ fn guards(from: &Table, to: &Table) -> Vec<Guard> {
             },
         };
         guards.push(guard);
+    }
+    // A new CHECK must hold for the rows the rebuild copies (SQLite would refuse the copy).
+    for check in &to.checks {
+        // A check on a column the rebuild adds cannot be counted on the old table; the copy
+        // itself enforces it (and rolls the migration back if a row fails).
+        let on_new_column = crate::schema::sqltext::names(check).iter().any(|name| {
+            to.columns
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(name) && from.column(&c.name).is_none())
+        });
+        if !from.checks.contains(check) && !on_new_column {
+            guards.push(Guard::CheckHolds {
+                table: to.name.clone(),
+                check: check.clone(),
+            });
+        }
     }
     // STRICT refuses what the old table's affinity let through (text in an INTEGER column).
     if to.options.strict {

@@ -171,6 +171,7 @@ fn carry_promoted(schema: &mut Schema, promoted: &[Promoted]) {
             default: None,
             primary_key: 0,
             references: None,
+            collate: None,
         });
         let covered = runs_index
             .indexes
@@ -256,6 +257,9 @@ struct TableDecl {
     /// `WITHOUT ROWID`: the primary key is the storage key.
     #[serde(default)]
     without_rowid: bool,
+    /// Table CHECK constraints: SQL expressions over its columns.
+    #[serde(default)]
+    checks: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +280,10 @@ struct ColumnDecl {
     /// Promoted metadata on `runs`: the RunStart key that fills it (dotted for nested keys);
     /// the column's name when absent.
     source: Option<String>,
+    /// `COLLATE`: BINARY, NOCASE or RTRIM.
+    collate: Option<String>,
+    /// A CHECK constraint on the column: an SQL expression.
+    check: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -347,6 +355,7 @@ fn parse_full(text: &str, file: &str) -> Result<(Schema, Renames, Places), TomlE
                 strict: table_decl.strict,
                 without_rowid: table_decl.without_rowid,
             },
+            checks: Vec::new(),
         };
         if let Some(old) = &table_decl.renamed_from {
             check_renamed_from(old, table_name, decl.tables.contains_key(old), "table")
@@ -384,7 +393,17 @@ fn parse_full(text: &str, file: &str) -> Result<(Schema, Renames, Places), TomlE
                     ),
                 ));
             }
+            if let Some(check) = &column_decl.get_ref().check {
+                let check = check_expression(check, &format!("column `{}`", column.name))
+                    .map_err(|m| err(column_decl.span(), table_name, m))?;
+                table.checks.push(check);
+            }
             table.columns.push(column);
+        }
+        for check in &table_decl.checks {
+            let check = check_expression(check, "the table")
+                .map_err(|m| err(span.clone(), table_name, m))?;
+            table.checks.push(check);
         }
         if table.options.without_rowid && table.primary_key().is_empty() {
             return Err(err(
@@ -483,6 +502,21 @@ fn build_column(decl: &ColumnDecl, pk_position: &mut u32, table: &Table) -> Resu
             known.join(", ")
         )
     })?;
+    let collate = match &decl.collate {
+        None => None,
+        Some(name) => {
+            let upper = name.trim().to_ascii_uppercase();
+            if !COLLATIONS.contains(&upper.as_str()) {
+                return Err(format!(
+                    "column `{}` has unknown collate `{name}`; use one of {}",
+                    decl.name,
+                    COLLATIONS.join(", ")
+                ));
+            }
+            // BINARY is what SQLite uses anyway, and what introspection reports as none.
+            (upper != "BINARY").then_some(upper)
+        }
+    };
     if decl.primary_key && decl.nullable {
         return Err(format!(
             "column `{}` is a primary key and so cannot be nullable; remove `nullable = true`",
@@ -549,7 +583,22 @@ fn build_column(decl: &ColumnDecl, pk_position: &mut u32, table: &Table) -> Resu
         default: decl.default.as_ref().map(|d| d.trim().to_string()),
         primary_key,
         references,
+        collate,
     })
+}
+
+/// SQLite's built-in collations: any other name fails at CREATE TABLE.
+const COLLATIONS: [&str; 3] = ["BINARY", "NOCASE", "RTRIM"];
+
+/// A CHECK expression: not empty.
+fn check_expression(expr: &str, what: &str) -> Result<String, String> {
+    let expr = expr.trim();
+    if expr.is_empty() {
+        return Err(format!(
+            "{what} has an empty `check`; write an SQL expression (\"value >= 0\") or remove the key"
+        ));
+    }
+    Ok(expr.to_string())
 }
 
 fn build_index(decl: &IndexDecl, table: &Table) -> Result<Index, String> {

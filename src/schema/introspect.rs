@@ -49,6 +49,7 @@ fn introspect_table(conn: &Connection, name: &str) -> rusqlite::Result<Table> {
                     .map(|d| d.trim().to_string()),
                 primary_key: row.get(4)?,
                 references: None,
+                collate: None,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -66,8 +67,27 @@ fn introspect_table(conn: &Connection, name: &str) -> rusqlite::Result<Table> {
             strict,
             without_rowid,
         },
+        checks: Vec::new(),
     };
     table.columns = columns;
+    // CHECKs and COLLATEs: only the CREATE TABLE text has them.
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .optional()?
+        .flatten();
+    let text = super::sqltext::read_create_table(sql.as_deref().unwrap_or(""));
+    table.checks = text.checks;
+    for column in &mut table.columns {
+        column.collate = text
+            .collations
+            .get(&column.name)
+            .filter(|c| c.as_str() != "BINARY")
+            .cloned();
+    }
     // A rowid alias can never be NULL, whatever its NOT NULL flag says.
     let alias = table.rowid_alias().map(|c| c.name.clone());
     for column in &mut table.columns {

@@ -4,6 +4,7 @@
 pub mod declared;
 pub mod introspect;
 pub mod model;
+pub mod sqltext;
 
 pub use model::{
     Column, FkAction, Index, Reference, Renames, Schema, SqlType, Table, TableOptions,

@@ -21,6 +21,9 @@ pub struct Table {
     /// drop in place.
     pub indexes: BTreeMap<String, Index>,
     pub options: TableOptions,
+    /// CHECK constraints, as SQL expressions verbatim: the columns' (in column order), then
+    /// the table's. Rendered as table constraints; SQLite treats both alike.
+    pub checks: Vec<String>,
 }
 
 /// What follows a `CREATE TABLE`'s closing parenthesis. Changing either needs a rebuild.
@@ -56,6 +59,8 @@ pub struct Column {
     /// Position in the primary key (1-based), or 0 when not part of it.
     pub primary_key: u32,
     pub references: Option<Reference>,
+    /// `COLLATE` (BINARY, NOCASE or RTRIM), upper case; `None` is SQLite's default, BINARY.
+    pub collate: Option<String>,
 }
 
 /// Renames declared by the user (`--rename` or `renamed_from` in a model file): SQLite keeps a

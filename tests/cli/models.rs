@@ -459,7 +459,10 @@ fn migrate_making_a_table_strict_stops_at_values_of_another_type_and_changes_not
     assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
 
     let (code, out, err) = run(&mut fx.beamdb(&["migrate"]));
-    assert_eq!(code, 1, "as for NULLs in a column made NOT NULL: {out}{err}");
+    assert_eq!(
+        code, 1,
+        "as for NULLs in a column made NOT NULL: {out}{err}"
+    );
     assert!(
         err.contains("table readings, column value: 2 row(s) hold a value that is not REAL, and this migration makes the table STRICT"),
         "{err}"
@@ -519,4 +522,99 @@ fn make_migrations_strict_and_without_rowid_models_are_checked() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn migrate_adding_a_check_stops_at_rows_that_violate_it_and_collate_round_trips() {
+    let fx = Fixture::new();
+    config_repo(&fx);
+    append_model(
+        &fx,
+        "[tables.readings]\ncolumns = [\n  { name = \"id\", type = \"INTEGER\", primary_key = true },\n  { name = \"value\", type = \"REAL\", nullable = true },\n  { name = \"label\", type = \"TEXT\", nullable = true },\n]\n",
+    );
+    ok(&fx, &["make-migrations", "--name", "readings"]);
+    ok(&fx, &["initdb", "--beamtime", "bt-1"]);
+    fx.open(&fx.beamtime_db("bt-1"))
+        .execute_batch("INSERT INTO readings (value, label) VALUES (1.5, 'a'), (-2, 'b'), (-3, 'c'), (NULL, 'd');")
+        .unwrap();
+    edit_model(
+        &fx,
+        "{ name = \"value\", type = \"REAL\", nullable = true }",
+        "{ name = \"value\", type = \"REAL\", nullable = true, check = \"value >= 0\" }",
+    );
+    edit_model(
+        &fx,
+        "{ name = \"label\", type = \"TEXT\", nullable = true }",
+        "{ name = \"label\", type = \"TEXT\", nullable = true, collate = \"nocase\" }",
+    );
+    edit_model(
+        &fx,
+        "[tables.readings]\n",
+        "[tables.readings]\nchecks = [\"length(label) < 10\"]\n",
+    );
+    let (code, out, _) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 3);
+    assert!(
+        out.contains(
+            "alter table readings: checks CHECK (value >= 0), CHECK (length(label) < 10) (was none)"
+        ) && out.contains("alter column readings.label: collate NOCASE (was BINARY)"),
+        "{out}"
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--name", "checks"]));
+    assert_eq!(code, 2, "adding a check is a hazard: {out}{err}");
+    assert!(
+        err.contains("adds CHECK (value >= 0), CHECK (length(label) < 10) to table readings"),
+        "{err}"
+    );
+    ok(
+        &fx,
+        &["make-migrations", "--name", "checks", "--allow-destructive"],
+    );
+    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V3__checks.sql")).unwrap();
+    assert!(
+        sql.contains("\"label\" TEXT COLLATE NOCASE,\n    CHECK (value >= 0),\n    CHECK (length(label) < 10)\n);"),
+        "{sql}"
+    );
+    assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
+    let (code, out, err) = run(&mut fx.beamdb(&["migrate"]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(
+            "table readings: 2 row(s) violate CHECK (value >= 0), which this migration adds"
+        ),
+        "{err}"
+    );
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM readings"),
+        4,
+        "nothing changed"
+    );
+    conn.execute_batch("UPDATE readings SET value = -value WHERE value < 0;")
+        .unwrap();
+    drop(conn);
+    ok(&fx, &["migrate"]);
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    assert_eq!(count(&conn, "SELECT count(*) FROM readings"), 4);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM readings WHERE label = 'A'"),
+        1,
+        "NOCASE"
+    );
+    assert!(
+        conn.execute("INSERT INTO readings (value) VALUES (-1)", [])
+            .is_err()
+    );
+    drop(conn);
+    let db = fx.beamtime_db("bt-1");
+    let (code, out, err) = run(&mut fx.beamdb(&[
+        "make-migrations",
+        "--check",
+        "--database",
+        db.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        code, 0,
+        "introspection reads the checks and the collation back: {out}{err}"
+    );
 }
