@@ -312,6 +312,14 @@ pub fn column_definition(column: &Column, single_pk: bool, rowid_alias: bool) ->
     if let Some(collate) = &column.collate {
         let _ = write!(def, " COLLATE {collate}");
     }
+    if let Some(generated) = &column.generated {
+        let kind = if generated.stored {
+            "STORED"
+        } else {
+            "VIRTUAL"
+        };
+        let _ = write!(def, " GENERATED ALWAYS AS ({}) {kind}", generated.expr);
+    }
     if let Some(default) = &column.default {
         // In parentheses, any expression is allowed, and SQLite reports the text inside them
         // back verbatim, so introspection returns exactly what the model says.
@@ -360,6 +368,7 @@ mod tests {
             primary_key: 0,
             references: None,
             collate: None,
+            generated: None,
         }
     }
 
@@ -446,6 +455,7 @@ mod op_tests {
             primary_key: 0,
             references: None,
             collate: None,
+            generated: None,
         }
     }
 

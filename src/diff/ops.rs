@@ -135,7 +135,8 @@ impl Op {
                 column.name
             )),
             Op::AddColumn { table, column }
-                if !column.nullable
+                if column.generated.is_none()
+                    && !column.nullable
                     && column.non_null_default().is_none()
                     // SQLite numbers the rows of a new rowid alias itself.
                     && !to.table(table).is_some_and(|t| t.is_rowid_alias(&column.name)) =>
@@ -257,6 +258,10 @@ fn describe_column(column: &Column) -> String {
     if let Some(collate) = &column.collate {
         words.push_str(&format!(" COLLATE {collate}"));
     }
+    if let Some(g) = &column.generated {
+        let kind = if g.stored { "STORED" } else { "VIRTUAL" };
+        words.push_str(&format!(" GENERATED AS ({}) {kind}", g.expr));
+    }
     if let Some(default) = &column.default {
         words.push_str(&format!(" DEFAULT {default}"));
     }
@@ -302,6 +307,21 @@ fn column_changes(from: &Column, to: &Column) -> Vec<String> {
             "{} (was {})",
             show(to.primary_key),
             show(from.primary_key)
+        ));
+    }
+    if from.generated != to.generated {
+        let show = |g: &Option<crate::schema::Generated>| match g {
+            None => "not generated".to_string(),
+            Some(g) => format!(
+                "generated as ({}) {}",
+                g.expr,
+                if g.stored { "STORED" } else { "VIRTUAL" }
+            ),
+        };
+        changes.push(format!(
+            "{} (was {})",
+            show(&to.generated),
+            show(&from.generated)
         ));
     }
     if from.collate != to.collate {

@@ -80,6 +80,7 @@ fn schema(genes: &[u8]) -> Schema {
                 primary_key: 1,
                 references: None,
                 collate: None,
+                generated: None,
             });
         }
         for c in 0..COLUMNS {
@@ -113,6 +114,7 @@ fn schema(genes: &[u8]) -> Schema {
                 primary_key: 0,
                 references: None,
                 collate: None,
+                generated: None,
             });
         }
         for i in 0..g.pick(3) {
@@ -188,6 +190,38 @@ fn schema(genes: &[u8]) -> Schema {
                 _ => {}
             }
         }
+        // A generated column over a plain one (SDSS Astra keys rows by one, unique).
+        let generated = g.pick(4);
+        if generated > 0
+            && let Some(c) = table
+                .columns
+                .iter()
+                .find(|c| c.primary_key == 0 && c.references.is_none())
+        {
+            let expr = format!("\"{}\" IS NULL", c.name);
+            table.columns.push(Column {
+                name: "g".into(),
+                sql_type: SqlType::Integer,
+                nullable: true,
+                default: None,
+                primary_key: 0,
+                references: None,
+                collate: None,
+                generated: Some(crate::schema::Generated {
+                    expr,
+                    stored: generated == 2,
+                }),
+            });
+            if generated == 3 {
+                let index = Index {
+                    name: format!("{}_g", table.name),
+                    columns: vec!["g".into()],
+                    unique: false,
+                    predicate: None,
+                };
+                table.indexes.insert(index.name.clone(), index);
+            }
+        }
         if collate == 1
             && let Some(c) = table
                 .columns
@@ -242,6 +276,9 @@ fn populate(conn: &Connection, schema: &Schema, genes: &[u8]) {
         for row in 0..rows[table.name.as_str()] {
             let mut values = Vec::new();
             for (i, c) in table.columns.iter().enumerate() {
+                if c.generated.is_some() {
+                    continue;
+                }
                 let null = c.nullable && g.pick(3) == 0;
                 let v = if null {
                     Value::Null
@@ -260,6 +297,7 @@ fn populate(conn: &Connection, schema: &Schema, genes: &[u8]) {
             let names: Vec<String> = table
                 .columns
                 .iter()
+                .filter(|c| c.generated.is_none())
                 .map(|c| crate::render::ident(&c.name))
                 .collect();
             let marks = vec!["?"; names.len()].join(", ");
@@ -461,6 +499,9 @@ fn check(a_genes: &[u8], b_genes: &[u8], data_genes: &[u8]) -> Result<(), TestCa
                     if let Some(at) = old.columns.iter().position(|o| o.name == *old_col)
                         && old.columns[at].sql_type == c.sql_type
                         && (c.nullable || !old.columns[at].nullable)
+                        // Computed, not kept: its value follows its expression.
+                        && c.generated.is_none()
+                        && old.columns[at].generated.is_none()
                     {
                         keep.push(at);
                         new_cols.push(c.name.clone());

@@ -20,6 +20,11 @@ pub fn rebuild_reason(op: &Op, from: &Schema) -> Option<String> {
         // must be a constant; a REFERENCES column needs a NULL default (with foreign keys on).
         Op::AddColumn { column, .. } => {
             let default_is_null = column.non_null_default().is_none();
+            if let Some(generated) = &column.generated {
+                // ADD COLUMN takes a VIRTUAL generated column, not a STORED one.
+                return (generated.stored || !column.nullable)
+                    .then(|| format!("add STORED or NOT NULL generated column {}", column.name));
+            }
             if column.primary_key > 0 {
                 Some(format!("add primary-key column {}", column.name))
             } else if !column.nullable && default_is_null {
@@ -43,6 +48,18 @@ pub fn rebuild_reason(op: &Op, from: &Schema) -> Option<String> {
         }
         // DROP COLUMN: not a PRIMARY KEY, UNIQUE, indexed or foreign-key column, nor one that
         // another table's foreign key points at. Indexes the models drop are gone by then.
+        Op::DropColumn { table, column }
+            if column.generated.is_some()
+                || from
+                    .table(table)
+                    .is_some_and(|t| t.columns.iter().any(|c| c.generated.is_some())) =>
+        {
+            // A generated column, or one that a generated column may compute from.
+            Some(format!(
+                "drop column {} of a table with generated columns",
+                column.name
+            ))
+        }
         Op::DropColumn { table, column } => {
             let referenced = from.tables.values().any(|t| {
                 t.columns.iter().any(|c| {
@@ -160,6 +177,8 @@ fn rebuild(from: &Table, to: &Table, reasons: Vec<String>) -> Rebuild {
     let copy = to
         .columns
         .iter()
+        // A generated column is computed, never written: the copy leaves it out.
+        .filter(|c| c.generated.is_none())
         .filter_map(|c| {
             let old = from.column(&c.name)?;
             let fill = old.nullable && !c.nullable && !to.is_rowid_alias(&c.name);
@@ -183,7 +202,11 @@ fn rebuild(from: &Table, to: &Table, reasons: Vec<String>) -> Rebuild {
 fn guards(from: &Table, to: &Table) -> Vec<Guard> {
     let mut guards = Vec::new();
     for c in &to.columns {
-        if c.nullable || c.non_null_default().is_some() || to.is_rowid_alias(&c.name) {
+        if c.nullable
+            || c.non_null_default().is_some()
+            || to.is_rowid_alias(&c.name)
+            || c.generated.is_some()
+        {
             continue;
         }
         let guard = match from.column(&c.name) {

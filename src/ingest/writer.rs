@@ -39,7 +39,9 @@ pub fn promoted_columns(
     conn: &Connection,
     declared: &[Promoted],
 ) -> rusqlite::Result<Vec<Promoted>> {
-    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('runs') ORDER BY cid")?;
+    // Hidden 0: generated columns (2, 3) are computed, never written.
+    let mut stmt =
+        conn.prepare("SELECT name FROM pragma_table_xinfo('runs') WHERE hidden = 0 ORDER BY cid")?;
     let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
     let mut promoted = Vec::new();
     for name in names {

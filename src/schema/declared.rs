@@ -109,7 +109,8 @@ pub fn promoted(models_dir: Option<&Path>) -> Result<Vec<Promoted>, TomlError> {
         return Ok(Vec::new());
     };
     let mut promoted = Vec::new();
-    for column in &runs.columns {
+    // A generated column is computed by SQLite: nothing to fill, nothing to carry.
+    for column in runs.columns.iter().filter(|c| c.generated.is_none()) {
         let place = model.places.get(&("runs".to_string(), column.name.clone()));
         let at = |message: String| match place {
             Some((span, _)) => tomlfile::at(&model.text, &model.file, span.clone(), message),
@@ -172,6 +173,7 @@ fn carry_promoted(schema: &mut Schema, promoted: &[Promoted]) {
             primary_key: 0,
             references: None,
             collate: None,
+            generated: None,
         });
         let covered = runs_index
             .indexes
@@ -284,6 +286,11 @@ struct ColumnDecl {
     collate: Option<String>,
     /// A CHECK constraint on the column: an SQL expression.
     check: Option<String>,
+    /// A generated column: the SQL expression that computes it.
+    generated: Option<String>,
+    /// With `generated`: STORED (kept on disk) instead of VIRTUAL (computed on read).
+    #[serde(default)]
+    stored: bool,
 }
 
 #[derive(Deserialize)]
@@ -517,6 +524,29 @@ fn build_column(decl: &ColumnDecl, pk_position: &mut u32, table: &Table) -> Resu
             (upper != "BINARY").then_some(upper)
         }
     };
+    let generated = match &decl.generated {
+        None if decl.stored => {
+            return Err(format!(
+                "column `{}` has `stored` but no `generated` expression",
+                decl.name
+            ));
+        }
+        None => None,
+        Some(expr) => {
+            let expr = check_expression(expr, &format!("column `{}`", decl.name))
+                .map_err(|m| m.replace("`check`", "`generated`"))?;
+            if decl.primary_key || decl.default.is_some() || decl.references.is_some() {
+                return Err(format!(
+                    "column `{}` is generated, so it takes no `primary_key`, `default` or `references`",
+                    decl.name
+                ));
+            }
+            Some(crate::schema::Generated {
+                expr,
+                stored: decl.stored,
+            })
+        }
+    };
     if decl.primary_key && decl.nullable {
         return Err(format!(
             "column `{}` is a primary key and so cannot be nullable; remove `nullable = true`",
@@ -584,6 +614,7 @@ fn build_column(decl: &ColumnDecl, pk_position: &mut u32, table: &Table) -> Resu
         primary_key,
         references,
         collate,
+        generated,
     })
 }
 

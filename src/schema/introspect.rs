@@ -35,7 +35,7 @@ pub fn introspect(conn: &Connection) -> rusqlite::Result<Schema> {
 fn introspect_table(conn: &Connection, name: &str) -> rusqlite::Result<Table> {
     let mut stmt = conn.prepare(
         "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_xinfo(?1)
-         WHERE hidden = 0 ORDER BY cid",
+         WHERE hidden IN (0, 2, 3) ORDER BY cid",
     )?;
     let columns: Vec<Column> = stmt
         .query_map([name], |row| {
@@ -50,6 +50,7 @@ fn introspect_table(conn: &Connection, name: &str) -> rusqlite::Result<Table> {
                 primary_key: row.get(4)?,
                 references: None,
                 collate: None,
+                generated: None,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -82,6 +83,13 @@ fn introspect_table(conn: &Connection, name: &str) -> rusqlite::Result<Table> {
     let text = super::sqltext::read_create_table(sql.as_deref().unwrap_or(""));
     table.checks = text.checks;
     for column in &mut table.columns {
+        column.generated =
+            text.generated
+                .get(&column.name)
+                .map(|(expr, stored)| crate::schema::Generated {
+                    expr: expr.clone(),
+                    stored: *stored,
+                });
         column.collate = text
             .collations
             .get(&column.name)

@@ -7,7 +7,7 @@ pub mod model;
 pub mod sqltext;
 
 pub use model::{
-    Column, FkAction, Index, Reference, Renames, Schema, SqlType, Table, TableOptions,
+    Column, FkAction, Generated, Index, Reference, Renames, Schema, SqlType, Table, TableOptions,
 };
 
 /// Which of beamdb's two kinds of database a schema, model file or migration is for.

@@ -61,6 +61,17 @@ pub struct Column {
     pub references: Option<Reference>,
     /// `COLLATE` (BINARY, NOCASE or RTRIM), upper case; `None` is SQLite's default, BINARY.
     pub collate: Option<String>,
+    /// A generated column: its value is computed, never written.
+    pub generated: Option<Generated>,
+}
+
+/// `GENERATED ALWAYS AS (expr) VIRTUAL|STORED`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// The SQL expression, verbatim.
+    pub expr: String,
+    /// STORED (computed on write, kept on disk) rather than VIRTUAL (computed on read).
+    pub stored: bool,
 }
 
 /// Renames declared by the user (`--rename` or `renamed_from` in a model file): SQLite keeps a

@@ -10,6 +10,8 @@ pub struct TableText {
     pub checks: Vec<String>,
     /// Column name → collation (upper case), for columns that declare one.
     pub collations: BTreeMap<String, String>,
+    /// Column name → (expression, stored) of generated columns.
+    pub generated: BTreeMap<String, (String, bool)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +207,19 @@ pub fn read_create_table(sql: &str) -> TableText {
             {
                 let expr = sql[def[i + 1].end..def[end].start].trim();
                 text.checks.push(expr.to_string());
+                i = end + 1;
+                continue;
+            }
+            // `[GENERATED ALWAYS] AS (expr) [VIRTUAL|STORED]`
+            if is_word(&def[i], "AS")
+                && let Some(column) = &column
+                && def.get(i + 1).is_some_and(|t| t.kind == Kind::Open)
+                && let Some(end) = matching(def, i + 1)
+            {
+                let expr = sql[def[i + 1].end..def[end].start].trim();
+                let stored = def.get(end + 1).is_some_and(|t| is_word(t, "STORED"));
+                text.generated
+                    .insert(column.clone(), (expr.to_string(), stored));
                 i = end + 1;
                 continue;
             }

@@ -618,3 +618,82 @@ fn migrate_adding_a_check_stops_at_rows_that_violate_it_and_collate_round_trips(
         "introspection reads the checks and the collation back: {out}{err}"
     );
 }
+
+#[test]
+fn make_migrations_generated_columns_in_a_unique_index_round_trip_and_keep_rows() {
+    // SDSS Astra keys results by a generated v_astra_major_minor = v_astra / 1000.
+    let fx = Fixture::new();
+    config_repo(&fx);
+    append_model(
+        &fx,
+        "[tables.results]\ncolumns = [\n  { name = \"id\", type = \"INTEGER\", primary_key = true },\n  { name = \"sdss_id\", type = \"INTEGER\" },\n  { name = \"v_astra\", type = \"INTEGER\" },\n]\n",
+    );
+    ok(&fx, &["make-migrations", "--name", "results"]);
+    ok(&fx, &["initdb", "--beamtime", "bt-1"]);
+    fx.open(&fx.beamtime_db("bt-1"))
+        .execute_batch(
+            "INSERT INTO results (sdss_id, v_astra) VALUES (1, 4001), (1, 5002), (2, 4001);",
+        )
+        .unwrap();
+    edit_model(
+        &fx,
+        "  { name = \"v_astra\", type = \"INTEGER\" },\n]\n",
+        "  { name = \"v_astra\", type = \"INTEGER\" },\n  { name = \"v_astra_major_minor\", type = \"INTEGER\", nullable = true, generated = \"v_astra / 1000\" },\n  { name = \"label\", type = \"TEXT\", nullable = true, generated = \"'sdss-' || sdss_id\", stored = true },\n]\nindexes = [ { name = \"results_key\", columns = [\"v_astra_major_minor\", \"sdss_id\"], unique = true } ]\n",
+    );
+    let (code, out, _) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 3);
+    assert!(
+        out.contains("add column results.v_astra_major_minor INTEGER NULL GENERATED AS (v_astra / 1000) VIRTUAL"),
+        "{out}"
+    );
+    ok(&fx, &["make-migrations", "--name", "generated"]);
+    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V3__generated.sql")).unwrap();
+    assert!(
+        sql.contains("\"label\" TEXT GENERATED ALWAYS AS ('sdss-' || sdss_id) STORED")
+            && sql.contains("add STORED or NOT NULL generated column label"),
+        "the STORED one needs a rebuild: {sql}"
+    );
+    assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
+    ok(&fx, &["migrate"]);
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM results WHERE v_astra_major_minor = v_astra / 1000 AND label = 'sdss-' || sdss_id"
+        ),
+        3
+    );
+    assert!(
+        conn.execute(
+            "INSERT INTO results (sdss_id, v_astra) VALUES (1, 4999)",
+            []
+        )
+        .is_err(),
+        "unique on (v_astra_major_minor, sdss_id)"
+    );
+    drop(conn);
+    let db = fx.beamtime_db("bt-1");
+    let (code, out, err) = run(&mut fx.beamdb(&[
+        "make-migrations",
+        "--check",
+        "--database",
+        db.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    // A generated column that becomes plain keeps its values.
+    edit_model(
+        &fx,
+        ", generated = \"'sdss-' || sdss_id\", stored = true",
+        "",
+    );
+    ok(&fx, &["make-migrations", "--name", "plain"]);
+    ok(&fx, &["migrate"]);
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM results WHERE label = 'sdss-' || sdss_id"
+        ),
+        3
+    );
+}
