@@ -158,6 +158,16 @@ fn render_rebuild(r: &Rebuild) -> String {
             })
             .unzip()
     };
+    // AUTOINCREMENT's counter lives in sqlite_sequence, keyed by table name, and goes with
+    // the dropped table: keep it, or the rebuilt table could hand out a number again.
+    let keep_counter = r.from.options.autoincrement && r.to.options.autoincrement;
+    let name = string(&r.to.name);
+    if keep_counter {
+        let _ = writeln!(
+            sql,
+            "CREATE TEMP TABLE \"beamdb_sequence\" AS SELECT seq FROM sqlite_sequence WHERE name = {name};"
+        );
+    }
     let _ = write!(
         sql,
         "INSERT INTO {new} ({}) SELECT {} FROM {table};\n\
@@ -166,6 +176,14 @@ fn render_rebuild(r: &Rebuild) -> String {
         into.join(", "),
         select.join(", ")
     );
+    if keep_counter {
+        let _ = write!(
+            sql,
+            "DELETE FROM sqlite_sequence WHERE name = {name} AND EXISTS (SELECT 1 FROM temp.\"beamdb_sequence\");\n\
+             INSERT INTO sqlite_sequence (name, seq) SELECT {name}, seq FROM temp.\"beamdb_sequence\";\n\
+             DROP TABLE temp.\"beamdb_sequence\";\n"
+        );
+    }
     for index in r.to.indexes.values() {
         sql.push_str(&create_index(&r.to.name, index));
     }
@@ -279,7 +297,10 @@ pub fn create_table_named(table: &Table, name: &str) -> String {
     let mut lines: Vec<String> = table
         .columns
         .iter()
-        .map(|c| column_definition(c, single_pk, table.is_rowid_alias(&c.name)))
+        .map(|c| {
+            let alias = table.is_rowid_alias(&c.name);
+            column_definition_with(c, single_pk, alias, alias && table.options.autoincrement)
+        })
         .collect();
     if !single_pk && !table.primary_key().is_empty() {
         let pk: Vec<String> = table.primary_key().iter().map(|c| ident(&c.name)).collect();
@@ -301,6 +322,15 @@ pub fn create_table_named(table: &Table, name: &str) -> String {
 /// A column of `CREATE TABLE` (`single_pk`: the key is this one column, declared inline) or
 /// of `ADD COLUMN`.
 pub fn column_definition(column: &Column, single_pk: bool, rowid_alias: bool) -> String {
+    column_definition_with(column, single_pk, rowid_alias, false)
+}
+
+fn column_definition_with(
+    column: &Column,
+    single_pk: bool,
+    rowid_alias: bool,
+    autoincrement: bool,
+) -> String {
     let mut def = format!("{} {}", ident(&column.name), column.sql_type);
     // `INTEGER PRIMARY KEY` is the rowid: NOT NULL would stop SQLite from assigning it.
     if !column.nullable && !rowid_alias {
@@ -308,6 +338,9 @@ pub fn column_definition(column: &Column, single_pk: bool, rowid_alias: bool) ->
     }
     if single_pk && column.primary_key > 0 {
         def.push_str(" PRIMARY KEY");
+        if autoincrement {
+            def.push_str(" AUTOINCREMENT");
+        }
     }
     if let Some(collate) = &column.collate {
         let _ = write!(def, " COLLATE {collate}");

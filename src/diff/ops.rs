@@ -394,10 +394,7 @@ impl fmt::Display for Op {
             }
             Op::DropIndex { table, index } => write!(f, "drop {}", describe_index(index, table)),
             Op::AlterTable { table, from, to } => {
-                let show = |o: &TableOptions| match o.as_sql() {
-                    s if s.is_empty() => "no options".to_string(),
-                    s => s,
-                };
+                let show = |o: &TableOptions| o.describe();
                 write!(f, "alter table {table}: {} (was {})", show(to), show(from))
             }
             Op::AlterChecks { table, from, to } => {

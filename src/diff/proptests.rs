@@ -237,10 +237,13 @@ fn schema(genes: &[u8]) -> Schema {
                 }
             }
         }
+        let autoincrement = g.pick(3) == 1;
         table.options = crate::schema::TableOptions {
             strict,
             without_rowid,
+            autoincrement: false,
         };
+        table.options.autoincrement = autoincrement && table.has_rowid_alias();
     }
     schema
 }

@@ -85,10 +85,7 @@ pub fn rebuild_reason(op: &Op, from: &Schema) -> Option<String> {
         Op::AlterColumn { to, .. } => Some(format!("change column {}", to.name)),
         Op::AlterChecks { .. } => Some("change CHECK constraints".to_string()),
         // Table options are part of CREATE TABLE and nothing else.
-        Op::AlterTable { to, .. } => Some(match to.as_sql() {
-            s if s.is_empty() => "drop the table options".to_string(),
-            s => format!("set the table options to {s}"),
-        }),
+        Op::AlterTable { to, .. } => Some(format!("set the table options to {}", to.describe())),
         _ => None,
     }
 }

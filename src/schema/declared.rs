@@ -291,6 +291,9 @@ struct ColumnDecl {
     /// With `generated`: STORED (kept on disk) instead of VIRTUAL (computed on read).
     #[serde(default)]
     stored: bool,
+    /// On the rowid alias: numbers are never reused.
+    #[serde(default)]
+    autoincrement: bool,
 }
 
 #[derive(Deserialize)]
@@ -361,6 +364,7 @@ fn parse_full(text: &str, file: &str) -> Result<(Schema, Renames, Places), TomlE
             options: TableOptions {
                 strict: table_decl.strict,
                 without_rowid: table_decl.without_rowid,
+                autoincrement: false,
             },
             checks: Vec::new(),
         };
@@ -411,6 +415,23 @@ fn parse_full(text: &str, file: &str) -> Result<(Schema, Renames, Places), TomlE
             let check = check_expression(check, "the table")
                 .map_err(|m| err(span.clone(), table_name, m))?;
             table.checks.push(check);
+        }
+        if let Some(column) = table_decl
+            .columns
+            .iter()
+            .find(|c| c.get_ref().autoincrement)
+        {
+            if !table.is_rowid_alias(&column.get_ref().name) {
+                return Err(err(
+                    column.span(),
+                    table_name,
+                    format!(
+                        "column `{}` has autoincrement, which only the rowid alias takes: the table's one primary-key column, of type INTEGER, in a table with a rowid",
+                        column.get_ref().name
+                    ),
+                ));
+            }
+            table.options.autoincrement = true;
         }
         if table.options.without_rowid && table.primary_key().is_empty() {
             return Err(err(

@@ -67,6 +67,7 @@ fn introspect_table(conn: &Connection, name: &str) -> rusqlite::Result<Table> {
         options: TableOptions {
             strict,
             without_rowid,
+            autoincrement: false,
         },
         checks: Vec::new(),
     };
@@ -82,6 +83,7 @@ fn introspect_table(conn: &Connection, name: &str) -> rusqlite::Result<Table> {
         .flatten();
     let text = super::sqltext::read_create_table(sql.as_deref().unwrap_or(""));
     table.checks = text.checks;
+    table.options.autoincrement = text.autoincrement;
     for column in &mut table.columns {
         column.generated =
             text.generated

@@ -33,6 +33,9 @@ pub struct TableOptions {
     pub strict: bool,
     /// `WITHOUT ROWID`: the primary key is the storage key; there is no rowid (and no alias).
     pub without_rowid: bool,
+    /// `AUTOINCREMENT` on the rowid alias: SQLite never reuses a number, not even the largest
+    /// one after its row is deleted (it keeps the counter in `sqlite_sequence`).
+    pub autoincrement: bool,
 }
 
 impl TableOptions {
@@ -46,6 +49,23 @@ impl TableOptions {
             words.push("WITHOUT ROWID");
         }
         words.join(", ")
+    }
+
+    /// In words, for `--check` output and migration headers.
+    pub fn describe(self) -> String {
+        let mut words = Vec::new();
+        if self.autoincrement {
+            words.push("AUTOINCREMENT".to_string());
+        }
+        match self.as_sql() {
+            s if s.is_empty() => {}
+            s => words.push(s),
+        }
+        if words.is_empty() {
+            "no options".to_string()
+        } else {
+            words.join(", ")
+        }
     }
 }
 

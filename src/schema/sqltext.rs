@@ -12,6 +12,8 @@ pub struct TableText {
     pub collations: BTreeMap<String, String>,
     /// Column name → (expression, stored) of generated columns.
     pub generated: BTreeMap<String, (String, bool)>,
+    /// Whether a column says AUTOINCREMENT.
+    pub autoincrement: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +224,9 @@ pub fn read_create_table(sql: &str) -> TableText {
                     .insert(column.clone(), (expr.to_string(), stored));
                 i = end + 1;
                 continue;
+            }
+            if is_word(&def[i], "AUTOINCREMENT") {
+                text.autoincrement = true;
             }
             if is_word(&def[i], "COLLATE")
                 && let (Some(column), Some(name)) = (&column, def.get(i + 1).and_then(name_of))

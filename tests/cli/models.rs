@@ -697,3 +697,61 @@ fn make_migrations_generated_columns_in_a_unique_index_round_trip_and_keep_rows(
         3
     );
 }
+
+#[test]
+fn migrate_rebuilding_an_autoincrement_table_keeps_its_counter() {
+    let fx = Fixture::new();
+    config_repo(&fx);
+    append_model(
+        &fx,
+        "[tables.log]\ncolumns = [\n  { name = \"id\", type = \"INTEGER\", primary_key = true, autoincrement = true },\n  { name = \"msg\", type = \"TEXT\" },\n]\n",
+    );
+    ok(&fx, &["make-migrations", "--name", "log"]);
+    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V2__log.sql")).unwrap();
+    assert!(
+        sql.contains("\"id\" INTEGER PRIMARY KEY AUTOINCREMENT,"),
+        "{sql}"
+    );
+    ok(&fx, &["initdb", "--beamtime", "bt-1"]);
+    fx.open(&fx.beamtime_db("bt-1"))
+        .execute_batch(
+            "INSERT INTO log (msg) VALUES ('a'), ('b'), ('c'); DELETE FROM log WHERE id = 3;",
+        )
+        .unwrap();
+    edit_model(
+        &fx,
+        "{ name = \"msg\", type = \"TEXT\" }",
+        "{ name = \"msg\", type = \"TEXT\", nullable = true }",
+    );
+    ok(&fx, &["make-migrations", "--name", "msg_nullable"]);
+    assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
+    ok(&fx, &["migrate"]);
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    conn.execute_batch("INSERT INTO log (msg) VALUES ('d');")
+        .unwrap();
+    assert_eq!(
+        count(&conn, "SELECT id FROM log WHERE msg = 'd'"),
+        4,
+        "3 was handed out before; AUTOINCREMENT never reuses it"
+    );
+    drop(conn);
+    // Dropping AUTOINCREMENT is a change of its own (a rebuild), and so is a misplaced one.
+    edit_model(&fx, ", autoincrement = true", "");
+    let (code, out, _) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 3);
+    assert!(
+        out.contains("alter table log: no options (was AUTOINCREMENT)"),
+        "{out}"
+    );
+    edit_model(
+        &fx,
+        "{ name = \"msg\", type = \"TEXT\", nullable = true }",
+        "{ name = \"msg\", type = \"TEXT\", nullable = true, autoincrement = true }",
+    );
+    let (code, _, err) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("column `msg` has autoincrement, which only the rowid alias takes"),
+        "{err}"
+    );
+}
