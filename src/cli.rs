@@ -205,10 +205,9 @@ fn parse_rename(text: &str) -> Result<RenameArg, String> {
         )
     };
     let (old, new) = text.split_once('=').ok_or_else(usage)?;
+    // The model's name rule (names may need quoting; a `.` or `=` would be ambiguous here).
     let plain = |s: &str| {
-        !s.is_empty()
-            && !s.starts_with(|c: char| c.is_ascii_digit())
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        !s.trim().is_empty() && s.trim() == s && !s.chars().any(|c| c == '.' || c.is_control())
     };
     match (old.split_once('.'), new.split_once('.')) {
         (None, None) if plain(old) && plain(new) => Ok(RenameArg::Table {

@@ -218,9 +218,22 @@ pub fn apply_rename(schema: &mut Schema, op: &Op) {
             to,
         } => {
             if let Some(table) = schema.tables.get_mut(name) {
+                // SQLite rewrites the name inside the table's expressions too.
+                let rename = |expr: &mut String| {
+                    *expr = crate::schema::sqltext::rename_in_expr(expr, from, to);
+                };
+                table.checks.iter_mut().for_each(rename);
                 for column in &mut table.columns {
                     if column.name == *from {
                         column.name = to.clone();
+                    }
+                    if let Some(generated) = &mut column.generated {
+                        rename(&mut generated.expr);
+                    }
+                }
+                for index in table.indexes.values_mut() {
+                    if let Some(predicate) = &mut index.predicate {
+                        rename(predicate);
                     }
                 }
                 for index in table.indexes.values_mut() {

@@ -46,6 +46,23 @@ fn constant(ty: SqlType) -> &'static str {
     }
 }
 
+/// Names that need quoting are generated too: a space, a quote, a double quote.
+fn table_name(t: usize) -> String {
+    if t == 2 {
+        "t 2".to_string()
+    } else {
+        format!("t{t}")
+    }
+}
+
+fn column_name(c: usize) -> String {
+    if c == 3 {
+        "c'3 \"x\"".to_string()
+    } else {
+        format!("c{c}")
+    }
+}
+
 /// A valid schema (by the rules `declared` checks) over tables t0..t2 and columns id, c0..c3.
 fn schema(genes: &[u8]) -> Schema {
     let mut g = Genes(genes.iter());
@@ -53,7 +70,7 @@ fn schema(genes: &[u8]) -> Schema {
     let mut pks: BTreeMap<String, SqlType> = BTreeMap::new();
     let mut fks: Vec<(String, usize, usize, FkAction)> = Vec::new();
     for t in 0..TABLES {
-        let name = format!("t{t}");
+        let name = table_name(t);
         if t > 0 && g.pick(4) == 0 {
             continue;
         }
@@ -107,7 +124,7 @@ fn schema(genes: &[u8]) -> Schema {
                 fks.push((name.clone(), table.columns.len(), parent, action));
             }
             table.columns.push(Column {
-                name: format!("c{c}"),
+                name: column_name(c),
                 sql_type: ty,
                 nullable,
                 default,
@@ -126,12 +143,13 @@ fn schema(genes: &[u8]) -> Schema {
             let partial = g.pick(3) == 2;
             let mut cols: Vec<String> = [first, second]
                 .iter()
-                .map(|c| format!("c{c}"))
+                .map(|c| column_name(*c))
                 .filter(|c| table.column(c).is_some())
                 .collect();
             cols.dedup();
             if !cols.is_empty() {
-                let predicate = partial.then(|| format!("\"{}\" IS NOT NULL", cols[0]));
+                let predicate =
+                    partial.then(|| format!("{} IS NOT NULL", crate::render::ident(&cols[0])));
                 let index = Index {
                     name: format!("{name}_i{i}"),
                     columns: cols,
@@ -146,7 +164,7 @@ fn schema(genes: &[u8]) -> Schema {
     // Foreign keys point at a parent's primary key, with its type; SET NULL needs a nullable
     // column.
     for (table, column, parent, action) in fks {
-        let parent = format!("t{parent}");
+        let parent = table_name(parent);
         let Some(ty) = pks.get(&parent) else {
             continue;
         };
@@ -181,12 +199,14 @@ fn schema(genes: &[u8]) -> Schema {
             .find(|c| c.primary_key == 0 && c.references.is_none())
         {
             match check {
-                1 => table
-                    .checks
-                    .push(format!("typeof(\"{}\") <> 'text'", c.name)),
-                2 => table
-                    .checks
-                    .push(format!("\"{}\" IS NOT NULL OR 1", c.name)),
+                1 => table.checks.push(format!(
+                    "typeof({}) <> 'text'",
+                    crate::render::ident(&c.name)
+                )),
+                2 => table.checks.push(format!(
+                    "{} IS NOT NULL OR 1",
+                    crate::render::ident(&c.name)
+                )),
                 _ => {}
             }
         }
@@ -198,7 +218,7 @@ fn schema(genes: &[u8]) -> Schema {
                 .iter()
                 .find(|c| c.primary_key == 0 && c.references.is_none())
         {
-            let expr = format!("\"{}\" IS NULL", c.name);
+            let expr = format!("{} IS NULL", crate::render::ident(&c.name));
             table.columns.push(Column {
                 name: "g".into(),
                 sql_type: SqlType::Integer,

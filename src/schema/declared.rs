@@ -726,15 +726,21 @@ fn check_references(schema: &Schema) -> Result<(), (String, String, String)> {
     Ok(())
 }
 
-/// Names become SQL identifiers and index names; keep them to plain identifiers so that
-/// no quoting rule can surprise anyone.
+/// Names become SQL identifiers, always quoted, so spaces and quotes are fine. A dot or `=`
+/// would make `references = "table.column"` and `--rename T.OLD=T.NEW` ambiguous, and a
+/// control character would break the one-line-per-change migration header.
 fn check_identifier(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let plain = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !plain {
+    if name.trim().is_empty() || name.trim() != name {
         return Err(format!(
-            "name `{name}` is not a plain identifier (letters, digits and `_`, not starting with a digit)"
+            "name `{name}` is empty or starts or ends with a space"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '.' | '=') || c.is_control())
+    {
+        return Err(format!(
+            "name {name:?} contains {c:?}; names may hold letters, digits, spaces and quotes, but not `.`, `=` or control characters"
         ));
     }
     if name.to_ascii_lowercase().starts_with("sqlite_") {

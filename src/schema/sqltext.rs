@@ -158,6 +158,32 @@ pub fn names(expr: &str) -> Vec<String> {
     tokens(expr).iter().filter_map(name_of).collect()
 }
 
+/// `expr` with column `from` renamed to `to` the way SQLite's RENAME COLUMN rewrites the text
+/// it keeps: a quoted name stays quoted, a bare one stays bare when the new name allows it.
+pub fn rename_in_expr(expr: &str, from: &str, to: &str) -> String {
+    let mut out = String::new();
+    let mut at = 0;
+    for token in tokens(expr) {
+        let (Kind::Word(name) | Kind::Quoted(name)) = &token.kind else {
+            continue;
+        };
+        if !name.eq_ignore_ascii_case(from) {
+            continue;
+        }
+        let bare_ok = to.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !to.starts_with(|c: char| c.is_ascii_digit());
+        out.push_str(&expr[at..token.start]);
+        if matches!(token.kind, Kind::Word(_)) && bare_ok {
+            out.push_str(to);
+        } else {
+            out.push_str(&format!("\"{}\"", to.replace('"', "\"\"")));
+        }
+        at = token.end;
+    }
+    out.push_str(&expr[at..]);
+    out
+}
+
 /// Reads the CHECKs and COLLATEs of a `CREATE TABLE` statement.
 pub fn read_create_table(sql: &str) -> TableText {
     let tokens = tokens(sql);
@@ -270,5 +296,27 @@ mod tests {
         assert_eq!(read_create_table(""), TableText::default());
         assert_eq!(read_create_table("CREATE TABLE t (a"), TableText::default());
         let _ = read_create_table("CREATE TABLE t (a CHECK (");
+    }
+}
+
+#[cfg(test)]
+mod rename_tests {
+    use super::rename_in_expr;
+
+    #[test]
+    fn renames_like_sqlite_keeping_quotes() {
+        assert_eq!(
+            rename_in_expr("a > 0 AND 'a' <> A", "a", "b"),
+            "b > 0 AND 'a' <> b"
+        );
+        assert_eq!(
+            rename_in_expr("\"the \"\"v\"\"\" >= 0", "the \"v\"", "reading"),
+            "\"reading\" >= 0"
+        );
+        assert_eq!(
+            rename_in_expr("x IS NULL", "x", "new name"),
+            "\"new name\" IS NULL"
+        );
+        assert_eq!(rename_in_expr("xa + ax", "x", "y"), "xa + ax");
     }
 }

@@ -755,3 +755,60 @@ fn migrate_rebuilding_an_autoincrement_table_keeps_its_counter() {
         "{err}"
     );
 }
+
+#[test]
+fn make_migrations_names_that_need_quoting_round_trip() {
+    let fx = Fixture::new();
+    config_repo(&fx);
+    append_model(
+        &fx,
+        "[tables.\"beam line's log\"]\ncolumns = [\n  { name = \"id\", type = \"INTEGER\", primary_key = true },\n  { name = \"the \\\"value\\\"\", type = \"REAL\", nullable = true, check = \"\\\"the \\\"\\\"value\\\"\\\"\\\" >= 0\" },\n]\nindexes = [ { name = \"by value\", columns = [\"the \\\"value\\\"\"], where = \"\\\"the \\\"\\\"value\\\"\\\"\\\" > 1\" } ]\n",
+    );
+    ok(&fx, &["make-migrations", "--name", "quoted"]);
+    assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
+    ok(&fx, &["initdb", "--beamtime", "bt-1"]);
+    fx.open(&fx.beamtime_db("bt-1"))
+        .execute_batch("INSERT INTO \"beam line's log\" (\"the \"\"value\"\"\") VALUES (2), (3);")
+        .unwrap();
+    // A rename of the column with the quotes, through the command line.
+    edit_model(&fx, "name = \"the \\\"value\\\"\"", "name = \"reading\"");
+    edit_model(
+        &fx,
+        "columns = [\"the \\\"value\\\"\"]",
+        "columns = [\"reading\"]",
+    );
+    let model = std::fs::read_to_string(fx.path().join("models/beamtime.toml")).unwrap();
+    std::fs::write(
+        fx.path().join("models/beamtime.toml"),
+        model.replace("\\\"the \\\"\\\"value\\\"\\\"\\\"", "\\\"reading\\\""),
+    )
+    .unwrap();
+    ok(
+        &fx,
+        &[
+            "make-migrations",
+            "--rename",
+            "beam line's log.the \"value\"=beam line's log.reading",
+        ],
+    );
+    assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
+    ok(&fx, &["migrate"]);
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM \"beam line's log\" WHERE reading >= 2"
+        ),
+        2
+    );
+    drop(conn);
+    let fx = Fixture::new();
+    config_repo(&fx);
+    append_model(
+        &fx,
+        "[tables.t]\ncolumns = [ { name = \"a.b\", type = \"TEXT\" } ]\n",
+    );
+    let (code, _, err) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("contains '.'"), "{err}");
+}
