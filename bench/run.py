@@ -314,7 +314,7 @@ def search_scenario(args):
         "where_text_glob": ["--where", "sample.name=P3HT-04*"],
         "where_number": ["--where", "temperature >= 399.9"],
         "where_and": ["--where", "proposal=p-0042", "--where", "temperature < 300"],
-        "text": ["--text", "anneal quench P3HT-042"],
+        "text": ["--text", "anneal quench P3HT-110"],
     }
     out = {"runs": args.search_beamtimes * args.search_runs, "reindex_full": full}
     for name, q in queries.items():
