@@ -244,6 +244,60 @@ pub fn searchable_text(metadata: &str) -> String {
 /// `reindex` keeps in step with `runs_index` (its rowid is the run's runs_index rowid).
 pub const TEXT_TABLE: &str = "beamdb_run_text";
 
+/// Every scalar of every RunStart, one row per (run, key, value), indexed by key and value:
+/// `runs --where` on a key nobody promoted is an index lookup, not a scan of 100,000 JSON
+/// documents. Derived data like [`TEXT_TABLE`]: `run` is the runs_index rowid.
+pub const KEYS_TABLE: &str = "beamdb_run_keys";
+
+/// At most this many values of one RunStart are kept in [`KEYS_TABLE`] (a document with a
+/// huge array must not blow up the index).
+const MAX_KEYS_PER_RUN: usize = 2000;
+
+/// The RunStart's scalars as (dotted key, value): nested objects give dotted keys, the items
+/// of an array of scalars each count under the array's key. Numbers and booleans (1/0) are
+/// numbers, strings are text; null and nested arrays are left out.
+pub fn scalar_keys(metadata: &str) -> Vec<(String, rusqlite::types::Value)> {
+    use rusqlite::types::Value;
+    fn walk(prefix: &str, value: &serde_json::Value, depth: usize, out: &mut Vec<(String, Value)>) {
+        if out.len() >= MAX_KEYS_PER_RUN || depth > 8 {
+            return;
+        }
+        let scalar = match value {
+            serde_json::Value::Number(n) => n.as_f64().map(Value::Real),
+            serde_json::Value::Bool(b) => Some(Value::Real(if *b { 1.0 } else { 0.0 })),
+            serde_json::Value::String(s) => Some(Value::Text(s.clone())),
+            serde_json::Value::Null => None,
+            serde_json::Value::Array(items) => {
+                for item in items.iter().filter(|i| !i.is_array() && !i.is_object()) {
+                    walk(prefix, item, depth + 1, out);
+                }
+                None
+            }
+            serde_json::Value::Object(map) => {
+                for (key, item) in map {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&path, item, depth + 1, out);
+                }
+                None
+            }
+        };
+        if let Some(scalar) = scalar
+            && !prefix.is_empty()
+        {
+            out.push((prefix.to_string(), scalar));
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(doc) = serde_json::from_str::<serde_json::Value>(metadata) {
+        walk("", &doc, 0, &mut out);
+    }
+    out
+}
+
 /// One row of a query: the run and where it lives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
@@ -312,18 +366,22 @@ impl IndexDb {
         if access == Access::ReadWrite {
             // Not part of the models: derived data, created where it is missing.
             conn.execute_batch(&format!(
-                "CREATE VIRTUAL TABLE IF NOT EXISTS {TEXT_TABLE} USING fts5(uid UNINDEXED, body)"
+                "CREATE VIRTUAL TABLE IF NOT EXISTS {TEXT_TABLE} USING fts5(uid UNINDEXED, body);
+                 CREATE TABLE IF NOT EXISTS {KEYS_TABLE} (run INTEGER NOT NULL, uid TEXT NOT NULL, key TEXT NOT NULL, num REAL, text TEXT);
+                 CREATE INDEX IF NOT EXISTS {KEYS_TABLE}_num ON {KEYS_TABLE} (key, num) WHERE num IS NOT NULL;
+                 CREATE INDEX IF NOT EXISTS {KEYS_TABLE}_text ON {KEYS_TABLE} (key, text) WHERE text IS NOT NULL;
+                 CREATE INDEX IF NOT EXISTS {KEYS_TABLE}_run_key ON {KEYS_TABLE} (run, key);"
             ))
             .map_err(open_err)?;
         }
         let has_text = conn
             .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE name = ?1",
-                [TEXT_TABLE],
+                "SELECT count(*) FROM sqlite_schema WHERE name IN (?1, ?2)",
+                [TEXT_TABLE, KEYS_TABLE],
                 |row| row.get::<_, i64>(0),
             )
             .map_err(open_err)?
-            > 0;
+            == 2;
         Ok(IndexDb {
             conn,
             extra_columns,
@@ -370,8 +428,9 @@ impl IndexDb {
 
     /// Empties the full-text table; every beamtime must then be read again.
     pub fn clear_text(&mut self) -> rusqlite::Result<()> {
-        self.conn
-            .execute(&format!("DELETE FROM {TEXT_TABLE}"), [])?;
+        self.conn.execute_batch(&format!(
+            "DELETE FROM {TEXT_TABLE}; DELETE FROM {KEYS_TABLE};"
+        ))?;
         Ok(())
     }
 
@@ -440,6 +499,12 @@ impl IndexDb {
             ),
             [&entry.id],
         )?;
+        tx.execute(
+            &format!(
+                "DELETE FROM {KEYS_TABLE} WHERE run IN (SELECT rowid FROM runs_index WHERE beamtime_id = ?1)"
+            ),
+            [&entry.id],
+        )?;
         tx.execute("DELETE FROM runs_index WHERE beamtime_id = ?1", [&entry.id])?;
 
         let columns: Vec<String> = core_run_columns()
@@ -468,6 +533,9 @@ impl IndexDb {
         let mut text = tx.prepare(&format!(
             "INSERT INTO {TEXT_TABLE} (rowid, uid, body) VALUES (?1, ?2, ?3)"
         ))?;
+        let mut keys = tx.prepare(&format!(
+            "INSERT INTO {KEYS_TABLE} (run, uid, key, num, text) VALUES (?1, ?2, ?3, ?4, ?5)"
+        ))?;
         for run in &entry.runs {
             use rusqlite::types::Value;
             let researcher_id = id_of(&run.researcher);
@@ -488,9 +556,18 @@ impl IndexDb {
                 .as_deref()
                 .map(searchable_text)
                 .unwrap_or_default();
-            text.execute(params![tx.last_insert_rowid(), run.uid, body])?;
+            let rowid = tx.last_insert_rowid();
+            text.execute(params![rowid, run.uid, body])?;
+            for (key, value) in run.metadata.as_deref().map(scalar_keys).unwrap_or_default() {
+                let (num, txt) = match value {
+                    Value::Text(t) => (Value::Null, Value::Text(t)),
+                    other => (other, Value::Null),
+                };
+                keys.execute(params![rowid, run.uid, key, num, txt])?;
+            }
         }
         drop(text);
+        drop(keys);
         drop(insert);
         drop(owner);
         tx.commit()?;
@@ -514,6 +591,12 @@ impl IndexDb {
             tx.execute(
                 &format!(
                     "DELETE FROM {TEXT_TABLE} WHERE rowid IN (SELECT rowid FROM runs_index WHERE beamtime_id = ?1)"
+                ),
+                [id],
+            )?;
+            tx.execute(
+                &format!(
+                    "DELETE FROM {KEYS_TABLE} WHERE run IN (SELECT rowid FROM runs_index WHERE beamtime_id = ?1)"
                 ),
                 [id],
             )?;
@@ -595,8 +678,21 @@ impl IndexDb {
                 &mut values,
             )),
         }
-        for condition in &filter.conditions {
-            let target = self.condition_target(condition, &filter.promoted);
+        // One condition on the key table drives (an equality when there is one: few runs),
+        // the others are checked per run it finds, through the (run, key) index.
+        let driver = filter
+            .conditions
+            .iter()
+            .position(|c| {
+                c.op == CompareOp::Eq && self.promoted_target(c, &filter.promoted).is_none()
+            })
+            .or_else(|| {
+                filter
+                    .conditions
+                    .iter()
+                    .position(|c| self.promoted_target(c, &filter.promoted).is_none())
+            });
+        for (i, condition) in filter.conditions.iter().enumerate() {
             let value = match &condition.value {
                 ConditionValue::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
                     Value::Integer(*n as i64)
@@ -604,8 +700,34 @@ impl IndexDb {
                 ConditionValue::Number(n) => Value::Real(*n),
                 ConditionValue::Text(t) | ConditionValue::Glob(t) => Value::Text(t.clone()),
             };
-            let clause = format!("{target} {} ?", condition.sql_op());
-            clauses.push(bind(&clause, value, &mut values));
+            let op = condition.sql_op();
+            match self.promoted_target(condition, &filter.promoted) {
+                Some(column) => {
+                    let clause = format!("{column} {op} ?");
+                    clauses.push(bind(&clause, value, &mut values));
+                }
+                None => {
+                    // Any other key: the runs (by rowid, and uid against a stale row) that
+                    // have a value of it that compares so, found through the key index.
+                    let side = match condition.value {
+                        ConditionValue::Number(_) => "num",
+                        _ => "text",
+                    };
+                    values.push(Value::from(condition.key.join(".")));
+                    let key = values.len();
+                    values.push(value);
+                    let value = values.len();
+                    clauses.push(if Some(i) == driver {
+                        format!(
+                            "(r.rowid, r.uid) IN (SELECT run, uid FROM {KEYS_TABLE} WHERE key = ?{key} AND {side} {op} ?{value})"
+                        )
+                    } else {
+                        format!(
+                            "EXISTS (SELECT 1 FROM {KEYS_TABLE} k INDEXED BY {KEYS_TABLE}_run_key WHERE k.run = r.rowid AND k.key = ?{key} AND k.uid = r.uid AND k.{side} {op} ?{value})"
+                        )
+                    });
+                }
+            }
         }
         let mut from = String::from("runs_index r");
         let mut order = String::from("r.time_start DESC, r.uid");
@@ -664,15 +786,15 @@ impl IndexDb {
         rows.collect()
     }
 
-    /// The SQL a `--where` condition compares: the promoted column filled from its key (and
-    /// indexed) when it holds the value as the condition compares it, else the key read from
-    /// the stored RunStart. A TEXT column stores numbers as text, so a numeric comparison
-    /// goes to the RunStart, where the number kept its type.
-    fn condition_target(
+    /// The promoted column a `--where` condition compares, when its key is one's source and
+    /// the column holds the value as the condition compares it: a TEXT column stores numbers
+    /// as text, so a numeric comparison goes to the RunStart's keys, where the number kept
+    /// its type.
+    fn promoted_target(
         &self,
         condition: &Condition,
         promoted: &BTreeMap<String, String>,
-    ) -> String {
+    ) -> Option<String> {
         let key = condition.key.join(".");
         let column = promoted
             .get(&key)
@@ -682,27 +804,10 @@ impl IndexDb {
                 self.extra_columns
                     .iter()
                     .find(|c| **c == key && !promoted.values().any(|p| p == *c))
-            });
-        if let Some(column) = column {
-            let numeric_column = self.numeric_columns.contains(column);
-            if numeric_column || !matches!(condition.value, ConditionValue::Number(_)) {
-                return format!("r.{}", crate::render::ident(column));
-            }
-        }
-        // JSON path: every key quoted, so that `-` or `:` in one is a character.
-        let path: String = condition.key.iter().map(|k| format!(".\"{k}\"")).collect();
-        let extracted = format!(
-            "json_extract(r.metadata, {})",
-            crate::render::string(&format!("${path}"))
-        );
-        match condition.value {
-            // Only numbers compare as numbers: a text '300' is not >= 300.
-            ConditionValue::Number(_) => format!(
-                "(CASE WHEN json_type(r.metadata, {p}) IN ('integer', 'real', 'true', 'false') THEN {extracted} END)",
-                p = crate::render::string(&format!("${path}"))
-            ),
-            _ => extracted,
-        }
+            })?;
+        let numeric_column = self.numeric_columns.contains(column);
+        (numeric_column || !matches!(condition.value, ConditionValue::Number(_)))
+            .then(|| format!("r.{}", crate::render::ident(column)))
     }
 
     /// How many beamtimes and runs the index holds.
@@ -835,6 +940,25 @@ mod tests {
         assert_eq!(fts_query("P3HT anneal"), "\"P3HT\" \"anneal\"");
         assert_eq!(fts_query("anne* p-1 a\"b"), "\"anne\"* \"p-1\" \"a\"\"b\"");
         assert_eq!(fts_query("*"), "\"*\"");
+    }
+
+    #[test]
+    fn scalar_keys_are_dotted_with_array_items_under_their_key() {
+        use rusqlite::types::Value;
+        let keys = scalar_keys(
+            r#"{"sample": {"name": "P3HT", "t": 300}, "detectors": ["det", "ccd", [1]], "ok": true, "none": null}"#,
+        );
+        assert_eq!(
+            keys,
+            [
+                ("detectors".to_string(), Value::Text("det".into())),
+                ("detectors".to_string(), Value::Text("ccd".into())),
+                ("ok".to_string(), Value::Real(1.0)),
+                ("sample.name".to_string(), Value::Text("P3HT".into())),
+                ("sample.t".to_string(), Value::Real(300.0)),
+            ]
+        );
+        assert!(scalar_keys("not json").is_empty());
     }
 
     #[test]
