@@ -72,6 +72,12 @@ pub fn needs_backup(plan: &[Op]) -> bool {
 fn render_op(op: &Op) -> String {
     match op {
         Op::CreateTable(table) => create_table(table),
+        Op::DropObject(object) => format!(
+            "DROP {} IF EXISTS {};\n",
+            object.kind.as_sql(),
+            ident(&object.name)
+        ),
+        Op::CreateObject(object) => format!("{};\n", object.sql),
         Op::DropTable(table) => format!("DROP TABLE {};\n", ident(&table.name)),
         // SQLite refuses a rename onto a name that differs only in case ("there is already
         // another table"): it goes through a temporary name.

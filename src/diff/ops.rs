@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::schema::{Column, Index, Schema, SqlType, Table, TableOptions};
+use crate::schema::{Column, Index, Schema, SchemaObject, SqlType, Table, TableOptions};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -54,6 +54,10 @@ pub enum Op {
         table: String,
         index: Index,
     },
+    /// A view or trigger that goes (or is about to be recreated).
+    DropObject(SchemaObject),
+    /// A view or trigger that comes (or comes back after a rebuild).
+    CreateObject(SchemaObject),
     /// Stops the migration, before anything is committed, when the data cannot take the new
     /// schema. Emitted by `rebuild::plan`, never by `compare`.
     Guard(Guard),
@@ -105,6 +109,7 @@ impl Op {
     pub fn table(&self) -> &str {
         match self {
             Op::CreateTable(t) | Op::DropTable(t) => &t.name,
+            Op::DropObject(o) | Op::CreateObject(o) => &o.name,
             Op::RenameTable { to, .. } => to,
             Op::AddColumn { table, .. }
             | Op::DropColumn { table, .. }
@@ -382,6 +387,10 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::CreateTable(table) => write!(f, "create table {}", table.name),
+            Op::DropObject(o) => write!(f, "drop {} {}", o.kind.as_sql().to_lowercase(), o.name),
+            Op::CreateObject(o) => {
+                write!(f, "create {} {}", o.kind.as_sql().to_lowercase(), o.name)
+            }
             Op::DropTable(table) => write!(f, "drop table {}", table.name),
             Op::RenameTable { from, to } => write!(f, "rename table {from} to {to}"),
             Op::AddColumn { table, column } => write!(

@@ -182,6 +182,25 @@ fn schema(genes: &[u8]) -> Schema {
             on_delete: action,
         });
     }
+    // A view over one table: it must survive every rebuild and rename of that table.
+    if let Some(table) = schema.tables.keys().next().cloned()
+        && g.pick(3) == 1
+    {
+        let name = "v".to_string();
+        let sql = format!(
+            "CREATE VIEW {} AS SELECT count(*) AS n FROM {}",
+            crate::render::ident(&name),
+            crate::render::ident(&table)
+        );
+        schema.objects.insert(
+            name.clone(),
+            crate::schema::SchemaObject {
+                kind: crate::schema::ObjectKind::View,
+                name,
+                sql,
+            },
+        );
+    }
     // Table options. WITHOUT ROWID only on tables with a key and no foreign key of their
     // own (`populate` removes dangling children by rowid).
     for table in schema.tables.values_mut() {

@@ -138,9 +138,34 @@ pub fn plan(from: &Schema, to: &Schema, ops: &[Op]) -> Vec<Op> {
 
     let renames = ops
         .iter()
-        .take_while(|op| matches!(op, Op::RenameTable { .. } | Op::RenameColumn { .. }))
+        .take_while(|op| {
+            matches!(
+                op,
+                Op::DropObject(_) | Op::RenameTable { .. } | Op::RenameColumn { .. }
+            )
+        })
         .count();
-    let mut steps = ops[..renames].to_vec();
+    // A rebuild drops the table with its triggers, and SQLite checks every view and trigger
+    // when a table is renamed or dropped: all of them go first and come back at the end.
+    let disruptive = !rebuilds.is_empty()
+        || ops.iter().any(|op| {
+            matches!(
+                op,
+                Op::RenameTable { .. }
+                    | Op::RenameColumn { .. }
+                    | Op::DropTable(_)
+                    | Op::DropColumn { .. }
+            )
+        });
+    let mut steps = Vec::new();
+    if disruptive {
+        for object in from.objects.values() {
+            if !ops.contains(&Op::DropObject(object.clone())) {
+                steps.push(Op::DropObject(object.clone()));
+            }
+        }
+    }
+    steps.extend(ops[..renames].iter().cloned());
     for r in rebuilds.values() {
         steps.extend(guards(&r.from, &r.to).into_iter().map(Op::Guard));
     }
@@ -165,6 +190,13 @@ pub fn plan(from: &Schema, to: &Schema, ops: &[Op]) -> Vec<Op> {
                 }
             }
             _ => steps.push(op.clone()),
+        }
+    }
+    if disruptive {
+        for object in to.objects.values() {
+            if !ops.contains(&Op::CreateObject(object.clone())) {
+                steps.push(Op::CreateObject(object.clone()));
+            }
         }
     }
     steps

@@ -243,6 +243,26 @@ fn load_model(kind: DbKind, models_dir: Option<&Path>) -> Result<LoadedModel, To
 struct ModelFile {
     #[serde(default)]
     tables: BTreeMap<String, Spanned<TableDecl>>,
+    #[serde(default)]
+    views: BTreeMap<String, Spanned<ViewDecl>>,
+    #[serde(default)]
+    triggers: BTreeMap<String, Spanned<TriggerDecl>>,
+}
+
+/// `[views.NAME] select = "SELECT ..."`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ViewDecl {
+    select: String,
+}
+
+/// `[triggers.NAME] on = "table", when = "AFTER INSERT", body = "UPDATE ...;"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerDecl {
+    on: String,
+    when: String,
+    body: String,
 }
 
 #[derive(Deserialize)]
@@ -472,7 +492,74 @@ fn parse_full(text: &str, file: &str) -> Result<(Schema, Renames, Places), TomlE
             .unwrap_or_default();
         err(span, &table, msg)
     })?;
+    declare_objects(&decl, &mut schema, text, file)?;
     Ok((schema, renames, places))
+}
+
+/// Views and triggers: their `CREATE` statement, as `render` writes it and SQLite keeps it.
+fn declare_objects(
+    decl: &ModelFile,
+    schema: &mut Schema,
+    text: &str,
+    file: &str,
+) -> Result<(), TomlError> {
+    use super::{ObjectKind, SchemaObject};
+    let ident = crate::render::ident;
+    let mut declared: Vec<(String, std::ops::Range<usize>, ObjectKind, String)> = Vec::new();
+    for (name, view) in &decl.views {
+        let select = view.get_ref().select.trim().trim_end_matches(';').trim();
+        if select.is_empty() {
+            return Err(tomlfile::at(
+                text,
+                file,
+                view.span(),
+                format!("view `{name}`: `select` is empty; write the SELECT statement"),
+            ));
+        }
+        let sql = format!("CREATE VIEW {} AS {select}", ident(name));
+        declared.push((name.clone(), view.span(), ObjectKind::View, sql));
+    }
+    for (name, trigger) in &decl.triggers {
+        let t = trigger.get_ref();
+        let when = t.when.split_whitespace().collect::<Vec<_>>().join(" ");
+        let body = t.body.trim();
+        let at =
+            |m: String| tomlfile::at(text, file, trigger.span(), format!("trigger `{name}`: {m}"));
+        if schema.table(&t.on).is_none() {
+            return Err(at(format!("`on = \"{}\"` names no declared table", t.on)));
+        }
+        if when.is_empty() || body.is_empty() {
+            return Err(at("`when` (e.g. \"AFTER INSERT\") and `body` (statements, each ending in ;) are needed".into()));
+        }
+        let sql = format!(
+            "CREATE TRIGGER {} {when} ON {} BEGIN {body} END",
+            ident(name),
+            ident(&t.on)
+        );
+        declared.push((name.clone(), trigger.span(), ObjectKind::Trigger, sql));
+    }
+    for (name, span, kind, sql) in declared {
+        check_identifier(&name).map_err(|m| tomlfile::at(text, file, span.clone(), m))?;
+        let taken = schema
+            .tables
+            .keys()
+            .chain(schema.objects.keys())
+            .find(|other| other.eq_ignore_ascii_case(&name));
+        if let Some(other) = taken {
+            return Err(tomlfile::at(
+                text,
+                file,
+                span,
+                format!(
+                    "`{name}`: the name `{other}` is already declared (tables, views and triggers share SQLite's names, case-insensitively)"
+                ),
+            ));
+        }
+        schema
+            .objects
+            .insert(name.clone(), SchemaObject { kind, name, sql });
+    }
+    Ok(())
 }
 
 /// `source = "a.b"` is a RunStart key path of non-empty parts, on a column of `runs`.

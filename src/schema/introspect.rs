@@ -29,6 +29,34 @@ pub fn introspect(conn: &Connection) -> rusqlite::Result<Schema> {
         let table = introspect_table(conn, &name)?;
         schema.tables.insert(name, table);
     }
+    let mut objects = conn.prepare(
+        "SELECT type, name, sql FROM sqlite_schema
+         WHERE type IN ('view', 'trigger') AND name NOT LIKE 'beamdb\\_%' ESCAPE '\\'
+         ORDER BY name",
+    )?;
+    let rows = objects.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (kind, name, sql) = row?;
+        let kind = if kind == "view" {
+            super::ObjectKind::View
+        } else {
+            super::ObjectKind::Trigger
+        };
+        schema.objects.insert(
+            name.clone(),
+            super::SchemaObject {
+                kind,
+                name,
+                sql: sql.unwrap_or_default(),
+            },
+        );
+    }
     Ok(schema)
 }
 

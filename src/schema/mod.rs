@@ -7,7 +7,8 @@ pub mod model;
 pub mod sqltext;
 
 pub use model::{
-    Column, FkAction, Generated, Index, Reference, Renames, Schema, SqlType, Table, TableOptions,
+    Column, FkAction, Generated, Index, ObjectKind, Reference, Renames, Schema, SchemaObject,
+    SqlType, Table, TableOptions,
 };
 
 /// Which of beamdb's two kinds of database a schema, model file or migration is for.

@@ -10,6 +10,33 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Schema {
     pub tables: BTreeMap<String, Table>,
+    /// Views and triggers, by name: their `CREATE` statement as beamdb writes it (and SQLite
+    /// keeps it), compared as text.
+    pub objects: BTreeMap<String, SchemaObject>,
+}
+
+/// A view or a trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaObject {
+    pub kind: ObjectKind,
+    pub name: String,
+    /// The whole `CREATE VIEW` / `CREATE TRIGGER` statement, without the final `;`.
+    pub sql: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    View,
+    Trigger,
+}
+
+impl ObjectKind {
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            ObjectKind::View => "VIEW",
+            ObjectKind::Trigger => "TRIGGER",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

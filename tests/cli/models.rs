@@ -812,3 +812,65 @@ fn make_migrations_names_that_need_quoting_round_trip() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("contains '.'"), "{err}");
 }
+
+#[test]
+fn make_migrations_views_and_triggers_survive_rebuilds_and_renames() {
+    let fx = Fixture::new();
+    config_repo(&fx);
+    append_model(
+        &fx,
+        "[tables.readings]\ncolumns = [\n  { name = \"id\", type = \"INTEGER\", primary_key = true },\n  { name = \"value\", type = \"REAL\" },\n  { name = \"changed\", type = \"INTEGER\", default = \"0\" },\n]\n\n[views.positive]\nselect = \"SELECT id, value FROM readings WHERE value > 0\"\n\n[triggers.readings_touch]\non = \"readings\"\nwhen = \"AFTER UPDATE OF value\"\nbody = \"UPDATE readings SET changed = changed + 1 WHERE id = NEW.id;\"\n",
+    );
+    let (code, out, _) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 3);
+    assert!(
+        out.contains("create view positive") && out.contains("create trigger readings_touch"),
+        "{out}"
+    );
+    ok(&fx, &["make-migrations", "--name", "readings"]);
+    ok(&fx, &["initdb", "--beamtime", "bt-1"]);
+    fx.open(&fx.beamtime_db("bt-1"))
+        .execute_batch("INSERT INTO readings (value) VALUES (1.5), (-2);")
+        .unwrap();
+    // A rebuild of readings (value becomes nullable) and a rename of a column the view names.
+    edit_model(
+        &fx,
+        "{ name = \"value\", type = \"REAL\" }",
+        "{ name = \"reading\", type = \"REAL\", nullable = true }",
+    );
+    edit_model(
+        &fx,
+        "SELECT id, value FROM readings WHERE value > 0",
+        "SELECT id, reading FROM readings WHERE reading > 0",
+    );
+    edit_model(&fx, "AFTER UPDATE OF value", "AFTER UPDATE OF reading");
+    ok(
+        &fx,
+        &[
+            "make-migrations",
+            "--rename",
+            "readings.value=readings.reading",
+        ],
+    );
+    assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
+    ok(&fx, &["migrate"]);
+    let conn = fx.open(&fx.beamtime_db("bt-1"));
+    assert_eq!(count(&conn, "SELECT count(*) FROM positive"), 1);
+    conn.execute_batch("UPDATE readings SET reading = 3 WHERE reading < 0;")
+        .unwrap();
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM readings WHERE changed = 1"),
+        1,
+        "the trigger is back"
+    );
+    assert_eq!(count(&conn, "SELECT count(*) FROM positive"), 2);
+    drop(conn);
+    let db = fx.beamtime_db("bt-1");
+    let (code, out, err) = run(&mut fx.beamdb(&[
+        "make-migrations",
+        "--check",
+        "--database",
+        db.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+}
