@@ -377,7 +377,11 @@ fn column_definition_with(
 }
 
 pub fn create_index(table: &str, index: &Index) -> String {
-    let columns: Vec<String> = index.columns.iter().map(|c| ident(c)).collect();
+    let columns: Vec<String> = if index.expressions {
+        index.columns.clone()
+    } else {
+        index.columns.iter().map(|c| ident(c)).collect()
+    };
     let predicate = index
         .predicate
         .as_ref()
@@ -465,6 +469,7 @@ mod tests {
             columns: vec!["a".into(), "b".into()],
             unique: true,
             predicate: None,
+            expressions: false,
         };
         assert_eq!(
             create_index("t", &index),
@@ -527,6 +532,7 @@ mod op_tests {
                     columns: vec!["y".into()],
                     unique: false,
                     predicate: None,
+                    expressions: false,
                 },
             },
         ];
@@ -567,6 +573,7 @@ mod op_tests {
                 columns: vec!["b".into()],
                 unique: false,
                 predicate: None,
+                expressions: false,
             },
         );
         let op = Op::RebuildTable(Rebuild {

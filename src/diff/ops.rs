@@ -240,8 +240,11 @@ pub fn apply_rename(schema: &mut Schema, op: &Op) {
                     if let Some(predicate) = &mut index.predicate {
                         rename(predicate);
                     }
+                    if index.expressions {
+                        index.columns.iter_mut().for_each(rename);
+                    }
                 }
-                for index in table.indexes.values_mut() {
+                for index in table.indexes.values_mut().filter(|i| !i.expressions) {
                     for column in &mut index.columns {
                         if column == from {
                             *column = to.clone();

@@ -150,11 +150,21 @@ fn schema(genes: &[u8]) -> Schema {
             if !cols.is_empty() {
                 let predicate =
                     partial.then(|| format!("{} IS NOT NULL", crate::render::ident(&cols[0])));
+                // Expression indexes: SQLite keeps their items as written, too.
+                let expressions = g.pick(4) == 3;
+                let cols = if expressions {
+                    cols.iter()
+                        .map(|c| format!("lower({})", crate::render::ident(c)))
+                        .collect()
+                } else {
+                    cols
+                };
                 let index = Index {
                     name: format!("{name}_i{i}"),
                     columns: cols,
                     unique,
                     predicate,
+                    expressions,
                 };
                 table.indexes.insert(index.name.clone(), index);
             }
@@ -257,6 +267,7 @@ fn schema(genes: &[u8]) -> Schema {
                     columns: vec!["g".into()],
                     unique: false,
                     predicate: None,
+                    expressions: false,
                 };
                 table.indexes.insert(index.name.clone(), index);
             }

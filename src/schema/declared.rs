@@ -188,6 +188,7 @@ fn carry_promoted(schema: &mut Schema, promoted: &[Promoted]) {
                     columns: vec![p.column.clone()],
                     unique: false,
                     predicate: None,
+                    expressions: false,
                 },
             );
         }
@@ -320,7 +321,11 @@ struct ColumnDecl {
 #[serde(deny_unknown_fields)]
 struct IndexDecl {
     name: String,
+    #[serde(default)]
     columns: Vec<String>,
+    /// An expression index: SQL expressions (`lower(name)`) instead of `columns`.
+    #[serde(default)]
+    expressions: Vec<String>,
     #[serde(default)]
     unique: bool,
     /// A partial index: only rows for which this SQL expression is true.
@@ -742,6 +747,31 @@ fn check_expression(expr: &str, what: &str) -> Result<String, String> {
 
 fn build_index(decl: &IndexDecl, table: &Table) -> Result<Index, String> {
     check_identifier(&decl.name).map_err(|m| format!("index {m}"))?;
+    if !decl.expressions.is_empty() {
+        if !decl.columns.is_empty() {
+            return Err(format!(
+                "index `{}` has both `columns` and `expressions`; list plain columns among the expressions",
+                decl.name
+            ));
+        }
+        let items: Vec<String> = decl
+            .expressions
+            .iter()
+            .map(|e| e.trim().to_string())
+            .collect();
+        if items.iter().any(String::is_empty) {
+            return Err(format!("index `{}` has an empty expression", decl.name));
+        }
+        // Only column names after all: the same index as `columns` would declare.
+        let plain = items.iter().all(|e| table.column(e).is_some());
+        return Ok(Index {
+            name: decl.name.clone(),
+            columns: items,
+            unique: decl.unique,
+            predicate: decl.predicate.as_ref().map(|p| p.trim().to_string()),
+            expressions: !plain,
+        });
+    }
     if decl.columns.is_empty() {
         return Err(format!("index `{}` lists no columns", decl.name));
     }
@@ -766,6 +796,7 @@ fn build_index(decl: &IndexDecl, table: &Table) -> Result<Index, String> {
         columns: decl.columns.clone(),
         unique: decl.unique,
         predicate: decl.predicate.as_ref().map(|p| p.trim().to_string()),
+        expressions: false,
     })
 }
 
@@ -800,6 +831,7 @@ fn check_references(schema: &Schema) -> Result<(), (String, String, String)> {
                     .any(|i| {
                         i.unique
                             && i.predicate.is_none()
+                            && !i.expressions
                             && i.columns == [parent_column.name.clone()]
                     });
             if !is_key {

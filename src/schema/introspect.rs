@@ -188,10 +188,20 @@ fn introspect_indexes(conn: &Connection, table: &str) -> rusqlite::Result<BTreeM
     let mut info = conn.prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?;
     let mut indexes = BTreeMap::new();
     for (name, unique, sql) in entries {
-        let columns = info
+        let mut columns: Vec<String> = info
             .query_map([&name], |row| row.get::<_, Option<String>>(0))?
             .map(|c| c.map(|c| c.unwrap_or_else(|| "<expression>".to_string())))
             .collect::<Result<_, _>>()?;
+        // An expression (no column name) makes it an expression index: its items, verbatim,
+        // come from the CREATE INDEX text.
+        let expressions = columns.iter().any(|c| c == "<expression>");
+        if expressions
+            && let Some(items) = sql_of(conn, &name)?
+                .as_deref()
+                .and_then(super::sqltext::index_items)
+        {
+            columns = items.into_iter().map(|(text, _)| text).collect();
+        }
         indexes.insert(
             name.clone(),
             Index {
@@ -199,10 +209,22 @@ fn introspect_indexes(conn: &Connection, table: &str) -> rusqlite::Result<BTreeM
                 columns,
                 unique,
                 predicate: sql.as_deref().and_then(index_predicate),
+                expressions,
             },
         );
     }
     Ok(indexes)
+}
+
+fn sql_of(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = ?1",
+            [name],
+            |row| row.get::<_, Option<String>>(0),
+        )
+        .optional()?
+        .flatten())
 }
 
 /// The `WHERE` expression of a `CREATE INDEX` statement: the text after the parenthesised

@@ -153,6 +153,8 @@ pub struct Index {
     pub unique: bool,
     /// A partial index's `WHERE` expression, verbatim (SQLite keeps the text as written).
     pub predicate: Option<String>,
+    /// `columns` are SQL expressions (`lower(name)`), verbatim, rather than column names.
+    pub expressions: bool,
 }
 
 /// The column types a model may declare: SQLite's five type affinities.

@@ -184,6 +184,37 @@ pub fn rename_in_expr(expr: &str, from: &str, to: &str) -> String {
     out
 }
 
+/// The items of a `CREATE INDEX` statement's parenthesised list, verbatim, and whether each is
+/// a bare column name (then unquoted).
+pub fn index_items(sql: &str) -> Option<Vec<(String, Option<String>)>> {
+    let tokens = tokens(sql);
+    let open = tokens.iter().position(|t| t.kind == Kind::Open)?;
+    let close = matching(&tokens, open)?;
+    let mut items = Vec::new();
+    let mut depth = 0usize;
+    let mut from = open + 1;
+    for i in open + 1..=close {
+        let end_of_item = i == close || (depth == 0 && tokens[i].kind == Kind::Comma);
+        match tokens[i].kind {
+            Kind::Open => depth += 1,
+            Kind::Close if i != close => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if end_of_item {
+            let part = &tokens[from..i];
+            let (first, last) = (part.first()?, part.last()?);
+            let text = sql[first.start..last.end].trim().to_string();
+            let column = match part {
+                [only] => name_of(only),
+                _ => None,
+            };
+            items.push((text, column));
+            from = i + 1;
+        }
+    }
+    Some(items)
+}
+
 /// Reads the CHECKs and COLLATEs of a `CREATE TABLE` statement.
 pub fn read_create_table(sql: &str) -> TableText {
     let tokens = tokens(sql);
@@ -318,5 +349,26 @@ mod rename_tests {
             "\"new name\" IS NULL"
         );
         assert_eq!(rename_in_expr("xa + ax", "x", "y"), "xa + ax");
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::index_items;
+
+    #[test]
+    fn index_items_are_verbatim_with_plain_columns_named() {
+        let items = index_items(
+            "CREATE UNIQUE INDEX \"i\" ON \"t\" (lower(\"a b\"), \"c\", substr(d, 1, 2)) WHERE x > 0",
+        )
+        .unwrap();
+        assert_eq!(
+            items,
+            [
+                ("lower(\"a b\")".to_string(), None),
+                ("\"c\"".to_string(), Some("c".to_string())),
+                ("substr(d, 1, 2)".to_string(), None),
+            ]
+        );
     }
 }

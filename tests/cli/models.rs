@@ -874,3 +874,58 @@ fn make_migrations_views_and_triggers_survive_rebuilds_and_renames() {
     ]));
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn make_migrations_expression_index_round_trips_and_enforces_uniqueness() {
+    let fx = Fixture::new();
+    config_repo(&fx);
+    append_model(
+        &fx,
+        "[tables.people]\ncolumns = [\n  { name = \"id\", type = \"INTEGER\", primary_key = true },\n  { name = \"email\", type = \"TEXT\" },\n]\nindexes = [ { name = \"people_email\", expressions = [\"lower(email)\"], unique = true } ]\n",
+    );
+    let (code, out, _) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 3);
+    assert!(
+        out.contains("create unique index people_email on people (lower(email))"),
+        "{out}"
+    );
+    ok(&fx, &["make-migrations", "--name", "people"]);
+    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V2__people.sql")).unwrap();
+    assert!(
+        sql.contains("CREATE UNIQUE INDEX \"people_email\" ON \"people\" (lower(email));"),
+        "{sql}"
+    );
+    assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
+    ok(&fx, &["initdb", "--beamtime", "bt-1"]);
+    let db = fx.beamtime_db("bt-1");
+    let conn = fx.open(&db);
+    conn.execute_batch("INSERT INTO people (email) VALUES ('Ada@x.org');")
+        .unwrap();
+    assert!(
+        conn.execute("INSERT INTO people (email) VALUES ('ada@X.org')", [])
+            .is_err()
+    );
+    drop(conn);
+    let (code, out, err) = run(&mut fx.beamdb(&[
+        "make-migrations",
+        "--check",
+        "--database",
+        db.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    // A rebuild of the table (email nullable) recreates it.
+    edit_model(
+        &fx,
+        "{ name = \"email\", type = \"TEXT\" }",
+        "{ name = \"email\", type = \"TEXT\", nullable = true }",
+    );
+    ok(&fx, &["make-migrations", "--name", "nullable"]);
+    ok(&fx, &["migrate"]);
+    let (code, out, err) = run(&mut fx.beamdb(&[
+        "make-migrations",
+        "--check",
+        "--database",
+        db.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+}
