@@ -192,14 +192,17 @@ fn introspect_indexes(conn: &Connection, table: &str) -> rusqlite::Result<BTreeM
             .query_map([&name], |row| row.get::<_, Option<String>>(0))?
             .map(|c| c.map(|c| c.unwrap_or_else(|| "<expression>".to_string())))
             .collect::<Result<_, _>>()?;
-        // An expression (no column name) makes it an expression index: its items, verbatim,
-        // come from the CREATE INDEX text.
-        let expressions = columns.iter().any(|c| c == "<expression>");
-        if expressions
-            && let Some(items) = sql_of(conn, &name)?
-                .as_deref()
-                .and_then(super::sqltext::index_items)
+        // An item that is not a bare column name (an expression, or a column with COLLATE or
+        // DESC) makes it an expression index: its items, verbatim, from the CREATE INDEX text.
+        // (Indexes behind UNIQUE or PRIMARY KEY constraints have no text: plain columns.)
+        let items = sql_of(conn, &name)?
+            .as_deref()
+            .and_then(super::sqltext::index_items);
+        let mut expressions = columns.iter().any(|c| c == "<expression>");
+        if let Some(items) = items
+            && (expressions || items.iter().any(|(_, column)| column.is_none()))
         {
+            expressions = true;
             columns = items.into_iter().map(|(text, _)| text).collect();
         }
         indexes.insert(

@@ -881,7 +881,7 @@ fn make_migrations_expression_index_round_trips_and_enforces_uniqueness() {
     config_repo(&fx);
     append_model(
         &fx,
-        "[tables.people]\ncolumns = [\n  { name = \"id\", type = \"INTEGER\", primary_key = true },\n  { name = \"email\", type = \"TEXT\" },\n]\nindexes = [ { name = \"people_email\", expressions = [\"lower(email)\"], unique = true } ]\n",
+        "[tables.people]\ncolumns = [\n  { name = \"id\", type = \"INTEGER\", primary_key = true },\n  { name = \"email\", type = \"TEXT\" },\n]\nindexes = [\n  { name = \"people_email\", expressions = [\"lower(email)\"], unique = true },\n  { name = \"people_recent\", expressions = [\"id DESC\", \"email COLLATE NOCASE\"] },\n]\n",
     );
     let (code, out, _) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
     assert_eq!(code, 3);
