@@ -51,7 +51,9 @@ pub enum Command {
     /// writes V<n>__<name>.sql for the difference: renames declared with --rename or
     /// renamed_from, table rebuilds where SQLite cannot alter in place (docs/models.md). With
     /// --check, writes nothing and exits 3 when a migration is missing: for CI of a facility's
-    /// configuration repository.
+    /// configuration repository. A column added to `runs` in the beamtime model is promoted
+    /// metadata: the index model gets it on `runs_index` by itself, so the index migration is
+    /// written too (and a --rename of it applies there as well).
     #[command(after_help = EXIT_CODES_HELP)]
     MakeMigrations(MakeMigrationsArgs),
 
@@ -100,7 +102,9 @@ pub enum Command {
     /// --since/--until: 2026-11-20 (a whole day; --until includes it), 2026-11-20T14:00 or
     /// "2026-11-20 14:00" (local time unless an offset such as +01:00 or Z is given),
     /// today, yesterday, a weekday (monday = its most recent start), a span ago (3d, 12h,
-    /// "2 weeks"), or Unix seconds.
+    /// "2 weeks"), or Unix seconds. --where 'KEY OP VALUE' searches any RunStart key
+    /// (sample.name=P3HT*, 'temperature >= 300'); --text "P3HT anneal" searches the words of
+    /// the RunStart, best match first. Exit 2 on a --where that is not KEY OP VALUE.
     #[command(after_help = EXIT_CODES_HELP)]
     Runs(RunsArgs),
 
