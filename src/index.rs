@@ -2,7 +2,10 @@
 //!
 //! Its interface is small on purpose (replace one beamtime, forget beamtimes, query runs) so
 //! that the index can move to another database server without touching its callers. The SQL
-//! stays portable where that costs nothing (upserts, no SQLite-only functions in queries).
+//! stays portable where that costs nothing (upserts). Search is where it does not: the
+//! RunStart is kept as JSONB, `--text` uses FTS5 and `--where` an index of RunStart scalars
+//! (`beamdb_run_keys`); a PostgreSQL index would use jsonb and tsvector behind the same
+//! `query_runs`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
