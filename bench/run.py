@@ -266,6 +266,79 @@ def migrate_scenario(args):
     return stats(times)
 
 
+def populate_search(data_root, beamtimes, per_beamtime):
+    """beamtimes x per_beamtime runs whose RunStart looks like a beamline's: a sample dict,
+    a temperature, a proposal, a purpose in words, plan arguments."""
+    words = ["anneal", "quench", "align", "calibrate", "dark", "flat", "scan", "mapping", "in-situ", "heating"]
+    for b in range(beamtimes):
+        bt = f"bt-{b:04d}"
+        db = data_root / "beamtimes" / bt / "beamtime.db"
+        conn = sqlite3.connect(db)
+        with conn:
+            rows = []
+            for k in range(per_beamtime):
+                n = b * per_beamtime + k
+                uid = f"{bt}-run-{k:05d}"
+                sample = f"P3HT-{n % 1000:03d}" if n % 2 == 0 else f"PS-{n % 1000:03d}"
+                md = {
+                    "uid": uid, "time": 1.79e9 + n, "plan_name": "scan", "scan_id": k,
+                    "sample": {"name": sample, "composition": "C10H14S" if n % 2 == 0 else "C8H8"},
+                    "temperature": 250 + (n % 1500) / 10.0,
+                    "proposal": f"p-{n % 5000:04d}",
+                    "purpose": f"{words[n % 10]} {words[(n // 10) % 10]} film {sample}",
+                    "detectors": ["det", "ccd"], "motors": ["motor"], "num_points": 41,
+                    "plan_args": {"num": 41, "args": ["motor", -1, 1], "per_step": "None"},
+                    "operator": "sim", "researcher": f"Researcher {b % 20}",
+                }
+                rows.append((uid, 1.79e9 + n, json.dumps(md)))
+            conn.executemany("INSERT INTO runs (uid, plan_name, time_start, metadata)"
+                             " VALUES (?, 'scan', ?, ?)", rows)
+            conn.execute("INSERT INTO beamtime_meta (key, value) VALUES ('generation', '1')"
+                         " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+        conn.close()
+
+
+def search_scenario(args):
+    """`runs --where` (unpromoted keys: read from the RunStart the index keeps) and `runs
+    --text` on an index of beamtimes x runs; whole-process times, output to a pipe."""
+    data_root = fresh(WORK / "search")
+    ids = [f"bt-{i:04d}" for i in range(args.search_beamtimes)]
+    cmd = [args.beamdb, "-q", "initdb"]
+    for i in ids:
+        cmd += ["--beamtime", i]
+    subprocess.run(cmd, env=beamdb_env(data_root), check=True)
+    populate_search(data_root, args.search_beamtimes, args.search_runs)
+    env = beamdb_env(data_root)
+    full = run_timed([args.beamdb, "-q", "reindex", "--full"], env=env)[0]
+    queries = {
+        "where_text_glob": ["--where", "sample.name=P3HT-04*"],
+        "where_number": ["--where", "temperature >= 399.9"],
+        "where_and": ["--where", "proposal=p-0042", "--where", "temperature < 300"],
+        "text": ["--text", "anneal quench P3HT-110"],
+    }
+    out = {"runs": args.search_beamtimes * args.search_runs, "reindex_full": full}
+    for name, q in queries.items():
+        times, found = [], 0
+        for _ in range(max(args.rounds, 5)):
+            dt, text = run_timed([args.beamdb, "runs", "--json", *q], env=env)
+            times.append(dt)
+            found = len(json.loads(text))
+        out[name] = stats(times)
+        out[name]["found"] = found
+        out[name]["args"] = " ".join(q)
+    return out
+
+
+def search_report(r):
+    lines = [f"Search on an index of {r['runs']:,} runs (reindex --full of it: {r['reindex_full']:.1f} s); "
+             "whole-process `beamdb runs --json ...` wall time, goal < 50 ms:", "",
+             "| query | runs found | median (min–max) |", "|---|---|---|"]
+    for name in ("where_text_glob", "where_number", "where_and", "text"):
+        q = r[name]
+        lines.append(f"| `{q['args']}` | {q['found']} | {fmt_range(q, 1000, 'ms', 1)} |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- report
 def fmt_range(s, scale=1.0, unit="s", digits=2):
     return f"{s['median'] * scale:.{digits}f} {unit} ({s['min'] * scale:.{digits}f}–{s['max'] * scale:.{digits}f})"
@@ -332,9 +405,9 @@ def plot(args, r, path):
     fig.savefig(path, dpi=110)
 
 
-def write_doc(text, path):
+def write_doc(text, path, block="results"):
     doc = path.read_text() if path.exists() else ""
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
     block = f"{start}\n{text}\n{end}"
     if start in doc and end in doc:
         doc = doc[:doc.index(start)] + block + doc[doc.index(end) + len(end):]
@@ -353,6 +426,9 @@ def main():
     ap.add_argument("--beamtimes", type=int, default=1000)
     ap.add_argument("--migrate-beamtimes", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="small sizes, 3 rounds: a smoke test of the harness")
+    ap.add_argument("--search-beamtimes", type=int, default=100)
+    ap.add_argument("--search-runs", type=int, default=1000, help="runs per beamtime in the search scenario")
+    ap.add_argument("--only", choices=["search"], help="run one scenario (and update its block of docs/benchmarks.md)")
     ap.add_argument("--no-doc", action="store_true", help="print only; leave docs/ alone")
     args = ap.parse_args()
     if args.quick:
@@ -360,6 +436,16 @@ def main():
         args.beamtimes, args.migrate_beamtimes = 100, 20
     args.beamdb = str(Path(args.beamdb).resolve())
     WORK.mkdir(exist_ok=True)
+    if args.quick:
+        args.search_beamtimes, args.search_runs = 10, 100
+    if args.only == "search":
+        r = search_scenario(args)
+        text = search_report(r)
+        print(text)
+        (WORK / "search.json").write_text(json.dumps(r, indent=1))
+        if not args.no_doc:
+            write_doc(text, REPO / "docs" / "benchmarks.md", "search")
+        return
     frames_jsonl, events_jsonl, root, real_frames, raw = generate(args)
     r = {"raw_bytes": raw}
     print("ceiling ...", flush=True)
@@ -375,11 +461,15 @@ def main():
     r["check"] = check_scenario(args)
     print("migrate ...", flush=True)
     r["migrate"] = migrate_scenario(args)
+    print("search ...", flush=True)
+    r["search"] = search_scenario(args)
     text = report(args, r)
     print(text)
+    print(search_report(r["search"]))
     (WORK / "results.json").write_text(json.dumps(r, indent=1))
     if not args.no_doc:
         write_doc(text, REPO / "docs" / "benchmarks.md")
+        write_doc(search_report(r["search"]), REPO / "docs" / "benchmarks.md", "search")
         plot(args, r, REPO / "docs" / "benchmarks.png")
 
 

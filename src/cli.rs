@@ -51,7 +51,9 @@ pub enum Command {
     /// writes V<n>__<name>.sql for the difference: renames declared with --rename or
     /// renamed_from, table rebuilds where SQLite cannot alter in place (docs/models.md). With
     /// --check, writes nothing and exits 3 when a migration is missing: for CI of a facility's
-    /// configuration repository.
+    /// configuration repository. A column added to `runs` in the beamtime model is promoted
+    /// metadata: the index model gets it on `runs_index` by itself, so the index migration is
+    /// written too (and a --rename of it applies there as well).
     #[command(after_help = EXIT_CODES_HELP)]
     MakeMigrations(MakeMigrationsArgs),
 
@@ -100,7 +102,9 @@ pub enum Command {
     /// --since/--until: 2026-11-20 (a whole day; --until includes it), 2026-11-20T14:00 or
     /// "2026-11-20 14:00" (local time unless an offset such as +01:00 or Z is given),
     /// today, yesterday, a weekday (monday = its most recent start), a span ago (3d, 12h,
-    /// "2 weeks"), or Unix seconds.
+    /// "2 weeks"), or Unix seconds. --where 'KEY OP VALUE' searches any RunStart key
+    /// (sample.name=P3HT*, 'temperature >= 300'); --text "P3HT anneal" searches the words of
+    /// the RunStart, best match first. Exit 2 on a --where that is not KEY OP VALUE.
     #[command(after_help = EXIT_CODES_HELP)]
     Runs(RunsArgs),
 
@@ -268,10 +272,9 @@ fn parse_rename(text: &str) -> Result<RenameArg, String> {
         )
     };
     let (old, new) = text.split_once('=').ok_or_else(usage)?;
+    // The model's name rule (names may need quoting; a `.` or `=` would be ambiguous here).
     let plain = |s: &str| {
-        !s.is_empty()
-            && !s.starts_with(|c: char| c.is_ascii_digit())
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        !s.trim().is_empty() && s.trim() == s && !s.chars().any(|c| c == '.' || c.is_control())
     };
     match (old.split_once('.'), new.split_once('.')) {
         (None, None) if plain(old) && plain(new) => Ok(RenameArg::Table {
@@ -385,6 +388,35 @@ pub struct RunsArgs {
     /// Only runs that ended so ("incomplete": no stop document yet).
     #[arg(long, value_enum, value_name = "STATUS")]
     pub exit_status: Option<RunStatus>,
+
+    /// Only runs whose RunStart key KEY compares so with VALUE (repeatable: all must hold).
+    ///
+    /// One argument, e.g. --where proposal=p-1, --where 'temperature >= 300',
+    /// --where 'sample.name=P3HT*'. OP is one of = != < <= > >=. KEY is any RunStart key,
+    /// dotted for a nested one (sample.name). A VALUE that reads as a number is compared as a
+    /// number (a run whose value is text then does not match); quote it ('007') to compare
+    /// text. * and ? in VALUE match any text and any one character (with = and !=;
+    /// case-sensitive). A run without the key matches no condition on it, != included.
+    /// Promoted metadata columns are used (and their index) when KEY is their source.
+    #[arg(long = "where", value_name = "KEY OP VALUE")]
+    pub conditions: Vec<String>,
+
+    /// Only runs whose RunStart metadata holds all these words (full-text, ranked best first).
+    ///
+    /// Every text and number in the RunStart is searched (keys are not). Words match whole
+    /// words, case-insensitively; end one with * to match its prefix (anne*). Combines with
+    /// every other filter; the best matches come first instead of the newest.
+    #[arg(long, value_name = "WORDS")]
+    pub text: Option<String>,
+
+    /// The columns of the table, in order, comma-separated (default: start, beamtime, scan,
+    /// plan, sample, researcher, status, events, uid).
+    ///
+    /// Besides those: a promoted metadata column (proposal), or any RunStart key, dotted
+    /// for a nested one (sample.composition). --json always has every built-in and promoted
+    /// column.
+    #[arg(long, value_name = "COL,...", value_delimiter = ',')]
+    pub columns: Vec<String>,
 
     /// At most this many runs (the newest).
     #[arg(long, value_name = "N")]

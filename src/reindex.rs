@@ -24,12 +24,14 @@ use serde_json::Value as Json;
 use crate::beamtime;
 use crate::db::{self, Access, DbError};
 use crate::index::{BeamtimeEntry, IndexDb, IndexedRun, Researcher};
+use crate::ingest::writer::{RESEARCHER_KEYS, json_to_sql};
 use crate::layout::{Layout, SafeName};
 use crate::lock::{self, LockError};
 use crate::migrations::files::{self, MigrationFile};
 use crate::migrations::runner::{self, RunnerError};
 use crate::migrations::upgrade::{self, UpgradeError};
 use crate::schema::DbKind;
+use crate::schema::declared::{self, Promoted};
 use crate::settings::Settings;
 
 /// What one reindex did: the summary line cron keeps.
@@ -68,6 +70,8 @@ pub enum ReindexError {
     },
     #[error(transparent)]
     Beamtimes(#[from] crate::layout::ListError),
+    #[error(transparent)]
+    Model(#[from] crate::tomlfile::TomlError),
 }
 
 impl crate::exit::HasExitStatus for ReindexError {
@@ -78,6 +82,7 @@ impl crate::exit::HasExitStatus for ReindexError {
             ReindexError::Open(e) => crate::exit::HasExitStatus::exit_status(e),
             ReindexError::Migrations(e) => crate::exit::HasExitStatus::exit_status(e),
             ReindexError::Beamtimes(e) => crate::exit::HasExitStatus::exit_status(e),
+            ReindexError::Model(e) => crate::exit::HasExitStatus::exit_status(e),
             ReindexError::Write { .. } | ReindexError::DataRoot { .. } => {
                 crate::exit::ExitStatus::Failure
             }
@@ -120,17 +125,20 @@ struct Watermark {
     db: FileStamp,
     wal: FileStamp,
     read_at_ns: i128,
+    /// The index's [`IndexDb::signature`] when the beamtime was read into it.
+    index: String,
 }
 
 impl Watermark {
     fn encode(&self) -> String {
         let stamp = |s: &FileStamp| s.map_or("-".to_string(), |(len, t)| format!("{len}/{t}"));
         format!(
-            "{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}",
             self.content,
             stamp(&self.db),
             stamp(&self.wal),
-            self.read_at_ns
+            self.read_at_ns,
+            self.index
         )
     }
 
@@ -149,11 +157,13 @@ impl Watermark {
         let db = stamp(parts.next())?;
         let wal = stamp(parts.next())?;
         let read_at_ns = parts.next()?.parse().ok()?;
+        let index = parts.next()?.to_string();
         Some(Watermark {
             content,
             db,
             wal,
             read_at_ns,
+            index,
         })
     }
 
@@ -219,8 +229,21 @@ pub fn reindex(
         path: index_path.clone(),
         source,
     };
-    if full {
+    let promoted = declared::promoted(settings.schema.models_dir.as_deref())?;
+    let sources: BTreeMap<String, String> = promoted
+        .iter()
+        .map(|p| (p.column.clone(), p.source_text()))
+        .collect();
+    let signature = index.signature(&sources).map_err(write_err)?;
+    // A beamtime indexed under another index schema (a promoted column added or renamed, a
+    // migration that rebuilt runs_index) is read again, all of them: the full-text rows of
+    // every beamtime point at runs_index rows by rowid.
+    let schema_changed = index.watermarks().map_err(write_err)?.values().any(|w| {
+        w.as_deref().and_then(Watermark::decode).map(|w| w.index) != Some(signature.clone())
+    });
+    if full || schema_changed {
         index.clear_watermarks().map_err(write_err)?;
+        index.clear_text().map_err(write_err)?;
     }
     let stored = index.watermarks().map_err(write_err)?;
     let beamtime_migrations =
@@ -241,12 +264,17 @@ pub fn reindex(
     for (done, id) in ids.iter().enumerate() {
         let path = layout.beamtime_db(id);
         let watermark = stored.get(id.as_str()).cloned().flatten();
+        let wanted = Wanted {
+            index: &index,
+            promoted: &promoted,
+            signature: &signature,
+        };
         match read_beamtime(
             id,
             &path,
             watermark.as_deref(),
             &beamtime_migrations,
-            &index,
+            &wanted,
             settings,
         ) {
             Ok(Read::Unchanged) => report.unchanged += 1,
@@ -277,13 +305,21 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// What the index wants of each beamtime.
+struct Wanted<'a> {
+    index: &'a IndexDb,
+    /// The model's promoted columns (their RunStart keys).
+    promoted: &'a [Promoted],
+    signature: &'a str,
+}
+
 /// Reads beamtime `id` in one read transaction, unless its watermark equals `stored`.
 fn read_beamtime(
     id: &SafeName,
     path: &Path,
     stored: Option<&str>,
     migrations: &[MigrationFile],
-    index: &IndexDb,
+    wanted: &Wanted<'_>,
     settings: &Settings,
 ) -> Result<Read, ReadError> {
     let stored = stored.and_then(Watermark::decode);
@@ -293,6 +329,7 @@ fn read_beamtime(
     let db_stamp = stamp(path);
     let wal_stamp = stamp(&wal_path(path));
     if let Some(stored) = &stored
+        && stored.index == wanted.signature
         && stored.files_prove_unchanged(&db_stamp, &wal_stamp)
     {
         return Ok(Read::Unchanged);
@@ -311,15 +348,16 @@ fn read_beamtime(
         db: db_stamp,
         wal: wal_stamp,
         read_at_ns,
+        index: wanted.signature.to_string(),
     };
-    if stored.is_some_and(|s| s.content == watermark.content) {
+    if stored.is_some_and(|s| s.content == watermark.content && s.index == watermark.index) {
         return Ok(Read::Unchanged);
     }
     runner::status(&tx, migrations).map_err(ReadError::Version)?;
 
     let meta = beamtime_meta(&tx)?;
-    let promoted = promoted_columns(&tx, index.extra_columns())?;
-    let runs = read_runs(&tx, &promoted)?;
+    let have = promoted_columns(&tx, wanted.index.extra_columns())?;
+    let runs = read_runs(&tx, &have, wanted.index.extra_columns(), wanted.promoted)?;
     tx.commit()?;
 
     let mut researchers: BTreeMap<String, Researcher> = BTreeMap::new();
@@ -402,11 +440,16 @@ fn promoted_columns(conn: &Connection, wanted: &[String]) -> rusqlite::Result<Ve
         .collect())
 }
 
+/// The beamtime's runs with what the index keeps of them. A promoted column is copied from
+/// the beamtime's `runs` when it holds a value there; otherwise (a run ingested before the
+/// column existed) it is read from the RunStart key its `source` names.
 fn read_runs(
     conn: &Connection,
-    promoted: &[String],
+    have: &[String],
+    wanted: &[String],
+    promoted: &[Promoted],
 ) -> rusqlite::Result<Vec<(IndexedRun, Option<Json>)>> {
-    let extra: String = promoted
+    let extra: String = have
         .iter()
         .map(|c| format!(", r.{}", crate::render::ident(c)))
         .collect();
@@ -416,14 +459,29 @@ fn read_runs(
          FROM runs r LEFT JOIN samples s ON s.id = r.sample_id"
     ))?;
     let rows = stmt.query_map([], |row| {
-        let mut extras = BTreeMap::new();
-        for (i, column) in promoted.iter().enumerate() {
-            extras.insert(
-                column.clone(),
-                row.get::<_, rusqlite::types::Value>(10 + i)?,
-            );
-        }
         let metadata: Option<String> = row.get(9)?;
+        let doc: Option<Json> = metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str(m).ok());
+        let mut extras = BTreeMap::new();
+        for column in wanted {
+            let stored = match have.iter().position(|c| c == column) {
+                Some(i) => row.get::<_, rusqlite::types::Value>(10 + i)?,
+                None => rusqlite::types::Value::Null,
+            };
+            let value = if stored == rusqlite::types::Value::Null {
+                let from_doc = doc.as_ref().and_then(|d| {
+                    match promoted.iter().find(|p| &p.column == column) {
+                        Some(p) => p.lookup(d),
+                        None => d.get(column).filter(|v| !v.is_null()),
+                    }
+                });
+                from_doc.map_or(rusqlite::types::Value::Null, json_to_sql)
+            } else {
+                stored
+            };
+            extras.insert(column.clone(), value);
+        }
         Ok((
             IndexedRun {
                 uid: row.get(0)?,
@@ -436,21 +494,13 @@ fn read_runs(
                 num_events: row.get(7)?,
                 researcher: row.get(8)?,
                 extra: extras,
+                metadata,
             },
-            metadata.and_then(|m| serde_json::from_str(&m).ok()),
+            doc,
         ))
     })?;
     rows.collect()
 }
-
-/// RunStart keys that name the responsible researcher, most specific first.
-const RESEARCHER_KEYS: [&str; 5] = [
-    "researcher",
-    "pi_name",
-    "principal_investigator",
-    "pi",
-    "PI",
-];
 
 /// The run's researcher: the `runs.researcher` column, else a PI-style RunStart key; with
 /// contact details from the RunStart when it has them.
@@ -467,7 +517,7 @@ fn researcher_of(column: &Option<String>, metadata: &Option<Json>) -> Option<Res
         .as_ref()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .or_else(|| text(&RESEARCHER_KEYS))?;
+        .or_else(|| text(RESEARCHER_KEYS))?;
     Some(Researcher {
         name,
         email: text(&["researcher_email", "pi_email", "email"]),
@@ -508,6 +558,7 @@ mod tests {
             db: Some((4096, 1_000_000_000_000)),
             wal: None,
             read_at_ns: 1_000_000_000_000 + STAMP_MARGIN_NS + 1,
+            index: "0123456789abcdef".into(),
         };
         assert_eq!(Watermark::decode(&w.encode()), Some(w.clone()));
         assert!(w.files_prove_unchanged(&w.db, &w.wal));

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use crate::diff::Op;
 use crate::diff::ops::{Guard, Rebuild};
-use crate::schema::{Column, Index, Table};
+use crate::schema::{Column, Index, Schema, Table};
 
 /// The header line of a migration that rebuilds or drops a table or drops a column: `migrate`
 /// backs the database up before applying it.
@@ -25,7 +25,7 @@ pub fn render(plan: &[Op]) -> String {
 /// A migration file: a header that lists the operations in words (`ops`, what `compare`
 /// found), says which tables are rebuilt and what the migration destroys, then the SQL of
 /// `plan`.
-pub fn render_migration(title: &str, ops: &[Op], plan: &[Op]) -> String {
+pub fn render_migration(title: &str, ops: &[Op], plan: &[Op], to: &Schema) -> String {
     let mut text = format!("-- {title}\n--\n");
     for op in ops {
         let _ = writeln!(text, "--   {op}");
@@ -41,7 +41,7 @@ pub fn render_migration(title: &str, ops: &[Op], plan: &[Op]) -> String {
         }
     }
     for op in ops {
-        if let Some(hazard) = op.hazard() {
+        if let Some(hazard) = op.hazard(to) {
             notes.push(format!("DESTRUCTIVE: {hazard}"));
         }
     }
@@ -72,14 +72,30 @@ pub fn needs_backup(plan: &[Op]) -> bool {
 fn render_op(op: &Op) -> String {
     match op {
         Op::CreateTable(table) => create_table(table),
+        Op::DropObject(object) => format!(
+            "DROP {} IF EXISTS {};\n",
+            object.kind.as_sql(),
+            ident(&object.name)
+        ),
+        Op::CreateObject(object) => format!("{};\n", object.sql),
         Op::DropTable(table) => format!("DROP TABLE {};\n", ident(&table.name)),
+        // SQLite refuses a rename onto a name that differs only in case ("there is already
+        // another table"): it goes through a temporary name.
+        Op::RenameTable { from, to } if from.eq_ignore_ascii_case(to) => {
+            let temporary = ident(&format!("{to}__beamdb_case"));
+            format!(
+                "ALTER TABLE {} RENAME TO {temporary};\nALTER TABLE {temporary} RENAME TO {};\n",
+                ident(from),
+                ident(to)
+            )
+        }
         Op::RenameTable { from, to } => {
             format!("ALTER TABLE {} RENAME TO {};\n", ident(from), ident(to))
         }
         Op::AddColumn { table, column } => format!(
             "ALTER TABLE {} ADD COLUMN {};\n",
             ident(table),
-            column_definition(column, false)
+            column_definition(column, false, false)
         ),
         Op::DropColumn { table, column } => format!(
             "ALTER TABLE {} DROP COLUMN {};\n",
@@ -94,7 +110,9 @@ fn render_op(op: &Op) -> String {
         ),
         // SQLite has no ALTER COLUMN; `diff::plan` folds this into a rebuild, and the round
         // trip make-migrations runs before writing would catch a plan that did not.
-        Op::AlterColumn { .. } => format!("-- not rendered ({op}): needs a table rebuild\n"),
+        Op::AlterColumn { .. } | Op::AlterTable { .. } | Op::AlterChecks { .. } => {
+            format!("-- not rendered ({op}): needs a table rebuild\n")
+        }
         Op::CreateIndex { table, index } => create_index(table, index),
         Op::DropIndex { index, .. } => format!("DROP INDEX {};\n", ident(&index.name)),
         Op::Guard(guard) => render_guard(guard),
@@ -122,8 +140,18 @@ fn render_rebuild(r: &Rebuild) -> String {
     let new = ident(&rebuild_name(&r.to.name));
     let mut sql = create_table_named(&r.to, &rebuild_name(&r.to.name));
     let (into, select): (Vec<String>, Vec<String>) = if r.copy.is_empty() {
-        // No column survives, but the rows do (as their defaults).
-        (vec!["rowid".into()], vec!["rowid".into()])
+        // No column survives, but the rows do (as their defaults): one value per row is
+        // needed, the rowid where both tables have one, else the first column's default.
+        if r.from.options.without_rowid || r.to.options.without_rowid {
+            let first = r.to.columns.first();
+            let name = first.map_or(String::new(), |c| ident(&c.name));
+            let value = first
+                .and_then(|c| c.default.clone())
+                .map_or("NULL".to_string(), |d| format!("({d})"));
+            (vec![name], vec![value])
+        } else {
+            (vec!["rowid".into()], vec!["rowid".into()])
+        }
     } else {
         r.copy
             .iter()
@@ -136,6 +164,16 @@ fn render_rebuild(r: &Rebuild) -> String {
             })
             .unzip()
     };
+    // AUTOINCREMENT's counter lives in sqlite_sequence, keyed by table name, and goes with
+    // the dropped table: keep it, or the rebuilt table could hand out a number again.
+    let keep_counter = r.from.options.autoincrement && r.to.options.autoincrement;
+    let name = string(&r.to.name);
+    if keep_counter {
+        let _ = writeln!(
+            sql,
+            "CREATE TEMP TABLE \"beamdb_sequence\" AS SELECT seq FROM sqlite_sequence WHERE name = {name};"
+        );
+    }
     let _ = write!(
         sql,
         "INSERT INTO {new} ({}) SELECT {} FROM {table};\n\
@@ -144,6 +182,14 @@ fn render_rebuild(r: &Rebuild) -> String {
         into.join(", "),
         select.join(", ")
     );
+    if keep_counter {
+        let _ = write!(
+            sql,
+            "DELETE FROM sqlite_sequence WHERE name = {name} AND EXISTS (SELECT 1 FROM temp.\"beamdb_sequence\");\n\
+             INSERT INTO sqlite_sequence (name, seq) SELECT {name}, seq FROM temp.\"beamdb_sequence\";\n\
+             DROP TABLE temp.\"beamdb_sequence\";\n"
+        );
+    }
     for index in r.to.indexes.values() {
         sql.push_str(&create_index(&r.to.name, index));
     }
@@ -178,6 +224,34 @@ fn render_guard(guard: &Guard) -> String {
                 ),
             ],
         ),
+        Guard::CheckHolds { table, check } => (
+            table,
+            format!("WHERE NOT ({check})"),
+            [
+                format!("table {table}: "),
+                format!(
+                    " row(s) violate CHECK ({check}), which this migration adds. Find them (SELECT rowid, * FROM {t} WHERE NOT ({check})), fix or delete them, or change the check in the models and write the migration again",
+                    t = ident(table)
+                ),
+            ],
+        ),
+        Guard::StrictType {
+            table,
+            column,
+            sql_type,
+        } => (
+            table,
+            format!("WHERE NOT ({})", strict_fits(&ident(column), *sql_type)),
+            [
+                format!("table {table}, column {column}: "),
+                format!(
+                    " row(s) hold a value that is not {sql_type}, and this migration makes the table STRICT. Find them (SELECT rowid, {c} FROM {t} WHERE typeof({c}) <> '{ty}'), fix or clear them, or leave {table} without `strict = true` in the models and write the migration again",
+                    c = ident(column),
+                    t = ident(table),
+                    ty = sql_type.as_sql().to_ascii_lowercase()
+                ),
+            ],
+        ),
     };
     let mut select = format!("SELECT count(*) AS n FROM {}", ident(table));
     if !count.is_empty() {
@@ -191,6 +265,27 @@ fn render_guard(guard: &Guard) -> String {
         string(&message[0]),
         string(&message[1]),
     )
+}
+
+/// Whether the value of `column` goes into a STRICT column of `sql_type`: SQLite first applies
+/// the column's affinity (text '7' becomes 7) and refuses what then still has another type.
+/// On the safe side: a value this calls unfit stops the migration with a count; one it lets
+/// through that SQLite refuses fails the migration's copy, which rolls everything back.
+fn strict_fits(column: &str, sql_type: crate::schema::SqlType) -> String {
+    use crate::schema::SqlType;
+    let integral_text = format!("CAST(CAST({column} AS INTEGER) AS TEXT) = {column}");
+    match sql_type {
+        SqlType::Integer => format!(
+            "{column} IS NULL OR typeof({column}) = 'integer' OR (typeof({column}) = 'real' AND {column} = CAST({column} AS INTEGER)) OR (typeof({column}) = 'text' AND {integral_text})"
+        ),
+        SqlType::Real => format!(
+            "{column} IS NULL OR typeof({column}) IN ('integer', 'real') OR (typeof({column}) = 'text' AND (CAST(CAST({column} AS REAL) AS TEXT) = {column} OR {integral_text}))"
+        ),
+        SqlType::Text => format!("{column} IS NULL OR typeof({column}) <> 'blob'"),
+        SqlType::Blob => format!("{column} IS NULL OR typeof({column}) = 'blob'"),
+        // Refused in STRICT models; never guarded.
+        SqlType::Numeric => "1".to_string(),
+    }
 }
 
 /// Identifiers are always quoted, so that a column called `order` or `index` works.
@@ -208,28 +303,61 @@ pub fn create_table_named(table: &Table, name: &str) -> String {
     let mut lines: Vec<String> = table
         .columns
         .iter()
-        .map(|c| column_definition(c, single_pk))
+        .map(|c| {
+            let alias = table.is_rowid_alias(&c.name);
+            column_definition_with(c, single_pk, alias, alias && table.options.autoincrement)
+        })
         .collect();
     if !single_pk && !table.primary_key().is_empty() {
         let pk: Vec<String> = table.primary_key().iter().map(|c| ident(&c.name)).collect();
         lines.push(format!("PRIMARY KEY ({})", pk.join(", ")));
     }
+    // In parentheses and verbatim: SQLite keeps the text, and introspection reads it back.
+    lines.extend(table.checks.iter().map(|check| format!("CHECK ({check})")));
+    let options = match table.options.as_sql() {
+        s if s.is_empty() => s,
+        s => format!(" {s}"),
+    };
     format!(
-        "CREATE TABLE {} (\n    {}\n);\n",
+        "CREATE TABLE {} (\n    {}\n){options};\n",
         ident(name),
         lines.join(",\n    ")
     )
 }
 
-pub fn column_definition(column: &Column, single_pk: bool) -> String {
+/// A column of `CREATE TABLE` (`single_pk`: the key is this one column, declared inline) or
+/// of `ADD COLUMN`.
+pub fn column_definition(column: &Column, single_pk: bool, rowid_alias: bool) -> String {
+    column_definition_with(column, single_pk, rowid_alias, false)
+}
+
+fn column_definition_with(
+    column: &Column,
+    single_pk: bool,
+    rowid_alias: bool,
+    autoincrement: bool,
+) -> String {
     let mut def = format!("{} {}", ident(&column.name), column.sql_type);
-    let rowid_alias = single_pk && column.primary_key > 0 && column.sql_type.as_sql() == "INTEGER";
     // `INTEGER PRIMARY KEY` is the rowid: NOT NULL would stop SQLite from assigning it.
     if !column.nullable && !rowid_alias {
         def.push_str(" NOT NULL");
     }
     if single_pk && column.primary_key > 0 {
         def.push_str(" PRIMARY KEY");
+        if autoincrement {
+            def.push_str(" AUTOINCREMENT");
+        }
+    }
+    if let Some(collate) = &column.collate {
+        let _ = write!(def, " COLLATE {collate}");
+    }
+    if let Some(generated) = &column.generated {
+        let kind = if generated.stored {
+            "STORED"
+        } else {
+            "VIRTUAL"
+        };
+        let _ = write!(def, " GENERATED ALWAYS AS ({}) {kind}", generated.expr);
     }
     if let Some(default) = &column.default {
         // In parentheses, any expression is allowed, and SQLite reports the text inside them
@@ -249,9 +377,18 @@ pub fn column_definition(column: &Column, single_pk: bool) -> String {
 }
 
 pub fn create_index(table: &str, index: &Index) -> String {
-    let columns: Vec<String> = index.columns.iter().map(|c| ident(c)).collect();
+    let columns: Vec<String> = if index.expressions {
+        index.columns.clone()
+    } else {
+        index.columns.iter().map(|c| ident(c)).collect()
+    };
+    let predicate = index
+        .predicate
+        .as_ref()
+        .map(|p| format!(" WHERE {p}"))
+        .unwrap_or_default();
     format!(
-        "CREATE {}INDEX {} ON {} ({});\n",
+        "CREATE {}INDEX {} ON {} ({}){predicate};\n",
         if index.unique { "UNIQUE " } else { "" },
         ident(&index.name),
         ident(table),
@@ -273,6 +410,8 @@ mod tests {
             default: None,
             primary_key: 0,
             references: None,
+            collate: None,
+            generated: None,
         }
     }
 
@@ -293,6 +432,8 @@ mod tests {
             name: "t".into(),
             columns: vec![id, parent, n],
             indexes: BTreeMap::new(),
+            options: Default::default(),
+            checks: Vec::new(),
         };
         assert_eq!(
             create_table(&table),
@@ -312,6 +453,8 @@ mod tests {
             name: "t".into(),
             columns: vec![a, b],
             indexes: BTreeMap::new(),
+            options: Default::default(),
+            checks: Vec::new(),
         };
         assert_eq!(
             create_table(&table),
@@ -325,6 +468,8 @@ mod tests {
             name: "t_ab".into(),
             columns: vec!["a".into(), "b".into()],
             unique: true,
+            predicate: None,
+            expressions: false,
         };
         assert_eq!(
             create_index("t", &index),
@@ -353,6 +498,8 @@ mod op_tests {
             default: None,
             primary_key: 0,
             references: None,
+            collate: None,
+            generated: None,
         }
     }
 
@@ -384,6 +531,8 @@ mod op_tests {
                     name: "b_y".into(),
                     columns: vec!["y".into()],
                     unique: false,
+                    predicate: None,
+                    expressions: false,
                 },
             },
         ];
@@ -407,11 +556,15 @@ mod op_tests {
             name: "t".into(),
             columns: vec![id.clone(), col("a", SqlType::Text, true)],
             indexes: BTreeMap::new(),
+            options: Default::default(),
+            checks: Vec::new(),
         };
         let mut to = Table {
             name: "t".into(),
             columns: vec![id, to_a, col("b", SqlType::Real, true)],
             indexes: BTreeMap::new(),
+            options: Default::default(),
+            checks: Vec::new(),
         };
         to.indexes.insert(
             "t_b".into(),
@@ -419,6 +572,8 @@ mod op_tests {
                 name: "t_b".into(),
                 columns: vec!["b".into()],
                 unique: false,
+                predicate: None,
+                expressions: false,
             },
         );
         let op = Op::RebuildTable(Rebuild {
@@ -472,9 +627,11 @@ mod op_tests {
             name: "old".into(),
             columns: vec![col("x", SqlType::Blob, true)],
             indexes: BTreeMap::new(),
+            options: Default::default(),
+            checks: Vec::new(),
         })];
         assert_eq!(
-            render_migration("V2__x", &ops, &ops),
+            render_migration("V2__x", &ops, &ops, &Schema::default()),
             format!(
                 "-- V2__x\n--\n--   drop table old\n--\n-- DESTRUCTIVE: drops table old and every row in it\n{BACKUP_MARKER}\n\nDROP TABLE \"old\";\n"
             )

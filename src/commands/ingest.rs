@@ -16,7 +16,7 @@ use crate::ingest::rootmap::RootMap;
 use crate::ingest::{IngestError, Ingester, Options, Outcome, Report};
 use crate::layout::{Layout, SafeName};
 use crate::migrations::files;
-use crate::schema::DbKind;
+use crate::schema::{DbKind, declared};
 use crate::settings::sort_root_map;
 
 pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
@@ -43,6 +43,7 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
         roots,
         compression: settings.ingest.compression,
         replace: args.replace,
+        promoted: declared::promoted(settings.schema.models_dir.as_deref())?,
     };
     let mut ingester = Ingester::new(&mut conn, store, options)
         .with_context(|| format!("beamtime {id}: {}", db_path.display()))?;

@@ -14,6 +14,7 @@ use crate::layout::{Layout, SafeName};
 use crate::listen::router::BeamtimeChoice;
 use crate::listen::{self, Config, Event, RunLine};
 use crate::migrations::files;
+use crate::schema::declared;
 use crate::schema::DbKind;
 
 pub fn run(ctx: &Ctx, args: &ListenArgs) -> Result<ExitStatus> {
@@ -53,6 +54,7 @@ pub fn run(ctx: &Ctx, args: &ListenArgs) -> Result<ExitStatus> {
         sqlite: settings.sqlite.clone(),
         roots,
         compression: settings.ingest.compression,
+        promoted: declared::promoted(settings.schema.models_dir.as_deref())?,
     };
 
     // A signal only sets the flag; the receive loop sees it within a tick, stores the open

@@ -77,6 +77,18 @@ fn flags_for(live: &Schema, flags: &[RenameArg], used: &mut [bool]) -> Renames {
                     .insert((new_table.clone(), to.clone()), from.clone());
                 *used = true;
             }
+            // A promoted column of `runs` lives on in `runs_index`: renaming it there keeps
+            // the index's values (and needs no flag of its own).
+            if table == "runs"
+                && live
+                    .table("runs_index")
+                    .is_some_and(|t| t.column(from).is_some())
+            {
+                renames
+                    .columns
+                    .insert(("runs_index".to_string(), to.clone()), from.clone());
+                *used = true;
+            }
         }
     }
     renames
@@ -125,7 +137,7 @@ fn one_kind(
         }
         return Ok(ExitStatus::CheckFailed);
     }
-    let hazards: Vec<String> = ops.iter().filter_map(Op::hazard).collect();
+    let hazards: Vec<String> = ops.iter().filter_map(|op| op.hazard(&declared)).collect();
     if !hazards.is_empty() && !args.allow_destructive {
         return Err(fail(
             ExitStatus::Usage,
@@ -162,6 +174,7 @@ fn one_kind(
         ),
         &ops,
         &plan,
+        &declared,
     );
     prove_round_trip(kind, &existing, &migration, &declared)?;
     let path = files::write(dir, kind, &migration)?;

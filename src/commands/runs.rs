@@ -9,11 +9,38 @@ use crate::cli::RunsArgs;
 use crate::db::Access;
 use crate::escape::escape;
 use crate::exit::{ExitStatus, fail};
-use crate::index::{IndexDb, RunFilter, RunRow};
+use crate::index::{CONDITION_FORM, Condition, IndexDb, RunFilter, RunRow};
 use crate::layout::Layout;
+use crate::schema::declared;
 
 pub fn run(ctx: &Ctx, args: &RunsArgs) -> Result<ExitStatus> {
     let now = Zoned::now();
+    let conditions = args
+        .conditions
+        .iter()
+        .map(|text| {
+            Condition::parse(text).map_err(|why| {
+                fail(
+                    ExitStatus::Usage,
+                    format!("--where {text:?}: {why}; {CONDITION_FORM}"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(words) = &args.text
+        && words.split_whitespace().next().is_none()
+    {
+        return Err(fail(
+            ExitStatus::Usage,
+            "--text needs at least one word, e.g. --text \"P3HT anneal\"",
+        ));
+    }
+    let columns = table_columns(&args.columns)?;
+    // A condition on the key a promoted column is filled from uses that column.
+    let promoted = declared::promoted(ctx.settings.schema.models_dir.as_deref())?
+        .into_iter()
+        .map(|p| (p.source_text(), p.column))
+        .collect();
     let filter = RunFilter {
         beamtimes: args.beamtimes.clone(),
         sample: args.sample.clone(),
@@ -30,6 +57,9 @@ pub fn run(ctx: &Ctx, args: &RunsArgs) -> Result<ExitStatus> {
             .map(|t| parse_time(t, &now, Bound::Until))
             .transpose()?,
         exit_status: args.exit_status.map(|s| s.as_str().to_string()),
+        conditions,
+        text: args.text.clone(),
+        promoted,
         limit: args.limit,
     };
     let path = Layout::new(&ctx.settings.data_root).index_db();
@@ -43,6 +73,15 @@ pub fn run(ctx: &Ctx, args: &RunsArgs) -> Result<ExitStatus> {
         ));
     }
     let index = IndexDb::open(&path, Access::ReadOnly, &ctx.settings.sqlite)?;
+    if filter.text.is_some() && !index.has_text() {
+        return Err(fail(
+            ExitStatus::Failure,
+            format!(
+                "{}: the index has no full-text table yet; run `beamdb reindex` first",
+                path.display()
+            ),
+        ));
+    }
     let rows = index
         .query_runs(&filter)
         .with_context(|| format!("{}: cannot query the index", path.display()))?;
@@ -53,7 +92,7 @@ pub fn run(ctx: &Ctx, args: &RunsArgs) -> Result<ExitStatus> {
         if rows.is_empty() {
             ctx.note("no runs match");
         }
-        to_table(&rows)
+        to_table(&rows, &columns)
     };
     crate::out!("{text}");
     Ok(ExitStatus::Success)
@@ -211,53 +250,159 @@ fn sql_to_json(value: &rusqlite::types::Value) -> Json {
     }
 }
 
+/// A column of the table for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TableColumn {
+    Start,
+    Beamtime,
+    Scan,
+    Plan,
+    Sample,
+    Researcher,
+    Status,
+    Events,
+    Uid,
+    /// A promoted column of runs_index, or else a RunStart key (dotted).
+    Other(String),
+}
+
+const DEFAULT_COLUMNS: [TableColumn; 9] = [
+    TableColumn::Start,
+    TableColumn::Beamtime,
+    TableColumn::Scan,
+    TableColumn::Plan,
+    TableColumn::Sample,
+    TableColumn::Researcher,
+    TableColumn::Status,
+    TableColumn::Events,
+    TableColumn::Uid,
+];
+
+fn table_columns(names: &[String]) -> Result<Vec<TableColumn>> {
+    if names.is_empty() {
+        return Ok(DEFAULT_COLUMNS.to_vec());
+    }
+    names
+        .iter()
+        .map(|name| {
+            let name = name.trim();
+            if name.is_empty() || name.split('.').any(str::is_empty) {
+                return Err(fail(
+                    ExitStatus::Usage,
+                    format!(
+                        "--columns: {name:?} is not a column; list names separated by commas, e.g. --columns start,uid,proposal,sample.composition"
+                    ),
+                ));
+            }
+            Ok(match name.to_ascii_lowercase().as_str() {
+                "start" | "time_start" => TableColumn::Start,
+                "beamtime" => TableColumn::Beamtime,
+                "scan" | "scan_id" => TableColumn::Scan,
+                "plan" | "plan_name" => TableColumn::Plan,
+                "sample" | "sample_name" => TableColumn::Sample,
+                "researcher" => TableColumn::Researcher,
+                "status" | "exit_status" => TableColumn::Status,
+                "events" | "num_events" => TableColumn::Events,
+                "uid" => TableColumn::Uid,
+                _ => TableColumn::Other(name.to_string()),
+            })
+        })
+        .collect()
+}
+
+impl TableColumn {
+    fn header(&self) -> String {
+        match self {
+            TableColumn::Start => "START".into(),
+            TableColumn::Beamtime => "BEAMTIME".into(),
+            TableColumn::Scan => "SCAN".into(),
+            TableColumn::Plan => "PLAN".into(),
+            TableColumn::Sample => "SAMPLE".into(),
+            TableColumn::Researcher => "RESEARCHER".into(),
+            TableColumn::Status => "STATUS".into(),
+            TableColumn::Events => "EVENTS".into(),
+            TableColumn::Uid => "UID".into(),
+            TableColumn::Other(name) => printable(&name.to_uppercase()),
+        }
+    }
+
+    fn cell(&self, row: &RunRow) -> String {
+        let run = &row.run;
+        let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+        let text = match self {
+            TableColumn::Start => local_time(run.time_start),
+            TableColumn::Beamtime => row.beamtime.clone(),
+            TableColumn::Scan => run.scan_id.map_or("-".into(), |s| s.to_string()),
+            TableColumn::Plan => opt(&run.plan_name),
+            TableColumn::Sample => opt(&run.sample_name),
+            TableColumn::Researcher => opt(&run.researcher),
+            TableColumn::Status => run
+                .exit_status
+                .clone()
+                .unwrap_or_else(|| "incomplete".into()),
+            TableColumn::Events => run.num_events.map_or("-".into(), |n| n.to_string()),
+            TableColumn::Uid => run.uid.clone(),
+            TableColumn::Other(name) => match run.extra.get(name) {
+                Some(value) => json_cell(&sql_to_json(value)),
+                None => {
+                    let doc: Option<Json> = run
+                        .metadata
+                        .as_deref()
+                        .and_then(|m| serde_json::from_str(m).ok());
+                    let found = doc
+                        .as_ref()
+                        .and_then(|d| name.split('.').try_fold(d, |d, key| d.get(key)));
+                    found.map_or("-".into(), json_cell)
+                }
+            },
+        };
+        printable(&text)
+    }
+}
+
+fn json_cell(value: &Json) -> String {
+    match value {
+        Json::Null => "-".into(),
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Document text as one line that cannot forge another: control characters are escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// A table for people: aligned columns, newest first, local times.
-fn to_table(rows: &[RunRow]) -> String {
+fn to_table(rows: &[RunRow], columns: &[TableColumn]) -> String {
     if rows.is_empty() {
         return String::new();
     }
-    let header = [
-        "START",
-        "BEAMTIME",
-        "SCAN",
-        "PLAN",
-        "SAMPLE",
-        "RESEARCHER",
-        "STATUS",
-        "EVENTS",
-        "UID",
-    ];
-    let cells: Vec<[String; 9]> = rows
+    let header: Vec<String> = columns.iter().map(TableColumn::header).collect();
+    let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|row| {
-            let run = &row.run;
-            let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-            [
-                local_time(run.time_start),
-                row.beamtime.clone(),
-                run.scan_id.map_or("-".into(), |s| s.to_string()),
-                opt(&run.plan_name),
-                opt(&run.sample_name),
-                opt(&run.researcher),
-                run.exit_status
-                    .clone()
-                    .unwrap_or_else(|| "incomplete".into()),
-                run.num_events.map_or("-".into(), |n| n.to_string()),
-                run.uid.clone(),
-            ]
-        })
-        // Sample, plan and researcher names come from the documents: escaped before the
-        // widths are measured, so the columns stay aligned.
-        .map(|cells| cells.map(|cell| escape(&cell).into_owned()))
+        .map(|row| columns.iter().map(|c| c.cell(row)).collect::<Vec<String>>())
+        // Sample, plan and researcher names (and any RunStart value) come from the documents:
+        // escaped before the widths are measured, so the columns stay aligned.
+        .map(|cells| cells.into_iter().map(|cell| escape(&cell).into_owned()).collect())
         .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &cells {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut text = String::new();
-    let mut line = |cells: Vec<&str>| {
+    let mut line = |cells: &[String]| {
         let padded: Vec<String> = cells
             .iter()
             .zip(&widths)
@@ -266,9 +411,9 @@ fn to_table(rows: &[RunRow]) -> String {
         text.push_str(padded.join("  ").trim_end());
         text.push('\n');
     };
-    line(header.to_vec());
+    line(&header);
     for row in &cells {
-        line(row.iter().map(String::as_str).collect());
+        line(row);
     }
     text
 }

@@ -205,8 +205,17 @@ fn refuse_if<const N: usize>(what: &str, checks: [(bool, String); N]) -> Result<
 ///
 /// A drop + add that looks like an undeclared rename is an error, never a silent data loss.
 pub fn compare(from: &Schema, to: &Schema, renames: &Renames) -> Result<Vec<Op>, CompareError> {
-    let (mut ops, cur) = rename_ops(from, to, renames)?;
+    let (renamed, cur) = rename_ops(from, to, renames)?;
     refuse_undeclared_renames(&cur, to)?;
+    // Views and triggers go first (before a rename or drop could trip over them) and come
+    // last, when everything they name is in place.
+    let mut ops: Vec<Op> = cur
+        .objects
+        .values()
+        .filter(|o| to.objects.get(&o.name) != Some(*o))
+        .map(|o| Op::DropObject(o.clone()))
+        .collect();
+    ops.extend(renamed);
 
     let kept: Vec<(&Table, &Table)> = to
         .tables
@@ -244,6 +253,20 @@ pub fn compare(from: &Schema, to: &Schema, renames: &Renames) -> Result<Vec<Op>,
     }
     for (live, want) in &kept {
         let table = &want.name;
+        if live.checks != want.checks {
+            ops.push(Op::AlterChecks {
+                table: table.clone(),
+                from: live.checks.clone(),
+                to: want.checks.clone(),
+            });
+        }
+        if live.options != want.options {
+            ops.push(Op::AlterTable {
+                table: table.clone(),
+                from: live.options,
+                to: want.options,
+            });
+        }
         // Adds before drops: SQLite refuses to drop a table's last column.
         for column in &want.columns {
             if live.column(&column.name).is_none() {
@@ -281,6 +304,11 @@ pub fn compare(from: &Schema, to: &Schema, renames: &Renames) -> Result<Vec<Op>,
                     index: index.clone(),
                 });
             }
+        }
+    }
+    for object in to.objects.values() {
+        if cur.objects.get(&object.name) != Some(object) {
+            ops.push(Op::CreateObject(object.clone()));
         }
     }
     Ok(ops)

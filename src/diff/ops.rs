@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::schema::{Column, Index, Schema, SqlType, Table};
+use crate::schema::{Column, Index, Schema, SchemaObject, SqlType, Table, TableOptions};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -27,6 +27,18 @@ pub enum Op {
         from: String,
         to: String,
     },
+    /// The table's CHECK constraints changed: always a rebuild.
+    AlterChecks {
+        table: String,
+        from: Vec<String>,
+        to: Vec<String>,
+    },
+    /// `STRICT` or `WITHOUT ROWID` changed: always a rebuild.
+    AlterTable {
+        table: String,
+        from: TableOptions,
+        to: TableOptions,
+    },
     /// Type, nullability, default, primary key or foreign key changed. SQLite cannot do any of
     /// these in place, so `rebuild::plan` always folds it into a [`Op::RebuildTable`].
     AlterColumn {
@@ -42,6 +54,10 @@ pub enum Op {
         table: String,
         index: Index,
     },
+    /// A view or trigger that goes (or is about to be recreated).
+    DropObject(SchemaObject),
+    /// A view or trigger that comes (or comes back after a rebuild).
+    CreateObject(SchemaObject),
     /// Stops the migration, before anything is committed, when the data cannot take the new
     /// schema. Emitted by `rebuild::plan`, never by `compare`.
     Guard(Guard),
@@ -56,6 +72,15 @@ pub enum Guard {
     NoNulls { table: String, column: String },
     /// `table.column` is new, NOT NULL and has no default: the table must be empty.
     EmptyTable { table: String, column: String },
+    /// `check` is new on `table`: no row may violate it.
+    CheckHolds { table: String, check: String },
+    /// `table` becomes STRICT (or `column` changes type in a STRICT table): every value of
+    /// `column` must already be of a type it takes.
+    StrictType {
+        table: String,
+        column: String,
+        sql_type: SqlType,
+    },
 }
 
 /// Everything the rebuild of one table needs: the table as it is (after renames), the table as
@@ -84,21 +109,30 @@ impl Op {
     pub fn table(&self) -> &str {
         match self {
             Op::CreateTable(t) | Op::DropTable(t) => &t.name,
+            Op::DropObject(o) | Op::CreateObject(o) => &o.name,
             Op::RenameTable { to, .. } => to,
             Op::AddColumn { table, .. }
             | Op::DropColumn { table, .. }
             | Op::RenameColumn { table, .. }
             | Op::AlterColumn { table, .. }
+            | Op::AlterTable { table, .. }
+            | Op::AlterChecks { table, .. }
             | Op::CreateIndex { table, .. }
             | Op::DropIndex { table, .. } => table,
-            Op::Guard(Guard::NoNulls { table, .. } | Guard::EmptyTable { table, .. }) => table,
+            Op::Guard(
+                Guard::NoNulls { table, .. }
+                | Guard::EmptyTable { table, .. }
+                | Guard::StrictType { table, .. }
+                | Guard::CheckHolds { table, .. },
+            ) => table,
             Op::RebuildTable(r) => &r.to.name,
         }
     }
 
-    /// What this op can destroy or make fail on a populated database, in words; `None` when it
-    /// keeps every value. Such ops need `--allow-destructive`.
-    pub fn hazard(&self) -> Option<String> {
+    /// What this op can destroy or make fail on a populated database at the schema `to` (the
+    /// declared one), in words; `None` when it keeps every value. Such ops need
+    /// `--allow-destructive`.
+    pub fn hazard(&self, to: &Schema) -> Option<String> {
         match self {
             Op::DropTable(t) => Some(format!("drops table {} and every row in it", t.name)),
             Op::DropColumn { table, column } => Some(format!(
@@ -106,9 +140,11 @@ impl Op {
                 column.name
             )),
             Op::AddColumn { table, column }
-                if !column.nullable
+                if column.generated.is_none()
+                    && !column.nullable
                     && column.non_null_default().is_none()
-                    && !is_rowid_alias(column) =>
+                    // SQLite numbers the rows of a new rowid alias itself.
+                    && !to.table(table).is_some_and(|t| t.is_rowid_alias(&column.name)) =>
             {
                 Some(format!(
                     "adds NOT NULL column {table}.{} without a default: migrating fails on a database whose {table} has rows",
@@ -131,13 +167,22 @@ impl Op {
                 }
                 (!what.is_empty()).then(|| what.join("; "))
             }
+            Op::AlterChecks { table, from, to } => {
+                let added: Vec<&String> = to.iter().filter(|c| !from.contains(c)).collect();
+                (!added.is_empty()).then(|| {
+                    let list: Vec<String> = added.iter().map(|c| format!("CHECK ({c})")).collect();
+                    format!(
+                        "adds {} to table {table}: migrating fails on a database with rows that violate it",
+                        list.join(", ")
+                    )
+                })
+            }
+            Op::AlterTable { table, from, to } if to.strict && !from.strict => Some(format!(
+                "makes table {table} STRICT: migrating fails on a database holding a value of another type than its column's"
+            )),
             _ => None,
         }
     }
-}
-
-fn is_rowid_alias(column: &Column) -> bool {
-    column.primary_key > 0 && column.sql_type == SqlType::Integer
 }
 
 /// Whether storing a value of a column of type `from` in one of type `to` may change it.
@@ -178,12 +223,28 @@ pub fn apply_rename(schema: &mut Schema, op: &Op) {
             to,
         } => {
             if let Some(table) = schema.tables.get_mut(name) {
+                // SQLite rewrites the name inside the table's expressions too.
+                let rename = |expr: &mut String| {
+                    *expr = crate::schema::sqltext::rename_in_expr(expr, from, to);
+                };
+                table.checks.iter_mut().for_each(rename);
                 for column in &mut table.columns {
                     if column.name == *from {
                         column.name = to.clone();
                     }
+                    if let Some(generated) = &mut column.generated {
+                        rename(&mut generated.expr);
+                    }
                 }
                 for index in table.indexes.values_mut() {
+                    if let Some(predicate) = &mut index.predicate {
+                        rename(predicate);
+                    }
+                    if index.expressions {
+                        index.columns.iter_mut().for_each(rename);
+                    }
+                }
+                for index in table.indexes.values_mut().filter(|i| !i.expressions) {
                     for column in &mut index.columns {
                         if column == from {
                             *column = to.clone();
@@ -214,6 +275,13 @@ fn describe_column(column: &Column) -> String {
         words.push_str(" NULL");
     } else {
         words.push_str(" NOT NULL");
+    }
+    if let Some(collate) = &column.collate {
+        words.push_str(&format!(" COLLATE {collate}"));
+    }
+    if let Some(g) = &column.generated {
+        let kind = if g.stored { "STORED" } else { "VIRTUAL" };
+        words.push_str(&format!(" GENERATED AS ({}) {kind}", g.expr));
     }
     if let Some(default) = &column.default {
         words.push_str(&format!(" DEFAULT {default}"));
@@ -262,6 +330,29 @@ fn column_changes(from: &Column, to: &Column) -> Vec<String> {
             show(from.primary_key)
         ));
     }
+    if from.generated != to.generated {
+        let show = |g: &Option<crate::schema::Generated>| match g {
+            None => "not generated".to_string(),
+            Some(g) => format!(
+                "generated as ({}) {}",
+                g.expr,
+                if g.stored { "STORED" } else { "VIRTUAL" }
+            ),
+        };
+        changes.push(format!(
+            "{} (was {})",
+            show(&to.generated),
+            show(&from.generated)
+        ));
+    }
+    if from.collate != to.collate {
+        let show = |c: &Option<String>| c.clone().unwrap_or_else(|| "BINARY".to_string());
+        changes.push(format!(
+            "collate {} (was {})",
+            show(&to.collate),
+            show(&from.collate)
+        ));
+    }
     if from.references != to.references {
         let show = |r: &Option<crate::schema::Reference>| match r {
             None => "no foreign key".to_string(),
@@ -281,11 +372,16 @@ fn column_changes(from: &Column, to: &Column) -> Vec<String> {
 
 fn describe_index(index: &Index, table: &str) -> String {
     format!(
-        "{}index {} on {} ({})",
+        "{}index {} on {} ({}){}",
         if index.unique { "unique " } else { "" },
         index.name,
         table,
-        index.columns.join(", ")
+        index.columns.join(", "),
+        index
+            .predicate
+            .as_ref()
+            .map(|p| format!(" where {p}"))
+            .unwrap_or_default()
     )
 }
 
@@ -294,6 +390,10 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::CreateTable(table) => write!(f, "create table {}", table.name),
+            Op::DropObject(o) => write!(f, "drop {} {}", o.kind.as_sql().to_lowercase(), o.name),
+            Op::CreateObject(o) => {
+                write!(f, "create {} {}", o.kind.as_sql().to_lowercase(), o.name)
+            }
             Op::DropTable(table) => write!(f, "drop table {}", table.name),
             Op::RenameTable { from, to } => write!(f, "rename table {from} to {to}"),
             Op::AddColumn { table, column } => write!(
@@ -318,6 +418,37 @@ impl fmt::Display for Op {
                 write!(f, "create {}", describe_index(index, table))
             }
             Op::DropIndex { table, index } => write!(f, "drop {}", describe_index(index, table)),
+            Op::AlterTable { table, from, to } => {
+                let show = |o: &TableOptions| o.describe();
+                write!(f, "alter table {table}: {} (was {})", show(to), show(from))
+            }
+            Op::AlterChecks { table, from, to } => {
+                let show = |checks: &[String]| {
+                    if checks.is_empty() {
+                        "none".to_string()
+                    } else {
+                        checks
+                            .iter()
+                            .map(|c| format!("CHECK ({c})"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                };
+                write!(
+                    f,
+                    "alter table {table}: checks {} (was {})",
+                    show(to),
+                    show(from)
+                )
+            }
+            Op::Guard(Guard::CheckHolds { table, check }) => {
+                write!(f, "check that every row of {table} passes CHECK ({check})")
+            }
+            Op::Guard(Guard::StrictType {
+                table,
+                column,
+                sql_type,
+            }) => write!(f, "check that every {table}.{column} value is {sql_type}"),
             Op::Guard(Guard::NoNulls { table, column }) => {
                 write!(f, "check that {table}.{column} holds no NULL")
             }
@@ -332,6 +463,23 @@ impl fmt::Display for Op {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integer_key_column_is_a_hazard_unless_it_is_the_rowid_alias() {
+        let schema = |text: &str| crate::schema::declared::parse(text, "m.toml").unwrap();
+        let composite = schema(
+            "[tables.t]\ncolumns = [ { name = \"a\", type = \"TEXT\", primary_key = true }, { name = \"c\", type = \"INTEGER\", primary_key = true } ]\n",
+        );
+        let alone = schema(
+            "[tables.t]\ncolumns = [ { name = \"a\", type = \"TEXT\" }, { name = \"c\", type = \"INTEGER\", primary_key = true } ]\n",
+        );
+        let add = |to: &Schema| Op::AddColumn {
+            table: "t".into(),
+            column: to.table("t").unwrap().column("c").unwrap().clone(),
+        };
+        assert!(add(&composite).hazard(&composite).is_some());
+        assert_eq!(add(&alone).hazard(&alone), None);
+    }
 
     #[test]
     fn narrowing_follows_sqlite_affinity_conversions() {

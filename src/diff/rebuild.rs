@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::schema::{Column, Schema, SqlType, Table};
+use crate::schema::{Schema, Table};
 
 use super::Op;
 use super::ops::{CopyColumn, Guard, Rebuild, apply_rename};
@@ -20,6 +20,11 @@ pub fn rebuild_reason(op: &Op, from: &Schema) -> Option<String> {
         // must be a constant; a REFERENCES column needs a NULL default (with foreign keys on).
         Op::AddColumn { column, .. } => {
             let default_is_null = column.non_null_default().is_none();
+            if let Some(generated) = &column.generated {
+                // ADD COLUMN takes a VIRTUAL generated column, not a STORED one.
+                return (generated.stored || !column.nullable)
+                    .then(|| format!("add STORED or NOT NULL generated column {}", column.name));
+            }
             if column.primary_key > 0 {
                 Some(format!("add primary-key column {}", column.name))
             } else if !column.nullable && default_is_null {
@@ -43,6 +48,18 @@ pub fn rebuild_reason(op: &Op, from: &Schema) -> Option<String> {
         }
         // DROP COLUMN: not a PRIMARY KEY, UNIQUE, indexed or foreign-key column, nor one that
         // another table's foreign key points at. Indexes the models drop are gone by then.
+        Op::DropColumn { table, column }
+            if column.generated.is_some()
+                || from
+                    .table(table)
+                    .is_some_and(|t| t.columns.iter().any(|c| c.generated.is_some())) =>
+        {
+            // A generated column, or one that a generated column may compute from.
+            Some(format!(
+                "drop column {} of a table with generated columns",
+                column.name
+            ))
+        }
         Op::DropColumn { table, column } => {
             let referenced = from.tables.values().any(|t| {
                 t.columns.iter().any(|c| {
@@ -66,6 +83,9 @@ pub fn rebuild_reason(op: &Op, from: &Schema) -> Option<String> {
         }
         // SQLite has no ALTER COLUMN.
         Op::AlterColumn { to, .. } => Some(format!("change column {}", to.name)),
+        Op::AlterChecks { .. } => Some("change CHECK constraints".to_string()),
+        // Table options are part of CREATE TABLE and nothing else.
+        Op::AlterTable { to, .. } => Some(format!("set the table options to {}", to.describe())),
         _ => None,
     }
 }
@@ -118,9 +138,34 @@ pub fn plan(from: &Schema, to: &Schema, ops: &[Op]) -> Vec<Op> {
 
     let renames = ops
         .iter()
-        .take_while(|op| matches!(op, Op::RenameTable { .. } | Op::RenameColumn { .. }))
+        .take_while(|op| {
+            matches!(
+                op,
+                Op::DropObject(_) | Op::RenameTable { .. } | Op::RenameColumn { .. }
+            )
+        })
         .count();
-    let mut steps = ops[..renames].to_vec();
+    // A rebuild drops the table with its triggers, and SQLite checks every view and trigger
+    // when a table is renamed or dropped: all of them go first and come back at the end.
+    let disruptive = !rebuilds.is_empty()
+        || ops.iter().any(|op| {
+            matches!(
+                op,
+                Op::RenameTable { .. }
+                    | Op::RenameColumn { .. }
+                    | Op::DropTable(_)
+                    | Op::DropColumn { .. }
+            )
+        });
+    let mut steps = Vec::new();
+    if disruptive {
+        for object in from.objects.values() {
+            if !ops.contains(&Op::DropObject(object.clone())) {
+                steps.push(Op::DropObject(object.clone()));
+            }
+        }
+    }
+    steps.extend(ops[..renames].iter().cloned());
     for r in rebuilds.values() {
         steps.extend(guards(&r.from, &r.to).into_iter().map(Op::Guard));
     }
@@ -131,6 +176,8 @@ pub fn plan(from: &Schema, to: &Schema, ops: &[Op]) -> Vec<Op> {
             Op::AddColumn { .. }
                 | Op::DropColumn { .. }
                 | Op::AlterColumn { .. }
+                | Op::AlterTable { .. }
+                | Op::AlterChecks { .. }
                 | Op::CreateIndex { .. }
         );
         match rebuilds.get(op.table()) {
@@ -145,6 +192,13 @@ pub fn plan(from: &Schema, to: &Schema, ops: &[Op]) -> Vec<Op> {
             _ => steps.push(op.clone()),
         }
     }
+    if disruptive {
+        for object in to.objects.values() {
+            if !ops.contains(&Op::CreateObject(object.clone())) {
+                steps.push(Op::CreateObject(object.clone()));
+            }
+        }
+    }
     steps
 }
 
@@ -152,9 +206,11 @@ fn rebuild(from: &Table, to: &Table, reasons: Vec<String>) -> Rebuild {
     let copy = to
         .columns
         .iter()
+        // A generated column is computed, never written: the copy leaves it out.
+        .filter(|c| c.generated.is_none())
         .filter_map(|c| {
             let old = from.column(&c.name)?;
-            let fill = old.nullable && !c.nullable && !is_rowid_alias(to, c);
+            let fill = old.nullable && !c.nullable && !to.is_rowid_alias(&c.name);
             Some(CopyColumn {
                 column: c.name.clone(),
                 null_default: c.non_null_default().filter(|_| fill).map(str::to_string),
@@ -175,7 +231,11 @@ fn rebuild(from: &Table, to: &Table, reasons: Vec<String>) -> Rebuild {
 fn guards(from: &Table, to: &Table) -> Vec<Guard> {
     let mut guards = Vec::new();
     for c in &to.columns {
-        if c.nullable || c.non_null_default().is_some() || is_rowid_alias(to, c) {
+        if c.nullable
+            || c.non_null_default().is_some()
+            || to.is_rowid_alias(&c.name)
+            || c.generated.is_some()
+        {
             continue;
         }
         let guard = match from.column(&c.name) {
@@ -191,12 +251,38 @@ fn guards(from: &Table, to: &Table) -> Vec<Guard> {
         };
         guards.push(guard);
     }
+    // A new CHECK must hold for the rows the rebuild copies (SQLite would refuse the copy).
+    for check in &to.checks {
+        // A check on a column the rebuild adds cannot be counted on the old table; the copy
+        // itself enforces it (and rolls the migration back if a row fails).
+        let on_new_column = crate::schema::sqltext::names(check).iter().any(|name| {
+            to.columns
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(name) && from.column(&c.name).is_none())
+        });
+        if !from.checks.contains(check) && !on_new_column {
+            guards.push(Guard::CheckHolds {
+                table: to.name.clone(),
+                check: check.clone(),
+            });
+        }
+    }
+    // STRICT refuses what the old table's affinity let through (text in an INTEGER column).
+    if to.options.strict {
+        for c in &to.columns {
+            let Some(old) = from.column(&c.name) else {
+                continue;
+            };
+            if !from.options.strict || old.sql_type != c.sql_type {
+                guards.push(Guard::StrictType {
+                    table: to.name.clone(),
+                    column: c.name.clone(),
+                    sql_type: c.sql_type,
+                });
+            }
+        }
+    }
     guards
-}
-
-/// `INTEGER PRIMARY KEY` alone is the rowid: SQLite fills a NULL in it with a new number.
-fn is_rowid_alias(table: &Table, column: &Column) -> bool {
-    column.primary_key > 0 && column.sql_type == SqlType::Integer && table.has_rowid_alias()
 }
 
 #[cfg(test)]

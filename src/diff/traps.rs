@@ -60,7 +60,7 @@ fn migration_to(to: &Schema) -> MigrationFile {
     MigrationFile {
         version: 2,
         name: "x".into(),
-        sql: crate::render::render_migration("V2__x", &ops, &plan),
+        sql: crate::render::render_migration("V2__x", &ops, &plan, to),
     }
 }
 

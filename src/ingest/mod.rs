@@ -73,6 +73,9 @@ pub struct Options {
     pub roots: RootMap,
     pub compression: Compression,
     pub replace: bool,
+    /// The model's promoted metadata columns (`schema::declared::promoted`): which RunStart
+    /// key fills each.
+    pub promoted: Vec<crate::schema::declared::Promoted>,
 }
 
 /// Ingests document streams into one beamtime.
@@ -80,7 +83,7 @@ pub struct Ingester<'a> {
     conn: &'a mut Connection,
     store: FrameStore,
     options: Options,
-    promoted: Vec<String>,
+    promoted: Vec<crate::schema::declared::Promoted>,
     events: u64,
     bytes: u64,
     /// The open run's lock: another ingest of the same uid waits for it instead of removing
@@ -121,7 +124,7 @@ impl<'a> Ingester<'a> {
         store: FrameStore,
         options: Options,
     ) -> Result<Ingester<'a>, IngestError> {
-        let promoted = writer::promoted_columns(conn)?;
+        let promoted = writer::promoted_columns(conn, &options.promoted)?;
         Ok(Ingester {
             conn,
             store,

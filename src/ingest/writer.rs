@@ -7,39 +7,58 @@ use super::dtype::Dtype;
 use super::rows::{self, RunRows};
 use crate::beamtime;
 use crate::frames::FrameRef;
+use crate::schema::DbKind;
+use crate::schema::declared::{self, Promoted};
 
-/// The columns of `runs` that ingest fills itself; any other column is promoted metadata,
-/// filled from the start document's key of the same name.
-const BUILT_IN: &[&str] = &[
-    "uid",
-    "sample_id",
-    "scan_id",
-    "plan_name",
-    "time_start",
-    "time_stop",
-    "exit_status",
-    "num_events",
-    "operator",
+/// The columns of `runs` that ingest fills itself: the built-in beamtime model's, so that the
+/// list cannot drift from the model. Any other column is promoted metadata.
+pub fn built_in_run_columns() -> &'static [String] {
+    static BUILT_IN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    BUILT_IN.get_or_init(|| {
+        declared::builtin(DbKind::Beamtime)
+            .ok()
+            .and_then(|s| s.tables.get("runs").cloned())
+            .map(|t| t.columns.into_iter().map(|c| c.name).collect())
+            .unwrap_or_default()
+    })
+}
+
+/// Where `runs.operator` comes from, first present key wins.
+pub const OPERATOR_KEYS: &[&str] = &["operator"];
+/// RunStart keys that name the responsible researcher, most specific first: `runs.researcher`
+/// at ingest, and the index's researcher of a run stored without one.
+pub const RESEARCHER_KEYS: &[&str] = &[
     "researcher",
-    "metadata",
-    "stop_metadata",
-    "content_digest",
+    "principal_investigator",
+    "pi_name",
+    "pi",
+    "PI",
 ];
 
-/// Where `runs.operator` and `runs.researcher` come from, first present key wins.
-pub const OPERATOR_KEYS: &[&str] = &["operator"];
-pub const RESEARCHER_KEYS: &[&str] = &["researcher", "principal_investigator", "pi_name", "PI"];
-
-/// The promoted columns of the live `runs` table.
-pub fn promoted_columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('runs') ORDER BY cid")?;
+/// The promoted columns of the live `runs` table, each with the RunStart key that fills it:
+/// the model's `source` (`declared`, from `declared::promoted`), else the column's name.
+pub fn promoted_columns(
+    conn: &Connection,
+    declared: &[Promoted],
+) -> rusqlite::Result<Vec<Promoted>> {
+    // Hidden 0: generated columns (2, 3) are computed, never written.
+    let mut stmt =
+        conn.prepare("SELECT name FROM pragma_table_xinfo('runs') WHERE hidden = 0 ORDER BY cid")?;
     let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
     let mut promoted = Vec::new();
     for name in names {
         let name = name?;
-        if !BUILT_IN.contains(&name.as_str()) {
-            promoted.push(name);
+        if built_in_run_columns().contains(&name) {
+            continue;
         }
+        promoted.push(match declared.iter().find(|p| p.column == name) {
+            Some(p) => p.clone(),
+            None => Promoted {
+                source: vec![name.clone()],
+                column: name,
+                sql_type: crate::schema::SqlType::Text,
+            },
+        });
     }
     Ok(promoted)
 }
@@ -88,7 +107,8 @@ pub fn committed_frames(conn: &Connection, uid: &str) -> rusqlite::Result<Vec<Fr
     rows.collect()
 }
 
-fn json_to_sql(v: &Value) -> Sql {
+/// A JSON value as SQLite stores it: objects and arrays as JSON text.
+pub fn json_to_sql(v: &Value) -> Sql {
     match v {
         Value::Null => Sql::Null,
         Value::Bool(b) => Sql::Integer(i64::from(*b)),
@@ -132,7 +152,11 @@ fn insert_many<'r, R, const N: usize>(
 
 /// Commits the run (replacing any run of the same uid) and bumps the beamtime's change
 /// counter, all in one transaction.
-pub fn commit(conn: &mut Connection, rows: &RunRows, promoted: &[String]) -> rusqlite::Result<()> {
+pub fn commit(
+    conn: &mut Connection,
+    rows: &RunRows,
+    promoted: &[Promoted],
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     tx.execute("DELETE FROM runs WHERE uid = ?1", [&rows.uid])?;
     let sample_id: Option<i64> = match rows::sample(&rows.start) {
@@ -173,41 +197,65 @@ pub fn commit(conn: &mut Connection, rows: &RunRows, promoted: &[String]) -> rus
         .and_then(Value::as_object)
         .map(|m| m.values().filter_map(Value::as_i64).sum::<i64>())
         .unwrap_or(arrived as i64);
-    let mut columns: Vec<&str> = BUILT_IN.to_vec();
-    let mut values: Vec<Sql> = vec![
-        Sql::Text(rows.uid.clone()),
-        sample_id.map_or(Sql::Null, Sql::Integer),
-        start
-            .get("scan_id")
-            .and_then(Value::as_i64)
-            .map_or(Sql::Null, Sql::Integer),
-        Sql::Text(
+    let start_doc = Value::Object(start.clone());
+    let mut values_by_name: Vec<(&str, Sql)> = vec![
+        ("uid", Sql::Text(rows.uid.clone())),
+        ("sample_id", sample_id.map_or(Sql::Null, Sql::Integer)),
+        (
+            "scan_id",
             start
-                .get("plan_name")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown")
-                .to_string(),
+                .get("scan_id")
+                .and_then(Value::as_i64)
+                .map_or(Sql::Null, Sql::Integer),
         ),
-        start.get("time").map_or(Sql::Null, json_to_sql),
-        stop.and_then(|s| s.get("time"))
-            .map_or(Sql::Null, json_to_sql),
-        stop.and_then(|s| s.get("exit_status"))
-            .map_or(Sql::Null, json_to_sql),
-        Sql::Integer(num_events),
-        rows::first_string(start, OPERATOR_KEYS).map_or(Sql::Null, Sql::Text),
-        rows::first_string(start, RESEARCHER_KEYS).map_or(Sql::Null, Sql::Text),
-        Sql::Text(Value::Object(start.clone()).to_string()),
-        stop.map_or(Sql::Null, |s| {
-            Sql::Text(Value::Object(s.clone()).to_string())
-        }),
-        Sql::Text(rows.content_digest.clone()),
+        (
+            "plan_name",
+            Sql::Text(
+                start
+                    .get("plan_name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .to_string(),
+            ),
+        ),
+        (
+            "time_start",
+            start.get("time").map_or(Sql::Null, json_to_sql),
+        ),
+        (
+            "time_stop",
+            stop.and_then(|s| s.get("time"))
+                .map_or(Sql::Null, json_to_sql),
+        ),
+        (
+            "exit_status",
+            stop.and_then(|s| s.get("exit_status"))
+                .map_or(Sql::Null, json_to_sql),
+        ),
+        ("num_events", Sql::Integer(num_events)),
+        (
+            "operator",
+            rows::first_string(start, OPERATOR_KEYS).map_or(Sql::Null, Sql::Text),
+        ),
+        (
+            "researcher",
+            rows::first_string(start, RESEARCHER_KEYS).map_or(Sql::Null, Sql::Text),
+        ),
+        ("metadata", Sql::Text(start_doc.to_string())),
+        (
+            "stop_metadata",
+            stop.map_or(Sql::Null, |s| {
+                Sql::Text(Value::Object(s.clone()).to_string())
+            }),
+        ),
+        ("content_digest", Sql::Text(rows.content_digest.clone())),
     ];
-    for column in promoted {
-        if let Some(v) = start.get(column) {
-            columns.push(column);
-            values.push(json_to_sql(v));
+    for p in promoted {
+        if let Some(v) = p.lookup(&start_doc) {
+            values_by_name.push((&p.column, json_to_sql(v)));
         }
     }
+    let (columns, values): (Vec<&str>, Vec<Sql>) = values_by_name.into_iter().unzip();
     let quoted: Vec<String> = columns
         .iter()
         .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))

@@ -43,6 +43,8 @@ pub struct Config {
     pub sqlite: SqliteSettings,
     pub roots: RootMap,
     pub compression: Compression,
+    /// The model's promoted metadata columns and the RunStart keys that fill them.
+    pub promoted: Vec<crate::schema::declared::Promoted>,
 }
 
 /// A run whose spool is gone for good after this much silence (its last state is stored).
@@ -448,6 +450,7 @@ impl Lander<'_> {
             roots: config.roots.clone(),
             compression: config.compression,
             replace,
+            promoted: config.promoted.clone(),
         };
         let mut ingester = Ingester::new(conn, store, options)?;
         let file = std::fs::File::open(&landing.spool).map_err(|source| LandError::Spool {

@@ -4,16 +4,21 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::{Column, FkAction, Index, Reference, Schema, SqlType, Table};
+use super::{Column, FkAction, Index, Reference, Schema, SqlType, Table, TableOptions};
 
 /// Tables that belong to the machinery, not to the models.
 pub const HISTORY_TABLE: &str = "refinery_schema_history";
+
+/// Tables whose names start with this are beamdb's own derived data (the index's full-text
+/// table and the shadow tables SQLite keeps for it), not part of the models.
+pub const OWN_PREFIX: &str = "beamdb_";
 
 /// Reads the schema of every user table of `conn`'s main database.
 pub fn introspect(conn: &Connection) -> rusqlite::Result<Schema> {
     let mut names = conn.prepare(
         "SELECT name FROM sqlite_schema
          WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> ?1
+           AND name NOT LIKE 'beamdb\\_%' ESCAPE '\\'
          ORDER BY name",
     )?;
     let names: Vec<String> = names
@@ -24,15 +29,43 @@ pub fn introspect(conn: &Connection) -> rusqlite::Result<Schema> {
         let table = introspect_table(conn, &name)?;
         schema.tables.insert(name, table);
     }
+    let mut objects = conn.prepare(
+        "SELECT type, name, sql FROM sqlite_schema
+         WHERE type IN ('view', 'trigger') AND name NOT LIKE 'beamdb\\_%' ESCAPE '\\'
+         ORDER BY name",
+    )?;
+    let rows = objects.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (kind, name, sql) = row?;
+        let kind = if kind == "view" {
+            super::ObjectKind::View
+        } else {
+            super::ObjectKind::Trigger
+        };
+        schema.objects.insert(
+            name.clone(),
+            super::SchemaObject {
+                kind,
+                name,
+                sql: sql.unwrap_or_default(),
+            },
+        );
+    }
     Ok(schema)
 }
 
 fn introspect_table(conn: &Connection, name: &str) -> rusqlite::Result<Table> {
     let mut stmt = conn.prepare(
         "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_xinfo(?1)
-         WHERE hidden = 0 ORDER BY cid",
+         WHERE hidden IN (0, 2, 3) ORDER BY cid",
     )?;
-    let mut columns: Vec<Column> = stmt
+    let columns: Vec<Column> = stmt
         .query_map([name], |row| {
             let declared_type: String = row.get(1)?;
             Ok(Column {
@@ -44,23 +77,62 @@ fn introspect_table(conn: &Connection, name: &str) -> rusqlite::Result<Table> {
                     .map(|d| d.trim().to_string()),
                 primary_key: row.get(4)?,
                 references: None,
+                collate: None,
+                generated: None,
             })
         })?
         .collect::<Result<_, _>>()?;
 
+    let (without_rowid, strict) = conn.query_row(
+        "SELECT wr, strict FROM pragma_table_list(?1) WHERE schema = 'main'",
+        [name],
+        |row| Ok((row.get::<_, i64>(0)? != 0, row.get::<_, i64>(1)? != 0)),
+    )?;
     let mut table = Table {
         name: name.to_string(),
         columns: Vec::new(),
         indexes: BTreeMap::new(),
+        options: TableOptions {
+            strict,
+            without_rowid,
+            autoincrement: false,
+        },
+        checks: Vec::new(),
     };
-    let pk_count = columns.iter().filter(|c| c.primary_key > 0).count();
-    for column in &mut columns {
-        // A rowid alias can never be NULL, whatever its NOT NULL flag says.
-        if pk_count == 1 && column.primary_key > 0 && column.sql_type == SqlType::Integer {
+    table.columns = columns;
+    // CHECKs and COLLATEs: only the CREATE TABLE text has them.
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .optional()?
+        .flatten();
+    let text = super::sqltext::read_create_table(sql.as_deref().unwrap_or(""));
+    table.checks = text.checks;
+    table.options.autoincrement = text.autoincrement;
+    for column in &mut table.columns {
+        column.generated =
+            text.generated
+                .get(&column.name)
+                .map(|(expr, stored)| crate::schema::Generated {
+                    expr: expr.clone(),
+                    stored: *stored,
+                });
+        column.collate = text
+            .collations
+            .get(&column.name)
+            .filter(|c| c.as_str() != "BINARY")
+            .cloned();
+    }
+    // A rowid alias can never be NULL, whatever its NOT NULL flag says.
+    let alias = table.rowid_alias().map(|c| c.name.clone());
+    for column in &mut table.columns {
+        if alias.as_ref() == Some(&column.name) {
             column.nullable = false;
         }
     }
-    table.columns = columns;
     attach_references(conn, &mut table)?;
     table.indexes = introspect_indexes(conn, name)?;
     Ok(table)
@@ -104,28 +176,87 @@ fn parent_primary_key(conn: &Connection, parent: &str) -> rusqlite::Result<Optio
 
 fn introspect_indexes(conn: &Connection, table: &str) -> rusqlite::Result<BTreeMap<String, Index>> {
     let mut list = conn.prepare(
-        "SELECT name, \"unique\" FROM pragma_index_list(?1) WHERE origin <> 'pk' ORDER BY name",
+        "SELECT l.name, l.\"unique\", CASE WHEN l.partial THEN s.sql END
+         FROM pragma_index_list(?1) l LEFT JOIN sqlite_schema s ON s.type = 'index' AND s.name = l.name
+         WHERE l.origin <> 'pk' ORDER BY l.name",
     )?;
-    let entries: Vec<(String, bool)> = list
-        .query_map([table], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? != 0)))?
+    let entries: Vec<(String, bool, Option<String>)> = list
+        .query_map([table], |row| {
+            Ok((row.get(0)?, row.get::<_, i64>(1)? != 0, row.get(2)?))
+        })?
         .collect::<Result<_, _>>()?;
     let mut info = conn.prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?;
     let mut indexes = BTreeMap::new();
-    for (name, unique) in entries {
-        let columns = info
+    for (name, unique, sql) in entries {
+        let mut columns: Vec<String> = info
             .query_map([&name], |row| row.get::<_, Option<String>>(0))?
             .map(|c| c.map(|c| c.unwrap_or_else(|| "<expression>".to_string())))
             .collect::<Result<_, _>>()?;
+        // An item that is not a bare column name (an expression, or a column with COLLATE or
+        // DESC) makes it an expression index: its items, verbatim, from the CREATE INDEX text.
+        // (Indexes behind UNIQUE or PRIMARY KEY constraints have no text: plain columns.)
+        let items = sql_of(conn, &name)?
+            .as_deref()
+            .and_then(super::sqltext::index_items);
+        let mut expressions = columns.iter().any(|c| c == "<expression>");
+        if let Some(items) = items
+            && (expressions || items.iter().any(|(_, column)| column.is_none()))
+        {
+            expressions = true;
+            columns = items.into_iter().map(|(text, _)| text).collect();
+        }
         indexes.insert(
             name.clone(),
             Index {
                 name,
                 columns,
                 unique,
+                predicate: sql.as_deref().and_then(index_predicate),
+                expressions,
             },
         );
     }
     Ok(indexes)
+}
+
+fn sql_of(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = ?1",
+            [name],
+            |row| row.get::<_, Option<String>>(0),
+        )
+        .optional()?
+        .flatten())
+}
+
+/// The `WHERE` expression of a `CREATE INDEX` statement: the text after the parenthesised
+/// column list, verbatim (SQLite stores the statement as it was written).
+pub fn index_predicate(sql: &str) -> Option<String> {
+    let open = sql.find('(')?;
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    for (i, c) in sql.char_indices().skip_while(|(i, _)| *i < open) {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"' | '`') => quote = Some(c),
+            (None, '[') => quote = Some(']'),
+            (None, '(') => depth += 1,
+            (None, ')') => {
+                depth -= 1;
+                if depth == 0 {
+                    let rest = sql[i + 1..].trim_start();
+                    let keyword = rest.get(..5)?;
+                    return keyword
+                        .eq_ignore_ascii_case("WHERE")
+                        .then(|| rest[5..].trim().to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// SQLite's type-affinity rules (section 3.1 of "Datatypes In SQLite"): what a declared type
@@ -186,5 +317,25 @@ mod tests {
         assert_eq!(affinity(""), SqlType::Blob);
         assert_eq!(affinity("DOUBLE PRECISION"), SqlType::Real);
         assert_eq!(affinity("DECIMAL(10,5)"), SqlType::Numeric);
+    }
+}
+
+#[cfg(test)]
+mod predicate_tests {
+    use super::index_predicate;
+
+    #[test]
+    fn index_predicate_is_the_text_after_the_column_list() {
+        assert_eq!(
+            index_predicate(
+                "CREATE INDEX \"i\" ON \"t\" (\"a\", lower(\"b\")) WHERE a > ')' AND \"(\" IS NULL"
+            ),
+            Some("a > ')' AND \"(\" IS NULL".to_string())
+        );
+        assert_eq!(index_predicate("CREATE INDEX i ON t (a)"), None);
+        assert_eq!(
+            index_predicate("CREATE INDEX i ON t(a)where b"),
+            Some("b".to_string())
+        );
     }
 }

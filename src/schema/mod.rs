@@ -4,8 +4,12 @@
 pub mod declared;
 pub mod introspect;
 pub mod model;
+pub mod sqltext;
 
-pub use model::{Column, FkAction, Index, Reference, Renames, Schema, SqlType, Table};
+pub use model::{
+    Column, FkAction, Generated, Index, ObjectKind, Reference, Renames, Schema, SchemaObject,
+    SqlType, Table, TableOptions,
+};
 
 /// Which of beamdb's two kinds of database a schema, model file or migration is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]

@@ -10,6 +10,33 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Schema {
     pub tables: BTreeMap<String, Table>,
+    /// Views and triggers, by name: their `CREATE` statement as beamdb writes it (and SQLite
+    /// keeps it), compared as text.
+    pub objects: BTreeMap<String, SchemaObject>,
+}
+
+/// A view or a trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaObject {
+    pub kind: ObjectKind,
+    pub name: String,
+    /// The whole `CREATE VIEW` / `CREATE TRIGGER` statement, without the final `;`.
+    pub sql: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    View,
+    Trigger,
+}
+
+impl ObjectKind {
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            ObjectKind::View => "VIEW",
+            ObjectKind::Trigger => "TRIGGER",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +47,53 @@ pub struct Table {
     /// By name. Unique constraints are modelled as unique indexes, which SQLite can create and
     /// drop in place.
     pub indexes: BTreeMap<String, Index>,
+    pub options: TableOptions,
+    /// CHECK constraints, as SQL expressions verbatim: the columns' (in column order), then
+    /// the table's. Rendered as table constraints; SQLite treats both alike.
+    pub checks: Vec<String>,
+}
+
+/// What follows a `CREATE TABLE`'s closing parenthesis. Changing either needs a rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableOptions {
+    /// `STRICT`: every value must have its column's type (no affinity leeway).
+    pub strict: bool,
+    /// `WITHOUT ROWID`: the primary key is the storage key; there is no rowid (and no alias).
+    pub without_rowid: bool,
+    /// `AUTOINCREMENT` on the rowid alias: SQLite never reuses a number, not even the largest
+    /// one after its row is deleted (it keeps the counter in `sqlite_sequence`).
+    pub autoincrement: bool,
+}
+
+impl TableOptions {
+    /// The SQL after the closing parenthesis (`STRICT, WITHOUT ROWID`), empty when none.
+    pub fn as_sql(self) -> String {
+        let mut words = Vec::new();
+        if self.strict {
+            words.push("STRICT");
+        }
+        if self.without_rowid {
+            words.push("WITHOUT ROWID");
+        }
+        words.join(", ")
+    }
+
+    /// In words, for `--check` output and migration headers.
+    pub fn describe(self) -> String {
+        let mut words = Vec::new();
+        if self.autoincrement {
+            words.push("AUTOINCREMENT".to_string());
+        }
+        match self.as_sql() {
+            s if s.is_empty() => {}
+            s => words.push(s),
+        }
+        if words.is_empty() {
+            "no options".to_string()
+        } else {
+            words.join(", ")
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +106,19 @@ pub struct Column {
     /// Position in the primary key (1-based), or 0 when not part of it.
     pub primary_key: u32,
     pub references: Option<Reference>,
+    /// `COLLATE` (BINARY, NOCASE or RTRIM), upper case; `None` is SQLite's default, BINARY.
+    pub collate: Option<String>,
+    /// A generated column: its value is computed, never written.
+    pub generated: Option<Generated>,
+}
+
+/// `GENERATED ALWAYS AS (expr) VIRTUAL|STORED`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// The SQL expression, verbatim.
+    pub expr: String,
+    /// STORED (computed on write, kept on disk) rather than VIRTUAL (computed on read).
+    pub stored: bool,
 }
 
 /// Renames declared by the user (`--rename` or `renamed_from` in a model file): SQLite keeps a
@@ -64,6 +151,10 @@ pub struct Index {
     pub name: String,
     pub columns: Vec<String>,
     pub unique: bool,
+    /// A partial index's `WHERE` expression, verbatim (SQLite keeps the text as written).
+    pub predicate: Option<String>,
+    /// `columns` are SQL expressions (`lower(name)`), verbatim, rather than column names.
+    pub expressions: bool,
 }
 
 /// The column types a model may declare: SQLite's five type affinities.
@@ -177,7 +268,26 @@ impl Table {
     /// Whether the primary key is SQLite's rowid alias (`x INTEGER PRIMARY KEY`), which can
     /// never hold NULL and is assigned automatically.
     pub fn has_rowid_alias(&self) -> bool {
-        matches!(self.primary_key().as_slice(), [c] if c.sql_type == SqlType::Integer)
+        self.rowid_alias().is_some()
+    }
+
+    /// The column that is SQLite's rowid alias: the primary key when it is one column of type
+    /// INTEGER. A key of several columns is no alias, INTEGER or not: each of its columns is
+    /// NOT NULL and gets no value by itself. The one home of this rule (render, introspect,
+    /// compare's hazards and the rebuild's guards ask here).
+    pub fn rowid_alias(&self) -> Option<&Column> {
+        if self.options.without_rowid {
+            return None;
+        }
+        match self.primary_key().as_slice() {
+            [c] if c.sql_type == SqlType::Integer => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Whether `column` (by name) is this table's rowid alias.
+    pub fn is_rowid_alias(&self, column: &str) -> bool {
+        self.rowid_alias().is_some_and(|c| c.name == column)
     }
 }
 

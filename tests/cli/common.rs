@@ -173,11 +173,16 @@ pub fn config_repo(fx: &Fixture) {
             &format!("models/{kind}.toml"),
             &std::fs::read_to_string(repo(&format!("config/models/{kind}.toml"))).expect("model"),
         );
-        fx.write(
-            &format!("m/{kind}/V1__initial.sql"),
-            &std::fs::read_to_string(repo(&format!("migrations/{kind}/V1__initial.sql")))
-                .expect("migration"),
-        );
+        // Every shipped migration, as a facility's copy would hold them.
+        for entry in std::fs::read_dir(repo(&format!("migrations/{kind}"))).expect("migrations") {
+            let name = entry.expect("migration").file_name();
+            let name = name.to_string_lossy();
+            fx.write(
+                &format!("m/{kind}/{name}"),
+                &std::fs::read_to_string(repo(&format!("migrations/{kind}/{name}")))
+                    .expect("migration"),
+            );
+        }
     }
     fx.write(
         "settings.toml",
