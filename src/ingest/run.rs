@@ -660,7 +660,7 @@ impl RunBuilder {
         let rows = self.stacks[stack].shape.first().copied().unwrap_or(1);
         // Checked against the dataset as it is now, before a frame is planned: a document's
         // [0, 2^40) would otherwise plan a trillion frames before the first read failed.
-        if let Some(len) = handler.extent()
+        if let Some(len) = handler.extent(last.saturating_mul(rows))
             && last.checked_mul(rows).is_none_or(|n| n > len)
         {
             // The first index past the end, as reading it would have reported.

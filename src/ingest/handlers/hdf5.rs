@@ -74,15 +74,21 @@ impl Rows {
         self.dataset.shape().first().map_or(0, |&n| n as u64)
     }
 
+    /// The dataset's rows, looked at again when fewer than `needed`: a file still being
+    /// written (SWMR) may have grown since it was opened. Only then: H5Drefresh on a dataset
+    /// being read evicts its chunk index, and reads after it fail ("can't insert duplicate
+    /// key").
+    pub(super) fn len_for(&self, needed: u64) -> u64 {
+        let len = self.len();
+        if needed > len && self.dataset.refresh().is_ok() {
+            return self.len();
+        }
+        len
+    }
+
     /// What rows `[start, stop)` are, checked against the dataset's extent.
     pub(super) fn info(&self, start: u64, stop: u64) -> Result<FrameInfo, FrameError> {
-        let mut len = self.len();
-        if stop > len {
-            // A file still being written (SWMR) may have grown since it was opened.
-            if self.dataset.refresh().is_ok() {
-                len = self.len();
-            }
-        }
+        let len = self.len_for(stop);
         if start >= stop || stop > len {
             return Err(FrameError::OutOfRange {
                 path: self.path.clone(),
@@ -322,9 +328,7 @@ impl<T: ByRows + Send + Sync> Handler for T {
         self.rows().read(start, stop, expected)
     }
 
-    fn extent(&self) -> Option<u64> {
-        // A file still being written (SWMR) may have grown since it was opened.
-        let _ = self.rows().dataset.refresh();
-        Some(self.rows().len())
+    fn extent(&self, needed: u64) -> Option<u64> {
+        Some(self.rows().len_for(needed))
     }
 }

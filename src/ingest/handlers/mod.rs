@@ -68,9 +68,10 @@ pub trait Handler: Send + Sync {
     /// `expected`.
     fn read(&self, at: &Locator, expected: &FrameInfo) -> Result<Vec<u8>, FrameError>;
 
-    /// How many rows the resource's dataset has now, when it is one dataset (HDF5): a
-    /// stream_datum's range is checked against it before any frame is planned.
-    fn extent(&self) -> Option<u64> {
+    /// How many rows the resource's dataset has now, when it is one dataset (HDF5), looked at
+    /// again if fewer than `needed` (a file still being written): a stream_datum's range is
+    /// checked against it before any frame is planned.
+    fn extent(&self, _needed: u64) -> Option<u64> {
         None
     }
 }
