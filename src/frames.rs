@@ -251,10 +251,22 @@ pub fn create_store(path: &Path) -> Result<(), StoreError> {
 /// The store's own group metadata (the root's and `runs/`'s) that zarr-python could not
 /// open, as (path relative to the store, what is wrong, whether a repair may rewrite it:
 /// not when it holds an array's metadata, which beamdb never writes there).
+///
+/// Missing metadata in a store that holds no run yet is not a problem: it is what an ingest
+/// killed while creating the beamtime leaves (the database first, then the store), and the
+/// next ingest writes it. Once a run has landed, the store's metadata was written first.
 pub fn store_metadata_problems(root: &Path) -> Vec<(String, String, bool)> {
+    let has_runs = run_groups(root).map_or(true, |groups| !groups.is_empty());
     STORE_GROUPS
         .iter()
         .filter_map(|(which, _)| {
+            let missing = matches!(
+                std::fs::symlink_metadata(root.join(which).join("zarr.json")),
+                Err(e) if e.kind() == io::ErrorKind::NotFound
+            );
+            if missing && !has_runs {
+                return None;
+            }
             let relative = if which.is_empty() {
                 "zarr.json".to_string()
             } else {

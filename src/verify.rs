@@ -775,6 +775,9 @@ pub fn repair(
                         Recovered::FinishedReplace if committed.is_some() => {
                             "(an interrupted --replace; the group in place holds every committed frame, checked frame by frame)"
                         }
+                        _ if committed.is_some() => {
+                            "(left by an interrupted ingest of the run: a replacement never committed, or frames it was deleting; the committed frames were not touched)"
+                        }
                         _ => "(no committed run owns them: left by a killed ingest)",
                     };
                     repaired

@@ -623,3 +623,53 @@ fn verify_repair_leaves_store_metadata_it_cannot_prove_is_its_own() {
     );
     assert_eq!(std::fs::read_to_string(&runs_meta).unwrap(), array);
 }
+
+/// A replacement that never got committed (`{uid}.new`) beside a committed run: repair
+/// removes it and says the committed frames were not touched (not "no committed run").
+#[test]
+fn verify_repair_removes_an_uncommitted_replacement_and_says_what_it_was() {
+    let fx = Fixture::new();
+    ingest_shared(&fx);
+    let staging = fx.data_root().join("beamtimes/bt/frames.staging");
+    let new = staging.join(format!("{PAGED_RUN}.new"));
+    copy_dir(&store(&fx).join("runs").join(COUNT_RUN), &new);
+    let group = store(&fx).join("runs").join(PAGED_RUN);
+    let whole = chunk_files(&group);
+    let (code, out, err) = run_verify(&fx, &["verify", "--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "removed frames.staging/{PAGED_RUN}.new (left by an interrupted ingest of the run"
+        )) && out.contains("the committed frames were not touched"),
+        "{out}"
+    );
+    assert!(!new.exists());
+    assert_eq!(chunk_files(&group), whole);
+}
+
+/// An ingest killed while creating the beamtime (database made, store metadata not yet):
+/// nothing to open yet, so nothing to report; the next ingest writes the metadata.
+#[test]
+fn verify_a_new_store_without_metadata_or_runs_is_clean_and_ingest_completes_it() {
+    let fx = Fixture::new();
+    let (code, out, err) = run(&mut fx.beamdb(&["initdb", "--beamtime", "bt"]));
+    assert_eq!(code, 0, "{out}{err}");
+    std::fs::remove_file(store(&fx).join("runs/zarr.json")).unwrap();
+    std::fs::remove_file(store(&fx).join("zarr.json")).unwrap();
+    let (code, out, err) = run_verify(&fx, &["verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    ingest_shared(&fx);
+    assert!(store(&fx).join("runs/zarr.json").is_file());
+    let (code, out, err) = run_verify(&fx, &["verify", "--deep"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Once runs are there, missing metadata is damage.
+    std::fs::remove_file(store(&fx).join("runs/zarr.json")).unwrap();
+    let (code, out, err) = run_verify(&fx, &["verify"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains(
+            "frames.zarr/runs/zarr.json: damaged Zarr group metadata (zarr.json is missing)"
+        ),
+        "{out}"
+    );
+}
