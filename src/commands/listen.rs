@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-
 use super::Ctx;
 use super::ingest::root_map;
 use crate::cli::ListenArgs;
@@ -14,8 +13,8 @@ use crate::layout::{Layout, SafeName};
 use crate::listen::router::BeamtimeChoice;
 use crate::listen::{self, Config, Event, RunLine};
 use crate::migrations::files;
-use crate::schema::declared;
 use crate::schema::DbKind;
+use crate::schema::declared;
 
 pub fn run(ctx: &Ctx, args: &ListenArgs) -> Result<ExitStatus> {
     let usage = |m: String| fail(ExitStatus::Usage, m);

@@ -393,7 +393,12 @@ fn to_table(rows: &[RunRow], columns: &[TableColumn]) -> String {
         .map(|row| columns.iter().map(|c| c.cell(row)).collect::<Vec<String>>())
         // Sample, plan and researcher names (and any RunStart value) come from the documents:
         // escaped before the widths are measured, so the columns stay aligned.
-        .map(|cells| cells.into_iter().map(|cell| escape(&cell).into_owned()).collect())
+        .map(|cells| {
+            cells
+                .into_iter()
+                .map(|cell| escape(&cell).into_owned())
+                .collect()
+        })
         .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &cells {

@@ -442,10 +442,7 @@ impl Lander<'_> {
         let config = self.config;
         let layout = &config.layout;
         let id = &landing.beamtime;
-        let store = FrameStore::open(
-            &layout.frames_store(id),
-            &layout.frames_staging(id),
-        )?;
+        let store = FrameStore::open(&layout.frames_store(id), &layout.frames_staging(id))?;
         let options = Options {
             roots: config.roots.clone(),
             compression: config.compression,

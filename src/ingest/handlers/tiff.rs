@@ -286,12 +286,10 @@ impl Handler for AdTiff {
 
     fn read(&self, at: &Locator, expected: &FrameInfo) -> Result<Vec<u8>, FrameError> {
         let files = self.files(at)?;
-        let total = expected
-            .len_bytes()
-            .ok_or_else(|| FrameError::TooLarge {
-                path: files.first().cloned().unwrap_or_default(),
-                shape: expected.shape.clone(),
-            })?;
+        let total = expected.len_bytes().ok_or_else(|| FrameError::TooLarge {
+            path: files.first().cloned().unwrap_or_default(),
+            shape: expected.shape.clone(),
+        })?;
         let mut out = Vec::with_capacity(total);
         for path in &files {
             let found = header(path)?;
