@@ -228,93 +228,28 @@ unsafe fn run_filter(
     }
 }
 
-unsafe extern "C" fn bitshuffle_cb(
-    flags: c_uint,
-    cd_nelmts: usize,
-    cd_values: *const c_uint,
-    nbytes: usize,
-    buf_size: *mut usize,
-    buf: *mut *mut c_void,
-) -> usize {
-    // SAFETY: forwarded from libhdf5.
-    unsafe {
-        run_filter(
-            flags,
-            cd_nelmts,
-            cd_values,
-            nbytes,
-            buf_size,
-            buf,
-            decode_bitshuffle,
-        )
-    }
+/// The `H5Z_func_t` libhdf5 calls for one of beamdb's decode filters: the four differ only in
+/// the decoder [`run_filter`] runs.
+macro_rules! filter_callback {
+    ($name:ident, $decode:expr) => {
+        unsafe extern "C" fn $name(
+            flags: c_uint,
+            cd_nelmts: usize,
+            cd_values: *const c_uint,
+            nbytes: usize,
+            buf_size: *mut usize,
+            buf: *mut *mut c_void,
+        ) -> usize {
+            // SAFETY: forwarded from libhdf5.
+            unsafe { run_filter(flags, cd_nelmts, cd_values, nbytes, buf_size, buf, $decode) }
+        }
+    };
 }
 
-unsafe extern "C" fn lz4_cb(
-    flags: c_uint,
-    cd_nelmts: usize,
-    cd_values: *const c_uint,
-    nbytes: usize,
-    buf_size: *mut usize,
-    buf: *mut *mut c_void,
-) -> usize {
-    // SAFETY: forwarded from libhdf5.
-    unsafe {
-        run_filter(
-            flags,
-            cd_nelmts,
-            cd_values,
-            nbytes,
-            buf_size,
-            buf,
-            |_, i| decode_lz4(i),
-        )
-    }
-}
-
-unsafe extern "C" fn zstd_cb(
-    flags: c_uint,
-    cd_nelmts: usize,
-    cd_values: *const c_uint,
-    nbytes: usize,
-    buf_size: *mut usize,
-    buf: *mut *mut c_void,
-) -> usize {
-    // SAFETY: forwarded from libhdf5.
-    unsafe {
-        run_filter(
-            flags,
-            cd_nelmts,
-            cd_values,
-            nbytes,
-            buf_size,
-            buf,
-            |_, i| decode_zstd(i),
-        )
-    }
-}
-
-unsafe extern "C" fn blosc_cb(
-    flags: c_uint,
-    cd_nelmts: usize,
-    cd_values: *const c_uint,
-    nbytes: usize,
-    buf_size: *mut usize,
-    buf: *mut *mut c_void,
-) -> usize {
-    // SAFETY: forwarded from libhdf5.
-    unsafe {
-        run_filter(
-            flags,
-            cd_nelmts,
-            cd_values,
-            nbytes,
-            buf_size,
-            buf,
-            |_, i| decode_blosc(i),
-        )
-    }
-}
+filter_callback!(bitshuffle_cb, decode_bitshuffle);
+filter_callback!(lz4_cb, |_, i| decode_lz4(i));
+filter_callback!(zstd_cb, |_, i| decode_zstd(i));
+filter_callback!(blosc_cb, |_, i| decode_blosc(i));
 
 /// A Blosc chunk: its header (checked against the chunk's length by c-blosc's own
 /// `blosc_cbuffer_validate` before anything is decoded) says its decoded size.
