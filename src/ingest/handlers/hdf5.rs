@@ -30,6 +30,9 @@ pub(super) struct Rows {
     dtype: Dtype,
     /// The shape of one row (the dataset's shape without its first axis).
     row_shape: Vec<u64>,
+    /// Opened for SWMR reading (its writer still has it open): only such a dataset can grow
+    /// while it is read, and only such a dataset may be refreshed (see [`Rows::len_for`]).
+    swmr: bool,
 }
 
 impl Rows {
@@ -60,7 +63,9 @@ impl Rows {
             return Err(layout("it is a scalar; frames are rows of an array".into()));
         };
         let row_shape = row.iter().map(|&d| d as u64).collect();
+        let swmr = opened_for_swmr(&dataset);
         Ok(Rows {
+            swmr,
             dataset,
             _opened: opened,
             path,
@@ -74,13 +79,14 @@ impl Rows {
         self.dataset.shape().first().map_or(0, |&n| n as u64)
     }
 
-    /// The dataset's rows, looked at again when fewer than `needed`: a file still being
-    /// written (SWMR) may have grown since it was opened. Only then: H5Drefresh on a dataset
-    /// being read evicts its chunk index, and reads after it fail ("can't insert duplicate
-    /// key").
+    /// The dataset's rows, looked at again when fewer than `needed` and the file is being
+    /// written (SWMR): it may have grown since it was opened. Only then: H5Drefresh on a
+    /// dataset of a file not opened for SWMR evicts its chunk index under the reads still to
+    /// come, which then fail ("can't insert duplicate key", "can't retrieve B-tree's shared
+    /// ref. count object").
     pub(super) fn len_for(&self, needed: u64) -> u64 {
         let len = self.len();
-        if needed > len && self.dataset.refresh().is_ok() {
+        if self.swmr && needed > len && self.dataset.refresh().is_ok() {
             return self.len();
         }
         len
@@ -191,6 +197,18 @@ impl Rows {
             (Kind::Float, _) => read_as!(f64),
         })
     }
+}
+
+/// Whether the file holding `dataset` was opened for SWMR reading.
+fn opened_for_swmr(dataset: &hdf5::Dataset) -> bool {
+    let Ok(file) = dataset.file() else {
+        return false;
+    };
+    let mut intent: std::ffi::c_uint = 0;
+    // SAFETY: a valid, open file id and a pointer to a local; the result is checked.
+    let status =
+        hdf5::sync::sync(|| unsafe { hdf5_sys::h5f::H5Fget_intent(file.id(), &mut intent) });
+    status >= 0 && intent & hdf5_sys::h5f::H5F_ACC_SWMR_READ != 0
 }
 
 fn dtype_of(descriptor: &TypeDescriptor) -> Option<Dtype> {
