@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::sqltext::{Fragment, check_fragment};
 use super::{
     Column, DbKind, FkAction, Index, Reference, Renames, Schema, SqlType, Table, TableOptions,
 };
@@ -521,6 +522,12 @@ fn declare_objects(
                 format!("view `{name}`: `select` is empty; write the SELECT statement"),
             ));
         }
+        fragment(
+            select,
+            Fragment::Clause,
+            &format!("view `{name}`: `select`"),
+        )
+        .map_err(|m| tomlfile::at(text, file, view.span(), m))?;
         let sql = format!("CREATE VIEW {} AS {select}", ident(name));
         declared.push((name.clone(), view.span(), ObjectKind::View, sql));
     }
@@ -536,6 +543,8 @@ fn declare_objects(
         if when.is_empty() || body.is_empty() {
             return Err(at("`when` (e.g. \"AFTER INSERT\") and `body` (statements, each ending in ;) are needed".into()));
         }
+        fragment(&when, Fragment::Clause, "`when`").map_err(at)?;
+        fragment(body, Fragment::TriggerBody, "`body`").map_err(at)?;
         let sql = format!(
             "CREATE TRIGGER {} {when} ON {} BEGIN {body} END",
             ident(name),
@@ -674,6 +683,13 @@ fn build_column(decl: &ColumnDecl, pk_position: &mut u32, table: &Table) -> Resu
             decl.name
         ));
     }
+    if let Some(default) = &decl.default {
+        fragment(
+            default.trim(),
+            Fragment::Expression,
+            &format!("column `{}`: `default`", decl.name),
+        )?;
+    }
     let references = match (&decl.references, &decl.on_delete) {
         (None, None) => None,
         (None, Some(_)) => {
@@ -742,7 +758,13 @@ fn check_expression(expr: &str, what: &str) -> Result<String, String> {
             "{what} has an empty `check`; write an SQL expression (\"value >= 0\") or remove the key"
         ));
     }
+    fragment(expr, Fragment::Expression, &format!("{what}: `check`"))?;
     Ok(expr.to_string())
+}
+
+/// [`check_fragment`] with the key it came from in the message.
+fn fragment(sql: &str, kind: Fragment, what: &str) -> Result<(), String> {
+    check_fragment(sql, kind).map_err(|why| format!("{what} {sql:?}: {why}"))
 }
 
 fn build_index(decl: &IndexDecl, table: &Table) -> Result<Index, String> {
@@ -761,6 +783,13 @@ fn build_index(decl: &IndexDecl, table: &Table) -> Result<Index, String> {
             .collect();
         if items.iter().any(String::is_empty) {
             return Err(format!("index `{}` has an empty expression", decl.name));
+        }
+        for item in &items {
+            fragment(
+                item,
+                Fragment::Expression,
+                &format!("index `{}`: expression", decl.name),
+            )?;
         }
         // Only column names after all: the same index as `columns` would declare.
         let plain = items.iter().all(|e| table.column(e).is_some());
@@ -783,13 +812,18 @@ fn build_index(decl: &IndexDecl, table: &Table) -> Result<Index, String> {
             ));
         }
     }
-    if let Some(predicate) = &decl.predicate
-        && predicate.trim().is_empty()
-    {
-        return Err(format!(
-            "index `{}` has an empty `where`; write an SQL expression (\"status IS NOT NULL\") or remove the key",
-            decl.name
-        ));
+    if let Some(predicate) = &decl.predicate {
+        if predicate.trim().is_empty() {
+            return Err(format!(
+                "index `{}` has an empty `where`; write an SQL expression (\"status IS NOT NULL\") or remove the key",
+                decl.name
+            ));
+        }
+        fragment(
+            predicate.trim(),
+            Fragment::Expression,
+            &format!("index `{}`: `where`", decl.name),
+        )?;
     }
     Ok(Index {
         name: decl.name.clone(),

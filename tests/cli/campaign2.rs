@@ -1,6 +1,6 @@
 //! Hostile campaign 2: settings files and paths, `runs --where` values (docs/fuzzing.md).
 
-use crate::common::{Fixture, run};
+use crate::common::{Fixture, config_repo, run};
 
 #[test]
 fn settings_fifo_is_refused_not_waited_on() {
@@ -89,4 +89,85 @@ fn runs_where_and_text_on_a_fresh_index_find_nothing_and_exit_0() {
         assert_eq!(out.trim(), "[]", "{args:?}");
         assert!(!err.contains("SQL"), "{err}");
     }
+}
+
+/// Every place a model splices SQL text into a migration, with text that would end beamdb's
+/// statement and run one of its own (`DROP TABLE runs`): make-migrations refuses the model
+/// (exit 2, file:line and the key), writes nothing and runs nothing.
+#[test]
+fn make_migrations_refuses_model_sql_that_would_smuggle_a_statement() {
+    let table = |column: &str, index: &str| {
+        format!(
+            "[tables.r]\ncolumns = [ {{ name = \"id\", type = \"INTEGER\", primary_key = true }}, {{ name = \"v\", type = \"REAL\", nullable = true{column} }} ]\n{index}"
+        )
+    };
+    let cases = [
+        (
+            table(", check = \"v >= 0); DROP TABLE runs; --\"", ""),
+            "closes a parenthesis",
+        ),
+        (table(", check = \"v >= 0 -- positive\"", ""), "comment"),
+        (table(", default = \"0, x INT\"", ""), "outside parentheses"),
+        (
+            table(", generated = \"id) STORED, x INT); DROP TABLE runs; --\"", ""),
+            "closes a parenthesis",
+        ),
+        (
+            table(
+                "",
+                "indexes = [ { name = \"i\", columns = [\"v\"], where = \"v > 0; DROP TABLE runs\" } ]\n",
+            ),
+            "`;`",
+        ),
+        (
+            table(
+                "",
+                "indexes = [ { name = \"i\", expressions = [\"v); DROP TABLE runs; --\"] } ]\n",
+            ),
+            "closes a parenthesis",
+        ),
+        (
+            "[views.v]\nselect = \"SELECT 1; DROP TABLE runs\"\n".to_string(),
+            "`;`",
+        ),
+        (
+            "[triggers.t]\non = \"runs\"\nwhen = \"AFTER INSERT\"\nbody = \"SELECT 1; END; DROP TABLE runs; CREATE TRIGGER t2 AFTER INSERT ON runs BEGIN SELECT 1;\"\n".to_string(),
+            "only a CASE's END",
+        ),
+    ];
+    for (model, why) in cases {
+        let fx = Fixture::new();
+        config_repo(&fx);
+        let path = fx.path().join("models/beamtime.toml");
+        let base = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{base}\n{model}")).unwrap();
+        let before = std::fs::read_dir(fx.path().join("m/beamtime"))
+            .unwrap()
+            .count();
+        let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--name", "x"]));
+        assert_eq!(code, 2, "{model}: {out}{err}");
+        assert!(err.contains("beamtime.toml:"), "{model}: {err}");
+        assert!(err.contains(why), "{model}: {err}");
+        let after = std::fs::read_dir(fx.path().join("m/beamtime"))
+            .unwrap()
+            .count();
+        assert_eq!(before, after, "{model}: a migration was written");
+    }
+}
+
+/// The same SQL with `;`, `--` and `)` inside strings, a CASE ... END in a trigger body: fine.
+#[test]
+fn make_migrations_keeps_model_sql_whose_odd_characters_are_inside_strings() {
+    let fx = Fixture::new();
+    config_repo(&fx);
+    let path = fx.path().join("models/beamtime.toml");
+    let base = std::fs::read_to_string(&path).unwrap();
+    let model = "[tables.r]\ncolumns = [ { name = \"id\", type = \"INTEGER\", primary_key = true }, { name = \"v\", type = \"REAL\", nullable = true, check = \"v >= 0 AND v <> 'a;--)'\" } ]\n[views.v]\nselect = \"SELECT id FROM r WHERE v > 0\"\n[triggers.t]\non = \"r\"\nwhen = \"AFTER INSERT\"\nbody = \"UPDATE r SET v = CASE WHEN NEW.v > 0 THEN 1 ELSE 0 END WHERE id = NEW.id;\"\n";
+    std::fs::write(&path, format!("{base}\n{model}")).unwrap();
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--name", "x"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&mut fx.beamdb(&["initdb", "--beamtime", "bt-1"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 0, "{out}{err}");
 }
