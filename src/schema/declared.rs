@@ -442,6 +442,18 @@ fn parse_full(text: &str, file: &str) -> Result<(Schema, Renames, Places), TomlE
                 .map_err(|m| err(span.clone(), table_name, m))?;
             table.checks.push(check);
         }
+        // SQLite's SQLITE_MAX_COLUMN (2000 in every build beamdb links): past it CREATE TABLE
+        // fails, which make-migrations would meet only in its replay.
+        if table.columns.len() > MAX_COLUMNS {
+            return Err(err(
+                span.clone(),
+                table_name,
+                format!(
+                    "{} columns; SQLite allows at most {MAX_COLUMNS} in a table: split it into tables",
+                    table.columns.len()
+                ),
+            ));
+        }
         if let Some(column) = table_decl
             .columns
             .iter()
@@ -746,6 +758,9 @@ fn build_column(decl: &ColumnDecl, pk_position: &mut u32, table: &Table) -> Resu
         generated,
     })
 }
+
+/// The most columns SQLite (SQLITE_MAX_COLUMN, default 2000) lets a table have.
+const MAX_COLUMNS: usize = 2000;
 
 /// SQLite's built-in collations: any other name fails at CREATE TABLE.
 const COLLATIONS: [&str; 3] = ["BINARY", "NOCASE", "RTRIM"];

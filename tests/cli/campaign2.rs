@@ -171,3 +171,26 @@ fn make_migrations_keeps_model_sql_whose_odd_characters_are_inside_strings() {
     let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// A table past SQLite's column limit is a model error, not a failed replay (exit 1).
+#[test]
+fn make_migrations_refuses_a_table_with_more_columns_than_sqlite_allows() {
+    let fx = Fixture::new();
+    config_repo(&fx);
+    let path = fx.path().join("models/beamtime.toml");
+    let base = std::fs::read_to_string(&path).unwrap();
+    let columns: String = (0..2001)
+        .map(|i| format!("  {{ name = \"c{i}\", type = \"REAL\", nullable = true }},\n"))
+        .collect();
+    let model = format!(
+        "[tables.wide]\ncolumns = [\n  {{ name = \"id\", type = \"INTEGER\", primary_key = true }},\n{columns}]\n"
+    );
+    std::fs::write(&path, format!("{base}\n{model}")).unwrap();
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--name", "x"]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("beamtime.toml:"), "{err}");
+    assert!(
+        err.contains("2002 columns; SQLite allows at most 2000"),
+        "{err}"
+    );
+}
