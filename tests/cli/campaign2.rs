@@ -194,3 +194,56 @@ fn make_migrations_refuses_a_table_with_more_columns_than_sqlite_allows() {
         "{err}"
     );
 }
+
+/// Two listeners on one beamtime appended every document twice to the same spool (and each
+/// truncated the other's at a start): every run was rejected, none stored. The second
+/// listener now stops at once with exit 75 and leaves the first one's spools alone.
+#[test]
+fn listen_a_second_listener_on_the_same_beamtime_exits_75_and_leaves_the_spools_alone() {
+    let fx = Fixture::new();
+    let (code, out, err) = run(&mut fx.beamdb(&["initdb", "--beamtime", "bt"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let spool = fx.data_root().join("beamtimes/bt/listen.spool");
+    let mut first = std::process::Command::new(assert_cmd::cargo::cargo_bin("beamdb"))
+        .current_dir(fx.path())
+        .env_clear()
+        .args(["listen", "--zmq", "tcp://127.0.0.1:1", "--beamtime", "bt"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = spool.join(".listener.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(&lock).unwrap_or_default().trim() != first.id().to_string() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first listener never took its lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // An open run of the first listener: the second must not touch it.
+    let open = "[\"start\", {\"uid\": \"r1\", \"time\": 1795000000.0, \"plan_name\": \"count\"}]\n";
+    std::fs::write(spool.join("r1.jsonl"), open).unwrap();
+    let mut second = fx.beamdb(&["listen", "--zmq", "tcp://127.0.0.1:1", "--beamtime", "bt"]);
+    second.timeout(std::time::Duration::from_secs(20));
+    let (code, out, err) = run(&mut second);
+    assert_eq!(code, 75, "{out}{err}");
+    assert!(
+        err.contains("another beamdb listen on this beamtime is running"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(spool.join("r1.jsonl")).unwrap(),
+        open
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+    assert!(
+        !lock.exists(),
+        "a stopped listener leaves its lock file behind"
+    );
+}
