@@ -481,6 +481,26 @@ impl Router {
             if first && doc.kind != Kind::Start {
                 return Err("does not begin with a start document".into());
             }
+            // A spool is named after its run and holds that run only: the router finds it
+            // again by the run's uid, so a renamed or concatenated file would be landed from
+            // the wrong file or not at all. Checked before routing, so nothing is opened.
+            if first {
+                let uid = doc.body.get("uid").and_then(Value::as_str);
+                let stem = spool.file_stem().and_then(|s| s.to_str());
+                if uid.is_none() || uid != stem {
+                    return Err(format!(
+                        "{}: its start document's uid is {}, not the file's name; a spool is named {{run uid}}.jsonl (renamed by hand?)",
+                        doc.pos,
+                        uid.map_or_else(|| "missing".to_string(), |u| format!("{u:?}"))
+                    ));
+                }
+            }
+            if job.is_some() {
+                return Err(format!(
+                    "{}: a document after the run's stop; a spool holds one run (two files joined by hand?)",
+                    doc.pos
+                ));
+            }
             first = false;
             job = self
                 .route(doc.kind, &doc.body, now, false)

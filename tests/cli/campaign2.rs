@@ -247,3 +247,70 @@ fn listen_a_second_listener_on_the_same_beamtime_exits_75_and_leaves_the_spools_
         "a stopped listener leaves its lock file behind"
     );
 }
+
+/// Spools edited by hand between two listeners: one renamed (its start's uid is another
+/// run's) and two joined into one file. Both were "rejected ... cannot read the run's spool:
+/// No such file" (the router looked for the file under the uid) and the joined file's first
+/// run was dropped. Now both are reported as unreadable spools and left as they are; an
+/// honest spool beside them lands.
+#[test]
+fn listen_tampered_spools_are_left_as_they_are_and_an_honest_one_lands() {
+    let fx = Fixture::new();
+    let (code, out, err) = run(&mut fx.beamdb(&["initdb", "--beamtime", "bt"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let spool = fx.data_root().join("beamtimes/bt/listen.spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let run_text = |uid: &str, t: f64| crate::models::run_jsonl(uid, t, serde_json::json!({}));
+    let renamed = run_text("other", 1_795_000_000.0);
+    let joined = run_text("two", 1_795_000_100.0) + &run_text("three", 1_795_000_200.0);
+    std::fs::write(spool.join("victim.jsonl"), &renamed).unwrap();
+    std::fs::write(spool.join("two.jsonl"), &joined).unwrap();
+    std::fs::write(
+        spool.join("honest.jsonl"),
+        run_text("honest", 1_795_000_300.0),
+    )
+    .unwrap();
+    let out_path = fx.path().join("listen.out");
+    let err_path = fx.path().join("listen.err");
+    let mut listener = std::process::Command::new(assert_cmd::cargo::cargo_bin("beamdb"))
+        .current_dir(fx.path())
+        .env_clear()
+        .args(["listen", "--zmq", "tcp://127.0.0.1:1", "--beamtime", "bt"])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&out_path)
+        .unwrap_or_default()
+        .contains("honest")
+    {
+        assert!(std::time::Instant::now() < deadline, "honest never landed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &listener.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(listener.wait().unwrap().code(), Some(0));
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert!(out.contains("landed     honest"), "{out}{err}");
+    assert!(!out.contains("rejected"), "{out}{err}");
+    assert!(
+        err.contains("victim.jsonl") && err.contains("not the file's name"),
+        "{err}"
+    );
+    assert!(
+        err.contains("two.jsonl") && err.contains("a spool holds one run"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(spool.join("victim.jsonl")).unwrap(),
+        renamed
+    );
+    assert_eq!(
+        std::fs::read_to_string(spool.join("two.jsonl")).unwrap(),
+        joined
+    );
+}
