@@ -470,7 +470,26 @@ impl Router {
         (jobs, problems)
     }
 
+    /// [`Router::reload_spool`], undone when the spool turns out unreadable part-way: a run it
+    /// opened would otherwise stay open and be "stored" at the next tick or stop from a spool
+    /// the listener just said it left alone.
     fn reload_one(&mut self, spool: &Path, now: Instant) -> Result<Option<Job>, String> {
+        let mut opened = None;
+        let result = self.reload_spool(spool, now, &mut opened);
+        if result.is_err()
+            && let Some(uid) = opened
+        {
+            self.close(&uid);
+        }
+        result
+    }
+
+    fn reload_spool(
+        &mut self,
+        spool: &Path,
+        now: Instant,
+        opened: &mut Option<String>,
+    ) -> Result<Option<Job>, String> {
         let file = File::open(spool).map_err(|e| format!("cannot open: {e}"))?;
         let name = spool.display().to_string();
         let mut reader = Reader::new(BufReader::new(file), &name);
@@ -501,10 +520,17 @@ impl Router {
                     doc.pos
                 ));
             }
-            first = false;
             job = self
                 .route(doc.kind, &doc.body, now, false)
                 .map_err(|e| format!("{}: {e}", doc.pos))?;
+            if first {
+                *opened = doc
+                    .body
+                    .get("uid")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+            }
+            first = false;
         }
         if let Some(Job::Land(landing)) = &mut job {
             // The stop was spooled: its documents are all in the file.

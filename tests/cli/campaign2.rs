@@ -252,7 +252,8 @@ fn listen_a_second_listener_on_the_same_beamtime_exits_75_and_leaves_the_spools_
 /// run's) and two joined into one file. Both were "rejected ... cannot read the run's spool:
 /// No such file" (the router looked for the file under the uid) and the joined file's first
 /// run was dropped. Now both are reported as unreadable spools and left as they are; an
-/// honest spool beside them lands.
+/// honest spool beside them lands. A spool torn part-way left its run open, and SIGTERM then
+/// "rejected" it from the spool the listener had just said it left alone.
 #[test]
 fn listen_tampered_spools_are_left_as_they_are_and_an_honest_one_lands() {
     let fx = Fixture::new();
@@ -270,6 +271,10 @@ fn listen_tampered_spools_are_left_as_they_are_and_an_honest_one_lands() {
         run_text("honest", 1_795_000_300.0),
     )
     .unwrap();
+    // Good lines, then a torn one: the run it began must not stay open.
+    let whole = run_text("torn", 1_795_000_400.0);
+    let torn = &whole[..whole.len() - 30];
+    std::fs::write(spool.join("torn.jsonl"), torn).unwrap();
     let out_path = fx.path().join("listen.out");
     let err_path = fx.path().join("listen.err");
     let mut listener = std::process::Command::new(assert_cmd::cargo::cargo_bin("beamdb"))
@@ -312,5 +317,16 @@ fn listen_tampered_spools_are_left_as_they_are_and_an_honest_one_lands() {
     assert_eq!(
         std::fs::read_to_string(spool.join("two.jsonl")).unwrap(),
         joined
+    );
+    assert!(err.contains("torn.jsonl:4: not valid JSON"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(spool.join("torn.jsonl")).unwrap(),
+        torn
+    );
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    assert_eq!(
+        crate::common::count(&conn, "SELECT count(*) FROM runs"),
+        1,
+        "only honest is stored"
     );
 }
