@@ -163,7 +163,8 @@ pub enum Command {
     /// unreachable or restarting: reconnects with backoff (0.2 s to 10 s). SIGTERM or SIGINT:
     /// open runs are stored as incomplete, exit 0 (a second signal exits at once, status 1; the
     /// spools keep every document); a restart goes on with their spools and never stores a run
-    /// twice. Runs rejected while listening do not change the exit status. See docs/listen.md.
+    /// twice. Runs rejected while listening do not change the exit status. One listener per
+    /// beamtime: a second one on the same beamtime exits 75 at once. See docs/listen.md.
     #[command(after_help = EXIT_CODES_HELP)]
     Listen(ListenArgs),
 }

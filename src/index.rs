@@ -164,6 +164,11 @@ impl Condition {
             ConditionValue::Text(value[1..value.len() - 1].to_string())
         } else if let Some(n) = value.parse::<f64>().ok().filter(|n| n.is_finite()) {
             ConditionValue::Number(n)
+        } else if value.parse::<f64>().is_ok() && value.contains(|c: char| c.is_ascii_digit()) {
+            // `1e999` reads as infinity: compared as text it would silently match nothing.
+            return Err(format!(
+                "`{value}` is a number too large to compare; quote it ('{value}') to compare it as text"
+            ));
         } else if value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false") {
             ConditionValue::Number(if value.eq_ignore_ascii_case("true") {
                 1.0
@@ -393,7 +398,15 @@ impl IndexDb {
         })
     }
 
-    /// Whether the index can answer `--text` (reindex creates what it needs).
+    /// Whether `runs_index` holds no run (a fresh `initdb`: nothing to search yet).
+    pub fn has_no_runs(&self) -> rusqlite::Result<bool> {
+        self.conn
+            .query_row("SELECT NOT EXISTS (SELECT 1 FROM runs_index)", [], |row| {
+                row.get(0)
+            })
+    }
+
+    /// Whether the index can answer `--text` and `--where` (reindex creates what it needs).
     pub fn has_text(&self) -> bool {
         self.has_text
     }

@@ -172,6 +172,20 @@ pub enum SettingsError {
         origin: &'static str,
         source: std::io::Error,
     },
+    /// A FIFO or a device would block `beamdb` (a cron job hangs) or fill memory (`/dev/zero`).
+    #[error(
+        "settings file {path} ({origin}) is not a regular file; point it at a TOML file (see settings.example.toml)"
+    )]
+    NotAFile { path: PathBuf, origin: &'static str },
+    #[error(
+        "settings file {path} ({origin}) is larger than {MAX_SETTINGS_BYTES} bytes; a settings file is a few lines of TOML: is it the right file?"
+    )]
+    TooLarge { path: PathBuf, origin: &'static str },
+    /// A control character in a path would forge lines in every message that names it.
+    #[error(
+        "$BEAMDB_DATA_ROOT {path:?} contains a control character (a newline?); set it to a plain path"
+    )]
+    EnvPath { path: PathBuf },
     /// The file's own message names file, line and key; it is the whole error.
     #[error(transparent)]
     Invalid(#[from] TomlError),
@@ -205,16 +219,16 @@ impl Settings {
         let mut settings = match chosen {
             None => Settings::default(),
             Some((path, origin)) => {
-                let text =
-                    std::fs::read_to_string(&path).map_err(|source| SettingsError::Unreadable {
-                        path: path.clone(),
-                        origin,
-                        source,
-                    })?;
+                let text = read_settings_file(&path, origin)?;
                 Settings::from_toml(&text, &path)?
             }
         };
         if let Some(root) = &env.data_root {
+            if root.to_string_lossy().chars().any(char::is_control) {
+                return Err(SettingsError::EnvPath {
+                    path: PathBuf::from(root),
+                });
+            }
             settings.data_root = env.cwd.join(root);
             settings.data_root_origin = Origin::Env;
         } else if settings.source.is_none() {
@@ -454,9 +468,61 @@ pub fn sort_root_map(mut map: Vec<(String, PathBuf)>) -> Vec<(String, PathBuf)> 
     map
 }
 
+/// The largest settings file read: far above any real one, small enough to read at once.
+pub const MAX_SETTINGS_BYTES: u64 = 1 << 20;
+
+/// Reads a settings file that is a regular file of at most [`MAX_SETTINGS_BYTES`]; checked on
+/// the open handle, so a FIFO never blocks and a device never streams into memory.
+fn read_settings_file(path: &Path, origin: &'static str) -> Result<String, SettingsError> {
+    use std::io::Read;
+    let unreadable = |source| SettingsError::Unreadable {
+        path: path.to_path_buf(),
+        origin,
+        source,
+    };
+    // O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer before the check.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if meta.is_dir() {
+        return Err(unreadable(std::io::Error::other("it is a directory")));
+    }
+    if !meta.is_file() {
+        return Err(SettingsError::NotAFile {
+            path: path.to_path_buf(),
+            origin,
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SETTINGS_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_SETTINGS_BYTES {
+        return Err(SettingsError::TooLarge {
+            path: path.to_path_buf(),
+            origin,
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        unreadable(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
+    })
+}
+
 fn nonempty_path(value: &Spanned<String>, base: &Path) -> Result<PathBuf, String> {
     if value.get_ref().trim().is_empty() {
         return Err("an empty path is not allowed".into());
+    }
+    if value.get_ref().chars().any(char::is_control) {
+        return Err(format!(
+            "{:?} contains a control character (a newline?); write a plain path",
+            value.get_ref()
+        ));
     }
     Ok(base.join(value.get_ref()))
 }

@@ -65,7 +65,7 @@ pub fn run(ctx: &Ctx, args: &ListenArgs) -> Result<ExitStatus> {
             .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
             .context("cannot install the SIGTERM/SIGINT handler")?;
     }
-    listen::run(config, stop, &mut |event| print(ctx, event));
+    listen::run(config, stop, &mut |event| print(ctx, event))?;
     ctx.note("listen: stopped; open runs were stored as incomplete");
     Ok(ExitStatus::Success)
 }

@@ -73,18 +73,30 @@ pub fn run(ctx: &Ctx, args: &RunsArgs) -> Result<ExitStatus> {
         ));
     }
     let index = IndexDb::open(&path, Access::ReadOnly, &ctx.settings.sqlite)?;
-    if filter.text.is_some() && !index.has_text() {
+    // `--where` on a RunStart key reads the key table, `--text` the full-text table: both
+    // are made by reindex. A fresh index with no run has nothing to find, whatever the filter.
+    let searches = filter.text.is_some() || !filter.conditions.is_empty();
+    let nothing_indexed = searches
+        && !index.has_text()
+        && index
+            .has_no_runs()
+            .with_context(|| format!("{}: cannot query the index", path.display()))?;
+    if searches && !index.has_text() && !nothing_indexed {
         return Err(fail(
             ExitStatus::Failure,
             format!(
-                "{}: the index has no full-text table yet; run `beamdb reindex` first",
+                "{}: the index has no search tables yet (--where, --text); run `beamdb reindex` first",
                 path.display()
             ),
         ));
     }
-    let rows = index
-        .query_runs(&filter)
-        .with_context(|| format!("{}: cannot query the index", path.display()))?;
+    let rows = if nothing_indexed {
+        Vec::new()
+    } else {
+        index
+            .query_runs(&filter)
+            .with_context(|| format!("{}: cannot query the index", path.display()))?
+    };
 
     let text = if args.json {
         to_json(&rows, index.extra_columns())

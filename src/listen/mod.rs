@@ -125,10 +125,17 @@ pub enum RunLine {
 enum Msg {
     Job(Job),
     Event(Event),
+    /// Last: the spool locks, held by the lander until the last run has landed.
+    Claims(Vec<router::Claim>),
 }
 
-/// Listens until `stop` is set; then stores the open runs as incomplete and returns.
-pub fn run(config: Config, stop: Arc<AtomicBool>, report: &mut dyn FnMut(Event)) {
+/// Listens until `stop` is set; then stores the open runs as incomplete and returns. Fails
+/// at once when another listener holds the `--beamtime`'s spool folder.
+pub fn run(
+    config: Config,
+    stop: Arc<AtomicBool>,
+    report: &mut dyn FnMut(Event),
+) -> Result<(), lock::LockError> {
     let (tx, rx) = mpsc::channel();
     let mut router = Router::new(
         config.layout.clone(),
@@ -136,6 +143,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, report: &mut dyn FnMut(Event))
         config.incomplete_after,
         FORGET_AFTER,
     );
+    router.claim_fixed()?;
     let (reloaded, problems) = router.reload(Instant::now());
     for what in problems {
         report(Event::BadSpool { what });
@@ -155,6 +163,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, report: &mut dyn FnMut(Event))
         t
     };
     let prefix = config.prefix.clone();
+    let mut held = Vec::new();
     std::thread::scope(|scope| {
         let receiver_stop = stop.clone();
         scope.spawn(move || receive(&addr, &topic, &prefix, router, &receiver_stop, &tx));
@@ -162,9 +171,12 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, report: &mut dyn FnMut(Event))
             match msg {
                 Msg::Job(job) => lander.land(job, report),
                 Msg::Event(event) => report(event),
+                Msg::Claims(claims) => held.extend(claims),
             }
         }
     });
+    drop(held);
+    Ok(())
 }
 
 /// The receiver thread: socket → router → spool; jobs and events to the lander.
@@ -271,6 +283,7 @@ fn receive(
     for job in router.shutdown() {
         send(Msg::Job(job));
     }
+    send(Msg::Claims(router.take_claims()));
 }
 
 fn tick(router: &mut Router, last: &mut Instant, send: &impl Fn(Msg)) {

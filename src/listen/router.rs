@@ -108,7 +108,28 @@ pub struct Router {
     descriptors: HashMap<String, String>,
     resources: HashMap<String, String>,
     stream_resources: HashMap<String, String>,
+    /// The spool folders this listener holds (one listener per beamtime: two would append
+    /// every document twice to the same spool and truncate each other's at each start).
+    claimed: HashMap<PathBuf, Claim>,
 }
+
+/// A spool folder's lock, held by this listener. Its file is removed on release, while still
+/// locked (a listener waiting on the old file sees that it is no longer the path's and opens
+/// the new one), so a stopped listener leaves no file behind.
+#[derive(Debug)]
+pub struct Claim {
+    path: PathBuf,
+    _guard: crate::lock::LockGuard,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The lock file in a spool folder that the listener spooling into it holds.
+pub const SPOOL_LOCK: &str = ".listener.lock";
 
 fn str_field<'a>(
     kind: Kind,
@@ -139,6 +160,46 @@ impl Router {
             descriptors: HashMap::new(),
             resources: HashMap::new(),
             stream_resources: HashMap::new(),
+            claimed: HashMap::new(),
+        }
+    }
+
+    /// Takes the spool folder `dir` for this listener (created when missing), or says which
+    /// listener holds it. Held for the listener's life.
+    pub fn claim(&mut self, dir: &Path) -> Result<(), crate::lock::LockError> {
+        if self.claimed.contains_key(dir) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir).map_err(|source| crate::lock::LockError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(SPOOL_LOCK);
+        let guard = crate::lock::try_exclusive(&path, "listen on this beamtime")?;
+        self.claimed.insert(
+            dir.to_path_buf(),
+            Claim {
+                path,
+                _guard: guard,
+            },
+        );
+        Ok(())
+    }
+
+    /// The spool folders' locks, for the lander to hold until the last run has landed.
+    pub fn take_claims(&mut self) -> Vec<Claim> {
+        self.claimed.drain().map(|(_, claim)| claim).collect()
+    }
+
+    /// With `--beamtime ID`: takes its spool folder before anything is read, so that a second
+    /// listener on the same beamtime stops at once (exit 75) instead of corrupting spools.
+    pub fn claim_fixed(&mut self) -> Result<(), crate::lock::LockError> {
+        match &self.choice {
+            BeamtimeChoice::Fixed(id) => {
+                let dir = spool_dir(&self.layout, id);
+                self.claim(&dir)
+            }
+            BeamtimeChoice::Key(_) => Ok(()),
         }
     }
 
@@ -280,7 +341,11 @@ impl Router {
         })))
     }
 
-    fn target(&self, uid: &str, start: &Map<String, Value>) -> Result<(SafeName, PathBuf), String> {
+    fn target(
+        &mut self,
+        uid: &str,
+        start: &Map<String, Value>,
+    ) -> Result<(SafeName, PathBuf), String> {
         let uid = SafeName::new("run uid", uid).map_err(|e| e.to_string())?;
         let beamtime = match &self.choice {
             BeamtimeChoice::Fixed(id) => id.clone(),
@@ -294,8 +359,18 @@ impl Router {
             }
         };
         let dir = spool_dir(&self.layout, &beamtime);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("{}: cannot create the spool folder: {e}", dir.display()))?;
+        self.claim(&dir).map_err(|e| match e {
+            crate::lock::LockError::Held { .. } => format!(
+                "beamtime {}: another listener spools its runs ({e}); that one stores this run",
+                beamtime.as_str()
+            ),
+            crate::lock::LockError::Io { path, source } => {
+                format!(
+                    "{}: cannot create the spool folder: {source}",
+                    path.display()
+                )
+            }
+        })?;
         Ok((beamtime, dir.join(format!("{}.jsonl", uid.as_str()))))
     }
 
@@ -369,6 +444,14 @@ impl Router {
             },
         };
         for dir in dirs {
+            if !dir.is_dir() {
+                continue;
+            }
+            // Another listener's spools are its own: reloading them would land its runs twice.
+            if let Err(e) = self.claim(&dir) {
+                problems.push(format!("{}: not reloaded: {e}", dir.display()));
+                continue;
+            }
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
@@ -387,7 +470,26 @@ impl Router {
         (jobs, problems)
     }
 
+    /// [`Router::reload_spool`], undone when the spool turns out unreadable part-way: a run it
+    /// opened would otherwise stay open and be "stored" at the next tick or stop from a spool
+    /// the listener just said it left alone.
     fn reload_one(&mut self, spool: &Path, now: Instant) -> Result<Option<Job>, String> {
+        let mut opened = None;
+        let result = self.reload_spool(spool, now, &mut opened);
+        if result.is_err()
+            && let Some(uid) = opened
+        {
+            self.close(&uid);
+        }
+        result
+    }
+
+    fn reload_spool(
+        &mut self,
+        spool: &Path,
+        now: Instant,
+        opened: &mut Option<String>,
+    ) -> Result<Option<Job>, String> {
         let file = File::open(spool).map_err(|e| format!("cannot open: {e}"))?;
         let name = spool.display().to_string();
         let mut reader = Reader::new(BufReader::new(file), &name);
@@ -398,10 +500,37 @@ impl Router {
             if first && doc.kind != Kind::Start {
                 return Err("does not begin with a start document".into());
             }
-            first = false;
+            // A spool is named after its run and holds that run only: the router finds it
+            // again by the run's uid, so a renamed or concatenated file would be landed from
+            // the wrong file or not at all. Checked before routing, so nothing is opened.
+            if first {
+                let uid = doc.body.get("uid").and_then(Value::as_str);
+                let stem = spool.file_stem().and_then(|s| s.to_str());
+                if uid.is_none() || uid != stem {
+                    return Err(format!(
+                        "{}: its start document's uid is {}, not the file's name; a spool is named {{run uid}}.jsonl (renamed by hand?)",
+                        doc.pos,
+                        uid.map_or_else(|| "missing".to_string(), |u| format!("{u:?}"))
+                    ));
+                }
+            }
+            if job.is_some() {
+                return Err(format!(
+                    "{}: a document after the run's stop; a spool holds one run (two files joined by hand?)",
+                    doc.pos
+                ));
+            }
             job = self
                 .route(doc.kind, &doc.body, now, false)
                 .map_err(|e| format!("{}: {e}", doc.pos))?;
+            if first {
+                *opened = doc
+                    .body
+                    .get("uid")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+            }
+            first = false;
         }
         if let Some(Job::Land(landing)) = &mut job {
             // The stop was spooled: its documents are all in the file.

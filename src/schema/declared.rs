@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::sqltext::{Fragment, check_fragment};
 use super::{
     Column, DbKind, FkAction, Index, Reference, Renames, Schema, SqlType, Table, TableOptions,
 };
@@ -441,6 +442,18 @@ fn parse_full(text: &str, file: &str) -> Result<(Schema, Renames, Places), TomlE
                 .map_err(|m| err(span.clone(), table_name, m))?;
             table.checks.push(check);
         }
+        // SQLite's SQLITE_MAX_COLUMN (2000 in every build beamdb links): past it CREATE TABLE
+        // fails, which make-migrations would meet only in its replay.
+        if table.columns.len() > MAX_COLUMNS {
+            return Err(err(
+                span.clone(),
+                table_name,
+                format!(
+                    "{} columns; SQLite allows at most {MAX_COLUMNS} in a table: split it into tables",
+                    table.columns.len()
+                ),
+            ));
+        }
         if let Some(column) = table_decl
             .columns
             .iter()
@@ -521,6 +534,12 @@ fn declare_objects(
                 format!("view `{name}`: `select` is empty; write the SELECT statement"),
             ));
         }
+        fragment(
+            select,
+            Fragment::Clause,
+            &format!("view `{name}`: `select`"),
+        )
+        .map_err(|m| tomlfile::at(text, file, view.span(), m))?;
         let sql = format!("CREATE VIEW {} AS {select}", ident(name));
         declared.push((name.clone(), view.span(), ObjectKind::View, sql));
     }
@@ -536,6 +555,8 @@ fn declare_objects(
         if when.is_empty() || body.is_empty() {
             return Err(at("`when` (e.g. \"AFTER INSERT\") and `body` (statements, each ending in ;) are needed".into()));
         }
+        fragment(&when, Fragment::Clause, "`when`").map_err(at)?;
+        fragment(body, Fragment::TriggerBody, "`body`").map_err(at)?;
         let sql = format!(
             "CREATE TRIGGER {} {when} ON {} BEGIN {body} END",
             ident(name),
@@ -674,6 +695,13 @@ fn build_column(decl: &ColumnDecl, pk_position: &mut u32, table: &Table) -> Resu
             decl.name
         ));
     }
+    if let Some(default) = &decl.default {
+        fragment(
+            default.trim(),
+            Fragment::Expression,
+            &format!("column `{}`: `default`", decl.name),
+        )?;
+    }
     let references = match (&decl.references, &decl.on_delete) {
         (None, None) => None,
         (None, Some(_)) => {
@@ -731,6 +759,9 @@ fn build_column(decl: &ColumnDecl, pk_position: &mut u32, table: &Table) -> Resu
     })
 }
 
+/// The most columns SQLite (SQLITE_MAX_COLUMN, default 2000) lets a table have.
+const MAX_COLUMNS: usize = 2000;
+
 /// SQLite's built-in collations: any other name fails at CREATE TABLE.
 const COLLATIONS: [&str; 3] = ["BINARY", "NOCASE", "RTRIM"];
 
@@ -742,7 +773,13 @@ fn check_expression(expr: &str, what: &str) -> Result<String, String> {
             "{what} has an empty `check`; write an SQL expression (\"value >= 0\") or remove the key"
         ));
     }
+    fragment(expr, Fragment::Expression, &format!("{what}: `check`"))?;
     Ok(expr.to_string())
+}
+
+/// [`check_fragment`] with the key it came from in the message.
+fn fragment(sql: &str, kind: Fragment, what: &str) -> Result<(), String> {
+    check_fragment(sql, kind).map_err(|why| format!("{what} {sql:?}: {why}"))
 }
 
 fn build_index(decl: &IndexDecl, table: &Table) -> Result<Index, String> {
@@ -761,6 +798,13 @@ fn build_index(decl: &IndexDecl, table: &Table) -> Result<Index, String> {
             .collect();
         if items.iter().any(String::is_empty) {
             return Err(format!("index `{}` has an empty expression", decl.name));
+        }
+        for item in &items {
+            fragment(
+                item,
+                Fragment::Expression,
+                &format!("index `{}`: expression", decl.name),
+            )?;
         }
         // Only column names after all: the same index as `columns` would declare.
         let plain = items.iter().all(|e| table.column(e).is_some());
@@ -783,13 +827,18 @@ fn build_index(decl: &IndexDecl, table: &Table) -> Result<Index, String> {
             ));
         }
     }
-    if let Some(predicate) = &decl.predicate
-        && predicate.trim().is_empty()
-    {
-        return Err(format!(
-            "index `{}` has an empty `where`; write an SQL expression (\"status IS NOT NULL\") or remove the key",
-            decl.name
-        ));
+    if let Some(predicate) = &decl.predicate {
+        if predicate.trim().is_empty() {
+            return Err(format!(
+                "index `{}` has an empty `where`; write an SQL expression (\"status IS NOT NULL\") or remove the key",
+                decl.name
+            ));
+        }
+        fragment(
+            predicate.trim(),
+            Fragment::Expression,
+            &format!("index `{}`: `where`", decl.name),
+        )?;
     }
     Ok(Index {
         name: decl.name.clone(),

@@ -372,3 +372,184 @@ mod index_tests {
         );
     }
 }
+
+/// What a piece of SQL from a model is spliced into, for [`check_fragment`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    /// One expression inside a statement (CHECK, DEFAULT, generated, index item or WHERE):
+    /// no `;`, and no `,` outside parentheses (it would add a column or constraint).
+    Expression,
+    /// A view's SELECT or a trigger's `when`: one statement's part, no `;`.
+    Clause,
+    /// A trigger body between BEGIN and END: statements ending in `;`, but no END that is not
+    /// a CASE's (it would end the trigger and let what follows run as statements of its own).
+    TriggerBody,
+}
+
+/// Checks a model's SQL text before it is spliced into a migration: a fragment must stay
+/// inside the statement beamdb writes around it. Strings and quoted names must be closed,
+/// parentheses balanced (never closing one the fragment did not open), and comments are
+/// refused (`--` would hide the `)` or `END` beamdb writes after it). The error says what and
+/// where (a character offset into the text).
+pub fn check_fragment(sql: &str, kind: Fragment) -> Result<(), String> {
+    let chars: Vec<(usize, char)> = sql.char_indices().collect();
+    let mut depth: i64 = 0;
+    let mut cases: i64 = 0;
+    let mut i = 0;
+    while i < chars.len() {
+        let (at, c) = chars[i];
+        let next = chars.get(i + 1).map(|&(_, c)| c);
+        match c {
+            '\'' | '"' | '`' | '[' => {
+                let close = if c == '[' { ']' } else { c };
+                let mut j = i + 1;
+                loop {
+                    match chars.get(j) {
+                        None => {
+                            return Err(format!(
+                                "the {} opened at character {} is never closed",
+                                if c == '\'' { "string" } else { "quoted name" },
+                                at + 1
+                            ));
+                        }
+                        // A doubled quote is a quote inside (not for `[...]`).
+                        Some(&(_, d)) if d == close => {
+                            if close != ']' && chars.get(j + 1).map(|&(_, d)| d) == Some(close) {
+                                j += 2;
+                                continue;
+                            }
+                            break;
+                        }
+                        Some(_) => j += 1,
+                    }
+                }
+                i = j + 1;
+                continue;
+            }
+            '-' if next == Some('-') => {
+                return Err(format!(
+                    "it holds a comment (`--` at character {}), which would hide what beamdb writes after it; put the comment in the TOML (# ...)",
+                    at + 1
+                ));
+            }
+            '/' if next == Some('*') => {
+                return Err(format!(
+                    "it holds a comment (`/*` at character {}); put the comment in the TOML (# ...)",
+                    at + 1
+                ));
+            }
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(format!(
+                        "the `)` at character {} closes a parenthesis it did not open",
+                        at + 1
+                    ));
+                }
+            }
+            ';' if kind != Fragment::TriggerBody => {
+                return Err(format!(
+                    "the `;` at character {} would end beamdb's statement and start another; write one {}",
+                    at + 1,
+                    if kind == Fragment::Expression {
+                        "expression"
+                    } else {
+                        "statement's part, without `;`"
+                    }
+                ));
+            }
+            ',' if kind == Fragment::Expression && depth == 0 => {
+                return Err(format!(
+                    "the `,` at character {} is outside parentheses: it would add to the statement around the expression; write one expression",
+                    at + 1
+                ));
+            }
+            c if c.is_alphabetic() || c == '_' => {
+                let mut j = i;
+                while chars
+                    .get(j)
+                    .is_some_and(|&(_, d)| d.is_alphanumeric() || d == '_' || d == '$')
+                {
+                    j += 1;
+                }
+                let word: String = chars[i..j].iter().map(|&(_, d)| d).collect();
+                if kind == Fragment::TriggerBody {
+                    if word.eq_ignore_ascii_case("case") {
+                        cases += 1;
+                    } else if word.eq_ignore_ascii_case("end") {
+                        cases -= 1;
+                        if cases < 0 {
+                            return Err(format!(
+                                "the END at character {} would end the trigger (beamdb writes its END); only a CASE's END belongs in the body",
+                                at + 1
+                            ));
+                        }
+                    }
+                }
+                i = j;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if depth != 0 {
+        return Err(format!(
+            "{depth} parenthes{} never closed",
+            if depth == 1 { "is is" } else { "es are" }
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod fragment_tests {
+    use super::{Fragment, check_fragment};
+
+    #[test]
+    fn fragments_that_stay_inside_their_statement_pass() {
+        for (sql, kind) in [
+            ("value >= 0 AND label <> 'a;b--c)'", Fragment::Expression),
+            ("\"odd \"\" name\" > 0", Fragment::Expression),
+            ("coalesce(a, b, 'x,y')", Fragment::Expression),
+            (
+                "SELECT id, value FROM readings WHERE value > 0",
+                Fragment::Clause,
+            ),
+            (
+                "UPDATE r SET v = CASE WHEN NEW.v > 0 THEN 1 ELSE 0 END WHERE id = NEW.id; SELECT 1;",
+                Fragment::TriggerBody,
+            ),
+        ] {
+            assert_eq!(check_fragment(sql, kind), Ok(()), "{sql}");
+        }
+    }
+
+    #[test]
+    fn fragments_that_would_smuggle_a_statement_are_refused() {
+        for (sql, kind, why) in [
+            (
+                "v >= 0); DROP TABLE runs; --",
+                Fragment::Expression,
+                "closes a parenthesis",
+            ),
+            ("v >= 0 -- positive", Fragment::Expression, "comment"),
+            ("v /* x */ > 0", Fragment::Expression, "comment"),
+            ("0, x INT", Fragment::Expression, "`,`"),
+            ("v > 0; DROP TABLE runs", Fragment::Expression, "`;`"),
+            ("SELECT 1; DROP TABLE runs", Fragment::Clause, "`;`"),
+            ("'open", Fragment::Expression, "never closed"),
+            ("\"open", Fragment::Expression, "never closed"),
+            ("(v > 0", Fragment::Expression, "never closed"),
+            (
+                "SELECT 1; END; DROP TABLE runs; CREATE TRIGGER t2 AFTER INSERT ON runs BEGIN SELECT 1;",
+                Fragment::TriggerBody,
+                "END",
+            ),
+        ] {
+            let err = check_fragment(sql, kind).unwrap_err();
+            assert!(err.contains(why), "{sql}: {err}");
+        }
+    }
+}

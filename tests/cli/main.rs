@@ -2,6 +2,7 @@
 //! Named `<command>_<behaviour>`.
 
 mod bad_input;
+mod campaign2;
 mod common;
 mod concurrency;
 mod crash;
