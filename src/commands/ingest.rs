@@ -26,7 +26,11 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
     let settings = &ctx.settings;
     let layout = Layout::new(&settings.data_root);
     let created_root = !layout.root().exists();
-    std::fs::create_dir_all(layout.root())
+    // `beamtimes/` with the root, in one go: a data root is recognised by it (or index.db),
+    // and an ingest killed before its beamtime exists must not leave an empty folder that
+    // every other command then refuses as "not a beamdb data root" (found by killing ingests
+    // at random points in the hostile campaign).
+    std::fs::create_dir_all(layout.beamtimes_dir())
         .with_context(|| format!("{}: cannot create data_root", layout.root().display()))?;
     let migrations = files::load(DbKind::Beamtime, settings.schema.migrations_dir.as_deref())?;
     // The migrate lock, held shared to the end: a migrate must not rebuild tables under an
