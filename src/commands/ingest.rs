@@ -245,9 +245,28 @@ fn inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
         } else if path.is_file() {
             inputs.push(Input::File(path.clone()));
         } else {
+            use std::os::unix::fs::FileTypeExt;
+            // A pipe (`ingest <(zcat run.jsonl.gz)`, a named FIFO) is read like `-`: to its end.
+            let kind = match std::fs::metadata(path) {
+                Err(_) => None,
+                Ok(meta) if meta.file_type().is_fifo() => {
+                    inputs.push(Input::File(path.clone()));
+                    continue;
+                }
+                Ok(meta) if meta.file_type().is_char_device() => Some("a character device"),
+                Ok(meta) if meta.file_type().is_block_device() => Some("a block device"),
+                Ok(meta) if meta.file_type().is_socket() => Some("a socket"),
+                Ok(_) => Some("an unknown kind of file"),
+            };
+            let why = match kind {
+                None => "no such file or folder".to_string(),
+                Some(kind) => format!(
+                    "not a file, a folder or a pipe ({kind}); give *.jsonl files, folders of them, or - for stdin"
+                ),
+            };
             return Err(fail(
                 ExitStatus::Usage,
-                format!("{}: no such file or folder", path.display()),
+                format!("{}: {why}", path.display()),
             ));
         }
     }
