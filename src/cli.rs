@@ -314,7 +314,7 @@ pub struct IngestArgs {
     #[arg(long)]
     pub replace: bool,
 
-    /// suitcase-jsonl files, folders of them, or - for stdin.
+    /// suitcase-jsonl files, folders of them, pipes (`<(zcat runs.jsonl.gz)`), or - for stdin.
     #[arg(value_name = "PATH", required = true)]
     pub paths: Vec<std::path::PathBuf>,
 }

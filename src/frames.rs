@@ -218,11 +218,45 @@ const STORE_GROUPS: [(&str, &str); 2] = [
     ("runs", "one group per run uid"),
 ];
 
+/// Writes one of the store's own groups. These two files are shared by every ingest into the
+/// beamtime, and several may create the store at once: each writes the metadata to a file of
+/// its own and renames it into place, so a reader sees no `zarr.json` or a whole one, never
+/// the empty file another process is still writing (which it would refuse as damaged).
 fn store_group(root: &Path, which: &str, description: &str) -> Result<(), StoreError> {
-    let store = filesystem_store(root)?;
-    let mut attributes = serde_json::Map::new();
-    attributes.insert("description".into(), description.into());
-    write_group(store, &root.join(which), &format!("/{which}"), attributes)
+    let dir = root.join(which);
+    std::fs::create_dir_all(&dir).map_err(io_error(&dir, "cannot create folder"))?;
+    let metadata = serde_json::json!({
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": { "description": description },
+    });
+    let text = serde_json::to_vec_pretty(&metadata).map_err(zarr_error(&dir))?;
+    let path = dir.join("zarr.json");
+    // A hidden name, unique to this process and moment; a kill leaves at most this file,
+    // which no reader of the store looks at (run groups are folders).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let aside = dir.join(format!(
+        ".zarr.json.{}.{nanos}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let written = (|| {
+        let mut file = std::fs::File::create_new(&aside)?;
+        io::Write::write_all(&mut file, &text)?;
+        file.sync_all()?;
+        std::fs::rename(&aside, &path)
+    })();
+    if let Err(source) = written {
+        let _ = std::fs::remove_file(&aside);
+        return Err(StoreError::Io {
+            path,
+            action: "cannot write group metadata",
+            source,
+        });
+    }
+    sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))
 }
 
 /// Creates an empty Zarr v3 store (a root group and `runs/`) at `path`, unless one is there
@@ -1180,6 +1214,29 @@ mod tests {
             path: PathBuf::from("/x"),
             action: "cannot write the frame",
             source,
+        }
+    }
+
+    /// Found by the hostile campaign: two ingests creating the same beamtime at once, one saw
+    /// the other's `runs/zarr.json` while it was being written (empty) and refused the store
+    /// as damaged, exit 1 and "run verify --repair". A reader must only ever see whole
+    /// metadata, so the store's group metadata is written aside and renamed into place.
+    #[test]
+    fn creating_a_store_from_several_threads_at_once_never_sees_half_written_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        for trial in 0..50 {
+            let root = dir.path().join(format!("s{trial}"));
+            let errors: Vec<String> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| scope.spawn(|| create_store(&root).err().map(|e| e.to_string())))
+                    .collect();
+                handles
+                    .into_iter()
+                    .filter_map(|h| h.join().unwrap())
+                    .collect()
+            });
+            assert!(errors.is_empty(), "trial {trial}: {errors:?}");
+            assert!(store_metadata_problems(&root).is_empty());
         }
     }
 

@@ -26,7 +26,11 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
     let settings = &ctx.settings;
     let layout = Layout::new(&settings.data_root);
     let created_root = !layout.root().exists();
-    std::fs::create_dir_all(layout.root())
+    // `beamtimes/` with the root, in one go: a data root is recognised by it (or index.db),
+    // and an ingest killed before its beamtime exists must not leave an empty folder that
+    // every other command then refuses as "not a beamdb data root" (found by killing ingests
+    // at random points in the hostile campaign).
+    std::fs::create_dir_all(layout.beamtimes_dir())
         .with_context(|| format!("{}: cannot create data_root", layout.root().display()))?;
     let migrations = files::load(DbKind::Beamtime, settings.schema.migrations_dir.as_deref())?;
     // The migrate lock, held shared to the end: a migrate must not rebuild tables under an
@@ -241,9 +245,28 @@ fn inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
         } else if path.is_file() {
             inputs.push(Input::File(path.clone()));
         } else {
+            use std::os::unix::fs::FileTypeExt;
+            // A pipe (`ingest <(zcat run.jsonl.gz)`, a named FIFO) is read like `-`: to its end.
+            let kind = match std::fs::metadata(path) {
+                Err(_) => None,
+                Ok(meta) if meta.file_type().is_fifo() => {
+                    inputs.push(Input::File(path.clone()));
+                    continue;
+                }
+                Ok(meta) if meta.file_type().is_char_device() => Some("a character device"),
+                Ok(meta) if meta.file_type().is_block_device() => Some("a block device"),
+                Ok(meta) if meta.file_type().is_socket() => Some("a socket"),
+                Ok(_) => Some("an unknown kind of file"),
+            };
+            let why = match kind {
+                None => "no such file or folder".to_string(),
+                Some(kind) => format!(
+                    "not a file, a folder or a pipe ({kind}); give *.jsonl files, folders of them, or - for stdin"
+                ),
+            };
             return Err(fail(
                 ExitStatus::Usage,
-                format!("{}: no such file or folder", path.display()),
+                format!("{}: {why}", path.display()),
             ));
         }
     }

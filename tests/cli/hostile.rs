@@ -534,3 +534,37 @@ fn runs_document_text_is_escaped_in_what_it_prints() {
         "{out:?}"
     );
 }
+
+/// Found by the hostile campaign: documents from a pipe (`ingest <(zcat run.jsonl.gz)`, a
+/// named FIFO) were refused with "no such file or folder", which is false; and a device such
+/// as /dev/null got the same false message. A pipe is read like `-`; anything else that is
+/// neither a file nor a folder is refused saying what it is.
+#[test]
+fn ingest_reads_documents_from_a_pipe_and_names_what_else_it_refuses() {
+    let fx = Fixture::new();
+    let fifo = fx.path().join("docs.fifo");
+    mkfifo(&fifo);
+    let text = std::fs::read(shared_run(SCALAR_RUN)).unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = std::fs::write(&fifo, text);
+        })
+    };
+    let (code, out, err) = ingest(&fx, &[], &[path(&fifo)]);
+    // If ingest never opened the pipe, the writer still waits for a reader: give it one.
+    if !writer.is_finished() {
+        let _reader = std::fs::File::open(&fifo);
+    }
+    writer.join().unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("landed    {SCALAR_RUN}")), "{out}");
+    let (code, out, err) = ingest(&fx, &[], &["/dev/null"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("/dev/null: not a file, a folder or a pipe (a character device)")
+            && !err.contains("no such"),
+        "{err}"
+    );
+    verify_clean(&fx);
+}

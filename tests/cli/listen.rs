@@ -81,7 +81,7 @@ impl Listener {
 
     /// With a file size limit (bytes): past it a write fails with EFBIG, as on a full disk.
     fn start_limited(fx: &Fixture, out_port: u16, extra: &[&str], fsize: Option<u64>) -> Listener {
-        let zmq = format!("tcp://localhost:{out_port}");
+        let zmq = format!("tcp://127.0.0.1:{out_port}");
         let mut args = vec!["listen", "--zmq", &zmq];
         args.extend_from_slice(extra);
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("beamdb"));

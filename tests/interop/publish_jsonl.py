@@ -15,7 +15,7 @@ from bluesky.callbacks.zmq import Publisher
 
 def main():
     port, files = sys.argv[1], sys.argv[2:]
-    publisher = Publisher(f"localhost:{port}", serializer=lambda doc: json.dumps(doc).encode())
+    publisher = Publisher(f"127.0.0.1:{port}", serializer=lambda doc: json.dumps(doc).encode())
     time.sleep(1.0)  # 0MQ's slow joiner: the proxy must have subscribed first
     n = 0
     for path in files:

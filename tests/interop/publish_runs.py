@@ -66,7 +66,7 @@ def devices(frames_dir, tag):
 def engine(port, record, serializer):
     # No signal handlers: one of them runs outside the main thread.
     RE = RunEngine({}, context_managers=[])
-    RE.subscribe(Publisher(f"localhost:{port}", serializer=serializer))
+    RE.subscribe(Publisher(f"127.0.0.1:{port}", serializer=serializer))
     RE.subscribe(record)
     return RE
 
