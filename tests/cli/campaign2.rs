@@ -236,11 +236,10 @@ fn listen_a_second_listener_on_the_same_beamtime_exits_75_and_leaves_the_spools_
         std::fs::read_to_string(spool.join("r1.jsonl")).unwrap(),
         open
     );
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &first.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    // libc, not /bin/kill: a minimal Debian has no procps.
+    // SAFETY: a signal to our own child, by its pid.
+    let sent = unsafe { libc::kill(first.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
     assert_eq!(first.wait().unwrap().code(), Some(0));
     assert!(
         !lock.exists(),
@@ -293,10 +292,10 @@ fn listen_tampered_spools_are_left_as_they_are_and_an_honest_one_lands() {
         assert!(std::time::Instant::now() < deadline, "honest never landed");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    std::process::Command::new("kill")
-        .args(["-TERM", &listener.id().to_string()])
-        .status()
-        .unwrap();
+    // libc, not /bin/kill: a minimal Debian has no procps.
+    // SAFETY: a signal to our own child, by its pid.
+    let sent = unsafe { libc::kill(listener.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
     assert_eq!(listener.wait().unwrap().code(), Some(0));
     let out = std::fs::read_to_string(&out_path).unwrap();
     let err = std::fs::read_to_string(&err_path).unwrap();
