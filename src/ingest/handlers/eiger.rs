@@ -39,14 +39,21 @@ impl Series {
     }
 
     /// The dataset that holds frame `index` of the series, and the frame's row in it.
-    fn find(&self, mut index: u64) -> Option<(&Rows, u64)> {
+    fn find(&self, index: u64) -> Result<(&Rows, u64), FrameError> {
+        let mut row = index;
         for part in &self.parts {
-            if index < part.len() {
-                return Some((part, index));
+            if row < part.len() {
+                return Ok((part, row));
             }
-            index -= part.len();
+            row -= part.len();
         }
-        None
+        Err(FrameError::OutOfRange {
+            path: self.master.clone(),
+            dataset: "/entry/data/data_*".into(),
+            start: index,
+            stop: index + 1,
+            len: self.len(),
+        })
     }
 }
 
@@ -165,9 +172,7 @@ impl Handler for AdEiger {
         let series = self.series(seq_id)?;
         match frame {
             Some(index) => {
-                let (rows, row) = series
-                    .find(index)
-                    .ok_or_else(|| out_of_range(&series, index))?;
+                let (rows, row) = series.find(index)?;
                 let mut info = rows.info(row, row + 1)?;
                 info.shape.remove(0);
                 Ok(info)
@@ -186,9 +191,7 @@ impl Handler for AdEiger {
         let series = self.series(seq_id)?;
         match frame {
             Some(index) => {
-                let (rows, row) = series
-                    .find(index)
-                    .ok_or_else(|| out_of_range(&series, index))?;
+                let (rows, row) = series.find(index)?;
                 rows.read(row, row + 1, expected)
             }
             None => {
@@ -223,15 +226,5 @@ impl Handler for AdEiger {
                 Ok(out)
             }
         }
-    }
-}
-
-fn out_of_range(series: &Series, index: u64) -> FrameError {
-    FrameError::OutOfRange {
-        path: series.master.clone(),
-        dataset: "/entry/data/data_*".into(),
-        start: index,
-        stop: index + 1,
-        len: series.len(),
     }
 }
