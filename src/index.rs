@@ -55,6 +55,19 @@ pub struct BeamtimeEntry {
     pub runs: Vec<IndexedRun>,
 }
 
+/// One beamtime as the index holds it, for readers that must know whether it is current.
+#[derive(Debug, Clone)]
+pub struct IndexedBeamtime {
+    pub id: String,
+    /// What reindex recorded (see `reindex::unchanged_since`); `None` forces a re-read.
+    pub watermark: Option<String>,
+    /// The runs its database held when it was read.
+    pub num_runs: i64,
+    /// The runs indexed under it. Fewer than `num_runs` when another beamtime already held
+    /// some of their uids (`runs_index.uid` is unique): the index alone cannot name those.
+    pub indexed_runs: i64,
+}
+
 /// What replacing a beamtime's rows did.
 #[derive(Debug, Default)]
 pub struct Replaced {
@@ -824,6 +837,50 @@ impl IndexDb {
         let numeric_column = self.numeric_columns.contains(column);
         (numeric_column || !matches!(condition.value, ConditionValue::Number(_)))
             .then(|| format!("r.{}", crate::render::ident(column)))
+    }
+
+    /// Runs whose uid is `query` or starts with it, as (uid, beamtime id), sorted, at most
+    /// `limit` (the uid index is read as a range: cheap whatever the index's size).
+    pub fn runs_with_prefix(
+        &self,
+        query: &str,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT uid, beamtime_id FROM runs_index
+             WHERE uid >= ?1 AND uid < ?1 || char(1114111) ORDER BY uid LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![query, limit as i64], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        rows.collect()
+    }
+
+    /// Every indexed run as (uid, beamtime id): the candidates of a "did you mean".
+    pub fn all_run_uids(&self) -> rusqlite::Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT uid, beamtime_id FROM runs_index")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        rows.collect()
+    }
+
+    /// Each indexed beamtime, with its watermark and run counts, sorted by id.
+    pub fn beamtime_runs(&self) -> rusqlite::Result<Vec<IndexedBeamtime>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT b.id, b.watermark, coalesce(b.num_runs, 0),
+                    (SELECT count(*) FROM runs_index r WHERE r.beamtime_id = b.id)
+             FROM beamtimes b ORDER BY b.id",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(IndexedBeamtime {
+                id: row.get(0)?,
+                watermark: row.get(1)?,
+                num_runs: row.get(2)?,
+                indexed_runs: row.get(3)?,
+            })
+        })?;
+        rows.collect()
     }
 
     /// How many beamtimes and runs the index holds.

@@ -10,6 +10,7 @@ pub mod beamtime;
 pub mod cli;
 pub mod commands;
 pub mod db;
+pub mod describe;
 pub mod diff;
 pub mod escape;
 pub mod exit;
@@ -19,6 +20,7 @@ pub mod ingest;
 pub mod layout;
 pub mod listen;
 pub mod lock;
+pub mod lookup;
 pub mod migrations;
 pub mod reindex;
 pub mod render;
@@ -44,9 +46,11 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
     let (reads_data_root, fills_migrations_dir) = match &cli.command {
         Command::Initdb(_) | Command::Ingest(_) | Command::Listen(_) => (false, false),
         Command::MakeMigrations(args) => (false, !args.check),
-        Command::Migrate(_) | Command::Reindex(_) | Command::Runs(_) | Command::Verify(_) => {
-            (true, false)
-        }
+        Command::Migrate(_)
+        | Command::Reindex(_)
+        | Command::Runs(_)
+        | Command::Show(_)
+        | Command::Verify(_) => (true, false),
     };
     settings.check_schema_dirs(fills_migrations_dir)?;
     if reads_data_root {
@@ -64,6 +68,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Ingest(args) => commands::ingest::run(&ctx, args),
         Command::Reindex(args) => commands::reindex::run(&ctx, args),
         Command::Runs(args) => commands::runs::run(&ctx, args),
+        Command::Show(args) => commands::show::run(&ctx, args),
         Command::Verify(args) => commands::verify::run(&ctx, args),
         Command::Listen(args) => commands::listen::run(&ctx, args),
     }?;

@@ -341,10 +341,8 @@ fn read_beamtime(
     if !has_table(&tx, "runs")? || !has_table(&tx, "beamtime_meta")? {
         return Err(ReadError::Foreign);
     }
-    let version = schema_version(&tx)?;
-    let generation = beamtime::generation(&tx)?;
     let watermark = Watermark {
-        content: format!("{inode}:{}:{generation}", version.unwrap_or(0)),
+        content: content_proof(&tx, inode)?,
         db: db_stamp,
         wal: wal_stamp,
         read_at_ns,
@@ -395,6 +393,35 @@ fn read_beamtime(
         researchers: researchers.into_values().collect(),
         runs: indexed,
     })))
+}
+
+/// `{inode}:{schema version}:{generation}` of the beamtime database open in `conn`: what a
+/// watermark's content must equal for the beamtime to be unchanged.
+fn content_proof(conn: &Connection, inode: u64) -> rusqlite::Result<String> {
+    let version = schema_version(conn)?;
+    let generation = beamtime::generation(conn)?;
+    Ok(format!("{inode}:{}:{generation}", version.unwrap_or(0)))
+}
+
+/// Whether the beamtime database at `path` is provably unchanged since the index stored
+/// `watermark` for it, as reindex would judge: by the files' stamps when they are old enough,
+/// else by its change counter (one read-only open). Anything unreadable counts as changed.
+/// For readers of the index (`show`'s run lookup) that must know it is not stale.
+pub fn unchanged_since(path: &Path, watermark: &str, settings: &Settings) -> bool {
+    let Some(stored) = Watermark::decode(watermark) else {
+        return false;
+    };
+    if stored.files_prove_unchanged(&stamp(path), &stamp(&wal_path(path))) {
+        return true;
+    }
+    let Ok(inode) = std::fs::metadata(path).map(|m| m.ino()) else {
+        return false;
+    };
+    let Ok(conn) = db::open(path, Access::ReadOnly, &settings.sqlite) else {
+        return false;
+    };
+    has_table(&conn, "beamtime_meta").unwrap_or(false)
+        && content_proof(&conn, inode).is_ok_and(|content| content == stored.content)
 }
 
 fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {

@@ -1,0 +1,572 @@
+//! Finding a run, or a beamtime, from what a user typed: the one place that turns a uid (or a
+//! unique prefix of one) and an optional beamtime id into the beamtime that holds the run.
+//!
+//! The API, for every command that names runs (`show`, `export`):
+//! - [`find_beamtime`]: `--beamtime ID` → the beamtime, or exit 2 with "did you mean";
+//! - [`find_run`]: a uid or a unique prefix of at least [`MIN_PREFIX`] characters, in one
+//!   beamtime or in all → [`Found`], or exit 2 naming it (nearest match, candidates of an
+//!   ambiguous prefix, the beamtimes of a uid stored in several, a quarantined run);
+//! - [`locate`]: where a found run's rows and frames are (absolute paths).
+//!
+//! Without a beamtime, the index (`runs_index`: uid → beamtime) answers when it is fresh:
+//! every beamtime on disk is in it and provably unchanged since the last reindex (file
+//! stamps, else the change counter: what `reindex` itself checks). Otherwise every
+//! beamtime's database is read. Either way the answer is confirmed by the beamtime's own
+//! database, which is the truth; the index only saves opening the others. A uid stored in
+//! two beamtimes has one `runs_index` row (the uid is its key), so beamtimes that hold runs
+//! the index could not list (`beamtimes.num_runs` larger than their indexed runs) are read
+//! too: a duplicate is never missed.
+
+use std::path::PathBuf;
+
+use crate::db::{self, Access, DbError};
+use crate::escape::escape;
+use crate::exit::{ExitStatus, HasExitStatus};
+use crate::index::IndexDb;
+use crate::layout::{Layout, ListError, NameError, SafeName};
+use crate::settings::Settings;
+
+/// The shortest uid prefix accepted (as git's abbreviated hashes: long enough to be unique
+/// in practice, short enough to type). A shorter text must be a whole uid.
+pub const MIN_PREFIX: usize = 8;
+
+/// At most this many candidates are read for a prefix (and listed when it is ambiguous).
+const MAX_CANDIDATES: usize = 20;
+
+/// How a run was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// The beamtime was given (`--beamtime`): only its database was read.
+    Beamtime,
+    /// The index named the beamtime (it was fresh).
+    Index,
+    /// Every beamtime's database was read; the reason the index was not used.
+    Databases { why: String },
+}
+
+impl Via {
+    /// A stable word for `--json`: `beamtime`, `index` or `databases`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Via::Beamtime => "beamtime",
+            Via::Index => "index",
+            Via::Databases { .. } => "databases",
+        }
+    }
+}
+
+/// A run found by [`find_run`].
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The run's whole uid (the query may have been a prefix).
+    pub uid: SafeName,
+    pub beamtime: SafeName,
+    pub via: Via,
+}
+
+/// Where one run is stored, as absolute paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLocation {
+    /// The beamtime's database (`beamtime.db`).
+    pub database: PathBuf,
+    /// The beamtime's Zarr store (`frames.zarr`).
+    pub store: PathBuf,
+    /// The run's group inside it (`frames.zarr/runs/{uid}`), whether or not it exists (a run
+    /// without frames has none).
+    pub run_group: PathBuf,
+}
+
+/// Why a lookup failed. Everything a user can have mistyped is a usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("no beamtime {id} in {dir}{hint}")]
+    UnknownBeamtime {
+        id: String,
+        dir: PathBuf,
+        /// "; did you mean …?" or what there is instead.
+        hint: String,
+    },
+    #[error("no run {query} {place}{hint}")]
+    UnknownRun {
+        query: String,
+        /// Where it was looked for ("in beamtime bt", "in any of the 3 beamtimes").
+        place: String,
+        hint: String,
+    },
+    #[error(
+        "{query} is the start of {count} runs{more}; give more of the uid:\n{list}",
+        more = if .count > .shown { format!(" (the first {} shown)", .shown) } else { String::new() }
+    )]
+    Ambiguous {
+        query: String,
+        count: usize,
+        shown: usize,
+        /// One `  uid  (beamtime id)` line per candidate.
+        list: String,
+    },
+    #[error(
+        "run {uid} is stored in several beamtimes ({beamtimes}); say which with --beamtime {first}"
+    )]
+    SeveralBeamtimes {
+        uid: String,
+        beamtimes: String,
+        first: String,
+    },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    List(#[from] ListError),
+    #[error("{path}: cannot read its runs: {source}")]
+    Read {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+impl HasExitStatus for LookupError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            LookupError::Name(e) => e.exit_status(),
+            LookupError::UnknownBeamtime { .. }
+            | LookupError::UnknownRun { .. }
+            | LookupError::Ambiguous { .. }
+            | LookupError::SeveralBeamtimes { .. } => ExitStatus::Usage,
+            LookupError::Db(e) => e.exit_status(),
+            LookupError::List(e) => e.exit_status(),
+            LookupError::Read { .. } => ExitStatus::Failure,
+        }
+    }
+}
+
+/// Where run `uid` of beamtime `beamtime` is stored, as absolute paths. The one function
+/// that says where a run's frames are: `runs --json` and `show` print what it returns, so
+/// that a store elsewhere (object storage) changes this place only.
+pub fn locate(layout: &Layout, beamtime: &SafeName, uid: &SafeName) -> RunLocation {
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let store = absolute(layout.frames_store(beamtime));
+    RunLocation {
+        database: absolute(layout.beamtime_db(beamtime)),
+        run_group: store.join("runs").join(uid.as_str()),
+        store,
+    }
+}
+
+/// The beamtime `id` names, which must exist (a folder under `beamtimes/` with a
+/// `beamtime.db`). Exit 2 for a name that is not a safe beamtime id, or one that does not
+/// exist (naming the nearest existing one).
+pub fn find_beamtime(layout: &Layout, id: &str) -> Result<SafeName, LookupError> {
+    let name = SafeName::new("beamtime id", id)?;
+    if layout.beamtime_db(&name).is_file() {
+        return Ok(name);
+    }
+    let (ids, _) = layout.beamtimes()?;
+    let hint = match nearest_name(id, ids.iter().map(SafeName::as_str)) {
+        Some(near) => format!("; did you mean {near}?"),
+        None if ids.is_empty() => "; there is no beamtime yet (`beamdb ingest` creates one)".into(),
+        None => format!(
+            "; there are {}: {}",
+            ids.len(),
+            list_some(ids.iter().map(SafeName::as_str))
+        ),
+    };
+    Err(LookupError::UnknownBeamtime {
+        id: escape(id).into_owned(),
+        dir: layout.beamtimes_dir(),
+        hint,
+    })
+}
+
+/// The run `query` names: a whole uid, or a prefix of at least [`MIN_PREFIX`] characters of
+/// exactly one uid. In `beamtime` when given (which must exist, see [`find_beamtime`]), else
+/// in every beamtime (through the index when it is fresh). A whole uid wins over the runs it
+/// is a prefix of. Exit 2 when there is no such run (with the nearest uid, and where the run
+/// went when `verify --repair` quarantined it), when a prefix fits several runs (listing
+/// them), and, without `beamtime`, when the uid is stored in several beamtimes.
+pub fn find_run(
+    settings: &Settings,
+    query: &str,
+    beamtime: Option<&str>,
+) -> Result<Found, LookupError> {
+    let layout = Layout::new(&settings.data_root);
+    let (candidates, via, scope) = match beamtime {
+        Some(id) => {
+            let id = find_beamtime(&layout, id)?;
+            let found = search_database(&layout, &id, query, settings)?;
+            (found, Via::Beamtime, Scope::One(id))
+        }
+        None => match from_index(&layout, query, settings) {
+            Ok(found) => (found, Via::Index, Scope::All { index: true }),
+            Err(why) => (
+                search_databases(&layout, query, settings)?,
+                Via::Databases { why },
+                Scope::All { index: false },
+            ),
+        },
+    };
+    match choose(query, candidates)? {
+        Some((uid, beamtime)) => Ok(Found {
+            uid: SafeName::new("run uid", &uid)?,
+            beamtime: SafeName::new("beamtime id", &beamtime)?,
+            via,
+        }),
+        None => Err(unknown_run(&layout, query, &scope, settings)),
+    }
+}
+
+/// Where a lookup looked.
+enum Scope {
+    One(SafeName),
+    All { index: bool },
+}
+
+/// Picks the run among `candidates` (uid, beamtime), the runs whose uid starts with `query`.
+fn choose(
+    query: &str,
+    mut candidates: Vec<(String, String)>,
+) -> Result<Option<(String, String)>, LookupError> {
+    candidates.sort();
+    candidates.dedup();
+    let exact: Vec<&(String, String)> = candidates.iter().filter(|(u, _)| u == query).collect();
+    let pool: Vec<&(String, String)> = if !exact.is_empty() {
+        exact
+    } else if query.chars().count() >= MIN_PREFIX {
+        candidates.iter().collect()
+    } else {
+        Vec::new()
+    };
+    let Some((first_uid, first_bt)) = pool.first().map(|c| (c.0.clone(), c.1.clone())) else {
+        return Ok(None);
+    };
+    if pool.iter().all(|(u, _)| *u == first_uid) {
+        if pool.len() == 1 {
+            return Ok(Some((first_uid, first_bt)));
+        }
+        return Err(LookupError::SeveralBeamtimes {
+            uid: escape(&first_uid).into_owned(),
+            beamtimes: list_some(pool.iter().map(|(_, b)| b.as_str())),
+            first: escape(&first_bt).into_owned(),
+        });
+    }
+    let shown = pool.len().min(MAX_CANDIDATES);
+    let list = pool
+        .iter()
+        .take(shown)
+        .map(|(u, b)| format!("  {}  (beamtime {})", escape(u), escape(b)))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Err(LookupError::Ambiguous {
+        query: escape(query).into_owned(),
+        count: pool.len(),
+        shown,
+        list,
+    })
+}
+
+/// The runs of beamtime `id` whose uid starts with `query` (the whole uid included).
+fn search_database(
+    layout: &Layout,
+    id: &SafeName,
+    query: &str,
+    settings: &Settings,
+) -> Result<Vec<(String, String)>, LookupError> {
+    let path = layout.beamtime_db(id);
+    let conn = db::open(&path, Access::ReadOnly, &settings.sqlite)?;
+    let read = |source| LookupError::Read {
+        path: path.clone(),
+        source,
+    };
+    let mut stmt = conn
+        .prepare(
+            "SELECT uid FROM runs WHERE uid >= ?1 AND uid < ?1 || char(1114111)
+             ORDER BY uid LIMIT ?2",
+        )
+        .map_err(read)?;
+    let uids = stmt
+        .query_map(rusqlite::params![query, MAX_CANDIDATES as i64 + 1], |row| {
+            row.get::<_, String>(0)
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+        .map_err(read)?;
+    Ok(uids
+        .into_iter()
+        .filter(|u| u.starts_with(query))
+        .map(|u| (u, id.to_string()))
+        .collect())
+}
+
+/// [`search_database`] over every beamtime. A database that cannot be read is skipped with a
+/// warning: a damaged beamtime must not hide the runs of the others.
+fn search_databases(
+    layout: &Layout,
+    query: &str,
+    settings: &Settings,
+) -> Result<Vec<(String, String)>, LookupError> {
+    let (ids, _) = layout.beamtimes()?;
+    let mut found = Vec::new();
+    for id in &ids {
+        match search_database(layout, id, query, settings) {
+            Ok(runs) => found.extend(runs),
+            Err(err) => tracing::warn!("skipped beamtime {id}: {err}"),
+        }
+    }
+    Ok(found)
+}
+
+/// The candidates for `query` through the index, or why the index cannot answer (it is
+/// missing, unreadable, or stale for some beamtime).
+fn from_index(
+    layout: &Layout,
+    query: &str,
+    settings: &Settings,
+) -> Result<Vec<(String, String)>, String> {
+    let path = layout.index_db();
+    if !path.is_file() {
+        return Err("there is no index.db".into());
+    }
+    let index = IndexDb::open(&path, Access::ReadOnly, &settings.sqlite)
+        .map_err(|e| format!("the index cannot be read ({e})"))?;
+    let unreadable = |e: rusqlite::Error| format!("the index cannot be read ({e})");
+    let states = index.beamtime_runs().map_err(unreadable)?;
+    let (ids, _) = layout
+        .beamtimes()
+        .map_err(|e| format!("the beamtimes cannot be listed ({e})"))?;
+    let mut hidden = Vec::new();
+    for id in &ids {
+        let stale = || format!("beamtime {id} changed since the last `beamdb reindex`");
+        let Some(state) = states.iter().find(|s| s.id == id.as_str()) else {
+            return Err(format!(
+                "beamtime {id} is not in the index yet (run `beamdb reindex`)"
+            ));
+        };
+        let watermark = state.watermark.as_deref().ok_or_else(stale)?;
+        if !crate::reindex::unchanged_since(&layout.beamtime_db(id), watermark, settings) {
+            return Err(stale());
+        }
+        if state.num_runs > state.indexed_runs {
+            hidden.push(id.clone());
+        }
+    }
+    let mut found = index
+        .runs_with_prefix(query, MAX_CANDIDATES + 1)
+        .map_err(unreadable)?;
+    // An index row of a beamtime that is gone from disk points nowhere.
+    found.retain(|(u, b)| u.starts_with(query) && ids.iter().any(|id| id.as_str() == b));
+    for id in &hidden {
+        let more = search_database(layout, id, query, settings).map_err(|e| e.to_string())?;
+        found.extend(more);
+    }
+    Ok(found)
+}
+
+/// The error for a query that matched no run: the nearest uid, and what happened to it when
+/// `verify --repair` quarantined it.
+fn unknown_run(layout: &Layout, query: &str, scope: &Scope, settings: &Settings) -> LookupError {
+    let beamtimes: Vec<SafeName> = match scope {
+        Scope::One(id) => vec![id.clone()],
+        Scope::All { .. } => layout.beamtimes().map(|(ids, _)| ids).unwrap_or_default(),
+    };
+    let place = match scope {
+        Scope::One(id) => format!("in beamtime {id}"),
+        Scope::All { index: true } => "in any beamtime (looked up in the index)".to_string(),
+        Scope::All { index: false } if beamtimes.len() == 1 => "in the only beamtime".into(),
+        Scope::All { index: false } => format!("in any of the {} beamtimes", beamtimes.len()),
+    };
+    let mut hint = String::new();
+    if query.chars().count() < MIN_PREFIX {
+        hint.push_str(&format!(
+            " (a uid prefix needs at least {MIN_PREFIX} characters)"
+        ));
+    }
+    if let Some(file) = quarantined(layout, query, &beamtimes) {
+        hint.push_str(&format!(
+            "; it was quarantined by `beamdb verify --repair` (its frames were missing or wrong): its rows are saved in {}; re-ingest its documents to restore it",
+            file.display()
+        ));
+    } else {
+        let mut uids: Vec<(String, String)> = Vec::new();
+        for id in &beamtimes {
+            uids.extend(all_uids(layout, id, settings));
+        }
+        if let Some((uid, bt)) = nearest_uid(query, &uids) {
+            let r#where = match scope {
+                Scope::One(_) => String::new(),
+                Scope::All { .. } => format!(" (beamtime {})", escape(bt)),
+            };
+            hint.push_str(&format!("; did you mean {}{where}?", escape(uid)));
+        }
+        if let Scope::One(id) = scope
+            && let Some(others) = elsewhere(layout, query, id, settings)
+        {
+            hint.push_str(&format!(
+                "; it is in beamtime {others} (use --beamtime {others}, or leave --beamtime out)"
+            ));
+        }
+    }
+    LookupError::UnknownRun {
+        query: escape(query).into_owned(),
+        place,
+        hint,
+    }
+}
+
+/// The beamtime other than `not` whose database holds run `uid` exactly, if the index (when
+/// there is one) names it; checked in that beamtime's database.
+fn elsewhere(layout: &Layout, uid: &str, not: &SafeName, settings: &Settings) -> Option<String> {
+    let index = IndexDb::open(&layout.index_db(), Access::ReadOnly, &settings.sqlite).ok()?;
+    let rows = index.runs_with_prefix(uid, 1).ok()?;
+    let (found, bt) = rows.into_iter().next()?;
+    let id = SafeName::new("beamtime id", &bt).ok()?;
+    (found == uid && id != *not && layout.beamtime_db(&id).is_file())
+        .then(|| search_database(layout, &id, uid, settings).ok())
+        .flatten()
+        .filter(|runs| runs.iter().any(|(u, _)| u == uid))
+        .map(|_| escape(&bt).into_owned())
+}
+
+/// Every run uid of beamtime `id` (none when its database cannot be read).
+fn all_uids(layout: &Layout, id: &SafeName, settings: &Settings) -> Vec<(String, String)> {
+    let Ok(conn) = db::open(&layout.beamtime_db(id), Access::ReadOnly, &settings.sqlite) else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare("SELECT uid FROM runs") else {
+        return Vec::new();
+    };
+    stmt.query_map([], |row| row.get::<_, String>(0))
+        .map(|rows| {
+            rows.filter_map(Result::ok)
+                .map(|u| (u, id.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The quarantine file (`{beamtime}/quarantine/{uid}-{time}.json`) of run `uid`, the newest
+/// when it was quarantined more than once.
+fn quarantined(layout: &Layout, uid: &str, beamtimes: &[SafeName]) -> Option<PathBuf> {
+    let prefix = format!("{uid}-");
+    let mut files: Vec<PathBuf> = beamtimes
+        .iter()
+        .filter_map(|id| std::fs::read_dir(layout.quarantine_dir(id)).ok())
+        .flat_map(|entries| entries.filter_map(Result::ok))
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension().is_some_and(|e| e == "json")
+                && path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .collect();
+    files.sort();
+    files
+        .pop()
+        .map(|p| std::path::absolute(&p).unwrap_or(p.clone()))
+}
+
+/// The candidate nearest to a mistyped name (a beamtime id), as clap suggests flags: Jaro
+/// similarity above 0.7, the most similar first.
+pub fn nearest_name<'a>(
+    query: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro(query, c), c))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// The (uid, beamtime) whose uid is nearest to a mistyped uid or uid prefix: at most one
+/// edit in four (Damerau-Levenshtein, so a swapped pair is one), comparing a prefix with the
+/// same number of leading characters of each uid. Jaro, right for short names, finds any two
+/// random hexadecimal uids alike.
+pub fn nearest_uid<'a>(query: &str, uids: &'a [(String, String)]) -> Option<&'a (String, String)> {
+    let n = query.chars().count();
+    uids.iter()
+        .map(|candidate| {
+            let whole = strsim::normalized_damerau_levenshtein(query, &candidate.0);
+            let head: String = candidate.0.chars().take(n).collect();
+            let start = if n >= MIN_PREFIX {
+                strsim::normalized_damerau_levenshtein(query, &head)
+            } else {
+                0.0
+            };
+            (whole.max(start), candidate)
+        })
+        .filter(|(score, _)| *score >= 0.75)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// `a, b, c` or `a, b, c, … (12 in all)`, escaped.
+fn list_some<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let items: Vec<&str> = items.collect();
+    let shown: Vec<String> = items
+        .iter()
+        .take(8)
+        .map(|s| escape(s).into_owned())
+        .collect();
+    if items.len() > shown.len() {
+        format!("{}, … ({} in all)", shown.join(", "), items.len())
+    } else {
+        shown.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(uids: &[&str]) -> Vec<(String, String)> {
+        uids.iter()
+            .map(|u| (u.to_string(), "bt".to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn nearest_uid_finds_typos_not_strangers() {
+        let uids = pairs(&[
+            "4c25f8e6-90b0-4d43-a8f6-36e5dbd66ff9",
+            "682a43b9-a2ae-49de-8435-1bc6638aee60",
+            "7fbdf1df-8554-4a45-8123-cc03d61f67fc",
+        ]);
+        let near = |q: &str| nearest_uid(q, &uids).map(|(u, _)| &u[..8]);
+        assert_eq!(
+            near("4c25f8e6-90b0-4d43-a8f6-36e5dbd66ff8"),
+            Some("4c25f8e6")
+        );
+        assert_eq!(near("682a34b9"), Some("682a43b9"));
+        assert_eq!(near("98786b6e-de87-4ab0-9fb5-338308b26fd2"), None);
+        assert_eq!(near("deadbeef"), None);
+    }
+
+    #[test]
+    fn nearest_name_is_clap_like() {
+        let ids = ["bt-2026-03", "commissioning"];
+        assert_eq!(nearest_name("bt-2026-3", ids), Some("bt-2026-03"));
+        assert_eq!(nearest_name("comissioning", ids), Some("commissioning"));
+        assert_eq!(nearest_name("xyz", ids), None);
+    }
+
+    #[test]
+    fn a_whole_uid_wins_over_the_runs_it_starts() {
+        let found = choose("abcdefgh", pairs(&["abcdefgh", "abcdefghij"])).unwrap();
+        assert_eq!(found.unwrap().0, "abcdefgh");
+        assert!(matches!(choose("abcdefg", pairs(&["abcdefgh"])), Ok(None)));
+        assert!(matches!(
+            choose("abcdefgh", pairs(&["abcdefgh1", "abcdefgh2"])),
+            Err(LookupError::Ambiguous { count: 2, .. })
+        ));
+        let two = vec![
+            ("abcdefgh".to_string(), "a".to_string()),
+            ("abcdefgh".to_string(), "b".to_string()),
+        ];
+        assert!(matches!(
+            choose("abcdefgh", two),
+            Err(LookupError::SeveralBeamtimes { .. })
+        ));
+    }
+}
