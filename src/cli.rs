@@ -108,6 +108,25 @@ pub enum Command {
     #[command(after_help = EXIT_CODES_HELP)]
     Runs(RunsArgs),
 
+    /// One run: its start summary, streams, fields (dtype, shape, units, source), event and
+    /// frame counts, and where its rows and frames are stored.
+    ///
+    /// UID is a run's uid, or the start of one (at least 8 characters) that no other run's
+    /// uid starts with. Without --beamtime, the index (index.db) says which beamtime holds
+    /// the run when it is up to date with every beamtime; otherwise every beamtime's database
+    /// is read (the output says which was done). Reads only, and nothing but the run's
+    /// beamtime database and a few files of its frame store: the run is read as it is, with
+    /// no lock, while ingests go on.
+    ///
+    /// A run that is incomplete (no stop document), whose frames are missing or not as
+    /// recorded, or whose `ingest --replace` was interrupted is shown with a line saying so
+    /// (exit 0: `beamdb verify` is the check that fails). Exit 2 when the uid or the beamtime
+    /// does not exist (naming the nearest one), when the prefix fits several runs (listing
+    /// them), or when the uid is stored in several beamtimes and no --beamtime says which; a
+    /// run that `verify --repair` quarantined is named with its quarantine file.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Show(ShowArgs),
+
     /// Check that beamtimes keep beamdb's promises; with --repair, restore them.
     ///
     /// For every beamtime (or the named ones), read-only: SQLite's integrity_check and
@@ -343,6 +362,21 @@ pub struct ReindexArgs {
     /// Re-read every beamtime, changed or not.
     #[arg(long)]
     pub full: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The run's uid, or its first 8 or more characters.
+    #[arg(value_name = "UID")]
+    pub uid: String,
+
+    /// Look only in this beamtime (needed when the uid is stored in several).
+    #[arg(long, value_name = "ID")]
+    pub beamtime: Option<String>,
+
+    /// One JSON object with stable keys, for scripts (docs/user-guide.md lists them).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

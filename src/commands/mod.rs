@@ -9,6 +9,7 @@ pub mod output;
 pub mod progress;
 pub mod reindex;
 pub mod runs;
+pub mod show;
 pub mod verify;
 
 use crate::settings::Settings;

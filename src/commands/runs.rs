@@ -10,7 +10,8 @@ use crate::db::Access;
 use crate::escape::escape;
 use crate::exit::{ExitStatus, fail};
 use crate::index::{CONDITION_FORM, Condition, IndexDb, RunFilter, RunRow};
-use crate::layout::Layout;
+use crate::layout::{Layout, SafeName};
+use crate::lookup::locate;
 use crate::schema::declared;
 
 pub fn run(ctx: &Ctx, args: &RunsArgs) -> Result<ExitStatus> {
@@ -99,7 +100,8 @@ pub fn run(ctx: &Ctx, args: &RunsArgs) -> Result<ExitStatus> {
     };
 
     let text = if args.json {
-        to_json(&rows, index.extra_columns())
+        let layout = Layout::new(&ctx.settings.data_root);
+        to_json(&rows, index.extra_columns(), &layout)
     } else {
         if rows.is_empty() {
             ctx.note("no runs match");
@@ -202,7 +204,7 @@ fn parse_weekday(text: &str) -> Option<civil::Weekday> {
     .map(|(_, day)| day)
 }
 
-fn local_time(seconds: Option<f64>) -> String {
+pub(super) fn local_time(seconds: Option<f64>) -> String {
     let Some(seconds) = seconds else {
         return String::new();
     };
@@ -215,14 +217,14 @@ fn local_time(seconds: Option<f64>) -> String {
     }
 }
 
-fn iso_time(seconds: Option<f64>) -> Json {
+pub(super) fn iso_time(seconds: Option<f64>) -> Json {
     seconds
         .and_then(|s| Timestamp::from_millisecond((s * 1000.0) as i64).ok())
         .map_or(Json::Null, |ts| Json::String(ts.to_string()))
 }
 
 /// The `--json` output: an array of objects whose keys are stable (scripts rely on them).
-fn to_json(rows: &[RunRow], extra_columns: &[String]) -> String {
+fn to_json(rows: &[RunRow], extra_columns: &[String], layout: &Layout) -> String {
     let array: Vec<Json> = rows
         .iter()
         .map(|row| {
@@ -239,6 +241,9 @@ fn to_json(rows: &[RunRow], extra_columns: &[String]) -> String {
             object.insert("time_stop".into(), run.time_stop.into());
             object.insert("exit_status".into(), run.exit_status.clone().into());
             object.insert("num_events".into(), run.num_events.into());
+            let (database, frames) = locations(layout, &row.beamtime, &run.uid);
+            object.insert("database".into(), database);
+            object.insert("frames".into(), frames);
             for column in extra_columns {
                 let value = run.extra.get(column).map_or(Json::Null, sql_to_json);
                 object.insert(column.clone(), value);
@@ -249,6 +254,22 @@ fn to_json(rows: &[RunRow], extra_columns: &[String]) -> String {
     let mut text = serde_json::to_string_pretty(&array).unwrap_or_else(|_| "[]".to_string());
     text.push('\n');
     text
+}
+
+/// The run's database and its group in the frame store, as absolute paths ([`locate`] is
+/// the one place that knows them); null for ids no beamtime could have (a hand-edited index).
+fn locations(layout: &Layout, beamtime: &str, uid: &str) -> (Json, Json) {
+    match (
+        SafeName::new("beamtime id", beamtime),
+        SafeName::new("run uid", uid),
+    ) {
+        (Ok(beamtime), Ok(uid)) => {
+            let at = locate(layout, &beamtime, &uid);
+            let text = |p: &std::path::Path| Json::String(p.to_string_lossy().into_owned());
+            (text(&at.database), text(&at.run_group))
+        }
+        _ => (Json::Null, Json::Null),
+    }
 }
 
 fn sql_to_json(value: &rusqlite::types::Value) -> Json {
