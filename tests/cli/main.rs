@@ -19,4 +19,5 @@ mod mutation;
 mod reindex;
 mod search;
 mod setup;
+mod show;
 mod verify;
