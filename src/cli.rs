@@ -114,9 +114,8 @@ pub enum Command {
     /// UID is a run's uid, or the start of one (at least 8 characters) that no other run's
     /// uid starts with. Without --beamtime, the index (index.db) says which beamtime holds
     /// the run when it is up to date with every beamtime; otherwise every beamtime's database
-    /// is read (the output says which was done). Reads only, and nothing but the run's
-    /// beamtime database and a few files of its frame store: the run is read as it is, with
-    /// no lock, while ingests go on.
+    /// is read (the output says which was done). Reads only and takes no lock: it runs while
+    /// ingests write, and shows the run as its last committed transaction left it.
     ///
     /// A run that is incomplete (no stop document), whose frames are missing or not as
     /// recorded, or whose `ingest --replace` was interrupted is shown with a line saying so
@@ -457,7 +456,9 @@ pub struct RunsArgs {
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
 
-    /// A JSON array of objects with stable keys, for scripts.
+    /// A JSON array of objects with stable keys, for scripts: every built-in and promoted
+    /// column, and each run's `database` and `frames` (its group in the frame store) as
+    /// absolute paths (docs/user-guide.md lists the keys).
     #[arg(long)]
     pub json: bool,
 }
