@@ -113,8 +113,8 @@ pub enum Command {
     ///
     /// UID is a run's uid, or the start of one (at least 8 characters) that no other run's
     /// uid starts with. Without --beamtime, the index (index.db) says which beamtime holds
-    /// the run when it is up to date with every beamtime; otherwise every beamtime's database
-    /// is read (the output says which was done). Reads only and takes no lock: it runs while
+    /// the run, for every beamtime unchanged since the last reindex; the database of every
+    /// other beamtime is read (the output says which found the run). Reads only and takes no lock: it runs while
     /// ingests write, and shows the run as its last committed transaction left it.
     ///
     /// A run that is incomplete (no stop document), whose frames are missing or not as

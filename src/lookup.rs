@@ -8,15 +8,16 @@
 //!   ambiguous prefix, the beamtimes of a uid stored in several, a quarantined run);
 //! - [`locate`]: where a found run's rows and frames are (absolute paths).
 //!
-//! Without a beamtime, the index (`runs_index`: uid → beamtime) answers when it is fresh:
-//! every beamtime on disk is in it and provably unchanged since the last reindex (file
-//! stamps, else the change counter: what `reindex` itself checks). Otherwise every
-//! beamtime's database is read. Either way the answer is confirmed by the beamtime's own
-//! database, which is the truth; the index only saves opening the others. A uid stored in
-//! two beamtimes has one `runs_index` row (the uid is its key), so beamtimes that hold runs
-//! the index could not list (`beamtimes.num_runs` larger than their indexed runs) are read
-//! too: a duplicate is never missed.
+//! Without a beamtime, the index (`runs_index`: uid → beamtime) answers for every beamtime it
+//! proves current: in it, and unchanged since the last reindex (file stamps, else the change
+//! counter: what `reindex` itself checks). Every other beamtime's database is read (one
+//! being written to right now, one never indexed), so a run ingested a second ago is found
+//! and the cost stays one database open per changed beamtime. A uid stored in two beamtimes
+//! has one `runs_index` row (the uid is its key), so a beamtime holding runs the index could
+//! not list (`beamtimes.num_runs` larger than its indexed runs) is read too: a duplicate is
+//! never missed. The found run is then read from its own database, which is the truth.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::db::{self, Access, DbError};
@@ -38,9 +39,10 @@ const MAX_CANDIDATES: usize = 20;
 pub enum Via {
     /// The beamtime was given (`--beamtime`): only its database was read.
     Beamtime,
-    /// The index named the beamtime (it was fresh).
+    /// The index named the beamtime (current for that beamtime).
     Index,
-    /// Every beamtime's database was read; the reason the index was not used.
+    /// The beamtime's database was read, not the index; why (the beamtime changed since the
+    /// last reindex, there is no index, ...).
     Databases { why: String },
 }
 
@@ -190,35 +192,38 @@ pub fn find_run(
     beamtime: Option<&str>,
 ) -> Result<Found, LookupError> {
     let layout = Layout::new(&settings.data_root);
-    let (candidates, via, scope) = match beamtime {
+    let (candidates, read, scope) = match beamtime {
         Some(id) => {
             let id = find_beamtime(&layout, id)?;
             let found = search_database(&layout, &id, query, settings)?;
-            (found, Via::Beamtime, Scope::One(id))
+            (found, BTreeMap::new(), Scope::One(id))
         }
-        None => match from_index(&layout, query, settings) {
-            Ok(found) => (found, Via::Index, Scope::All { index: true }),
-            Err(why) => (
-                search_databases(&layout, query, settings)?,
-                Via::Databases { why },
-                Scope::All { index: false },
-            ),
-        },
+        None => {
+            let search = search_all(&layout, query, settings)?;
+            (search.candidates, search.read, Scope::All)
+        }
     };
     match choose(query, candidates)? {
-        Some((uid, beamtime)) => Ok(Found {
-            uid: SafeName::new("run uid", &uid)?,
-            beamtime: SafeName::new("beamtime id", &beamtime)?,
-            via,
-        }),
+        Some((uid, beamtime)) => {
+            let via = match (&scope, read.get(&beamtime)) {
+                (Scope::One(_), _) => Via::Beamtime,
+                (Scope::All, Some(why)) => Via::Databases { why: why.clone() },
+                (Scope::All, None) => Via::Index,
+            };
+            Ok(Found {
+                uid: SafeName::new("run uid", &uid)?,
+                beamtime: SafeName::new("beamtime id", &beamtime)?,
+                via,
+            })
+        }
         None => Err(unknown_run(&layout, query, &scope, settings)),
     }
 }
 
-/// Where a lookup looked.
+/// Where a lookup looked: one beamtime (`--beamtime`), or all.
 enum Scope {
     One(SafeName),
-    All { index: bool },
+    All,
 }
 
 /// Picks the run among `candidates` (uid, beamtime), the runs whose uid starts with `query`.
@@ -296,68 +301,97 @@ fn search_database(
         .collect())
 }
 
-/// [`search_database`] over every beamtime. A database that cannot be read is skipped with a
-/// warning: a damaged beamtime must not hide the runs of the others.
-fn search_databases(
-    layout: &Layout,
-    query: &str,
-    settings: &Settings,
-) -> Result<Vec<(String, String)>, LookupError> {
-    let (ids, _) = layout.beamtimes()?;
-    let mut found = Vec::new();
-    for id in &ids {
-        match search_database(layout, id, query, settings) {
-            Ok(runs) => found.extend(runs),
-            Err(err) => tracing::warn!("skipped beamtime {id}: {err}"),
-        }
-    }
-    Ok(found)
+/// The runs of every beamtime whose uid starts with a query.
+struct Search {
+    candidates: Vec<(String, String)>,
+    /// The beamtimes whose database was read rather than trusting the index, with why.
+    read: BTreeMap<String, String>,
 }
 
-/// The candidates for `query` through the index, or why the index cannot answer (it is
-/// missing, unreadable, or stale for some beamtime).
-fn from_index(
+/// [`search_database`] over every beamtime, through the index where it can answer: for each
+/// beamtime the index proves current (see the module's comment), its rows are used; every
+/// other beamtime's database is read. A database that cannot be read is skipped with a
+/// warning: a damaged beamtime must not hide the runs of the others.
+fn search_all(layout: &Layout, query: &str, settings: &Settings) -> Result<Search, LookupError> {
+    let (ids, _) = layout.beamtimes()?;
+    let mut search = Search {
+        candidates: Vec::new(),
+        read: BTreeMap::new(),
+    };
+    let index = open_index(layout, settings);
+    let mut fresh: Vec<&str> = Vec::new();
+    for id in &ids {
+        let why = match &index {
+            Err(why) => Some(why.clone()),
+            Ok((_, states)) => match states.iter().find(|s| s.id == id.as_str()) {
+                None => Some(format!(
+                    "beamtime {id} is not in the index yet (run `beamdb reindex`)"
+                )),
+                Some(state)
+                    if !state.watermark.as_deref().is_some_and(|w| {
+                        crate::reindex::unchanged_since(&layout.beamtime_db(id), w, settings)
+                    }) =>
+                {
+                    Some(format!(
+                        "beamtime {id} changed since the last `beamdb reindex`"
+                    ))
+                }
+                Some(state) if state.num_runs > state.indexed_runs => Some(format!(
+                    "beamtime {id} holds runs whose uids another beamtime holds too, which the index lists once"
+                )),
+                Some(_) => None,
+            },
+        };
+        match why {
+            None => fresh.push(id.as_str()),
+            Some(why) => {
+                match search_database(layout, id, query, settings) {
+                    Ok(runs) => search.candidates.extend(runs),
+                    Err(err) => tracing::warn!("skipped beamtime {id}: {err}"),
+                }
+                search.read.insert(id.to_string(), why);
+            }
+        }
+    }
+    if let Ok((index, _)) = &index
+        && !fresh.is_empty()
+    {
+        match index.runs_with_prefix(query, MAX_CANDIDATES + 1) {
+            // Rows of beamtimes read above (or gone from disk) are not trusted.
+            Ok(rows) => search.candidates.extend(
+                rows.into_iter()
+                    .filter(|(u, b)| u.starts_with(query) && fresh.contains(&b.as_str())),
+            ),
+            Err(err) => {
+                // Unreadable after all: read the rest too.
+                let why = format!("the index cannot be read ({err})");
+                for id in ids.iter().filter(|id| fresh.contains(&id.as_str())) {
+                    if let Ok(runs) = search_database(layout, id, query, settings) {
+                        search.candidates.extend(runs);
+                    }
+                    search.read.insert(id.to_string(), why.clone());
+                }
+            }
+        }
+    }
+    Ok(search)
+}
+
+/// The index and what it holds about each beamtime, or why it cannot be used.
+fn open_index(
     layout: &Layout,
-    query: &str,
     settings: &Settings,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<(IndexDb, Vec<crate::index::IndexedBeamtime>), String> {
     let path = layout.index_db();
     if !path.is_file() {
         return Err("there is no index.db".into());
     }
     let index = IndexDb::open(&path, Access::ReadOnly, &settings.sqlite)
         .map_err(|e| format!("the index cannot be read ({e})"))?;
-    let unreadable = |e: rusqlite::Error| format!("the index cannot be read ({e})");
-    let states = index.beamtime_runs().map_err(unreadable)?;
-    let (ids, _) = layout
-        .beamtimes()
-        .map_err(|e| format!("the beamtimes cannot be listed ({e})"))?;
-    let mut hidden = Vec::new();
-    for id in &ids {
-        let stale = || format!("beamtime {id} changed since the last `beamdb reindex`");
-        let Some(state) = states.iter().find(|s| s.id == id.as_str()) else {
-            return Err(format!(
-                "beamtime {id} is not in the index yet (run `beamdb reindex`)"
-            ));
-        };
-        let watermark = state.watermark.as_deref().ok_or_else(stale)?;
-        if !crate::reindex::unchanged_since(&layout.beamtime_db(id), watermark, settings) {
-            return Err(stale());
-        }
-        if state.num_runs > state.indexed_runs {
-            hidden.push(id.clone());
-        }
-    }
-    let mut found = index
-        .runs_with_prefix(query, MAX_CANDIDATES + 1)
-        .map_err(unreadable)?;
-    // An index row of a beamtime that is gone from disk points nowhere.
-    found.retain(|(u, b)| u.starts_with(query) && ids.iter().any(|id| id.as_str() == b));
-    for id in &hidden {
-        let more = search_database(layout, id, query, settings).map_err(|e| e.to_string())?;
-        found.extend(more);
-    }
-    Ok(found)
+    let states = index
+        .beamtime_runs()
+        .map_err(|e| format!("the index cannot be read ({e})"))?;
+    Ok((index, states))
 }
 
 /// The error for a query that matched no run: the nearest uid, and what happened to it when
@@ -365,13 +399,12 @@ fn from_index(
 fn unknown_run(layout: &Layout, query: &str, scope: &Scope, settings: &Settings) -> LookupError {
     let beamtimes: Vec<SafeName> = match scope {
         Scope::One(id) => vec![id.clone()],
-        Scope::All { .. } => layout.beamtimes().map(|(ids, _)| ids).unwrap_or_default(),
+        Scope::All => layout.beamtimes().map(|(ids, _)| ids).unwrap_or_default(),
     };
     let place = match scope {
         Scope::One(id) => format!("in beamtime {id}"),
-        Scope::All { index: true } => "in any beamtime (looked up in the index)".to_string(),
-        Scope::All { index: false } if beamtimes.len() == 1 => "in the only beamtime".into(),
-        Scope::All { index: false } => format!("in any of the {} beamtimes", beamtimes.len()),
+        Scope::All if beamtimes.len() == 1 => format!("in the only beamtime, {}", beamtimes[0]),
+        Scope::All => format!("in any of the {} beamtimes", beamtimes.len()),
     };
     let mut hint = String::new();
     if query.chars().count() < MIN_PREFIX {
@@ -392,7 +425,7 @@ fn unknown_run(layout: &Layout, query: &str, scope: &Scope, settings: &Settings)
         if let Some((uid, bt)) = nearest_uid(query, &uids) {
             let r#where = match scope {
                 Scope::One(_) => String::new(),
-                Scope::All { .. } => format!(" (beamtime {})", escape(bt)),
+                Scope::All => format!(" (beamtime {})", escape(bt)),
             };
             hint.push_str(&format!("; did you mean {}{where}?", escape(uid)));
         }

@@ -141,7 +141,7 @@ fn to_table(info: &RunInfo, via: &Via) -> String {
     let found = match via {
         Via::Beamtime => String::new(),
         Via::Index => " (found through the index)".into(),
-        Via::Databases { why } => format!(" (found by reading each beamtime's database: {why})"),
+        Via::Databases { why } => format!(" (found by reading its database: {why})"),
     };
     let status = match (&info.exit_status, &info.reason) {
         (None, _) => "incomplete (no stop document)".to_string(),

@@ -437,31 +437,64 @@ fn show_a_uid_in_two_beamtimes_needs_beamtime_even_through_the_index() {
 #[test]
 fn show_reads_the_beamtimes_when_the_index_is_stale() {
     let fx = Fixture::new();
-    ingest(&fx, "bt", &[&source(NPY_RUN)]);
-    assert_eq!(beamdb(&fx, &["reindex"]).0, 0);
-    assert_eq!(show_json(&fx, &[NPY_RUN])["found_via"], "index");
-    // A run ingested since the reindex, into the same beamtime and into a new one.
+    // No index at all: every beamtime is read.
+    ingest(&fx, "old", &[&source(NPY_RUN)]);
     ingest(&fx, "bt", &[&source(SCALAR_RUN)]);
-    ingest(&fx, "new", &[&source(INLINE_RUN)]);
-    for (uid, bt) in [(SCALAR_RUN, "bt"), (INLINE_RUN, "new")] {
+    let shown = show_json(&fx, &[NPY_RUN]);
+    assert_eq!(
+        (&shown["found_via"], &shown["found_via_reason"]),
+        (
+            &Json::from("databases"),
+            &Json::from("there is no index.db")
+        )
+    );
+    assert_eq!(beamdb(&fx, &["reindex"]).0, 0);
+    assert_eq!(show_json(&fx, &[SCALAR_RUN])["found_via"], "index");
+    // Runs ingested since the reindex, into an indexed beamtime and into a new one: those two
+    // beamtimes are read (the indexed runs of bt too), the unchanged one still comes from
+    // the index.
+    ingest(&fx, "bt", &[&source(INLINE_RUN)]);
+    ingest(&fx, "new", &[&source(AD_COUNT)]);
+    for (uid, bt, why) in [
+        (
+            SCALAR_RUN,
+            "bt",
+            "beamtime bt changed since the last `beamdb reindex`",
+        ),
+        (
+            INLINE_RUN,
+            "bt",
+            "beamtime bt changed since the last `beamdb reindex`",
+        ),
+        (
+            AD_COUNT,
+            "new",
+            "beamtime new is not in the index yet (run `beamdb reindex`)",
+        ),
+    ] {
         let shown = show_json(&fx, &[uid]);
         assert_eq!(shown["beamtime"], bt);
         assert_eq!(shown["found_via"], "databases");
-        assert!(
-            shown["found_via_reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("reindex")),
-            "{shown:#}"
-        );
+        assert_eq!(shown["found_via_reason"], why);
         let (code, out, err) = beamdb(&fx, &["show", uid]);
         assert_eq!(code, 0, "{err}");
         assert!(
-            out.contains("found by reading each beamtime's database"),
+            out.contains(&format!(
+                "beamtime    {bt} (found by reading its database: {why})"
+            )),
             "{out}"
         );
     }
+    let shown = show_json(&fx, &[NPY_RUN]);
+    assert_eq!(shown["found_via"], "index");
+    let (_, out, _) = beamdb(&fx, &["show", NPY_RUN]);
+    assert!(
+        out.contains("beamtime    old (found through the index)"),
+        "{out}"
+    );
     assert_eq!(beamdb(&fx, &["reindex"]).0, 0);
     assert_eq!(show_json(&fx, &[INLINE_RUN])["found_via"], "index");
+    assert_eq!(show_json(&fx, &[AD_COUNT])["found_via"], "index");
 }
 
 #[test]
