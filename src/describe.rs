@@ -68,6 +68,9 @@ pub struct FieldInfo {
     pub data_key: Map<String, Json>,
     /// Where this field's frames are (none for a field kept in the events' JSON).
     pub frames: Vec<FramesInfo>,
+    /// The field's array in the stream's group (`runs/{uid}/{stream}/{field}`) when the store
+    /// has one: frames, or a column of a scalar field when the store keeps those.
+    pub array: Option<String>,
 }
 
 impl FieldInfo {
@@ -241,6 +244,7 @@ fn read_streams(conn: &Connection, info: &mut RunInfo) -> rusqlite::Result<()> {
                     _ => Map::new(),
                 },
                 frames: Vec::new(),
+                array: None,
             })
             .collect();
         let groups = frames.query_map([&uid], |r| {
@@ -269,6 +273,7 @@ fn read_streams(conn: &Connection, info: &mut RunInfo) -> rusqlite::Result<()> {
                     name: field,
                     data_key: Map::new(),
                     frames: vec![group],
+                    array: None,
                 }),
             }
         }
@@ -319,6 +324,19 @@ fn check_frames(layout: &Layout, beamtime: &SafeName, uid: &SafeName, info: &mut
             "frames missing: {total} frames are recorded, but the run's group {} is not in the store; `beamdb verify --repair` quarantines the run for re-ingest",
             info.location.run_group.display()
         ));
+    }
+    for stream in &mut info.streams {
+        for descriptor in &mut stream.descriptors {
+            for field in &mut descriptor.fields {
+                let array = format!("runs/{}/{}/{}", info.uid, stream.name, field.name);
+                // Names from the database: only a safe one may become a path.
+                let safe = SafeName::new("stream name", &stream.name).is_ok()
+                    && SafeName::new("field name", &field.name).is_ok();
+                if safe && info.location.store.join(&array).join("zarr.json").is_file() {
+                    field.array = Some(array);
+                }
+            }
+        }
     }
     let mut inspector = Inspector::open(&info.location.store).ok();
     let mut bad = 0;

@@ -107,6 +107,7 @@ fn field_json(field: &FieldInfo) -> Json {
         o.insert(k.into(), key(k));
     }
     o.insert("external".into(), field.external().into());
+    o.insert("array".into(), field.array.clone().into());
     o.insert("data_key".into(), Json::Object(field.data_key.clone()));
     let frames: Vec<Json> = field
         .frames
@@ -259,7 +260,13 @@ fn to_table(info: &RunInfo, via: &Via) -> String {
                     field.text("source").map_or("-".into(), esc),
                     field.external().as_deref().map_or("-".into(), esc),
                     if frames.is_empty() {
-                        "- (in the events)".into()
+                        match &field.array {
+                            Some(array) => format!(
+                                "- (in the events; column in {})",
+                                esc(array.strip_prefix(&run_group).unwrap_or(array))
+                            ),
+                            None => "- (in the events)".into(),
+                        }
                     } else {
                         frames.join("; ")
                     },

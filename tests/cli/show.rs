@@ -166,6 +166,22 @@ fn assert_matches_documents(fx: &Fixture, shown: &Json, file: &Path) {
                     *key.get("external").unwrap_or(&Json::Null)
                 );
                 check_frames(fx, shown, doc["uid"].as_str().unwrap(), field);
+                // The field's own array in the stream group: where its frames are (and,
+                // when the store keeps scalars as columns, theirs).
+                let own = format!("runs/{uid}/{name}/{}", field["name"].as_str().unwrap());
+                let store = Path::new(shown["frames_store"].as_str().unwrap());
+                if field["frames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f["array"] == own.as_str())
+                {
+                    assert_eq!(field["array"], own.as_str());
+                }
+                match field["array"].as_str() {
+                    Some(array) => assert!(store.join(array).join("zarr.json").is_file()),
+                    None => assert!(!store.join(&own).exists()),
+                }
             }
         }
     }
