@@ -514,7 +514,7 @@ fn show_reads_the_beamtimes_when_the_index_is_stale() {
 }
 
 #[test]
-fn show_says_when_frames_are_missing_or_the_run_is_incomplete() {
+fn show_says_when_frames_are_missing_the_run_is_incomplete_or_its_replace_was_interrupted() {
     let fx = Fixture::new();
     let no_stop = fx.edited_copy(&source(NPY_PAGES), "no-stop.jsonl", |t| {
         t.lines()
@@ -565,6 +565,21 @@ fn show_says_when_frames_are_missing_or_the_run_is_incomplete() {
     );
     let (_, out, _) = beamdb(&fx, &["show", AD_COUNT]);
     assert!(out.contains("MISSING OR WRONG"), "{out}");
+
+    // What a killed `ingest --replace` leaves: the previous copy of the frames, staged.
+    let staged = fx
+        .data_root()
+        .join(format!("beamtimes/bt/frames.staging/{NPY_PAGES}.old"));
+    std::fs::create_dir_all(&staged).unwrap();
+    let shown = show_json(&fx, &[NPY_PAGES]);
+    assert!(
+        shown["problems"].as_array().unwrap().iter().any(|p| p
+            .as_str()
+            .unwrap()
+            .starts_with("an ingest --replace of this run was interrupted")),
+        "{shown:#}"
+    );
+    std::fs::remove_dir(&staged).unwrap();
 
     let shown = show_json(&fx, &[NPY_PAGES]);
     assert_eq!(shown["exit_status"], Json::Null);
