@@ -98,11 +98,12 @@ pub enum LookupError {
         hint: String,
     },
     #[error(
-        "{query} is the start of {count} runs{more}; give more of the uid:\n{list}",
-        more = if .count > .shown { format!(" (the first {} shown)", .shown) } else { String::new() }
+        "{query} is the start of {runs} runs; give more of the uid:\n{list}",
+        runs = if .count > .shown { format!("more than {}", .shown) } else { .count.to_string() }
     )]
     Ambiguous {
         query: String,
+        /// How many runs were found (reading stops after one more than `shown`).
         count: usize,
         shown: usize,
         /// One `  uid  (beamtime id)` line per candidate.
@@ -182,7 +183,7 @@ pub fn find_beamtime(layout: &Layout, id: &str) -> Result<SafeName, LookupError>
 
 /// The run `query` names: a whole uid, or a prefix of at least [`MIN_PREFIX`] characters of
 /// exactly one uid. In `beamtime` when given (which must exist, see [`find_beamtime`]), else
-/// in every beamtime (through the index when it is fresh). A whole uid wins over the runs it
+/// in every beamtime (through the index for each beamtime it proves current). A whole uid wins over the runs it
 /// is a prefix of. Exit 2 when there is no such run (with the nearest uid, and where the run
 /// went when `verify --repair` quarantined it), when a prefix fits several runs (listing
 /// them), and, without `beamtime`, when the uid is stored in several beamtimes.
@@ -593,6 +594,14 @@ mod tests {
             choose("abcdefgh", pairs(&["abcdefgh1", "abcdefgh2"])),
             Err(LookupError::Ambiguous { count: 2, .. })
         ));
+        let many: Vec<String> = (0..25).map(|i| format!("abcdefgh{i:02}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let err = choose("abcdefgh", pairs(&many)).unwrap_err().to_string();
+        assert!(
+            err.starts_with("abcdefgh is the start of more than 20 runs"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 21, "{err}");
         let two = vec![
             ("abcdefgh".to_string(), "a".to_string()),
             ("abcdefgh".to_string(), "b".to_string()),
