@@ -360,7 +360,9 @@ fn runs_filters_newest_first_with_stable_json_keys() {
             "time_start_iso",
             "time_stop",
             "exit_status",
-            "num_events"
+            "num_events",
+            "database",
+            "frames"
         ]
     );
     assert_eq!(uids(&runs_json(&fx, &["--sample", "P3HT"])), ["r3", "r1"]);
