@@ -344,6 +344,19 @@ fn check_frames(layout: &Layout, beamtime: &SafeName, uid: &SafeName, info: &mut
         for descriptor in &mut stream.descriptors {
             for field in &mut descriptor.fields {
                 for group in &mut field.frames {
+                    // A hand-edited image_ref must not send the probe outside the run.
+                    let inside = group
+                        .array
+                        .strip_prefix(&format!("runs/{}/", info.uid))
+                        .is_some_and(|rest| {
+                            rest.split('/')
+                                .all(|part| SafeName::new("path", part).is_ok())
+                        });
+                    if !inside {
+                        group.problem = Some("the image_ref points outside the run's group".into());
+                        bad += 1;
+                        continue;
+                    }
                     if !info.group_exists {
                         group.problem =
                             Some("missing (the run's group is not in the store)".into());

@@ -726,3 +726,29 @@ fn runs_json_gives_each_runs_database_and_frames_paths() {
         assert_eq!(shown["frames"], r["frames"]);
     }
 }
+
+/// A hand-edited image_ref whose array path leaves the run's group is reported, not followed.
+#[test]
+fn show_an_image_ref_pointing_outside_the_run_is_a_problem_not_a_read() {
+    let fx = Fixture::new();
+    ingest(&fx, "bt", &[&source(NPY_RUN)]);
+    fx.open(&fx.beamtime_db("bt"))
+        .execute(
+            &format!("UPDATE image_refs SET zarr_group = 'runs/{NPY_RUN}/../../../../etc'"),
+            [],
+        )
+        .unwrap();
+    let shown = show_json(&fx, &[NPY_RUN]);
+    let frames = &shown["streams"][0]["descriptors"][0]["fields"][0]["frames"][0];
+    assert_eq!(
+        frames["problem"], "the image_ref points outside the run's group",
+        "{shown:#}"
+    );
+    assert!(
+        shown["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("frames missing or wrong in 1 array"),
+        "{shown:#}"
+    );
+}
