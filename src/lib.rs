@@ -13,6 +13,7 @@ pub mod db;
 pub mod diff;
 pub mod escape;
 pub mod exit;
+pub mod export;
 pub mod frames;
 pub mod index;
 pub mod ingest;
@@ -44,9 +45,11 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
     let (reads_data_root, fills_migrations_dir) = match &cli.command {
         Command::Initdb(_) | Command::Ingest(_) | Command::Listen(_) => (false, false),
         Command::MakeMigrations(args) => (false, !args.check),
-        Command::Migrate(_) | Command::Reindex(_) | Command::Runs(_) | Command::Verify(_) => {
-            (true, false)
-        }
+        Command::Migrate(_)
+        | Command::Reindex(_)
+        | Command::Runs(_)
+        | Command::Verify(_)
+        | Command::Export(_) => (true, false),
     };
     settings.check_schema_dirs(fills_migrations_dir)?;
     if reads_data_root {
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Runs(args) => commands::runs::run(&ctx, args),
         Command::Verify(args) => commands::verify::run(&ctx, args),
         Command::Listen(args) => commands::listen::run(&ctx, args),
+        Command::Export(args) => commands::export::run(&ctx, args),
     }?;
     Ok(status.worst(commands::output::finish()))
 }

@@ -6,6 +6,7 @@
 CREATE TABLE "kept_documents" (
     "run_uid" TEXT NOT NULL REFERENCES "runs" ("uid") ON DELETE CASCADE,
     "position" INTEGER NOT NULL,
+    "events_before" INTEGER NOT NULL,
     "kind" TEXT NOT NULL,
     "document" TEXT NOT NULL,
     "event_rest" TEXT,

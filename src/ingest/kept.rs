@@ -37,6 +37,8 @@ pub struct KeptRows {
 #[derive(Debug)]
 pub struct KeptDocument {
     pub position: i64,
+    /// Events of the run (pages unpacked) that came before it.
+    pub events_before: i64,
     pub kind: &'static str,
     /// The document as JSON.
     pub document: String,
@@ -207,6 +209,7 @@ struct DescriptorState {
 #[derive(Default)]
 pub struct Collector {
     position: i64,
+    events: i64,
     descriptors: HashMap<String, DescriptorState>,
     /// The events of the last document (one, or an event_page's), whose rest an inline frame
     /// may still add to: decided at the next document.
@@ -262,6 +265,7 @@ impl Collector {
     fn keep(&mut self, kind: Kind, body: &Map<String, Value>) {
         self.rows.documents.push(KeptDocument {
             position: self.position,
+            events_before: self.events,
             kind: kind.name(),
             document: Value::Object(body.clone()).to_string(),
             event_rest: None,
@@ -276,6 +280,7 @@ impl Collector {
             .get("descriptor")
             .and_then(Value::as_str)
             .unwrap_or("");
+        self.events += 1;
         let mut rest = Rest::default();
         for (key, value) in event {
             let kept_as_is = match key.as_str() {

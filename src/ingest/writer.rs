@@ -330,9 +330,18 @@ pub fn commit(
 fn insert_kept(tx: &rusqlite::Transaction<'_>, rows: &RunRows) -> rusqlite::Result<()> {
     insert_many(
         tx,
-        "INSERT INTO kept_documents (run_uid, position, kind, document, event_rest)",
+        "INSERT INTO kept_documents (run_uid, position, events_before, kind, document, event_rest)",
         &rows.kept.documents,
-        |d| [&rows.uid, &d.position, &d.kind, &d.document, &d.event_rest],
+        |d| {
+            [
+                &rows.uid,
+                &d.position,
+                &d.events_before,
+                &d.kind,
+                &d.document,
+                &d.event_rest,
+            ]
+        },
     )?;
     insert_many(
         tx,
