@@ -436,3 +436,71 @@ pub fn has_run(conn: &Connection, uid: &str) -> rusqlite::Result<bool> {
         .optional()
         .map(|r| r.is_some())
 }
+
+/// The tables a quarantine file holds, parents first (as they are inserted back).
+const QUARANTINED_TABLES: [&str; 7] = [
+    "samples",
+    "runs",
+    "streams",
+    "events",
+    "image_refs",
+    "kept_documents",
+    "kept_events",
+];
+
+/// Run `uid`'s rows from the file `verify --repair` saved when it quarantined the run, in a
+/// private in-memory database at the head of the built-in migrations, so that the same
+/// export reads them. Columns the built-in model lacks (a facility's promoted metadata) are
+/// left out: the RunStart keeps their values.
+pub fn quarantined_run(file: &Path) -> Result<Connection, ExportError> {
+    let damaged = |what: String| ExportError::Damaged {
+        path: file.to_path_buf(),
+        uid: String::new(),
+        what,
+    };
+    let sql = |source| ExportError::Sqlite {
+        path: file.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(file).map_err(ExportError::Write)?;
+    let Ok(Value::Object(saved)) = serde_json::from_str::<Value>(&text) else {
+        return Err(damaged("not a quarantine file (JSON object)".into()));
+    };
+    let builtin = crate::migrations::files::builtin(crate::schema::DbKind::Beamtime);
+    let conn = crate::migrations::runner::replay(&builtin)
+        .map_err(|e| damaged(format!("cannot build the database to read it into: {e}")))?;
+    for table in QUARANTINED_TABLES {
+        let Some(rows) = saved.get(table).and_then(Value::as_array) else {
+            continue;
+        };
+        let columns: HashSet<String> = {
+            let mut stmt = conn
+                .prepare("SELECT name FROM pragma_table_info(?1)")
+                .map_err(sql)?;
+            stmt.query_map([table], |r| r.get(0))
+                .map_err(sql)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql)?
+        };
+        for row in rows {
+            let Some(row) = row.as_object() else {
+                return Err(damaged(format!("a row of {table} is not an object")));
+            };
+            let (names, values): (Vec<String>, Vec<rusqlite::types::Value>) = row
+                .iter()
+                .filter(|(k, _)| columns.contains(*k))
+                .map(|(k, v)| (format!("\"{k}\""), writer::json_to_sql(v)))
+                .unzip();
+            let marks = vec!["?"; names.len()].join(", ");
+            conn.execute(
+                &format!(
+                    "INSERT INTO \"{table}\" ({}) VALUES ({marks})",
+                    names.join(", ")
+                ),
+                rusqlite::params_from_iter(values),
+            )
+            .map_err(sql)?;
+        }
+    }
+    Ok(conn)
+}

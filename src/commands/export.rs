@@ -23,21 +23,17 @@ pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
     let all = export::run_uids(&conn).map_err(sql)?;
     let mut status = ExitStatus::Success;
 
-    // Every name is checked before anything is written.
-    let mut uids = Vec::new();
+    // Every name is checked before anything is written. A quarantined run is exported from
+    // the file `verify --repair` saved its rows in.
+    let mut uids: Vec<(String, Option<PathBuf>)> = Vec::new();
     if args.uids.is_empty() {
-        uids.clone_from(&all);
+        uids.extend(all.iter().map(|u| (u.clone(), None)));
     }
     for uid in &args.uids {
         if all.contains(uid) {
-            uids.push(uid.clone());
+            uids.push((uid.clone(), None));
         } else if let Some(file) = quarantined(&layout, &id, uid) {
-            crate::errln!(
-                "error: run {} is not in beamtime {id}: `verify --repair` quarantined it (its frames were missing or wrong); its rows are kept in {} and what was left of its frames beside it; nothing is exported for it: re-ingest it from its original documents",
-                escape(uid),
-                file.display()
-            );
-            status = status.worst(ExitStatus::BadInput);
+            uids.push((uid.clone(), Some(file)));
         } else {
             return Err(fail(
                 ExitStatus::Usage,
@@ -55,7 +51,7 @@ pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
         Some(dir) => {
             let files: Vec<PathBuf> = uids
                 .iter()
-                .map(|uid| dir.join(format!("{uid}.jsonl")))
+                .map(|(uid, _)| dir.join(format!("{uid}.jsonl")))
                 .collect();
             let existing: Vec<String> = files
                 .iter()
@@ -83,15 +79,24 @@ pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
     };
 
     let store = layout.frames_store(&id);
-    let source = Source {
-        conn: &conn,
-        db_path: &db_path,
-        store: &store,
-    };
-    for (uid, target) in uids.iter().zip(targets) {
+    for ((uid, quarantine), target) in uids.iter().zip(targets) {
         if target.is_none() && super::output::is_closed() {
             break;
         }
+        let saved;
+        let (conn, db_path) = match quarantine {
+            None => (&conn, db_path.as_path()),
+            Some(file) => {
+                saved = export::quarantined_run(file)
+                    .with_context(|| format!("beamtime {id}: run {uid}: quarantined"))?;
+                (&saved, file.as_path())
+            }
+        };
+        let source = Source {
+            conn,
+            db_path,
+            store: &store,
+        };
         // One snapshot per run: an ingest --replace committing meanwhile is seen whole or
         // not at all.
         conn.execute_batch("BEGIN").map_err(sql)?;
@@ -107,6 +112,18 @@ pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
             Some(path) => to_file(&source, uid, path)?,
         };
         conn.execute_batch("COMMIT").map_err(sql)?;
+        let result = result.map(|mut exported| {
+            if let Some(file) = quarantine {
+                exported.missing.insert(
+                    0,
+                    format!(
+                        "the run is not in beamtime {id}: `verify --repair` quarantined it (its frames were missing or wrong); its documents are rebuilt from {}, its frames are not in the store: re-ingest it from its original documents (or from this export, once the frames' files are back)",
+                        file.display()
+                    ),
+                );
+            }
+            exported
+        });
         if let Err(export::ExportError::Write(e)) = &result
             && target.is_none()
             && e.kind() == std::io::ErrorKind::BrokenPipe

@@ -364,7 +364,7 @@ fn export_with_frames_missing_exits_4_names_them_and_still_writes_the_documents(
 }
 
 #[test]
-fn export_of_a_quarantined_run_exits_4_naming_its_quarantine_file() {
+fn export_of_a_quarantined_run_exits_4_and_still_writes_its_documents() {
     let fx = Fixture::new();
     let inputs = [bluesky(COUNT_RUN), bluesky(SCALAR_RUN)];
     let (code, _, err) = ingest(&fx, "bt", &[path(&inputs[0]), path(&inputs[1])]);
@@ -374,16 +374,23 @@ fn export_of_a_quarantined_run_exits_4_naming_its_quarantine_file() {
         .beamdb(&["verify", "--beamtime", "bt", "--repair"])
         .env("BEAMDB_DATA_ROOT", path(&fx.data_root())));
     assert!(out.contains("quarantined run"), "{code} {out}{err}");
+    assert_eq!(
+        count(&fx.open(&fx.beamtime_db("bt")), "SELECT count(*) FROM runs"),
+        1
+    );
     let (code, out, err) = export(&fx, &["--beamtime", "bt", COUNT_RUN, SCALAR_RUN]);
     assert_eq!(code, 4, "{err}");
     assert!(
         err.contains(&format!(
-            "run {COUNT_RUN} is not in beamtime bt: `verify --repair` quarantined it"
-        )) && err.contains("quarantine/"),
+            "warning: run {COUNT_RUN}: the run is not in beamtime bt: `verify --repair` quarantined it"
+        )) && err.contains("/quarantine/")
+            && err.contains("5 frames missing"),
         "{err}"
     );
-    // The other run is still exported.
-    assert_eq!(documents(&out), documents(&read(&inputs[1])));
+    // Its documents, rebuilt from the quarantine file, then the other run's.
+    let mut want = documents(&read(&inputs[0]));
+    want.extend(documents(&read(&inputs[1])));
+    assert_eq!(documents(&out), want);
 }
 
 #[test]
