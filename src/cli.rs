@@ -118,6 +118,8 @@ pub enum Command {
     /// documents point at the original files, resolved again by the root map at the next
     /// ingest), the nested list of an inline one (read back from the Zarr store).
     ///
+    /// A run re-ingested from its export gets the same content digest unless it had pages.
+    ///
     /// Without UIDs, every run of the beamtime. Without -o, the documents go to stdout (runs
     /// one after the other); with -o DIR, each run to DIR/{uid}.jsonl (suitcase-jsonl's
     /// name), DIR created when missing. An existing file is never overwritten without
@@ -127,8 +129,8 @@ pub enum Command {
     /// What cannot be given back is said on stderr and the export exits 4, with every document
     /// that can be given back still written: frames missing from the store (the run's
     /// documents are still whole when its frames came from files), a run quarantined by
-    /// `verify --repair` (nothing is written for it), a run stored before beamdb kept every
-    /// document (a beamtime database before migration V2: no resources, datums or stream
+    /// `verify --repair` (its documents rebuilt from the file that keeps its rows), a run
+    /// stored before beamdb kept every document (a beamtime database before migration V2: no resources, datums or stream
     /// documents, no events' `filled`; descriptors and events rebuilt from their rows).
     /// See docs/user-guide.md, "Export".
     #[command(after_help = EXIT_CODES_HELP)]
