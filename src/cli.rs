@@ -406,6 +406,16 @@ pub struct ExportArgs {
     /// Overwrite files that exist in DIR.
     #[arg(long, requires = "output")]
     pub force: bool,
+
+    /// Point the runs' external frames at beamdb's Zarr copy instead of the original files:
+    /// their resource and datum documents are replaced by BEAMDB_ZARR ones (root: this
+    /// beamtime's frames.zarr, resource_path: the frame array, datum_kwargs.index: the frame),
+    /// with the same datum_ids, so the events are unchanged. An ingest of the export reads the
+    /// frames from the store (give it --root-map STORE=WHERE-IT-IS-NOW when the store has
+    /// moved) and needs none of the original files. stream_resource documents are left as they
+    /// are, and said so (exit 4).
+    #[arg(long)]
+    pub self_contained: bool,
 }
 
 #[derive(Debug, Args)]

@@ -62,6 +62,16 @@ pub struct Source<'a> {
     pub db_path: &'a Path,
     /// The beamtime's frame store.
     pub store: &'a Path,
+    /// Point external frames at the store (`export --self-contained`): the resources and
+    /// datums become BEAMDB_ZARR ones naming each frame's array and index.
+    pub self_contained: bool,
+}
+
+/// An external frame of an event: where its datum_id's frame is in the store.
+struct External {
+    datum_id: Value,
+    array: String,
+    index: i64,
 }
 
 /// A descriptor as export needs it.
@@ -202,6 +212,7 @@ pub fn run_documents(
     }
 
     send("start", &start, &mut out)?;
+    let mut rewrite = Rewrite::new(src, uid);
     let mut events_stmt = conn.prepare(&events_query(keeps)).map_err(sql)?;
     let mut events = events_stmt.query([uid]).map_err(sql)?;
     let mut emitted_events = 0i64;
@@ -226,24 +237,118 @@ pub fn run_documents(
                     break;
                 };
                 let row = event_row(row).map_err(sql)?;
-                let event = rebuild_event(row, &streams, &mut inspector, &mut out.missing)
-                    .map_err(damaged)?;
+                let (event, externals) =
+                    rebuild_event(row, &streams, &mut inspector, &mut out.missing)
+                        .map_err(damaged)?;
+                for (name, doc) in rewrite.before_event(externals) {
+                    send(name, &doc, &mut out)?;
+                }
                 send("event", &event, &mut out)?;
                 emitted_events += 1;
             }
-            send(&kind, &doc, &mut out)?;
+            if rewrite.keeps(&kind, &mut out.missing) {
+                send(&kind, &doc, &mut out)?;
+            }
         }
     }
     while let Some(row) = events.next().map_err(sql)? {
         let row = event_row(row).map_err(sql)?;
-        let event =
+        let (event, externals) =
             rebuild_event(row, &streams, &mut inspector, &mut out.missing).map_err(damaged)?;
+        for (name, doc) in rewrite.before_event(externals) {
+            send(name, &doc, &mut out)?;
+        }
         send("event", &event, &mut out)?;
     }
     if let Some(stop) = &stop {
         send("stop", stop, &mut out)?;
     }
     Ok(out)
+}
+
+/// `--self-contained`: the run's resources and datums are replaced by BEAMDB_ZARR ones that
+/// name each external frame's array and index in the store (the datum_ids, and so the events,
+/// stay as they were); one resource per array, before its first event, and each datum just
+/// before its event. stream_resource documents are kept as they are (and said so).
+struct Rewrite {
+    on: bool,
+    uid: String,
+    store: String,
+    arrays: HashSet<String>,
+    said_streams: bool,
+}
+
+/// The resource uid of a store array in a self-contained export.
+fn zarr_resource_uid(array: &str) -> String {
+    format!("beamdb-zarr/{array}")
+}
+
+impl Rewrite {
+    fn new(src: &Source<'_>, uid: &str) -> Rewrite {
+        let store = src
+            .store
+            .canonicalize()
+            .unwrap_or_else(|_| src.store.to_path_buf());
+        Rewrite {
+            on: src.self_contained,
+            uid: uid.to_string(),
+            store: store.display().to_string(),
+            arrays: HashSet::new(),
+            said_streams: false,
+        }
+    }
+
+    /// Whether a kept document of `kind` is written as it is.
+    fn keeps(&mut self, kind: &str, missing: &mut Vec<String>) -> bool {
+        if !self.on {
+            return true;
+        }
+        match kind {
+            "resource" | "datum" => false,
+            "stream_resource" if !self.said_streams => {
+                self.said_streams = true;
+                missing.push(
+                    "--self-contained rewrites resources and datums only: the run's stream_resource documents are written as they are and still point at the original files"
+                        .into(),
+                );
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// The documents an event's external frames need before it.
+    fn before_event(
+        &mut self,
+        externals: Vec<External>,
+    ) -> Vec<(&'static str, Map<String, Value>)> {
+        let mut docs = Vec::new();
+        if !self.on {
+            return docs;
+        }
+        for e in externals {
+            let resource = zarr_resource_uid(&e.array);
+            if self.arrays.insert(e.array.clone()) {
+                let mut r = Map::new();
+                r.insert("spec".into(), "BEAMDB_ZARR".into());
+                r.insert("root".into(), self.store.clone().into());
+                r.insert("resource_path".into(), e.array.clone().into());
+                r.insert("resource_kwargs".into(), Value::Object(Map::new()));
+                r.insert("path_semantics".into(), "posix".into());
+                r.insert("uid".into(), resource.clone().into());
+                r.insert("run_start".into(), self.uid.clone().into());
+                docs.push(("resource", r));
+            }
+            let mut d = Map::new();
+            d.insert("resource".into(), resource.into());
+            d.insert("datum_id".into(), e.datum_id);
+            let mut kwargs = Map::new();
+            kwargs.insert("index".into(), e.index.into());
+            d.insert("datum_kwargs".into(), Value::Object(kwargs));
+            docs.push(("datum", d));
+        }
+        docs
+    }
 }
 
 /// Every committed frame of the run that is not in the store, one line per array.
@@ -326,7 +431,8 @@ fn rebuild_event(
     streams: &HashMap<String, Stream>,
     inspector: &mut Option<Inspector>,
     missing: &mut Vec<String>,
-) -> Result<Map<String, Value>, String> {
+) -> Result<(Map<String, Value>, Vec<External>), String> {
+    let mut externals = Vec::new();
     let stream = streams.get(&row.descriptor);
     let own_rest = row
         .rest
@@ -351,6 +457,11 @@ fn rebuild_event(
         if note.contains_key("stream_datum") {
             data.remove(&field);
         } else if let Some(datum_id) = note.get("datum_id").cloned() {
+            externals.push(External {
+                datum_id: datum_id.clone(),
+                array,
+                index,
+            });
             data.insert(field, datum_id);
         } else {
             let value = inline_frame(inspector, &array, index, &dtype, frame_shape.as_deref()).map(
@@ -388,7 +499,7 @@ fn rebuild_event(
         event.insert("timestamps".into(), ts);
     }
     event.extend(rest.set);
-    Ok(event)
+    Ok((event, externals))
 }
 
 /// An inline frame read back from the store, as JSON numbers of its stored type.

@@ -1059,6 +1059,18 @@ impl Inspector {
             .map_err(|e| e.to_string())
     }
 
+    /// The store key (a path relative to the store's root) of the chunk that holds frame
+    /// `index` of the array at `path`: a reader on a document's behalf checks that file stays
+    /// inside its root before reading it.
+    pub fn chunk_key(&mut self, path: &str, index: u64) -> Result<String, String> {
+        let array = self.array(path)?;
+        let mut chunk = vec![0u64; array.dimensionality()];
+        if let Some(first) = chunk.first_mut() {
+            *first = index;
+        }
+        Ok(array.chunk_key(&chunk).to_string())
+    }
+
     /// Element `index` of axis 0 of the array at `path`: one frame's bytes, little-endian as
     /// ingest wrote them (for `export`, which renders an inline frame back into JSON). A frame
     /// whose chunk is not on disk is an error here, not the array's fill value.

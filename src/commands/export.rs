@@ -96,6 +96,7 @@ pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
             conn,
             db_path,
             store: &store,
+            self_contained: args.self_contained,
         };
         // One snapshot per run: an ingest --replace committing meanwhile is seen whole or
         // not at all.

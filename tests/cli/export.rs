@@ -515,3 +515,104 @@ fn export_stops_quietly_when_stdout_closes() {
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn export_self_contained_reingests_from_the_store_without_the_original_files() {
+    let fx = Fixture::new();
+    let hdf5 = |uid: &str| repo(&format!("tests/data/hdf5/shared/{uid}.jsonl"));
+    let paged = "4c25f8e6-90b0-4d43-a8f6-36e5dbd66ff9";
+    let ad_count = "85cd65f3-aab4-4de1-973c-0b3b646d5056";
+    let ad_pages = "8e1b26b6-4f77-42ae-a85a-a69ec8225170";
+    let inputs = [
+        bluesky(COUNT_RUN),
+        bluesky(paged),
+        hdf5(ad_count),
+        hdf5(ad_pages),
+    ];
+    let args: Vec<&str> = inputs.iter().map(|p| path(p)).collect();
+    let (code, _, err) = ingest(&fx, "bt", &args);
+    assert_eq!(code, 0, "{err}");
+    let dir = fx.path().join("out");
+    let mut export_args = vec!["--beamtime", "bt", "--self-contained", "-o", path(&dir)];
+    let uids: Vec<String> = inputs.iter().map(|p| uid_of(p)).collect();
+    export_args.extend(uids.iter().map(String::as_str));
+    let (code, _, err) = export(&fx, &export_args);
+    assert_eq!(code, 0, "{err}");
+    let text = read(&dir.join(format!("{COUNT_RUN}.jsonl")));
+    assert!(text.contains("\"spec\":\"BEAMDB_ZARR\""), "{text}");
+    assert!(!text.contains("NPY_SEQ"), "{text}");
+
+    // Only the store is mapped: none of the original frame files can be reached.
+    let store_dir = fx
+        .data_root()
+        .join("beamtimes/bt/frames.zarr")
+        .canonicalize()
+        .expect("store");
+    let map = format!("{0}={0}", store_dir.display());
+    let (code, out, err) = run(fx
+        .beamdb(&[
+            "ingest",
+            "--beamtime",
+            "bt2",
+            "--root-map",
+            &map,
+            path(&dir),
+        ])
+        .env("BEAMDB_DATA_ROOT", path(&fx.data_root())));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("landed 4"), "{out}");
+    let (code, out, err) = run(fx
+        .beamdb(&["verify", "--beamtime", "bt2"])
+        .env("BEAMDB_DATA_ROOT", path(&fx.data_root())));
+    assert_eq!(code, 0, "{out}{err}");
+    for (file, uid) in inputs.iter().zip(&uids) {
+        // The same frames, and every document but the resources and datums unchanged.
+        let chunks = |bt: &str| {
+            let root = fx
+                .data_root()
+                .join(format!("beamtimes/{bt}/frames.zarr/runs/{uid}/primary"));
+            let mut found = Vec::new();
+            for field in std::fs::read_dir(&root).expect("fields") {
+                let field = field.expect("field").path();
+                let c = field.join("c");
+                let mut stack = vec![c];
+                while let Some(d) = stack.pop() {
+                    for e in std::fs::read_dir(&d).into_iter().flatten() {
+                        let p = e.expect("entry").path();
+                        if p.is_dir() {
+                            stack.push(p);
+                        } else {
+                            let rel = p.strip_prefix(&root).expect("rel").display().to_string();
+                            found.push((rel, std::fs::read(&p).expect("chunk")));
+                        }
+                    }
+                }
+            }
+            found.sort();
+            found
+        };
+        let before = chunks("bt");
+        assert!(!before.is_empty(), "{uid}");
+        assert_eq!(before, chunks("bt2"), "frames of {uid}");
+        let (code, out, err) = export(&fx, &["--beamtime", "bt2", uid]);
+        assert_eq!(code, 0, "{err}");
+        let keep = |docs: Vec<(String, Value)>| -> Vec<(String, Value)> {
+            docs.into_iter()
+                .filter(|(n, _)| n != "resource" && n != "datum")
+                .collect()
+        };
+        assert_eq!(keep(documents(&out)), keep(documents(&read(file))), "{uid}");
+    }
+
+    // A run whose frames come through stream_resource documents: those stay, and it says so.
+    let sr_scan = "a8aaf3c9-26e5-4e21-acfa-98a2911ad338";
+    let (code, _, err) = ingest(&fx, "bt", &[path(&hdf5(sr_scan))]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = export(&fx, &["--beamtime", "bt", "--self-contained", sr_scan]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("the run's stream_resource documents are written as they are"),
+        "{err}"
+    );
+    assert_eq!(documents(&out), documents(&read(&hdf5(sr_scan))));
+}
