@@ -126,6 +126,34 @@ pub enum Command {
     #[command(after_help = EXIT_CODES_HELP)]
     Show(ShowArgs),
 
+    /// Write runs' documents back out as suitcase-jsonl: every document that went in.
+    ///
+    /// One ["name", {document}] JSON array a line, as `ingest` reads them: start,
+    /// descriptors, resources, datums, stream_resources, stream_datums and events in the order
+    /// they came, then stop. Each document equals the one ingested as JSON; event_pages and
+    /// datum_pages come out unpacked (one event, one datum a line, as event_model unpacks
+    /// them), and a frame comes out as it went in: the datum_id of an external frame (the
+    /// documents point at the original files, resolved again by the root map at the next
+    /// ingest), the nested list of an inline one (read back from the Zarr store).
+    ///
+    /// A run re-ingested from its export gets the same content digest unless it had pages.
+    ///
+    /// Without UIDs, every run of the beamtime. Without -o, the documents go to stdout (runs
+    /// one after the other); with -o DIR, each run to DIR/{uid}.jsonl (suitcase-jsonl's
+    /// name), DIR created when missing. An existing file is never overwritten without
+    /// --force: the export stops before writing anything and names it (exit 2). An unknown
+    /// beamtime or run uid is exit 2 with the nearest match.
+    ///
+    /// What cannot be given back is said on stderr and the export exits 4, with every document
+    /// that can be given back still written: frames missing from the store (the run's
+    /// documents are still whole when its frames came from files), a run quarantined by
+    /// `verify --repair` (its documents rebuilt from the file that keeps its rows), a run
+    /// stored before beamdb kept every document (a beamtime database before migration V2: no resources, datums or stream
+    /// documents, no events' `filled`; descriptors and events rebuilt from their rows).
+    /// See docs/user-guide.md, "Export".
+    #[command(after_help = EXIT_CODES_HELP)]
+    Export(ExportArgs),
+
     /// Check that beamtimes keep beamdb's promises; with --repair, restore them.
     ///
     /// For every beamtime (or the named ones), read-only: SQLite's integrity_check and
@@ -391,6 +419,36 @@ pub struct VerifyArgs {
     /// Also read and decode every frame (slow: reads every byte of the store).
     #[arg(long)]
     pub deep: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The beamtime the runs are in.
+    #[arg(long, value_name = "ID")]
+    pub beamtime: String,
+
+    /// Run uids (RunStart uids) to export; default: every run of the beamtime, in the order
+    /// they started.
+    #[arg(value_name = "UID")]
+    pub uids: Vec<String>,
+
+    /// Write each run to DIR/{uid}.jsonl instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: Option<PathBuf>,
+
+    /// Overwrite files that exist in DIR.
+    #[arg(long, requires = "output")]
+    pub force: bool,
+
+    /// Point the runs' external frames at beamdb's Zarr copy instead of the original files:
+    /// their resource and datum documents are replaced by BEAMDB_ZARR ones (root: this
+    /// beamtime's frames.zarr, resource_path: the frame array, datum_kwargs.index: the frame),
+    /// with the same datum_ids, so the events are unchanged. An ingest of the export reads the
+    /// frames from the store (give it --root-map STORE=WHERE-IT-IS-NOW when the store has
+    /// moved) and needs none of the original files. stream_resource documents are left as they
+    /// are, and said so (exit 4).
+    #[arg(long)]
+    pub self_contained: bool,
 }
 
 #[derive(Debug, Args)]

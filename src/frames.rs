@@ -1059,6 +1059,40 @@ impl Inspector {
             .map_err(|e| e.to_string())
     }
 
+    /// The store key (a path relative to the store's root) of the chunk that holds frame
+    /// `index` of the array at `path`: a reader on a document's behalf checks that file stays
+    /// inside its root before reading it.
+    pub fn chunk_key(&mut self, path: &str, index: u64) -> Result<String, String> {
+        let array = self.array(path)?;
+        let mut chunk = vec![0u64; array.dimensionality()];
+        if let Some(first) = chunk.first_mut() {
+            *first = index;
+        }
+        Ok(array.chunk_key(&chunk).to_string())
+    }
+
+    /// Element `index` of axis 0 of the array at `path`: one frame's bytes, little-endian as
+    /// ingest wrote them (for `export`, which renders an inline frame back into JSON). A frame
+    /// whose chunk is not on disk is an error here, not the array's fill value.
+    pub fn frame_bytes(&mut self, path: &str, index: u64) -> Result<Vec<u8>, String> {
+        if !self.frame(path, index, false)? {
+            return Err("frame missing (no chunk on disk)".into());
+        }
+        let array = self.array(path)?;
+        let shape = array.shape().to_vec();
+        let ranges: Vec<std::ops::Range<u64>> = std::iter::once(index..index.saturating_add(1))
+            .chain(shape.iter().skip(1).map(|&n| 0..n))
+            .collect();
+        let subset = zarrs::array::ArraySubset::new_with_ranges(&ranges);
+        let bytes: ArrayBytes<'static> = array
+            .retrieve_array_subset(&subset)
+            .map_err(|e| e.to_string())?;
+        bytes
+            .into_fixed()
+            .map(|raw| raw.into_owned())
+            .map_err(|e| e.to_string())
+    }
+
     /// What is wrong with committed frame `frame`, stored in the array at `path` (relative to
     /// this inspector's root), if anything: the groups above it (those below the first
     /// `trusted` path components, which the caller judges itself) open in zarr-python, the

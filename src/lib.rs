@@ -14,6 +14,7 @@ pub mod describe;
 pub mod diff;
 pub mod escape;
 pub mod exit;
+pub mod export;
 pub mod frames;
 pub mod index;
 pub mod ingest;
@@ -50,7 +51,8 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         | Command::Reindex(_)
         | Command::Runs(_)
         | Command::Show(_)
-        | Command::Verify(_) => (true, false),
+        | Command::Verify(_)
+        | Command::Export(_) => (true, false),
     };
     settings.check_schema_dirs(fills_migrations_dir)?;
     if reads_data_root {
@@ -71,6 +73,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Show(args) => commands::show::run(&ctx, args),
         Command::Verify(args) => commands::verify::run(&ctx, args),
         Command::Listen(args) => commands::listen::run(&ctx, args),
+        Command::Export(args) => commands::export::run(&ctx, args),
     }?;
     Ok(status.worst(commands::output::finish()))
 }

@@ -874,24 +874,37 @@ fn quarantine(
         "restore".into(),
         "re-ingest the run from its documents: beamdb ingest --beamtime ID FILE".into(),
     );
-    let tables = [
+    let mut tables = vec![
         ("runs", "SELECT * FROM runs WHERE uid = ?1".to_string()),
         (
             "samples",
             "SELECT * FROM samples WHERE id = (SELECT sample_id FROM runs WHERE uid = ?1)".into(),
         ),
         ("streams", "SELECT * FROM streams WHERE run_uid = ?1".into()),
+        // In the order they came (rowid), which `export` of the quarantined run keeps.
         (
             "events",
-            format!(
-                "SELECT * FROM events WHERE stream_uid IN ({streams}) ORDER BY stream_uid, seq_num"
-            ),
+            format!("SELECT * FROM events WHERE stream_uid IN ({streams}) ORDER BY rowid"),
         ),
         (
             "image_refs",
             format!("SELECT * FROM image_refs WHERE stream_uid IN ({streams}) ORDER BY id"),
         ),
     ];
+    // What `export` needs to give the run's documents back from this file.
+    if crate::export::keeps_documents(conn).map_err(sql)? {
+        tables.push((
+            "kept_documents",
+            "SELECT * FROM kept_documents WHERE run_uid = ?1 ORDER BY position".into(),
+        ));
+        tables.push((
+            "kept_events",
+            format!(
+                "SELECT k.* FROM kept_events k JOIN events e ON e.uid = k.event_uid
+                 WHERE e.stream_uid IN ({streams}) ORDER BY e.rowid"
+            ),
+        ));
+    }
     let mut counts = Vec::new();
     for (table, query) in &tables {
         let rows = rows_as_json(conn, query, uid.as_str()).map_err(sql)?;

@@ -1,5 +1,6 @@
 //! One module per subcommand. These are the only modules that print.
 
+pub mod export;
 pub mod ingest;
 pub mod initdb;
 pub mod listen;

@@ -45,6 +45,11 @@ fn closed(err: std::io::Error) {
     }
 }
 
+/// Whether stdout is gone (a closed pipe): a command whose only output is stdout stops.
+pub fn is_closed() -> bool {
+    CLOSED.load(Ordering::Relaxed)
+}
+
 /// Flushes stdout at the end of a command and says how printing went: `Success`, or
 /// `Failure` after a write error other than a closed pipe (reported here, on stderr).
 pub fn finish() -> ExitStatus {

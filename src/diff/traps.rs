@@ -46,10 +46,11 @@ fn plan_name_nullable() -> Schema {
     with_runs_column("plan_name", |c| c.nullable = true)
 }
 
-/// The SQL beamdb writes for `to`, from the built-in V1.
+/// The SQL beamdb writes for `to`, from the built-in migrations: the next one after them.
 fn migration_to(to: &Schema) -> MigrationFile {
-    let v1 = files::builtin(DbKind::Beamtime);
-    let live = introspect::introspect(&runner::replay(&v1).unwrap()).unwrap();
+    let builtin = files::builtin(DbKind::Beamtime);
+    let next = builtin.iter().map(|m| m.version).max().unwrap_or(0) + 1;
+    let live = introspect::introspect(&runner::replay(&builtin).unwrap()).unwrap();
     let ops = crate::diff::compare(&live, to, &Renames::default()).unwrap();
     let plan = crate::diff::plan(&live, to, &ops);
     assert!(
@@ -58,9 +59,9 @@ fn migration_to(to: &Schema) -> MigrationFile {
         "{plan:?}"
     );
     MigrationFile {
-        version: 2,
+        version: next,
         name: "x".into(),
-        sql: crate::render::render_migration("V2__x", &ops, &plan, to),
+        sql: crate::render::render_migration(&format!("V{next}__x"), &ops, &plan, to),
     }
 }
 

@@ -76,6 +76,21 @@ impl Dtype {
             .filter(|&n| isize::try_from(n).is_ok())
     }
 
+    /// The type a zarr v3 data type name stands for (the inverse of [`Dtype::zarr_name`]).
+    pub fn from_zarr_name(name: &str) -> Option<Dtype> {
+        let (kind, sizes): (Kind, &[usize]) = match name.trim_end_matches(char::is_numeric) {
+            "bool" => (Kind::Bool, &[1]),
+            "int" => (Kind::Int, &[1, 2, 4, 8]),
+            "uint" => (Kind::UInt, &[1, 2, 4, 8]),
+            "float" => (Kind::Float, &[2, 4, 8]),
+            _ => return None,
+        };
+        sizes
+            .iter()
+            .map(|&size| Dtype { kind, size })
+            .find(|d| d.zarr_name() == name)
+    }
+
     /// The zarr v3 data type name.
     pub fn zarr_name(self) -> &'static str {
         match (self.kind, self.size) {
@@ -112,6 +127,18 @@ impl fmt::Display for Dtype {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zarr_names_round_trip() {
+        for s in [
+            "|b1", "|i1", "<i2", "<i4", "<i8", "|u1", "<u2", "<u4", "<u8", "<f2", "<f4", "<f8",
+        ] {
+            let (d, _) = Dtype::parse_numpy(s).unwrap();
+            assert_eq!(Dtype::from_zarr_name(d.zarr_name()), Some(d), "{s}");
+        }
+        assert_eq!(Dtype::from_zarr_name("complex64"), None);
+        assert_eq!(Dtype::from_zarr_name("int3"), None);
+    }
 
     #[test]
     fn numpy_strings_round_trip() {

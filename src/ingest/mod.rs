@@ -11,6 +11,7 @@ pub mod documents;
 pub mod dtype;
 pub mod handlers;
 pub mod inline;
+pub mod kept;
 pub mod npy;
 pub mod owners;
 pub mod rootmap;

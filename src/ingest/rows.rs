@@ -14,6 +14,8 @@ pub struct RunRows {
     pub streams: Vec<StreamRow>,
     pub events: Vec<EventRow>,
     pub image_refs: Vec<ImageRefRow>,
+    /// What `export` needs beyond the rows above (`kept`).
+    pub kept: super::kept::KeptRows,
 }
 
 #[derive(Debug)]

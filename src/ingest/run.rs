@@ -13,6 +13,7 @@ use super::documents::{self, Doc, DocError, Fields, Kind, Pos};
 use super::dtype::Dtype;
 use super::handlers::{self, FrameError, FrameInfo, Handler, Locator, ResourceError};
 use super::inline;
+use super::kept;
 use super::rootmap::RootMap;
 use super::rows::{EventRow, ImageRefRow, RunRows, StreamRow};
 use crate::frames::{self, FrameStore, RunFrames, StackSpec, StoreError, Target};
@@ -248,6 +249,8 @@ pub struct RunBuilder {
     pending: Vec<FrameJob>,
     pending_bytes: usize,
     rows: RunRows,
+    /// What export needs beyond `rows`, fed every document.
+    kept: kept::Collector,
     stopped: bool,
     pub frames_written: u64,
     pub bytes_written: u64,
@@ -303,6 +306,7 @@ impl RunBuilder {
             pending: Vec::new(),
             pending_bytes: 0,
             rows: RunRows::default(),
+            kept: kept::Collector::default(),
             stopped: false,
             frames_written: 0,
             bytes_written: 0,
@@ -326,6 +330,7 @@ impl RunBuilder {
         if matches!(self.mode, Mode::Compare { .. }) {
             return Ok(doc.kind == Kind::Stop);
         }
+        self.kept.feed(doc);
         let f = Fields::of(doc);
         match doc.kind {
             // The driver ends a run before it opens the next one.
@@ -987,6 +992,8 @@ impl RunBuilder {
                             what,
                         })
                     })?;
+                    self.kept
+                        .inline_frame(uid, &name, value, &bytes, &s.shape, dtype);
                     Source::Bytes(bytes)
                 }
                 other => {
@@ -1238,6 +1245,7 @@ impl RunBuilder {
             frames.finish(&lens, attributes)?;
         }
         let mut rows = std::mem::take(&mut self.rows);
+        rows.kept = self.kept.finish();
         rows.start = std::mem::take(&mut self.start);
         rows.uid = self.uid.to_string();
         rows.content_digest = digest;

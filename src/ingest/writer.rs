@@ -320,6 +320,33 @@ pub fn commit(
             ]
         },
     )?;
+    insert_kept(&tx, rows)?;
     beamtime::bump_generation(&tx)?;
     tx.commit()
+}
+
+/// The run's `kept_documents` and `kept_events` (what export needs beyond the other rows),
+/// after its events.
+fn insert_kept(tx: &rusqlite::Transaction<'_>, rows: &RunRows) -> rusqlite::Result<()> {
+    insert_many(
+        tx,
+        "INSERT INTO kept_documents (run_uid, position, events_before, kind, document, event_rest)",
+        &rows.kept.documents,
+        |d| {
+            [
+                &rows.uid,
+                &d.position,
+                &d.events_before,
+                &d.kind,
+                &d.document,
+                &d.event_rest,
+            ]
+        },
+    )?;
+    insert_many(
+        tx,
+        "INSERT INTO kept_events (event_uid, rest)",
+        &rows.kept.events,
+        |e| [&e.event_uid, &e.rest],
+    )
 }

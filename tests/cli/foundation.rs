@@ -339,6 +339,7 @@ fn help_is_complete_for_every_subcommand() {
         "ingest",
         "reindex",
         "runs",
+        "export",
     ] {
         let (code, out, _) = run(&mut fx.beamdb(&[sub, "--help"]));
         assert_eq!(code, 0, "{sub}");

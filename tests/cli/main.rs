@@ -7,6 +7,7 @@ mod common;
 mod concurrency;
 mod crash;
 mod detectors;
+mod export;
 mod foundation;
 mod generate;
 mod hdf5;

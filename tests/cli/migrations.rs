@@ -89,17 +89,17 @@ fn make_migrations_done_when_scenario_rebuilds_runs_and_keeps_every_row() {
             && out.contains("  create index runs_proposal on runs (proposal)\n"),
         "{out}"
     );
-    assert!(!fx.path().join("m/beamtime/V2__x.sql").exists());
+    assert!(!fx.path().join("m/beamtime/V3__x.sql").exists());
     assert_eq!(
         std::fs::read_dir(fx.path().join("m/beamtime"))
             .unwrap()
             .count(),
-        1
+        2
     );
 
     let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--name", "x"]));
     assert_eq!(code, 0, "{out}{err}");
-    let sql = std::fs::read_to_string(migration(&fx, "V2__x.sql")).unwrap();
+    let sql = std::fs::read_to_string(migration(&fx, "V3__x.sql")).unwrap();
     assert!(sql.contains("table runs is rebuilt"), "{sql}");
     assert!(sql.contains("-- beamdb: rebuilds or drops"), "{sql}");
     assert!(!sql.contains("DESTRUCTIVE"), "{sql}");
@@ -156,15 +156,15 @@ fn make_migrations_done_when_scenario_rebuilds_runs_and_keeps_every_row() {
         0
     );
     assert_eq!(
-        std::fs::read(migration(&again, "V2__x.sql")).unwrap(),
+        std::fs::read(migration(&again, "V3__x.sql")).unwrap(),
         sql.as_bytes()
     );
 }
 
-/// Adds a nullable facility column `runs.proposal` (V2), creates bt-1 and fills it in.
+/// Adds a nullable facility column `runs.proposal` (V3), creates bt-1 and fills it in.
 fn with_proposal(fx: &Fixture) {
     with_proposal_migration_only(fx);
-    let sql = std::fs::read_to_string(migration(fx, "V2__proposal.sql")).unwrap();
+    let sql = std::fs::read_to_string(migration(fx, "V3__proposal.sql")).unwrap();
     assert!(
         sql.contains("ALTER TABLE \"runs\" ADD COLUMN \"proposal\" TEXT;"),
         "in place: {sql}"
@@ -186,7 +186,7 @@ fn make_migrations_rename_flag_keeps_the_column_data() {
         err.contains("--rename runs.proposal=runs.proposal_code"),
         "{err}"
     );
-    assert!(!migration(&fx, "V3__rename_column_runs_proposal.sql").exists());
+    assert!(!migration(&fx, "V4__rename_column_runs_proposal.sql").exists());
     let (code, _, _) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
     assert_eq!(code, 3);
 
@@ -197,7 +197,7 @@ fn make_migrations_rename_flag_keeps_the_column_data() {
     ]));
     assert_eq!(code, 0, "{out}{err}");
     let sql =
-        std::fs::read_to_string(migration(&fx, "V3__rename_column_runs_proposal.sql")).unwrap();
+        std::fs::read_to_string(migration(&fx, "V4__rename_column_runs_proposal.sql")).unwrap();
     assert!(
         sql.contains("RENAME COLUMN \"proposal\" TO \"proposal_code\""),
         "{sql}"
@@ -271,12 +271,12 @@ fn make_migrations_destructive_change_needs_allow_destructive_and_migrate_backs_
             && err.contains("--allow-destructive"),
         "{err}"
     );
-    assert!(!migration(&fx, "V3__drop.sql").exists());
+    assert!(!migration(&fx, "V4__drop.sql").exists());
 
     let (code, out, err) =
         run(&mut fx.beamdb(&["make-migrations", "--name", "drop", "--allow-destructive"]));
     assert_eq!(code, 0, "{out}{err}");
-    let sql = std::fs::read_to_string(migration(&fx, "V3__drop.sql")).unwrap();
+    let sql = std::fs::read_to_string(migration(&fx, "V4__drop.sql")).unwrap();
     assert!(
         sql.contains("-- DESTRUCTIVE: drops column runs.proposal and every value in it"),
         "{sql}"
@@ -358,15 +358,15 @@ fn migrate_stops_at_nulls_in_a_column_made_not_null_and_goes_on_with_other_beamt
         "{err}"
     );
     assert!(
-        out.contains("beamtime bt-2") && out.contains("applied V3__required"),
+        out.contains("beamtime bt-2") && out.contains("applied V4__required"),
         "{out}"
     );
     assert_eq!(counts(&fx, "bt-1"), before);
     let conn = fx.open(&fx.beamtime_db("bt-1"));
     assert_eq!(
         count(&conn, "SELECT max(version) FROM refinery_schema_history"),
-        2,
-        "bt-1 stays at V2"
+        3,
+        "bt-1 stays at V3"
     );
     conn.execute_batch("UPDATE runs SET proposal = 'none' WHERE proposal IS NULL;")
         .unwrap();
@@ -406,7 +406,7 @@ fn migrate_rerun_after_an_interrupted_migration_is_clean() {
     let broken = "CREATE TABLE proposals (id TEXT PRIMARY KEY);\n\
                   UPDATE runs SET operator = 'x';\n\
                   INSERT INTO no_such_table VALUES (1);\n";
-    fx.write("m/beamtime/V2__proposals.sql", broken);
+    fx.write("m/beamtime/V3__proposals.sql", broken);
     let (code, _, err) = run(&mut fx.beamdb(&["migrate"]));
     assert_eq!(code, 1, "{err}");
     let conn = fx.open(&fx.beamtime_db("bt-1"));
@@ -426,12 +426,12 @@ fn migrate_rerun_after_an_interrupted_migration_is_clean() {
     );
     assert_eq!(
         count(&conn, "SELECT max(version) FROM refinery_schema_history"),
-        1
+        2
     );
     drop(conn);
 
     fx.write(
-        "m/beamtime/V2__proposals.sql",
+        "m/beamtime/V3__proposals.sql",
         "CREATE TABLE proposals (id TEXT PRIMARY KEY);\nUPDATE runs SET operator = 'x';\n",
     );
     let (code, out, err) = run(&mut fx.beamdb(&["migrate"]));
@@ -447,7 +447,7 @@ fn migrate_rerun_after_an_interrupted_migration_is_clean() {
     );
     assert_eq!(
         count(&conn, "SELECT count(*) FROM refinery_schema_history"),
-        2
+        3
     );
 }
 
@@ -488,7 +488,7 @@ fn make_migrations_check_database_reports_drift() {
     with_proposal_migration_only(&fx);
     let (code, out, _) = run(&mut fx.beamdb(&["make-migrations", "--check", "--database", path]));
     assert_eq!(code, 3);
-    assert!(out.contains("pending V2__proposal"), "{out}");
+    assert!(out.contains("pending V3__proposal"), "{out}");
 }
 
 fn with_proposal_migration_only(fx: &Fixture) {
@@ -501,7 +501,7 @@ fn with_proposal_migration_only(fx: &Fixture) {
     assert_eq!(code, 0, "{out}{err}");
 }
 
-/// A beamtime one migration behind the configuration's head: created at V1, then a V2 that
+/// A beamtime one migration behind the configuration's head: created at V2, then a V3 that
 /// drops a table appears (so upgrading it makes a backup first). `events` scalar events in
 /// one run make the upgrade's backup take a moment.
 fn behind_head(fx: &Fixture, events: usize) {
@@ -509,7 +509,7 @@ fn behind_head(fx: &Fixture, events: usize) {
     let (code, out, err) = run_ingest(fx, &run);
     assert_eq!(code, 0, "{out}{err}");
     std::fs::write(
-        migration(fx, "V2__scratch.sql"),
+        migration(fx, "V3__scratch.sql"),
         "CREATE TABLE scratch (x INTEGER);\nDROP TABLE scratch;\n",
     )
     .unwrap();
@@ -555,12 +555,12 @@ fn ingest_that_must_migrate_while_the_migrate_lock_is_held_exits_75_and_changes_
     assert_eq!(code, 75, "{out}{err}");
     assert!(err.contains(".migrate.lock"), "{err}");
     assert!(err.contains("beamdb migrate"), "says what to do: {err}");
-    assert_eq!(history_versions(&fx), [1], "not migrated");
+    assert_eq!(history_versions(&fx), [1, 2], "not migrated");
     assert!(backups(&fx, "bt").is_empty());
     drop(lock);
     let (code, out, err) = run_ingest(&fx, &new_run);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(history_versions(&fx), [1, 2]);
+    assert_eq!(history_versions(&fx), [1, 2, 3]);
 }
 
 /// A database whose history is ahead of this binary's migrations exits 5 whichever command
@@ -569,7 +569,7 @@ fn ingest_that_must_migrate_while_the_migrate_lock_is_held_exits_75_and_changes_
 fn ingest_into_a_beamtime_whose_history_is_ahead_exits_5() {
     let fx = config();
     behind_head(&fx, 3);
-    std::fs::remove_file(migration(&fx, "V2__scratch.sql")).unwrap();
+    std::fs::remove_file(migration(&fx, "V3__scratch.sql")).unwrap();
     fx.open(&fx.beamtime_db("bt"))
         .execute(
             "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
@@ -612,9 +612,9 @@ fn two_ingests_into_a_beamtime_behind_head_migrate_it_once() {
             if !migrated.is_empty() {
                 reports += 1;
                 assert_eq!(migrated.len(), 1, "one line: {err}");
-                assert!(migrated[0].contains("V2__scratch"), "{err}");
+                assert!(migrated[0].contains("V3__scratch"), "{err}");
                 assert!(
-                    migrated[0].contains(".backup-V1-"),
+                    migrated[0].contains(".backup-V2-"),
                     "names the backup: {err}"
                 );
             }
@@ -626,7 +626,7 @@ fn two_ingests_into_a_beamtime_behind_head_migrate_it_once() {
             "trial {trial}: {:?}",
             backups(&fx, "bt")
         );
-        assert_eq!(history_versions(&fx), [1, 2]);
+        assert_eq!(history_versions(&fx), [1, 2, 3]);
         let conn = fx.open(&fx.beamtime_db("bt"));
         assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 3);
     }

@@ -259,7 +259,7 @@ fn make_migrations_integer_column_added_to_a_composite_primary_key_needs_allow_d
             && err.contains("--allow-destructive"),
         "{err}"
     );
-    assert!(!fx.path().join("m/beamtime/V3__c.sql").exists());
+    assert!(!fx.path().join("m/beamtime/V4__c.sql").exists());
     // A lone INTEGER primary key is the rowid alias: SQLite numbers the rows, nothing is lost.
     let fx = Fixture::new();
     config_repo(&fx);
@@ -385,7 +385,7 @@ fn make_migrations_partial_index_round_trips_and_changes_in_place() {
         "{out}"
     );
     ok(&fx, &["make-migrations", "--name", "failed"]);
-    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V2__failed.sql")).unwrap();
+    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V3__failed.sql")).unwrap();
     assert!(
         sql.contains("CREATE INDEX \"runs_failed\" ON \"runs\" (\"time_start\") WHERE exit_status <> 'success';"),
         "{sql}"
@@ -410,7 +410,7 @@ fn make_migrations_partial_index_round_trips_and_changes_in_place() {
         "where = \"exit_status IS NULL\"",
     );
     ok(&fx, &["make-migrations", "--name", "incomplete"]);
-    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V3__incomplete.sql")).unwrap();
+    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V4__incomplete.sql")).unwrap();
     assert!(!sql.contains("rebuilt"), "{sql}");
     ok(&fx, &["migrate"]);
     let conn = fx.open(&db);
@@ -454,7 +454,7 @@ fn migrate_making_a_table_strict_stops_at_values_of_another_type_and_changes_not
         &fx,
         &["make-migrations", "--name", "strict", "--allow-destructive"],
     );
-    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V3__strict.sql")).unwrap();
+    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V4__strict.sql")).unwrap();
     assert!(sql.contains(") STRICT, WITHOUT ROWID;"), "{sql}");
     assert_eq!(run(&mut fx.beamdb(&["make-migrations", "--check"])).0, 0);
 
@@ -570,7 +570,7 @@ fn migrate_adding_a_check_stops_at_rows_that_violate_it_and_collate_round_trips(
         &fx,
         &["make-migrations", "--name", "checks", "--allow-destructive"],
     );
-    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V3__checks.sql")).unwrap();
+    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V4__checks.sql")).unwrap();
     assert!(
         sql.contains("\"label\" TEXT COLLATE NOCASE,\n    CHECK (value >= 0),\n    CHECK (length(label) < 10)\n);"),
         "{sql}"
@@ -647,7 +647,7 @@ fn make_migrations_generated_columns_in_a_unique_index_round_trip_and_keep_rows(
         "{out}"
     );
     ok(&fx, &["make-migrations", "--name", "generated"]);
-    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V3__generated.sql")).unwrap();
+    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V4__generated.sql")).unwrap();
     assert!(
         sql.contains("\"label\" TEXT GENERATED ALWAYS AS ('sdss-' || sdss_id) STORED")
             && sql.contains("add STORED or NOT NULL generated column label"),
@@ -707,7 +707,7 @@ fn migrate_rebuilding_an_autoincrement_table_keeps_its_counter() {
         "[tables.log]\ncolumns = [\n  { name = \"id\", type = \"INTEGER\", primary_key = true, autoincrement = true },\n  { name = \"msg\", type = \"TEXT\" },\n]\n",
     );
     ok(&fx, &["make-migrations", "--name", "log"]);
-    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V2__log.sql")).unwrap();
+    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V3__log.sql")).unwrap();
     assert!(
         sql.contains("\"id\" INTEGER PRIMARY KEY AUTOINCREMENT,"),
         "{sql}"
@@ -890,7 +890,7 @@ fn make_migrations_expression_index_round_trips_and_enforces_uniqueness() {
         "{out}"
     );
     ok(&fx, &["make-migrations", "--name", "people"]);
-    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V2__people.sql")).unwrap();
+    let sql = std::fs::read_to_string(fx.path().join("m/beamtime/V3__people.sql")).unwrap();
     assert!(
         sql.contains("CREATE UNIQUE INDEX \"people_email\" ON \"people\" (lower(email));"),
         "{sql}"

@@ -12,6 +12,7 @@ mod h5open;
 mod hdf5;
 mod npy_seq;
 mod tiff;
+mod zarr;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -186,7 +187,7 @@ pub enum FrameError {
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
     #[error(
-        "resource spec {0:?} is not supported yet (supported: NPY_SEQ, AD_HDF5, AD_TIFF, AD_EIGER, AD_EIGER2); this run is skipped"
+        "resource spec {0:?} is not supported yet (supported: NPY_SEQ, AD_HDF5, AD_TIFF, AD_EIGER, AD_EIGER2, BEAMDB_ZARR); this run is skipped"
     )]
     UnsupportedSpec(String),
     #[error(
@@ -234,6 +235,10 @@ pub fn for_resource(
             roots.resolve(root)?,
             resource_path,
             resource_kwargs,
+        )?)),
+        "BEAMDB_ZARR" => Ok(Arc::new(zarr::ZarrStack::open(
+            roots.resolve(root)?,
+            resource_path,
         )?)),
         other => Err(ResourceError::UnsupportedSpec(other.to_string())),
     }

@@ -1,0 +1,268 @@
+//! `beamdb export`: runs' documents back out as suitcase-jsonl, on stdout or one file a run.
+//! What could not be given back is said on stderr; the exit status is 4 then.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::Ctx;
+use crate::cli::ExportArgs;
+use crate::db::{self, Access};
+use crate::escape::escape;
+use crate::exit::{Context, ExitStatus, Result, fail};
+use crate::export::{self, Source};
+use crate::layout::{Layout, SafeName};
+
+pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
+    let layout = Layout::new(&ctx.settings.data_root);
+    let id = beamtime(&layout, &args.beamtime)?;
+    let db_path = layout.beamtime_db(&id);
+    let conn = db::open(&db_path, Access::ReadOnly, &ctx.settings.sqlite)?;
+    let sql = |e| crate::exit::Error::from(e).context(format!("{}", db_path.display()));
+    let all = export::run_uids(&conn).map_err(sql)?;
+    let mut status = ExitStatus::Success;
+
+    // Every name is checked before anything is written. A quarantined run is exported from
+    // the file `verify --repair` saved its rows in.
+    let mut uids: Vec<(String, Option<PathBuf>)> = Vec::new();
+    if args.uids.is_empty() {
+        uids.extend(all.iter().map(|u| (u.clone(), None)));
+    }
+    for uid in &args.uids {
+        if all.contains(uid) {
+            uids.push((uid.clone(), None));
+        } else if let Some(file) = quarantined(&layout, &id, uid) {
+            uids.push((uid.clone(), Some(file)));
+        } else {
+            return Err(fail(
+                ExitStatus::Usage,
+                format!(
+                    "no run {} in beamtime {id}{}",
+                    escape(uid),
+                    did_you_mean(uid, all.iter().map(String::as_str))
+                ),
+            ));
+        }
+    }
+
+    let targets: Vec<Option<PathBuf>> = match &args.output {
+        None => vec![None; uids.len()],
+        Some(dir) => {
+            let files: Vec<PathBuf> = uids
+                .iter()
+                .map(|(uid, _)| dir.join(format!("{uid}.jsonl")))
+                .collect();
+            let existing: Vec<String> = files
+                .iter()
+                .filter(|f| f.symlink_metadata().is_ok())
+                .map(|f| f.display().to_string())
+                .collect();
+            if let Some(first) = existing.first()
+                && !args.force
+            {
+                let what = match existing.len() {
+                    1 => format!("{first} exists already"),
+                    n => format!("{n} of the files exist already ({first}, ...)"),
+                };
+                return Err(fail(
+                    ExitStatus::Usage,
+                    format!(
+                        "{what}; nothing was written: export to another folder, or add --force to overwrite"
+                    ),
+                ));
+            }
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create the folder", dir.display()))?;
+            files.into_iter().map(Some).collect()
+        }
+    };
+
+    let store = layout.frames_store(&id);
+    for ((uid, quarantine), target) in uids.iter().zip(targets) {
+        if target.is_none() && super::output::is_closed() {
+            break;
+        }
+        let saved;
+        let (conn, db_path) = match quarantine {
+            None => (&conn, db_path.as_path()),
+            Some(file) => {
+                saved = export::quarantined_run(file)
+                    .with_context(|| format!("beamtime {id}: run {uid}: quarantined"))?;
+                (&saved, file.as_path())
+            }
+        };
+        let source = Source {
+            conn,
+            db_path,
+            store: &store,
+            self_contained: args.self_contained,
+        };
+        // One snapshot per run: an ingest --replace committing meanwhile is seen whole or
+        // not at all.
+        conn.execute_batch("BEGIN").map_err(sql)?;
+        let result = match &target {
+            None => export::run_documents(&source, uid, &mut |name, doc| {
+                crate::outln!("{}", line(name, doc));
+                if super::output::is_closed() {
+                    // Nobody reads the rest (`| head`): stop, as for any command's output.
+                    return Err(std::io::ErrorKind::BrokenPipe.into());
+                }
+                Ok(())
+            }),
+            Some(path) => to_file(&source, uid, path)?,
+        };
+        conn.execute_batch("COMMIT").map_err(sql)?;
+        let result = result.map(|mut exported| {
+            if let Some(file) = quarantine {
+                exported.missing.insert(
+                    0,
+                    format!(
+                        "the run is not in beamtime {id}: `verify --repair` quarantined it (its frames were missing or wrong); its documents are rebuilt from {}, its frames are not in the store: re-ingest it from its original documents (or from this export, once the frames' files are back)",
+                        file.display()
+                    ),
+                );
+            }
+            exported
+        });
+        if let Err(export::ExportError::Write(e)) = &result
+            && target.is_none()
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            break;
+        }
+        let exported = result.with_context(|| format!("beamtime {id}: run {uid}"))?;
+        for missing in &exported.missing {
+            crate::errln!("warning: run {uid}: {}", escape(missing));
+        }
+        if !exported.missing.is_empty() {
+            status = status.worst(ExitStatus::BadInput);
+        }
+        let whole = if exported.missing.is_empty() {
+            ""
+        } else {
+            " (not whole: see the warnings above)"
+        };
+        match &target {
+            Some(path) => ctx.note(format!(
+                "exported run {uid}: {} documents to {}{whole}",
+                exported.documents,
+                path.display()
+            )),
+            None => ctx.note(format!(
+                "exported run {uid}: {} documents{whole}",
+                exported.documents
+            )),
+        }
+    }
+    Ok(status)
+}
+
+/// One suitcase-jsonl line.
+fn line(name: &str, doc: &Map<String, Value>) -> String {
+    Value::Array(vec![name.into(), Value::Object(doc.clone())]).to_string()
+}
+
+/// Writes run `uid` to `path` through a file beside it, renamed into place when whole: an
+/// export that fails half-way leaves no half file under the run's name.
+fn to_file(
+    source: &Source<'_>,
+    uid: &str,
+    path: &Path,
+) -> Result<std::result::Result<export::Exported, export::ExportError>> {
+    let partial = path.with_file_name(format!(".{uid}.jsonl.partial"));
+    let file = std::fs::File::create(&partial)
+        .with_context(|| format!("{}: cannot create", partial.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let result = export::run_documents(source, uid, &mut |name, doc| {
+        serde_json::to_writer(&mut out, &(name, doc)).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")
+    });
+    let finished = match result {
+        Ok(exported) => out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&partial, path))
+            .map(|()| exported)
+            .map_err(export::ExportError::Write),
+        Err(e) => Err(e),
+    };
+    if finished.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    Ok(finished)
+}
+
+/// The beamtime `name` names, or exit 2 naming it and the nearest existing one.
+fn beamtime(layout: &Layout, name: &str) -> Result<SafeName> {
+    let id = SafeName::new("beamtime id", name)?;
+    if layout.beamtime_db(&id).is_file() {
+        return Ok(id);
+    }
+    let known = layout.beamtimes().map(|(ids, _)| ids).unwrap_or_default();
+    Err(fail(
+        ExitStatus::Usage,
+        format!(
+            "no beamtime {id} in {}{}",
+            layout.beamtimes_dir().display(),
+            did_you_mean(name, known.iter().map(SafeName::as_str))
+        ),
+    ))
+}
+
+/// The quarantine file `verify --repair` left for run `uid`, if any.
+fn quarantined(layout: &Layout, id: &SafeName, uid: &str) -> Option<PathBuf> {
+    let prefix = format!("{uid}-");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(layout.quarantine_dir(id))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "json")
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .collect();
+    files.sort();
+    files.pop()
+}
+
+/// "; did you mean X?" for the candidate nearest `typed`, as clap suggests flags: a candidate
+/// that starts with what was typed (a uid's first characters), else the most similar one
+/// (Jaro-Winkler above clap's 0.7); nothing when none is near.
+fn did_you_mean<'a>(typed: &str, candidates: impl Iterator<Item = &'a str>) -> String {
+    let mut best: Option<(f64, &str)> = None;
+    for c in candidates {
+        let score = if !typed.is_empty() && c.starts_with(typed) {
+            2.0
+        } else {
+            strsim::jaro_winkler(typed, c)
+        };
+        if score > 0.7 && best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, c));
+        }
+    }
+    best.map_or_else(String::new, |(_, c)| {
+        format!("; did you mean {}?", escape(c))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_prefer_a_prefix_then_the_most_similar() {
+        let uids = ["4c25f8e6-90b0", "682a43b9-a2ae", "7fbdf1df-8554"];
+        assert_eq!(
+            did_you_mean("682a", uids.into_iter()),
+            "; did you mean 682a43b9-a2ae?"
+        );
+        assert_eq!(
+            did_you_mean("4c25f8e6-90b1", uids.into_iter()),
+            "; did you mean 4c25f8e6-90b0?"
+        );
+        assert_eq!(did_you_mean("zzzz", uids.into_iter()), "");
+    }
+}

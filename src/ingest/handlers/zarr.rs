@@ -1,0 +1,121 @@
+//! BEAMDB_ZARR: a frame of a beamdb frame store, where `beamdb export --self-contained`
+//! points a run's external frames: the resource's `root` is the store (`.../frames.zarr`,
+//! mapped by the root map like any root), its `resource_path` the frame array
+//! (`runs/{uid}/{stream}/{field}`), a datum's `index` the element of the array's axis 0.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use super::{FrameError, FrameInfo, Handler, Locator, ResourceError};
+use crate::frames::Inspector;
+use crate::ingest::dtype::Dtype;
+use crate::ingest::rootmap::ResolvedRoot;
+
+pub struct ZarrStack {
+    root: ResolvedRoot,
+    array: String,
+    info: FrameInfo,
+    /// Reads are few and small next to the compression that follows; one at a time.
+    inspector: Mutex<Inspector>,
+}
+
+impl ZarrStack {
+    pub fn open(root: ResolvedRoot, resource_path: &str) -> Result<ZarrStack, ResourceError> {
+        let array = resource_path.trim_matches('/').to_string();
+        // Inside the root, as every file read on a document's behalf.
+        let meta = root
+            .file(&format!("{array}/zarr.json"))?
+            .map_err(|path| FrameError::Missing { path })?;
+        let unreadable = |what: String| FrameError::Io {
+            path: meta.clone(),
+            source: std::io::Error::other(what),
+        };
+        let mut inspector = Inspector::open(&root.dir)
+            .map_err(|e| unreadable(format!("cannot open the store: {e}")))?;
+        let found = inspector.array_info(&array).map_err(unreadable)?;
+        let dtype = Dtype::from_zarr_name(&found.data_type).ok_or_else(|| {
+            unreadable(format!(
+                "data type {} is not one beamdb stores",
+                found.data_type
+            ))
+        })?;
+        let info = FrameInfo {
+            dtype,
+            shape: found
+                .shape
+                .get(1..)
+                .map(<[u64]>::to_vec)
+                .unwrap_or_default(),
+        };
+        Ok(ZarrStack {
+            root,
+            array,
+            info,
+            inspector: Mutex::new(inspector),
+        })
+    }
+
+    fn index(&self, at: &Locator) -> Result<u64, FrameError> {
+        let kwargs = at.kwargs("BEAMDB_ZARR frames come from datum documents")?;
+        kwargs
+            .get("index")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| FrameError::Datum {
+                kwargs: Value::Object(kwargs.clone()).to_string(),
+                what: "BEAMDB_ZARR needs a non-negative integer `index`",
+            })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.root.dir.join(&self.array)
+    }
+}
+
+impl Handler for ZarrStack {
+    fn probe(&self, at: &Locator) -> Result<FrameInfo, FrameError> {
+        self.index(at)?;
+        Ok(self.info.clone())
+    }
+
+    fn read(&self, at: &Locator, expected: &FrameInfo) -> Result<Vec<u8>, FrameError> {
+        let index = self.index(at)?;
+        if expected.shape != self.info.shape {
+            return Err(FrameError::Shape {
+                path: self.path(),
+                found: self.info.shape.clone(),
+                expected: expected.shape.clone(),
+            });
+        }
+        if expected.dtype != self.info.dtype {
+            return Err(FrameError::Dtype {
+                path: self.path(),
+                found: self.info.dtype,
+                expected: expected.dtype,
+            });
+        }
+        let io = |what: String| FrameError::Io {
+            path: self.path(),
+            source: std::io::Error::other(what),
+        };
+        let mut inspector = self
+            .inspector
+            .lock()
+            .map_err(|_| io("a reader of this store failed".into()))?;
+        let key = inspector.chunk_key(&self.array, index).map_err(io)?;
+        // The chunk's file too stays inside the root (no symbolic link out of it).
+        self.root
+            .file(&key)?
+            .map_err(|path| FrameError::Missing { path })?;
+        let bytes = inspector.frame_bytes(&self.array, index).map_err(io)?;
+        if Some(bytes.len()) != expected.len_bytes() {
+            return Err(io(format!(
+                "frame {index} is {} bytes, not a frame of shape {:?}",
+                bytes.len(),
+                expected.shape
+            )));
+        }
+        Ok(bytes)
+    }
+}
