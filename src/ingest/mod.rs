@@ -99,6 +99,9 @@ pub enum IngestError {
     Db(#[from] rusqlite::Error),
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The run's store layout (xarray's view) could not be written before its commit.
+    #[error(transparent)]
+    Layout(#[from] crate::store_columns::LayoutError),
 }
 
 impl crate::exit::HasExitStatus for IngestError {
@@ -107,6 +110,7 @@ impl crate::exit::HasExitStatus for IngestError {
             IngestError::Store(e) => crate::exit::HasExitStatus::exit_status(e),
             IngestError::Db(_) => crate::exit::ExitStatus::Failure,
             IngestError::Lock(e) => crate::exit::HasExitStatus::exit_status(e),
+            IngestError::Layout(e) => crate::exit::HasExitStatus::exit_status(e),
         }
     }
 }
@@ -352,7 +356,10 @@ impl<'a> Ingester<'a> {
             self.swap_back(&uid, &rows.content_digest)?;
             return Err(e.into());
         }
-        match writer::commit(self.conn, &rows, &self.promoted) {
+        let root = self.store.root();
+        let layout =
+            |tx: &rusqlite::Transaction<'_>| crate::store_columns::ingest_hook(tx, root, &uid);
+        match writer::commit(self.conn, &rows, &self.promoted, layout) {
             Ok(()) => {
                 if staged {
                     self.store.drop_old(&uid)?;
@@ -380,7 +387,10 @@ impl<'a> Ingester<'a> {
                     }));
                     return Ok(());
                 }
-                return Err(e.into());
+                return Err(match crate::store_columns::commit_error(e) {
+                    Ok(layout) => layout.into(),
+                    Err(e) => e.into(),
+                });
             }
         }
         self.events += rows.events.len() as u64;
