@@ -16,6 +16,7 @@ mod listen;
 mod migrations;
 mod models;
 mod mutation;
+mod reading;
 mod reindex;
 mod search;
 mod setup;
