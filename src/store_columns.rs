@@ -90,6 +90,16 @@ fn zarr(path: &Path) -> impl Fn(String) -> StoreError + '_ {
     }
 }
 
+/// The array name of data key `key` in its stream group: the key itself, except for the
+/// names the layout keeps for itself (`time`, `seq_num`), which get `.field` appended.
+pub fn array_name(key: &str) -> String {
+    if RESERVED.contains(&key) {
+        format!("{key}.field")
+    } else {
+        key.to_string()
+    }
+}
+
 /// Whether run `uid`'s group in the store at `root` carries this layout's marker.
 pub fn has_layout(root: &Path, uid: &str) -> bool {
     read_json(&root.join("runs").join(uid).join("zarr.json"))
@@ -834,11 +844,7 @@ fn write_stream(
             );
             skipped.push((key.clone(), why));
         };
-        let name = if RESERVED.contains(&key.as_str()) {
-            format!("{key}.field")
-        } else {
-            key.clone()
-        };
+        let name = array_name(key);
         if SafeName::new("field name", &name).is_err() || name.contains('/') {
             skip("not a safe path component".into());
             continue;
@@ -899,8 +905,11 @@ fn write_stream(
     }
     let rows = fill_columns(conn, uid, stream, &dir, &mut columns, &mut stacks)?;
     for c in &columns {
+        // Without zarrs' own `_zarrs` attribute, which xarray would show on every variable.
         c.array
-            .store_metadata()
+            .store_metadata_opt(
+                &zarrs::array::ArrayMetadataOptions::default().with_include_zarrs_metadata(false),
+            )
             .map_err(|e| zarr(&dir)(format!("cannot write {} metadata: {e}", c.name)))?;
         var_meta.push((c.name.clone(), Map::new()));
     }
@@ -1115,14 +1124,24 @@ pub fn commit_error(e: rusqlite::Error) -> Result<LayoutError, rusqlite::Error> 
     }
 }
 
+/// What [`upgrade_store`] did.
+#[derive(Debug, Default)]
+pub struct Upgrade {
+    /// Runs converted (or, with `dry_run`, to convert).
+    pub done: Vec<String>,
+    /// Runs that could not be: left without the marker, for the next `migrate`.
+    pub failed: Vec<(String, LayoutError)>,
+}
+
 /// Converts every committed run of the beamtime database `conn` whose group in the store at
-/// `root` does not carry this layout's marker; each run in a read snapshot of its own.
-/// Returns the converted uids (or, with `dry_run`, those that would be).
+/// `root` does not carry this layout's marker, each in a read snapshot of its own; a run
+/// that fails is left unmarked and the others are still converted. A store that cannot be
+/// created or a database that cannot be read stops it.
 pub fn upgrade_store(
     conn: &mut Connection,
     root: &Path,
     dry_run: bool,
-) -> Result<Vec<String>, LayoutError> {
+) -> Result<Upgrade, LayoutError> {
     let uids: Vec<String> = {
         let mut stmt = conn
             .prepare("SELECT uid FROM runs ORDER BY time_start, uid")
@@ -1132,7 +1151,7 @@ pub fn upgrade_store(
             .map_err(db(""))?;
         rows.collect::<rusqlite::Result<_>>().map_err(db(""))?
     };
-    let mut done = Vec::new();
+    let mut upgrade = Upgrade::default();
     let mut store_made = dry_run;
     for uid in uids {
         if SafeName::new("run uid", &uid).is_err() || has_layout(root, &uid) {
@@ -1145,12 +1164,16 @@ pub fn upgrade_store(
         }
         if !dry_run {
             let tx = conn.transaction().map_err(db(&uid))?;
-            write_run_layout(&tx, root, &uid)?;
+            let written = write_run_layout(&tx, root, &uid);
             tx.rollback().map_err(db(&uid))?;
+            if let Err(e) = written {
+                upgrade.failed.push((uid, e));
+                continue;
+            }
         }
-        done.push(uid);
+        upgrade.done.push(uid);
     }
-    Ok(done)
+    Ok(upgrade)
 }
 
 #[cfg(test)]

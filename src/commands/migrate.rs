@@ -209,34 +209,42 @@ fn upgrade_store(
             return ExitStatus::Failure;
         }
     };
-    match crate::store_columns::upgrade_store(&mut conn, &root, read_only) {
-        Ok(uids) if uids.is_empty() => ExitStatus::Success,
-        Ok(uids) if read_only => {
-            crate::outln!(
-                "{label}: {}: {} run(s) to bring to the xarray layout: {}",
-                root.display(),
-                uids.len(),
-                uids.join(", ")
-            );
-            if args.check {
-                ExitStatus::CheckFailed
-            } else {
-                ExitStatus::Success
-            }
-        }
-        Ok(uids) => {
-            crate::outln!(
-                "{label}: {}: brought {} run(s) to the xarray layout",
-                root.display(),
-                uids.len()
-            );
-            ExitStatus::Success
-        }
+    let upgrade = match crate::store_columns::upgrade_store(&mut conn, &root, read_only) {
+        Ok(upgrade) => upgrade,
         Err(err) => {
             crate::errln!(
                 "error: {label}: {err} (runs converted before it keep the new layout; run `beamdb migrate` again once the cause is fixed)"
             );
-            crate::exit::HasExitStatus::exit_status(&err)
+            return crate::exit::HasExitStatus::exit_status(&err);
         }
+    };
+    let mut status = ExitStatus::Success;
+    for (uid, err) in &upgrade.failed {
+        crate::errln!(
+            "error: {label}: run {uid} was not brought to the xarray layout: {err} (the other runs were; `beamdb migrate` tries it again)"
+        );
+        status = status.worst(crate::exit::HasExitStatus::exit_status(err));
     }
+    let uids = upgrade.done;
+    if uids.is_empty() {
+        return status;
+    }
+    if read_only {
+        crate::outln!(
+            "{label}: {}: {} run(s) to bring to the xarray layout: {}",
+            root.display(),
+            uids.len(),
+            uids.join(", ")
+        );
+        if args.check {
+            status = status.worst(ExitStatus::CheckFailed);
+        }
+    } else {
+        crate::outln!(
+            "{label}: {}: brought {} run(s) to the xarray layout",
+            root.display(),
+            uids.len()
+        );
+    }
+    status
 }

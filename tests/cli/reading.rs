@@ -465,3 +465,48 @@ fn marked_runs(root: &Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+#[test]
+fn reading_frames_under_a_reserved_name_land_beside_the_time_coordinate() {
+    let fx = Fixture::new();
+    let uid = "0dd0dd00-0000-4000-8000-000000000002";
+    let d = "0dd0dd00-0000-4000-8000-0000000002d1";
+    let file = write_run(
+        &fx,
+        "reserved.jsonl",
+        &[
+            (
+                "start",
+                json!({"uid": uid, "time": 1.0, "plan_name": "reserved"}),
+            ),
+            (
+                "descriptor",
+                json!({"uid": d, "run_start": uid, "name": "primary", "time": 1.0,
+                "data_keys": {
+                    "time": {"source": "SIM:t", "dtype": "array", "dtype_numpy": "<u1", "shape": [2, 2]},
+                    "seq_num": {"source": "SIM:s", "dtype": "integer", "shape": []}
+                }}),
+            ),
+            (
+                "event",
+                json!({"uid": "0dd0dd00-0000-4000-8000-0000000002e1", "descriptor": d,
+                "seq_num": 1, "time": 2.0, "data": {"time": [[1, 2], [3, 4]], "seq_num": 41},
+                "timestamps": {}}),
+            ),
+            (
+                "stop",
+                json!({"uid": "0dd0dd00-0000-4000-8000-0000000002ff", "run_start": uid,
+                "time": 3.0, "exit_status": "success"}),
+            ),
+        ],
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&["ingest", "--beamtime", "bt", path(&file)]));
+    assert_eq!(code, 0, "{out}{err}");
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    let group: String = conn
+        .query_row("SELECT zarr_group FROM image_refs", [], |r| r.get(0))
+        .expect("image_ref");
+    assert_eq!(group, format!("runs/{uid}/primary/time.field"));
+    assert_reads(&fx, "checked 1 runs, 1 streams, 1 values, 1 frames");
+    assert_verify_clean(&fx);
+}
