@@ -698,6 +698,12 @@ impl FrameStore {
         sync_dir(&self.staging).map_err(io_error(&self.staging, "cannot sync"))
     }
 
+    /// After a failed commit of a new run (no committed run of this uid): whatever was
+    /// written into `runs/{uid}` goes (through the trash name).
+    pub fn discard_uncommitted(&self, uid: &SafeName) -> Result<(), StoreError> {
+        self.trash(uid, &self.run_dir(uid)).map(|_| ())
+    }
+
     /// After the replacement's commit: the previous frames go (through the trash name).
     pub fn drop_old(&self, uid: &SafeName) -> Result<(), StoreError> {
         self.trash(uid, &self.old_dir(uid)).map(|_| ())

@@ -175,6 +175,17 @@ impl Buf {
         }
     }
 
+    /// Appends a number the layout computes (no JSON on the way): `f` to a float column,
+    /// `i` to an integer one.
+    fn push_number(&mut self, f: f64, i: i64) {
+        match self {
+            Buf::F64(b) => b.push(f),
+            Buf::I64(b) => b.push(i),
+            Buf::Bool(b) => b.push(false),
+            Buf::Str(b) => b.push(String::new()),
+        }
+    }
+
     fn store(
         &mut self,
         array: &Array<FilesystemStore>,
@@ -1052,9 +1063,9 @@ fn fill_columns(
         }
         for c in columns.iter_mut() {
             match &c.feed {
-                Feed::Time => c.buf.push(Some(&json!(time.unwrap_or(f64::NAN)))),
-                Feed::SeqNum => c.buf.push(Some(&json!(seq))),
-                Feed::StackIndex { stack } => c.buf.push(Some(&json!(index_of[*stack]))),
+                Feed::Time => c.buf.push_number(time.unwrap_or(f64::NAN), 0),
+                Feed::SeqNum => c.buf.push_number(f64::NAN, seq),
+                Feed::StackIndex { stack } => c.buf.push_number(f64::NAN, index_of[*stack]),
                 Feed::Key { key, width: None } => c.buf.push(data.get(key)),
                 Feed::Key {
                     key,

@@ -370,6 +370,8 @@ impl<'a> Ingester<'a> {
                     self.swap_back(&uid, &rows.content_digest)?;
                 } else {
                     run.discard()?;
+                    // A run without frames: the group the layout hook made before the failure.
+                    self.store.discard_uncommitted(&uid)?;
                 }
                 // A constraint (an event uid another run has) is the input's fault; anything
                 // else is the database's.
