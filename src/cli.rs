@@ -65,6 +65,12 @@ pub enum Command {
     /// migration (NULLs in a column made NOT NULL) is left as it was, with a message. A
     /// database whose history is ahead of, or differs from, this binary's migrations is
     /// refused (exit 5); the others are still migrated.
+    ///
+    /// Each beamtime's frame store is then brought to the layout xarray reads
+    /// (docs/reading.md): every run written by an earlier beamdb gets its time coordinate,
+    /// columns, dimension names and consolidated metadata from its committed rows, the layout
+    /// marker last, so an interrupted conversion is redone by the next migrate. --check exits
+    /// 3 and --dry-run lists the runs while any is left.
     #[command(after_help = EXIT_CODES_HELP)]
     Migrate(MigrateArgs),
 
@@ -75,7 +81,9 @@ pub enum Command {
     /// found through the root map, and inline arrays of 2 or more dimensions) go to the
     /// beamtime's Zarr store at runs/{run_uid}/{stream}/{field}; rows (samples, runs,
     /// streams, events, image_refs) to beamtime.db, in one transaction per run after its
-    /// frames are on disk. A run lands whole or not at all.
+    /// frames are on disk. A run lands whole or not at all. Each stream's group in the store
+    /// also gets a time coordinate and a column per scalar data key, so that it opens as an
+    /// xarray Dataset (docs/reading.md).
     ///
     /// A run already stored with the same documents is left alone; with different documents
     /// it is rejected unless --replace. A run with bad input is rejected with file:line and
@@ -371,11 +379,13 @@ pub struct MigrateArgs {
     #[arg(long = "beamtime", value_name = "ID")]
     pub beamtimes: Vec<String>,
 
-    /// Print the SQL each database would get; change nothing.
+    /// Print the SQL each database would get and the runs whose store would be converted;
+    /// change nothing.
     #[arg(long, conflicts_with = "check")]
     pub dry_run: bool,
 
-    /// Change nothing; exit 3 when any database has pending migrations.
+    /// Change nothing; exit 3 when any database has pending migrations or any run's frame
+    /// store lacks the xarray layout.
     #[arg(long)]
     pub check: bool,
 

@@ -259,6 +259,46 @@ fn store_group(root: &Path, which: &str, description: &str) -> Result<(), StoreE
     sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))
 }
 
+/// Writes `value` as the JSON file `path` (a `zarr.json`), whole or not at all: to a hidden
+/// file of its own first, synced, then renamed into place, so that a reader (or a crash)
+/// sees the previous metadata or the new one, never half of one.
+pub fn write_json_durably(path: &Path, value: &serde_json::Value) -> Result<(), StoreError> {
+    let text = serde_json::to_vec_pretty(value).map_err(zarr_error(path))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let aside = dir.join(format!(
+        ".zarr.json.{}.{nanos}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let written = (|| {
+        let mut file = std::fs::File::create_new(&aside)?;
+        io::Write::write_all(&mut file, &text)?;
+        file.sync_all()?;
+        std::fs::rename(&aside, path)
+    })();
+    if let Err(source) = written {
+        let _ = std::fs::remove_file(&aside);
+        return Err(StoreError::Io {
+            path: path.to_path_buf(),
+            action: "cannot write metadata",
+            source,
+        });
+    }
+    sync_dir(dir).map_err(io_error(dir, "cannot sync"))
+}
+
+/// fsyncs `dir` and its parent (a run group that was just created must be durable by name).
+pub fn sync_dir_of(dir: &Path) -> Result<(), StoreError> {
+    sync_dir(dir).map_err(io_error(dir, "cannot sync"))?;
+    match dir.parent() {
+        Some(parent) => sync_dir(parent).map_err(io_error(parent, "cannot sync")),
+        None => Ok(()),
+    }
+}
+
 /// Creates an empty Zarr v3 store (a root group and `runs/`) at `path`, unless one is there
 /// already; refuses one whose group metadata is damaged (zarr-python could not open it).
 pub fn create_store(path: &Path) -> Result<(), StoreError> {
@@ -497,6 +537,11 @@ impl FrameStore {
         })
     }
 
+    /// The store's root folder (`frames.zarr`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The array path of a run's field inside the store (what `image_refs.zarr_group` holds).
     pub fn array_path(uid: &SafeName, stream: &SafeName, field: &str) -> String {
         format!("runs/{uid}/{stream}/{field}")
@@ -651,6 +696,12 @@ impl FrameStore {
         let runs = self.root.join("runs");
         sync_dir(&runs).map_err(io_error(&runs, "cannot sync"))?;
         sync_dir(&self.staging).map_err(io_error(&self.staging, "cannot sync"))
+    }
+
+    /// After a failed commit of a new run (no committed run of this uid): whatever was
+    /// written into `runs/{uid}` goes (through the trash name).
+    pub fn discard_uncommitted(&self, uid: &SafeName) -> Result<(), StoreError> {
+        self.trash(uid, &self.run_dir(uid)).map(|_| ())
     }
 
     /// After the replacement's commit: the previous frames go (through the trash name).

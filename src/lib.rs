@@ -27,6 +27,7 @@ pub mod reindex;
 pub mod render;
 pub mod schema;
 pub mod settings;
+pub mod store_columns;
 pub mod tomlfile;
 pub mod verify;
 

@@ -285,6 +285,7 @@ impl Beamtime<'_> {
         };
         self.image_refs(&mut inspector, None, report)?;
         self.groups(&runs, report)?;
+        self.layout_marks(&runs, report);
         tx.finish()?;
         Ok(())
     }
@@ -665,6 +666,21 @@ impl Beamtime<'_> {
             report.find(format!("frames.staging/{name}"), message, fix);
         }
         Ok(())
+    }
+
+    /// Runs whose store group lacks the xarray layout (written by an earlier beamdb, or an
+    /// interrupted conversion): not a broken promise of the data, one note for all of them.
+    fn layout_marks(&self, runs: &BTreeMap<String, RunRow>, report: &mut Report) {
+        let root = self.store_root();
+        let old = runs
+            .keys()
+            .filter(|uid| !self.busy(uid) && !crate::store_columns::has_layout(&root, uid))
+            .count();
+        if old > 0 {
+            report.notes.push(format!(
+                "{old} run(s) without the xarray layout of frames.zarr (docs/reading.md): `beamdb migrate` converts them"
+            ));
+        }
     }
 
     /// Whether run `uid` is committed now (outside the snapshot: an ingest may just have).

@@ -113,6 +113,7 @@ fn stopped(err: IngestError) -> crate::exit::Error {
         ),
         IngestError::Store(e) => e.is_storage_full(),
         IngestError::Lock(_) => false,
+        IngestError::Layout(e) => e.is_storage_full(),
     };
     let hint = if full {
         "writing failed (the disk is full, a file size limit was hit, or the disk failed): free space or check the disk, then run the same ingest again"

@@ -17,6 +17,8 @@ struct Target {
     kind: DbKind,
     label: String,
     path: PathBuf,
+    /// The beamtime's id (its frame store is upgraded too).
+    beamtime: Option<SafeName>,
 }
 
 pub fn run(ctx: &Ctx, args: &MigrateArgs) -> Result<ExitStatus> {
@@ -59,14 +61,14 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> Result<ExitStatus> {
         let progress =
             super::progress::bar(ctx, of_kind.len() as u64, &format!("migrating {kind}"));
         for target in of_kind {
-            status = status.worst(migrate_one(
-                ctx,
-                args,
-                target,
-                &ours,
-                &declared,
-                lock.as_ref(),
-            ));
+            let migrated = migrate_one(ctx, args, target, &ours, &declared, lock.as_ref());
+            status = status.worst(migrated);
+            // A database left as it was (refused, failed) keeps its store as it is too.
+            if let Some(id) = &target.beamtime
+                && matches!(migrated, ExitStatus::Success | ExitStatus::CheckFailed)
+            {
+                status = status.worst(upgrade_store(ctx, args, &layout, id, target));
+            }
             progress.inc(1);
         }
         progress.finish_and_clear();
@@ -82,6 +84,7 @@ fn targets(layout: &Layout, args: &MigrateArgs) -> Result<Vec<Target>> {
                 kind: DbKind::Index,
                 label: "index".into(),
                 path: layout.index_db(),
+                beamtime: None,
             });
         }
         let (ids, odd) = layout.beamtimes()?;
@@ -113,6 +116,7 @@ fn beamtime_target(layout: &Layout, id: SafeName) -> Target {
         kind: DbKind::Beamtime,
         label: format!("beamtime {id}"),
         path: layout.beamtime_db(&id),
+        beamtime: Some(id),
     }
 }
 
@@ -178,4 +182,69 @@ fn migrate_one(
             crate::exit::HasExitStatus::exit_status(&err)
         }
     }
+}
+
+/// Brings the beamtime's frame store to the layout xarray reads (docs/reading.md): each run
+/// whose group lacks the layout marker is converted from its committed rows, the marker
+/// written last, so an interrupted upgrade is redone by the next `migrate`. With --dry-run
+/// or --check, only says which runs would be.
+fn upgrade_store(
+    ctx: &Ctx,
+    args: &MigrateArgs,
+    layout: &Layout,
+    id: &SafeName,
+    target: &Target,
+) -> ExitStatus {
+    let label = &target.label;
+    let root = layout.frames_store(id);
+    let read_only = args.dry_run || args.check;
+    let mut conn = match crate::db::open(
+        &target.path,
+        crate::db::Access::ReadOnly,
+        &ctx.settings.sqlite,
+    ) {
+        Ok(conn) => conn,
+        Err(err) => {
+            crate::errln!("error: {label}: {err}");
+            return ExitStatus::Failure;
+        }
+    };
+    let upgrade = match crate::store_columns::upgrade_store(&mut conn, &root, read_only) {
+        Ok(upgrade) => upgrade,
+        Err(err) => {
+            crate::errln!(
+                "error: {label}: {err} (runs converted before it keep the new layout; run `beamdb migrate` again once the cause is fixed)"
+            );
+            return crate::exit::HasExitStatus::exit_status(&err);
+        }
+    };
+    let mut status = ExitStatus::Success;
+    for (uid, err) in &upgrade.failed {
+        crate::errln!(
+            "error: {label}: run {uid} was not brought to the xarray layout: {err} (the other runs were; `beamdb migrate` tries it again)"
+        );
+        status = status.worst(crate::exit::HasExitStatus::exit_status(err));
+    }
+    let uids = upgrade.done;
+    if uids.is_empty() {
+        return status;
+    }
+    if read_only {
+        crate::outln!(
+            "{label}: {}: {} run(s) to bring to the xarray layout: {}",
+            root.display(),
+            uids.len(),
+            uids.join(", ")
+        );
+        if args.check {
+            status = status.worst(ExitStatus::CheckFailed);
+        }
+    } else {
+        crate::outln!(
+            "{label}: {}: brought {} run(s) to the xarray layout",
+            root.display(),
+            uids.len()
+        );
+    }
+    status
 }

@@ -100,6 +100,9 @@ pub enum IngestError {
     Db(#[from] rusqlite::Error),
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The run's store layout (xarray's view) could not be written before its commit.
+    #[error(transparent)]
+    Layout(#[from] crate::store_columns::LayoutError),
 }
 
 impl crate::exit::HasExitStatus for IngestError {
@@ -108,6 +111,7 @@ impl crate::exit::HasExitStatus for IngestError {
             IngestError::Store(e) => crate::exit::HasExitStatus::exit_status(e),
             IngestError::Db(_) => crate::exit::ExitStatus::Failure,
             IngestError::Lock(e) => crate::exit::HasExitStatus::exit_status(e),
+            IngestError::Layout(e) => crate::exit::HasExitStatus::exit_status(e),
         }
     }
 }
@@ -353,7 +357,10 @@ impl<'a> Ingester<'a> {
             self.swap_back(&uid, &rows.content_digest)?;
             return Err(e.into());
         }
-        match writer::commit(self.conn, &rows, &self.promoted) {
+        let root = self.store.root();
+        let layout =
+            |tx: &rusqlite::Transaction<'_>| crate::store_columns::ingest_hook(tx, root, &uid);
+        match writer::commit(self.conn, &rows, &self.promoted, layout) {
             Ok(()) => {
                 if staged {
                     self.store.drop_old(&uid)?;
@@ -364,6 +371,8 @@ impl<'a> Ingester<'a> {
                     self.swap_back(&uid, &rows.content_digest)?;
                 } else {
                     run.discard()?;
+                    // A run without frames: the group the layout hook made before the failure.
+                    self.store.discard_uncommitted(&uid)?;
                 }
                 // A constraint (an event uid another run has) is the input's fault; anything
                 // else is the database's.
@@ -381,7 +390,10 @@ impl<'a> Ingester<'a> {
                     }));
                     return Ok(());
                 }
-                return Err(e.into());
+                return Err(match crate::store_columns::commit_error(e) {
+                    Ok(layout) => layout.into(),
+                    Err(e) => e.into(),
+                });
             }
         }
         self.events += rows.events.len() as u64;

@@ -472,10 +472,13 @@ impl RunBuilder {
                     .iter()
                     .filter(|s| s.stream == stream && s.field == field)
                     .count();
+                // A field named like the stream's coordinates (`time`) is renamed, so
+                // that its frames never take the coordinate's place (docs/reading.md).
+                let base = crate::store_columns::array_name(field);
                 let leaf = if same_name == 0 {
-                    field.to_string()
+                    base
                 } else {
-                    format!("{field}.{}", same_name + 1)
+                    format!("{base}.{}", same_name + 1)
                 };
                 if self
                     .stacks

@@ -151,11 +151,14 @@ fn insert_many<'r, R, const N: usize>(
 }
 
 /// Commits the run (replacing any run of the same uid) and bumps the beamtime's change
-/// counter, all in one transaction.
+/// counter, all in one transaction. `before_commit` runs inside it once every row is in (the
+/// store layout is written from the rows there, see `store_columns`); its error aborts the
+/// commit.
 pub fn commit(
     conn: &mut Connection,
     rows: &RunRows,
     promoted: &[Promoted],
+    before_commit: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     tx.execute("DELETE FROM runs WHERE uid = ?1", [&rows.uid])?;
@@ -322,6 +325,7 @@ pub fn commit(
     )?;
     insert_kept(&tx, rows)?;
     beamtime::bump_generation(&tx)?;
+    before_commit(&tx)?;
     tx.commit()
 }
 

@@ -190,11 +190,20 @@ fn ingest_hdf5_stream_frames_and_sums_join_events_without_keys() {
     );
     // As the descriptor says: shape [1], int64, the file's value.
     assert_eq!(data["blob-sum"], serde_json::json!([40412]));
-    assert!(
-        !store(&fx)
-            .join(format!("runs/{SR_SCAN}/primary/blob-sum"))
-            .exists()
+    // Not a stack: the events carry the sums, and the layout's column holds them along time.
+    assert_eq!(
+        text(
+            &fx,
+            "SELECT count(*) || '' FROM image_refs WHERE field_name = 'blob-sum'"
+        ),
+        "0"
     );
+    let column: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(store(&fx).join(format!("runs/{SR_SCAN}/primary/blob-sum/zarr.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(column["dimension_names"][0], "time");
 }
 
 #[test]

@@ -305,9 +305,10 @@ fn ingest_names_zarr_reserves_are_refused_with_their_line() {
         );
     }
     assert_eq!(counts(&fx), (1, 11, 0));
+    // runs/zarr.json and the landed run's group (its xarray layout): nothing of the others.
     assert_eq!(
         std::fs::read_dir(store(&fx).join("runs")).unwrap().count(),
-        1
+        2
     );
     verify_clean(&fx);
 }

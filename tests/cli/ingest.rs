@@ -102,8 +102,12 @@ fn ingest_shared_runs_give_4_runs_22_events_11_image_refs() {
             ("<u2", 64, 64) | ("<f8", 10, 10)
         ));
     }
-    // A scalar-only run has no group.
-    assert!(!run_group(&fx, SCALAR_RUN).exists());
+    // A scalar-only run's group holds its xarray layout only: no frame, no image_ref.
+    assert!(
+        run_group(&fx, SCALAR_RUN)
+            .join("primary/time/zarr.json")
+            .is_file()
+    );
 }
 
 fn check_with_zarr_python(fx: &Fixture, args: &[String]) {

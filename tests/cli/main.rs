@@ -17,6 +17,7 @@ mod listen;
 mod migrations;
 mod models;
 mod mutation;
+mod reading;
 mod reindex;
 mod search;
 mod setup;

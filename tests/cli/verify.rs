@@ -288,7 +288,13 @@ fn chunk_files(dir: &Path) -> Vec<String> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 walk(&path, base, out);
-            } else if path.components().any(|c| c.as_os_str() == "c") {
+            } else if path
+                .components()
+                .skip_while(|c| c.as_os_str() != "c")
+                .count()
+                >= 4
+            {
+                // A frame's chunk (`c/{i}/0/0`), not one of the layout's 1-D columns.
                 out.push(path.strip_prefix(base).unwrap().display().to_string());
             }
         }
