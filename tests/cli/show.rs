@@ -315,7 +315,7 @@ fn show_table_lists_the_summary_streams_and_fields() {
     assert!(
         motor.contains("number")
             && motor.contains("SIM:motor1")
-            && motor.contains("- (in the events)"),
+            && motor.contains("- (in the events; column in baseline/motor1)"),
         "{motor}"
     );
 }
@@ -551,7 +551,14 @@ fn show_says_when_frames_are_missing_the_run_is_incomplete_or_its_replace_was_in
     let array = std::fs::read_dir(root.join(AD_COUNT).join("primary"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.is_dir())
+        // A frame stack (not the `time` coordinate or a scalar column): three dimensions or more.
+        .find(|p| {
+            std::fs::read_to_string(p.join("zarr.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|m| m["shape"].as_array().map(|s| s.len() >= 3))
+                .unwrap_or(false)
+        })
         .expect("a frame array");
     std::fs::remove_dir_all(&array).unwrap();
     let shown = show_json(&fx, &[AD_COUNT]);
