@@ -478,7 +478,7 @@ fn all_uids(layout: &Layout, id: &SafeName, settings: &Settings) -> Vec<(String,
 
 /// The quarantine file (`{beamtime}/quarantine/{uid}-{time}.json`) of run `uid`, the newest
 /// when it was quarantined more than once.
-fn quarantined(layout: &Layout, uid: &str, beamtimes: &[SafeName]) -> Option<PathBuf> {
+pub fn quarantined(layout: &Layout, uid: &str, beamtimes: &[SafeName]) -> Option<PathBuf> {
     let prefix = format!("{uid}-");
     let mut files: Vec<PathBuf> = beamtimes
         .iter()

@@ -12,11 +12,12 @@ use crate::db::{self, Access};
 use crate::escape::escape;
 use crate::exit::{Context, ExitStatus, Result, fail};
 use crate::export::{self, Source};
-use crate::layout::{Layout, SafeName};
+use crate::layout::Layout;
+use crate::lookup;
 
 pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
     let layout = Layout::new(&ctx.settings.data_root);
-    let id = beamtime(&layout, &args.beamtime)?;
+    let id = lookup::find_beamtime(&layout, &args.beamtime)?;
     let db_path = layout.beamtime_db(&id);
     let conn = db::open(&db_path, Access::ReadOnly, &ctx.settings.sqlite)?;
     let sql = |e| crate::exit::Error::from(e).context(format!("{}", db_path.display()));
@@ -32,17 +33,12 @@ pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
     for uid in &args.uids {
         if all.contains(uid) {
             uids.push((uid.clone(), None));
-        } else if let Some(file) = quarantined(&layout, &id, uid) {
+        } else if let Some(file) = lookup::quarantined(&layout, uid, std::slice::from_ref(&id)) {
             uids.push((uid.clone(), Some(file)));
         } else {
-            return Err(fail(
-                ExitStatus::Usage,
-                format!(
-                    "no run {} in beamtime {id}{}",
-                    escape(uid),
-                    did_you_mean(uid, all.iter().map(String::as_str))
-                ),
-            ));
+            // A unique prefix names its run; anything else is exit 2 with the nearest uid.
+            let found = lookup::find_run(&ctx.settings, uid, Some(id.as_str()))?;
+            uids.push((found.uid.to_string(), None));
         }
     }
 
@@ -192,77 +188,4 @@ fn to_file(
         let _ = std::fs::remove_file(&partial);
     }
     Ok(finished)
-}
-
-/// The beamtime `name` names, or exit 2 naming it and the nearest existing one.
-fn beamtime(layout: &Layout, name: &str) -> Result<SafeName> {
-    let id = SafeName::new("beamtime id", name)?;
-    if layout.beamtime_db(&id).is_file() {
-        return Ok(id);
-    }
-    let known = layout.beamtimes().map(|(ids, _)| ids).unwrap_or_default();
-    Err(fail(
-        ExitStatus::Usage,
-        format!(
-            "no beamtime {id} in {}{}",
-            layout.beamtimes_dir().display(),
-            did_you_mean(name, known.iter().map(SafeName::as_str))
-        ),
-    ))
-}
-
-/// The quarantine file `verify --repair` left for run `uid`, if any.
-fn quarantined(layout: &Layout, id: &SafeName, uid: &str) -> Option<PathBuf> {
-    let prefix = format!("{uid}-");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(layout.quarantine_dir(id))
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "json")
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix))
-        })
-        .collect();
-    files.sort();
-    files.pop()
-}
-
-/// "; did you mean X?" for the candidate nearest `typed`, as clap suggests flags: a candidate
-/// that starts with what was typed (a uid's first characters), else the most similar one
-/// (Jaro-Winkler above clap's 0.7); nothing when none is near.
-fn did_you_mean<'a>(typed: &str, candidates: impl Iterator<Item = &'a str>) -> String {
-    let mut best: Option<(f64, &str)> = None;
-    for c in candidates {
-        let score = if !typed.is_empty() && c.starts_with(typed) {
-            2.0
-        } else {
-            strsim::jaro_winkler(typed, c)
-        };
-        if score > 0.7 && best.is_none_or(|(s, _)| score > s) {
-            best = Some((score, c));
-        }
-    }
-    best.map_or_else(String::new, |(_, c)| {
-        format!("; did you mean {}?", escape(c))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suggestions_prefer_a_prefix_then_the_most_similar() {
-        let uids = ["4c25f8e6-90b0", "682a43b9-a2ae", "7fbdf1df-8554"];
-        assert_eq!(
-            did_you_mean("682a", uids.into_iter()),
-            "; did you mean 682a43b9-a2ae?"
-        );
-        assert_eq!(
-            did_you_mean("4c25f8e6-90b1", uids.into_iter()),
-            "; did you mean 4c25f8e6-90b0?"
-        );
-        assert_eq!(did_you_mean("zzzz", uids.into_iter()), "");
-    }
 }

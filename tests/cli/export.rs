@@ -290,13 +290,16 @@ fn export_of_an_unknown_run_or_beamtime_names_it_and_the_nearest_match() {
         err.contains("no beamtime bt-2062") && err.contains("did you mean bt-2026?"),
         "{err}"
     );
+    // A unique prefix of 8 characters or more names its run, as for `show`.
     let (code, out, err) = export(&fx, &["--beamtime", "bt-2026", "682a43b9"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(documents(&out), documents(&read(&bluesky(COUNT_RUN))));
+    let (code, out, err) = export(&fx, &["--beamtime", "bt-2026", "682a43b8-a2ae"]);
     assert_eq!(code, 2, "{err}");
     assert!(out.is_empty());
     assert!(
-        err.contains(&format!(
-            "no run 682a43b9 in beamtime bt-2026; did you mean {COUNT_RUN}?"
-        )),
+        err.contains("no run 682a43b8-a2ae in beamtime bt-2026")
+            && err.contains(&format!("did you mean {COUNT_RUN}")),
         "{err}"
     );
     let (code, _, err) = export(&fx, &["--beamtime", "bt-2026", "nothing-like-it"]);
