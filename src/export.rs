@@ -194,7 +194,7 @@ pub fn run_documents(
     let rebuilt = kept_descriptors == 0 && !streams.is_empty();
     if rebuilt {
         out.missing.push(
-            "the run was stored before beamdb kept every document (beamtime database before migration V2): its resource, datum, stream_resource and stream_datum documents and its events' `filled` were not kept and are not in the export; descriptors and events are rebuilt from their rows"
+            "the run was stored before beamdb kept every document (beamtime database before migration V2): its resource, datum, stream_resource and stream_datum documents and its events' `filled` were not kept and are not in the export; descriptors and events are rebuilt from their rows (to keep them all, ingest the run again from its original documents with --replace)"
                 .into(),
         );
     }

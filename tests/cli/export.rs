@@ -616,3 +616,51 @@ fn export_self_contained_reingests_from_the_store_without_the_original_files() {
     );
     assert_eq!(documents(&out), documents(&read(&hdf5(sr_scan))));
 }
+
+/// A run written to trip every rule of what a row gives back: integer times, a null
+/// `configuration` and `timestamps`, keys beamdb has no column for, `filled` that differs
+/// between events, a page without timestamps or `filled`, inline frames of integers stored
+/// as float64 and of decimals stored as float32 (which do not read back as written).
+const ODD_RUN: &str = r#"["start", {"uid": "odd-run", "time": 5, "plan_name": "count", "extra": {"nested": [1, 2.5, null, "x"]}}]
+["descriptor", {"uid": "d1", "run_start": "odd-run", "name": "primary", "time": 6, "configuration": null, "hints": {"x": {"fields": ["x"]}}, "object_keys": {"x": ["x"]}, "data_keys": {"x": {"dtype": "number", "shape": [], "source": "s"}, "img": {"dtype": "array", "shape": [2, 3], "source": "s"}, "img32": {"dtype": "array", "shape": [2, 2], "dtype_numpy": "<f4", "source": "s"}}}]
+["descriptor", {"uid": "d2", "run_start": "odd-run", "name": "baseline", "time": 6.5, "data_keys": {"t": {"dtype": "number", "shape": [], "source": "s"}}}]
+["event", {"uid": "e1", "descriptor": "d2", "seq_num": 1, "time": 7, "data": {"t": 1}, "timestamps": {"t": 7.0}, "filled": {}}]
+["event", {"uid": "e2", "descriptor": "d1", "seq_num": 1, "time": 7.5, "data": {"x": 1, "img": [[1, 2, 3], [4, 5, 6]], "img32": [[0.1, 0.2], [0.3, 0.4]]}, "timestamps": null, "filled": {}, "custom_key": "hello"}]
+["event_page", {"descriptor": "d1", "uid": ["e3", "e4"], "seq_num": [2, 3], "time": [8.0, 9.0], "data": {"x": [2, 3], "img": [[[1.5, 2, 3], [4, 5, 6]], [[0.5, 0.25, 1e-3], [-1, -2.5, 3]]], "img32": [[[0.5, 0.25], [1, 2]], [[0.1, 0], [0, 0]]]}, "timestamps": {}}]
+["event", {"uid": "e5", "descriptor": "d2", "seq_num": 2, "time": 10.0, "data": {"t": 2}, "timestamps": {"t": 10.0}}]
+["stop", {"uid": "s", "run_start": "odd-run", "time": 11, "exit_status": "success", "num_events": {"primary": 3, "baseline": 2}}]
+"#;
+
+#[test]
+fn export_gives_back_what_no_row_keeps_and_a_reingest_keeps_it_again() {
+    let fx = Fixture::new();
+    let file = fx.write("odd-run.jsonl", ODD_RUN);
+    let (code, out, err) = ingest(&fx, "bt", &[path(&file)]);
+    assert_eq!(code, 0, "{out}{err}");
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    // Events whose rest differs from their descriptor's have their own row; no event data
+    // is kept twice.
+    assert!(count(&conn, "SELECT count(*) FROM kept_events") >= 2);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM kept_events WHERE rest LIKE '%\"img\"%[[%'"
+        ),
+        0,
+        "an inline float64 frame of integers is kept as a flag, not a copy"
+    );
+    let (code, out, err) = export(&fx, &["--beamtime", "bt", "odd-run"]);
+    assert_eq!(code, 0, "{err}");
+    let want = documents(ODD_RUN);
+    assert_eq!(documents(&out), want);
+    // Integers stay integers, the float32 frame its decimals as written.
+    assert!(out.contains(r#""img":[[1,2,3],[4,5,6]]"#), "{out}");
+    assert!(out.contains(r#""img32":[[0.1,0.2],[0.3,0.4]]"#), "{out}");
+
+    let again = fx.write("again/odd-run.jsonl", &out);
+    let (code, out, err) = ingest(&fx, "bt2", &[path(&again)]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = export(&fx, &["--beamtime", "bt2", "odd-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(documents(&out), want);
+}
