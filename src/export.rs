@@ -351,6 +351,9 @@ impl Rewrite {
     }
 }
 
+/// Frame indexes named in a line about missing frames.
+const SHOWN_INDEXES: usize = 10;
+
 /// Every committed frame of the run that is not in the store, one line per array.
 fn missing_frames(
     conn: &Connection,
@@ -358,22 +361,33 @@ fn missing_frames(
     inspector: &mut Inspector,
     missing: &mut Vec<String>,
 ) -> rusqlite::Result<()> {
-    let mut by_array: BTreeMap<String, (String, Vec<i64>)> = BTreeMap::new();
-    for frame in writer::committed_frames(conn, uid)? {
+    // Per array: the first problem, how many frames, the first few indexes.
+    let mut by_array: BTreeMap<String, (String, usize, Vec<i64>)> = BTreeMap::new();
+    // One frame at a time (a run may have millions): the same rows as
+    // `writer::committed_frames`, which recovery holds in memory at once.
+    let mut stmt = conn.prepare(
+        "SELECT i.zarr_group, i.index_in_stack, i.dtype, i.frame_shape
+         FROM image_refs i JOIN streams s ON s.uid = i.stream_uid
+         WHERE s.run_uid = ?1 ORDER BY i.id",
+    )?;
+    let mut rows = stmt.query([uid])?;
+    while let Some(r) = rows.next()? {
+        let frame = writer::frame_ref(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
         if let Some(problem) = inspector.frame_problem(&frame.array, &frame, 1, false) {
-            by_array
+            let entry = by_array
                 .entry(frame.array.clone())
-                .or_insert_with(|| (problem, Vec::new()))
-                .1
-                .push(frame.index);
+                .or_insert_with(|| (problem, 0, Vec::new()));
+            entry.1 += 1;
+            if entry.2.len() < SHOWN_INDEXES {
+                entry.2.push(frame.index);
+            }
         }
     }
-    for (array, (problem, indexes)) in by_array {
-        let shown: Vec<String> = indexes.iter().take(10).map(i64::to_string).collect();
-        let more = if indexes.len() > 10 { ", ..." } else { "" };
+    for (array, (problem, n, indexes)) in by_array {
+        let shown: Vec<String> = indexes.iter().map(i64::to_string).collect();
+        let more = if n > indexes.len() { ", ..." } else { "" };
         missing.push(format!(
-            "frames.zarr/{array}: {} frames missing or unreadable (indexes {}{more}; {problem}); the documents still point at the original files, and `beamdb verify` says more",
-            indexes.len(),
+            "frames.zarr/{array}: {n} frames missing or unreadable (indexes {}{more}; {problem}); the documents still point at the original files, and `beamdb verify` says more",
             shown.join(", ")
         ));
     }
