@@ -458,6 +458,39 @@ fn export_from_a_beamtime_stored_before_v2_rebuilds_what_it_can_and_exits_4() {
     let conn = fx.open(&fx.beamtime_db("bt"));
     assert_eq!(count(&conn, "SELECT count(*) FROM kept_documents"), 0);
     check(&fx);
+    // --self-contained gives the old run resources and datums again (pointing at the store),
+    // so that it re-ingests whole, frames and all, without the original files.
+    let dir = fx.path().join("sc");
+    let (code, _, err) = export(
+        &fx,
+        &[
+            "--beamtime",
+            "bt",
+            "--self-contained",
+            "-o",
+            path(&dir),
+            COUNT_RUN,
+        ],
+    );
+    assert_eq!(code, 4, "{err}");
+    let store_dir = fx
+        .data_root()
+        .join("beamtimes/bt/frames.zarr")
+        .canonicalize()
+        .expect("store");
+    let map = format!("{0}={0}", store_dir.display());
+    let (code, out, err) = run(fx
+        .beamdb(&[
+            "ingest",
+            "--beamtime",
+            "bt3",
+            "--root-map",
+            &map,
+            path(&dir),
+        ])
+        .env("BEAMDB_DATA_ROOT", path(&fx.data_root())));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("5 frames"), "{out}");
     // A run ingested after the migration is kept whole.
     let hidden = repo("tests/data/hidden/2d496cb0-3d6e-4160-916e-02ad99f94aee.jsonl");
     let (code, _, err) = ingest(&fx, "bt", &[path(&hidden)]);
