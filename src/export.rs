@@ -36,6 +36,11 @@ pub enum ExportError {
         uid: String,
         what: String,
     },
+    #[error("{path}: cannot read it: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Writing a document failed (the caller's sink: a file, stdout).
     #[error("cannot write the documents: {0}")]
     Write(#[source] std::io::Error),
@@ -577,17 +582,20 @@ const QUARANTINED_TABLES: [&str; 7] = [
 /// private in-memory database at the head of the built-in migrations, so that the same
 /// export reads them. Columns the built-in model lacks (a facility's promoted metadata) are
 /// left out: the RunStart keeps their values.
-pub fn quarantined_run(file: &Path) -> Result<Connection, ExportError> {
+pub fn quarantined_run(file: &Path, uid: &str) -> Result<Connection, ExportError> {
     let damaged = |what: String| ExportError::Damaged {
         path: file.to_path_buf(),
-        uid: String::new(),
+        uid: uid.to_string(),
         what,
     };
     let sql = |source| ExportError::Sqlite {
         path: file.to_path_buf(),
         source,
     };
-    let text = std::fs::read_to_string(file).map_err(ExportError::Write)?;
+    let text = std::fs::read_to_string(file).map_err(|source| ExportError::Read {
+        path: file.to_path_buf(),
+        source,
+    })?;
     let Ok(Value::Object(saved)) = serde_json::from_str::<Value>(&text) else {
         return Err(damaged("not a quarantine file (JSON object)".into()));
     };

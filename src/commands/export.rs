@@ -87,7 +87,7 @@ pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
         let (conn, db_path) = match quarantine {
             None => (&conn, db_path.as_path()),
             Some(file) => {
-                saved = export::quarantined_run(file)
+                saved = export::quarantined_run(file, uid)
                     .with_context(|| format!("beamtime {id}: run {uid}: quarantined"))?;
                 (&saved, file.as_path())
             }
