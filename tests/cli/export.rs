@@ -697,3 +697,32 @@ fn export_gives_back_what_no_row_keeps_and_a_reingest_keeps_it_again() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(documents(&out), want);
 }
+
+#[test]
+fn export_after_ingest_replace_gives_the_replacing_documents_only() {
+    let fx = Fixture::new();
+    let (code, _, err) = ingest(&fx, "bt", &[path(&bluesky(COUNT_RUN))]);
+    assert_eq!(code, 0, "{err}");
+    let edited = fx.edited_copy(&bluesky(COUNT_RUN), "edited.jsonl", |t| {
+        t.replace(
+            "\"path_semantics\": \"posix\"",
+            "\"path_semantics\": \"posix\", \"note\": \"moved\"",
+        )
+        .replace(
+            "\"filled\": {\"ccd\": false}",
+            "\"filled\": {\"ccd\": false}, \"tag\": 1",
+        )
+    });
+    assert_ne!(read(&edited), read(&bluesky(COUNT_RUN)));
+    let (code, out, err) = ingest(&fx, "bt", &["--replace", path(&edited)]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = export(&fx, &["--beamtime", "bt", COUNT_RUN]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(documents(&out), documents(&read(&edited)));
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM kept_documents"),
+        7,
+        "descriptor, resource, 5 datums: the first ingest's rows are gone"
+    );
+}
