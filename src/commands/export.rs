@@ -30,6 +30,10 @@ pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
         uids.extend(all.iter().map(|u| (u.clone(), None)));
     }
     for uid in &args.uids {
+        // A uid named twice is exported once (and its file written once).
+        if uids.iter().any(|(u, _)| u == uid) {
+            continue;
+        }
         if all.contains(uid) {
             uids.push((uid.clone(), None));
         } else if let Some(file) = quarantined(&layout, &id, uid) {
