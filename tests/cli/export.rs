@@ -549,27 +549,78 @@ fn export_stops_quietly_when_stdout_closes() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// Every events row of run `uid` in beamtime `bt`: (uid, seq_num, time, data, timestamps),
+/// the JSON columns as values (key order aside).
+fn event_rows(fx: &Fixture, bt: &str, uid: &str) -> Vec<(String, i64, f64, Value, Value)> {
+    let conn = fx.open(&fx.beamtime_db(bt));
+    let mut stmt = conn
+        .prepare(
+            "SELECT e.uid, e.seq_num, e.time, e.data, e.timestamps FROM events e
+             JOIN streams s ON s.uid = e.stream_uid WHERE s.run_uid = ?1 ORDER BY e.uid",
+        )
+        .expect("events");
+    let json = |t: Option<String>| -> Value {
+        t.map_or(Value::Null, |t| serde_json::from_str(&t).expect("json"))
+    };
+    stmt.query_map([uid], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            json(r.get(3)?),
+            json(r.get(4)?),
+        ))
+    })
+    .expect("events")
+    .map(|r| r.expect("row"))
+    .collect()
+}
+
+/// Every chunk file of run `uid` in beamtime `bt`, with its bytes.
+fn run_chunks(fx: &Fixture, bt: &str, uid: &str) -> Vec<(String, Vec<u8>)> {
+    let root = fx
+        .data_root()
+        .join(format!("beamtimes/{bt}/frames.zarr/runs/{uid}"));
+    let mut found = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten() {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n != "zarr.json") {
+                let rel = p.strip_prefix(&root).expect("rel").display().to_string();
+                found.push((rel, std::fs::read(&p).expect("chunk")));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 #[test]
 fn export_self_contained_reingests_from_the_store_without_the_original_files() {
     let fx = Fixture::new();
     let hdf5 = |uid: &str| repo(&format!("tests/data/hdf5/shared/{uid}.jsonl"));
-    let paged = "4c25f8e6-90b0-4d43-a8f6-36e5dbd66ff9";
-    let ad_count = "85cd65f3-aab4-4de1-973c-0b3b646d5056";
-    let ad_pages = "8e1b26b6-4f77-42ae-a85a-a69ec8225170";
+    // NPY_SEQ with events and with pages, AD_HDF5 with events and with pages, and the
+    // stream_resource runs: a count, a scan with scalars delivered beside events, a fly scan.
     let inputs = [
         bluesky(COUNT_RUN),
-        bluesky(paged),
-        hdf5(ad_count),
-        hdf5(ad_pages),
+        bluesky("4c25f8e6-90b0-4d43-a8f6-36e5dbd66ff9"),
+        hdf5("85cd65f3-aab4-4de1-973c-0b3b646d5056"),
+        hdf5("8e1b26b6-4f77-42ae-a85a-a69ec8225170"),
+        hdf5("7f0a1c83-b144-4792-aebf-80d812d8193f"),
+        hdf5("a8aaf3c9-26e5-4e21-acfa-98a2911ad338"),
+        hdf5("b6a82a9e-1e51-41d3-a3af-d506fe46eb68"),
     ];
     let args: Vec<&str> = inputs.iter().map(|p| path(p)).collect();
     let (code, _, err) = ingest(&fx, "bt", &args);
     assert_eq!(code, 0, "{err}");
     let dir = fx.path().join("out");
-    let mut export_args = vec!["--beamtime", "bt", "--self-contained", "-o", path(&dir)];
-    let uids: Vec<String> = inputs.iter().map(|p| uid_of(p)).collect();
-    export_args.extend(uids.iter().map(String::as_str));
-    let (code, _, err) = export(&fx, &export_args);
+    let (code, _, err) = export(
+        &fx,
+        &["--beamtime", "bt", "--self-contained", "-o", path(&dir)],
+    );
     assert_eq!(code, 0, "{err}");
     let text = read(&dir.join(format!("{COUNT_RUN}.jsonl")));
     assert!(text.contains("\"spec\":\"BEAMDB_ZARR\""), "{text}");
@@ -593,61 +644,34 @@ fn export_self_contained_reingests_from_the_store_without_the_original_files() {
         ])
         .env("BEAMDB_DATA_ROOT", path(&fx.data_root())));
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("landed 4"), "{out}");
+    assert!(out.contains(&format!("landed {}", inputs.len())), "{out}");
     let (code, out, err) = run(fx
         .beamdb(&["verify", "--beamtime", "bt2"])
         .env("BEAMDB_DATA_ROOT", path(&fx.data_root())));
     assert_eq!(code, 0, "{out}{err}");
-    for (file, uid) in inputs.iter().zip(&uids) {
-        // The same frames, and every document but the resources and datums unchanged.
-        let chunks = |bt: &str| {
-            let root = fx
-                .data_root()
-                .join(format!("beamtimes/{bt}/frames.zarr/runs/{uid}/primary"));
-            let mut found = Vec::new();
-            for field in std::fs::read_dir(&root).expect("fields") {
-                let field = field.expect("field").path();
-                let c = field.join("c");
-                let mut stack = vec![c];
-                while let Some(d) = stack.pop() {
-                    for e in std::fs::read_dir(&d).into_iter().flatten() {
-                        let p = e.expect("entry").path();
-                        if p.is_dir() {
-                            stack.push(p);
-                        } else {
-                            let rel = p.strip_prefix(&root).expect("rel").display().to_string();
-                            found.push((rel, std::fs::read(&p).expect("chunk")));
-                        }
-                    }
-                }
-            }
-            found.sort();
-            found
-        };
-        let before = chunks("bt");
+    for file in &inputs {
+        let uid = uid_of(file);
+        // The same frames, bit for bit, and the same rows for every event.
+        let before = run_chunks(&fx, "bt", &uid);
         assert!(!before.is_empty(), "{uid}");
-        assert_eq!(before, chunks("bt2"), "frames of {uid}");
-        let (code, out, err) = export(&fx, &["--beamtime", "bt2", uid]);
-        assert_eq!(code, 0, "{err}");
-        let keep = |docs: Vec<(String, Value)>| -> Vec<(String, Value)> {
-            docs.into_iter()
-                .filter(|(n, _)| n != "resource" && n != "datum")
-                .collect()
-        };
-        assert_eq!(keep(documents(&out)), keep(documents(&read(file))), "{uid}");
+        assert_eq!(before, run_chunks(&fx, "bt2", &uid), "frames of {uid}");
+        assert_eq!(
+            event_rows(&fx, "bt", &uid),
+            event_rows(&fx, "bt2", &uid),
+            "{uid}"
+        );
+        // Where the run had resources and datums only, every other document is unchanged.
+        if !read(file).contains("stream_resource") {
+            let (code, out, err) = export(&fx, &["--beamtime", "bt2", &uid]);
+            assert_eq!(code, 0, "{err}");
+            let keep = |docs: Vec<(String, Value)>| -> Vec<(String, Value)> {
+                docs.into_iter()
+                    .filter(|(n, _)| n != "resource" && n != "datum")
+                    .collect()
+            };
+            assert_eq!(keep(documents(&out)), keep(documents(&read(file))), "{uid}");
+        }
     }
-
-    // A run whose frames come through stream_resource documents: those stay, and it says so.
-    let sr_scan = "a8aaf3c9-26e5-4e21-acfa-98a2911ad338";
-    let (code, _, err) = ingest(&fx, "bt", &[path(&hdf5(sr_scan))]);
-    assert_eq!(code, 0, "{err}");
-    let (code, out, err) = export(&fx, &["--beamtime", "bt", "--self-contained", sr_scan]);
-    assert_eq!(code, 4, "{err}");
-    assert!(
-        err.contains("the run's stream_resource documents are written as they are"),
-        "{err}"
-    );
-    assert_eq!(documents(&out), documents(&read(&hdf5(sr_scan))));
 }
 
 /// A run written to trip every rule of what a row gives back: integer times, a null
