@@ -455,8 +455,10 @@ pub struct ExportArgs {
     /// beamtime's frames.zarr, resource_path: the frame array, datum_kwargs.index: the frame),
     /// with the same datum_ids, so the events are unchanged. An ingest of the export reads the
     /// frames from the store (give it --root-map STORE=WHERE-IT-IS-NOW when the store has
-    /// moved) and needs none of the original files. stream_resource documents are left as they
-    /// are, and said so (exit 4).
+    /// moved) and needs none of the original files. A stream_resource becomes one of the
+    /// store's array (mimetype application/x-beamdb-zarr) and its stream_datums' indices the
+    /// frames' places in it; scalars a stream_resource delivered beside events are written in
+    /// the events instead. What cannot be pointed at the store is said (exit 4).
     #[arg(long)]
     pub self_contained: bool,
 }

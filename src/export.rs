@@ -36,6 +36,11 @@ pub enum ExportError {
         uid: String,
         what: String,
     },
+    #[error("{path}: cannot read it: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Writing a document failed (the caller's sink: a file, stdout).
     #[error("cannot write the documents: {0}")]
     Write(#[source] std::io::Error),
@@ -194,7 +199,7 @@ pub fn run_documents(
     let rebuilt = kept_descriptors == 0 && !streams.is_empty();
     if rebuilt {
         out.missing.push(
-            "the run was stored before beamdb kept every document (beamtime database before migration V2): its resource, datum, stream_resource and stream_datum documents and its events' `filled` were not kept and are not in the export; descriptors and events are rebuilt from their rows"
+            "the run was stored before beamdb kept every document (beamtime database before migration V2): its resource, datum, stream_resource and stream_datum documents and its events' `filled` were not kept and are not in the export; descriptors and events are rebuilt from their rows (to keep them all, ingest the run again from its original documents with --replace)"
                 .into(),
         );
     }
@@ -237,24 +242,38 @@ pub fn run_documents(
                     break;
                 };
                 let row = event_row(row).map_err(sql)?;
-                let (event, externals) =
-                    rebuild_event(row, &streams, &mut inspector, &mut out.missing)
-                        .map_err(damaged)?;
+                let (event, externals) = rebuild_event(
+                    row,
+                    &streams,
+                    &rewrite.inline_keys,
+                    &mut inspector,
+                    &mut out.missing,
+                )
+                .map_err(damaged)?;
                 for (name, doc) in rewrite.before_event(externals) {
                     send(name, &doc, &mut out)?;
                 }
                 send("event", &event, &mut out)?;
                 emitted_events += 1;
             }
-            if rewrite.keeps(&kind, &mut out.missing) {
+            if let Some(doc) = rewrite
+                .kept(conn, &kind, doc, &mut out.missing)
+                .map_err(sql)?
+            {
                 send(&kind, &doc, &mut out)?;
             }
         }
     }
     while let Some(row) = events.next().map_err(sql)? {
         let row = event_row(row).map_err(sql)?;
-        let (event, externals) =
-            rebuild_event(row, &streams, &mut inspector, &mut out.missing).map_err(damaged)?;
+        let (event, externals) = rebuild_event(
+            row,
+            &streams,
+            &rewrite.inline_keys,
+            &mut inspector,
+            &mut out.missing,
+        )
+        .map_err(damaged)?;
         for (name, doc) in rewrite.before_event(externals) {
             send(name, &doc, &mut out)?;
         }
@@ -269,13 +288,28 @@ pub fn run_documents(
 /// `--self-contained`: the run's resources and datums are replaced by BEAMDB_ZARR ones that
 /// name each external frame's array and index in the store (the datum_ids, and so the events,
 /// stay as they were); one resource per array, before its first event, and each datum just
-/// before its event. stream_resource documents are kept as they are (and said so).
+/// before its event. A stream_resource whose values are in the store becomes one of the
+/// store's array (`application/x-beamdb-zarr`), its stream_datums indices into that array; one
+/// whose values are in the events' rows (scalars delivered alongside events) is dropped with
+/// its stream_datums, and the values stay in the events.
 struct Rewrite {
     on: bool,
     uid: String,
     store: String,
     arrays: HashSet<String>,
-    said_streams: bool,
+    /// stream_resource uid → what became of it.
+    streams: HashMap<String, StreamRewrite>,
+    /// Data keys whose values the events now carry themselves.
+    inline_keys: HashSet<String>,
+}
+
+enum StreamRewrite {
+    /// Points at `array` of the store; its data key.
+    Store { data_key: String, array: String },
+    /// Its values are in the events.
+    Inline,
+    /// Left as it was (said so).
+    Kept,
 }
 
 /// The resource uid of a store array in a self-contained export.
@@ -294,26 +328,116 @@ impl Rewrite {
             uid: uid.to_string(),
             store: store.display().to_string(),
             arrays: HashSet::new(),
-            said_streams: false,
+            streams: HashMap::new(),
+            inline_keys: HashSet::new(),
         }
     }
 
-    /// Whether a kept document of `kind` is written as it is.
-    fn keeps(&mut self, kind: &str, missing: &mut Vec<String>) -> bool {
+    /// A kept document as it is written: as it is, rewritten, or not at all (`None`).
+    fn kept(
+        &mut self,
+        conn: &Connection,
+        kind: &str,
+        mut doc: Map<String, Value>,
+        missing: &mut Vec<String>,
+    ) -> rusqlite::Result<Option<Map<String, Value>>> {
         if !self.on {
-            return true;
+            return Ok(Some(doc));
         }
+        let text = |doc: &Map<String, Value>, key: &str| {
+            doc.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         match kind {
-            "resource" | "datum" => false,
-            "stream_resource" if !self.said_streams => {
-                self.said_streams = true;
-                missing.push(
-                    "--self-contained rewrites resources and datums only: the run's stream_resource documents are written as they are and still point at the original files"
-                        .into(),
-                );
-                true
+            "resource" | "datum" => Ok(None),
+            "stream_resource" => {
+                let (sr, data_key) = (text(&doc, "uid"), text(&doc, "data_key"));
+                let mut stmt = conn.prepare_cached(
+                    "SELECT DISTINCT i.zarr_group FROM image_refs i
+                     JOIN streams s ON s.uid = i.stream_uid
+                     WHERE s.run_uid = ?1 AND i.field_name = ?2 LIMIT 2",
+                )?;
+                let arrays: Vec<String> = stmt
+                    .query_map([&self.uid, &data_key], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                match arrays.as_slice() {
+                    [] => {
+                        self.inline_keys.insert(data_key);
+                        self.streams.insert(sr, StreamRewrite::Inline);
+                        Ok(None)
+                    }
+                    [array] => {
+                        let mut parameters = Map::new();
+                        parameters.insert("array".into(), array.clone().into());
+                        doc.insert(
+                            "mimetype".into(),
+                            crate::ingest::handlers::ZARR_MIMETYPE.into(),
+                        );
+                        doc.insert(
+                            "uri".into(),
+                            format!("file://localhost{}", self.store).into(),
+                        );
+                        doc.insert("parameters".into(), Value::Object(parameters));
+                        self.streams.insert(
+                            sr,
+                            StreamRewrite::Store {
+                                data_key,
+                                array: array.clone(),
+                            },
+                        );
+                        Ok(Some(doc))
+                    }
+                    _ => {
+                        missing.push(format!(
+                            "--self-contained: stream_resource {sr}: its {data_key} frames are in more than one array of the store (their shape changed mid-run); it is written as it is and still points at the original file"
+                        ));
+                        self.streams.insert(sr, StreamRewrite::Kept);
+                        Ok(Some(doc))
+                    }
+                }
             }
-            _ => true,
+            "stream_datum" => {
+                let sr = text(&doc, "stream_resource");
+                let (data_key, array) = match self.streams.get(&sr) {
+                    Some(StreamRewrite::Inline) => return Ok(None),
+                    Some(StreamRewrite::Store { data_key, array }) => {
+                        (data_key.clone(), array.clone())
+                    }
+                    Some(StreamRewrite::Kept) | None => return Ok(Some(doc)),
+                };
+                let bound = |key: &str, end: &str| {
+                    doc.get(key)
+                        .and_then(|v| v.get(end))
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0)
+                };
+                let (first, last) = (bound("seq_nums", "start"), bound("seq_nums", "stop"));
+                let mut stmt = conn.prepare_cached(
+                    "SELECT min(index_in_stack), max(index_in_stack), count(*) FROM image_refs
+                     WHERE stream_uid = ?1 AND field_name = ?2 AND zarr_group = ?3
+                       AND seq_num >= ?4 AND seq_num < ?5",
+                )?;
+                let (lo, hi, n): (Option<i64>, Option<i64>, i64) = stmt.query_row(
+                    rusqlite::params![text(&doc, "descriptor"), data_key, array, first, last],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                match (lo, hi) {
+                    (Some(lo), Some(hi)) if n == last - first && hi - lo + 1 == n => {
+                        let mut indices = Map::new();
+                        indices.insert("start".into(), lo.into());
+                        indices.insert("stop".into(), (hi + 1).into());
+                        doc.insert("indices".into(), Value::Object(indices));
+                    }
+                    _ => missing.push(format!(
+                        "--self-contained: stream_datum {}: its frames are not one run of the store's array {array}; written as it is, its indices do not fit the rewritten stream_resource",
+                        text(&doc, "uid")
+                    )),
+                }
+                Ok(Some(doc))
+            }
+            _ => Ok(Some(doc)),
         }
     }
 
@@ -351,6 +475,9 @@ impl Rewrite {
     }
 }
 
+/// Frame indexes named in a line about missing frames.
+const SHOWN_INDEXES: usize = 10;
+
 /// Every committed frame of the run that is not in the store, one line per array.
 fn missing_frames(
     conn: &Connection,
@@ -358,22 +485,33 @@ fn missing_frames(
     inspector: &mut Inspector,
     missing: &mut Vec<String>,
 ) -> rusqlite::Result<()> {
-    let mut by_array: BTreeMap<String, (String, Vec<i64>)> = BTreeMap::new();
-    for frame in writer::committed_frames(conn, uid)? {
+    // Per array: the first problem, how many frames, the first few indexes.
+    let mut by_array: BTreeMap<String, (String, usize, Vec<i64>)> = BTreeMap::new();
+    // One frame at a time (a run may have millions): the same rows as
+    // `writer::committed_frames`, which recovery holds in memory at once.
+    let mut stmt = conn.prepare(
+        "SELECT i.zarr_group, i.index_in_stack, i.dtype, i.frame_shape
+         FROM image_refs i JOIN streams s ON s.uid = i.stream_uid
+         WHERE s.run_uid = ?1 ORDER BY i.id",
+    )?;
+    let mut rows = stmt.query([uid])?;
+    while let Some(r) = rows.next()? {
+        let frame = writer::frame_ref(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
         if let Some(problem) = inspector.frame_problem(&frame.array, &frame, 1, false) {
-            by_array
+            let entry = by_array
                 .entry(frame.array.clone())
-                .or_insert_with(|| (problem, Vec::new()))
-                .1
-                .push(frame.index);
+                .or_insert_with(|| (problem, 0, Vec::new()));
+            entry.1 += 1;
+            if entry.2.len() < SHOWN_INDEXES {
+                entry.2.push(frame.index);
+            }
         }
     }
-    for (array, (problem, indexes)) in by_array {
-        let shown: Vec<String> = indexes.iter().take(10).map(i64::to_string).collect();
-        let more = if indexes.len() > 10 { ", ..." } else { "" };
+    for (array, (problem, n, indexes)) in by_array {
+        let shown: Vec<String> = indexes.iter().map(i64::to_string).collect();
+        let more = if n > indexes.len() { ", ..." } else { "" };
         missing.push(format!(
-            "frames.zarr/{array}: {} frames missing or unreadable (indexes {}{more}; {problem}); the documents still point at the original files, and `beamdb verify` says more",
-            indexes.len(),
+            "frames.zarr/{array}: {n} frames missing or unreadable (indexes {}{more}; {problem}); the documents still point at the original files, and `beamdb verify` says more",
             shown.join(", ")
         ));
     }
@@ -429,6 +567,7 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
 fn rebuild_event(
     row: EventRow,
     streams: &HashMap<String, Stream>,
+    inline_keys: &HashSet<String>,
     inspector: &mut Option<Inspector>,
     missing: &mut Vec<String>,
 ) -> Result<(Map<String, Value>, Vec<External>), String> {
@@ -484,7 +623,7 @@ fn rebuild_event(
         }
     }
     if let Some(stream) = stream {
-        data.retain(|k, _| !stream.stream_keys.contains(k));
+        data.retain(|k, _| !stream.stream_keys.contains(k) || inline_keys.contains(k));
     }
     data.extend(rest.data);
     let mut event = Map::new();
@@ -563,17 +702,20 @@ const QUARANTINED_TABLES: [&str; 7] = [
 /// private in-memory database at the head of the built-in migrations, so that the same
 /// export reads them. Columns the built-in model lacks (a facility's promoted metadata) are
 /// left out: the RunStart keeps their values.
-pub fn quarantined_run(file: &Path) -> Result<Connection, ExportError> {
+pub fn quarantined_run(file: &Path, uid: &str) -> Result<Connection, ExportError> {
     let damaged = |what: String| ExportError::Damaged {
         path: file.to_path_buf(),
-        uid: String::new(),
+        uid: uid.to_string(),
         what,
     };
     let sql = |source| ExportError::Sqlite {
         path: file.to_path_buf(),
         source,
     };
-    let text = std::fs::read_to_string(file).map_err(ExportError::Write)?;
+    let text = std::fs::read_to_string(file).map_err(|source| ExportError::Read {
+        path: file.to_path_buf(),
+        source,
+    })?;
     let Ok(Value::Object(saved)) = serde_json::from_str::<Value>(&text) else {
         return Err(damaged("not a quarantine file (JSON object)".into()));
     };

@@ -31,6 +31,10 @@ pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
         uids.extend(all.iter().map(|u| (u.clone(), None)));
     }
     for uid in &args.uids {
+        // A uid named twice is exported once (and its file written once).
+        if uids.iter().any(|(u, _)| u == uid) {
+            continue;
+        }
         if all.contains(uid) {
             uids.push((uid.clone(), None));
         } else if let Some(file) = lookup::quarantined(&layout, uid, std::slice::from_ref(&id)) {
@@ -83,7 +87,7 @@ pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
         let (conn, db_path) = match quarantine {
             None => (&conn, db_path.as_path()),
             Some(file) => {
-                saved = export::quarantined_run(file)
+                saved = export::quarantined_run(file, uid)
                     .with_context(|| format!("beamtime {id}: run {uid}: quarantined"))?;
                 (&saved, file.as_path())
             }

@@ -214,6 +214,8 @@ pub struct Collector {
     /// The events of the last document (one, or an event_page's), whose rest an inline frame
     /// may still add to: decided at the next document.
     pending: Vec<(String, String, Rest)>,
+    /// Event uid → its place in `pending` (a page of many events with inline frames).
+    pending_at: HashMap<String, usize>,
     rows: KeptRows,
 }
 
@@ -307,6 +309,7 @@ impl Collector {
                 }
             }
         }
+        self.pending_at.insert(uid.to_string(), self.pending.len());
         self.pending
             .push((uid.to_string(), descriptor.to_string(), rest));
     }
@@ -322,7 +325,11 @@ impl Collector {
         shape: &[u64],
         dtype: Dtype,
     ) {
-        let Some((_, _, rest)) = self.pending.iter_mut().rev().find(|(u, _, _)| u == uid) else {
+        let Some((_, _, rest)) = self
+            .pending_at
+            .get(uid)
+            .and_then(|&i| self.pending.get_mut(i))
+        else {
             return;
         };
         let mut stored = inline::to_json(bytes, shape, dtype);
@@ -340,6 +347,7 @@ impl Collector {
     /// Decides the pending events: a `kept_events` row for each whose rest is not its
     /// descriptor's.
     fn settle(&mut self) {
+        self.pending_at.clear();
         for (uid, descriptor, rest) in std::mem::take(&mut self.pending) {
             let text = rest.to_json();
             let default = match self.descriptors.get_mut(&descriptor) {

@@ -159,7 +159,7 @@ fn concurrency_migrate_while_an_ingest_runs_exits_75_and_loses_nothing() {
     assert_eq!(count(&conn, "SELECT count(*) FROM events"), 20_000);
     assert_eq!(
         count(&conn, "SELECT max(version) FROM refinery_schema_history"),
-        2
+        3
     );
     verify_clean(&fx, &root);
 }

@@ -464,7 +464,7 @@ fn crash_replace_then_plain_reingest_keeps_every_committed_frame() {
 }
 
 /// A migration that rebuilds `runs` (plan_name made nullable, a column added), over a beamtime
-/// with many runs, killed at random: the database is at V1 or V2, never between, no row lost.
+/// with many runs, killed at random: the database is at V2 or V3, never between, no row lost.
 #[test]
 fn crash_migrate_mid_rebuild_leaves_the_old_or_the_new_version() {
     let fx = Fixture::new();
@@ -487,8 +487,8 @@ fn crash_migrate_mid_rebuild_leaves_the_old_or_the_new_version() {
 
     const RUNS: i64 = 30_000;
     let populate = |root: &Path| {
-        // initdb at V1 only: V2 is the migration under test.
-        let v2 = fx.path().join("m/beamtime/V2__proposal.sql");
+        // initdb at the shipped V2 only: V3 is the migration under test.
+        let v2 = fx.path().join("m/beamtime/V3__proposal.sql");
         let saved = std::fs::read_to_string(&v2).unwrap();
         std::fs::remove_file(&v2).unwrap();
         let (code, _, err) = finish(spawn(&fx, root, &["initdb", "--beamtime", "bt"]));
@@ -513,7 +513,7 @@ fn crash_migrate_mid_rebuild_leaves_the_old_or_the_new_version() {
         );
         assert_eq!(
             has_proposal,
-            i64::from(v == 2),
+            i64::from(v == 3),
             "version {v} with the other schema"
         );
         assert_whole(&conn);
@@ -528,7 +528,7 @@ fn crash_migrate_mid_rebuild_leaves_the_old_or_the_new_version() {
     assert_eq!(code, 0, "{out}{err}");
     let full = started.elapsed();
     let mut rng = seeded("migrate");
-    let mut seen = [0usize; 3];
+    let mut seen = [0usize; 4];
     let mut kills = Kills::new(full);
     let mut trial = 0;
     while kills.more(trial) {
@@ -545,17 +545,17 @@ fn crash_migrate_mid_rebuild_leaves_the_old_or_the_new_version() {
         seen[v as usize] += 1;
         let (code, out, err) = finish(spawn(&fx, &root, &["migrate"]));
         assert_eq!(code, 0, "trial {trial}: re-run\n{out}{err}");
-        assert_eq!(version(&root), 2);
+        assert_eq!(version(&root), 3);
         let (code, out, err) = finish(spawn(&fx, &root, &["verify"]));
         assert_eq!(code, 0, "trial {trial}: verify\n{out}{err}");
         std::fs::remove_dir_all(&root).ok();
         trial += 1;
     }
     eprintln!(
-        "crash suite migrate: {trial} trials, {} processes killed mid-way, left at V1 {} times, at V2 {} times (full run {:.2} s)",
+        "crash suite migrate: {trial} trials, {} processes killed mid-way, left at V2 {} times, at V3 {} times (full run {:.2} s)",
         kills.killed,
-        seen[1],
         seen[2],
+        seen[3],
         full.as_secs_f64()
     );
     kills.assert_some("migrate");

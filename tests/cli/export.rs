@@ -461,6 +461,39 @@ fn export_from_a_beamtime_stored_before_v2_rebuilds_what_it_can_and_exits_4() {
     let conn = fx.open(&fx.beamtime_db("bt"));
     assert_eq!(count(&conn, "SELECT count(*) FROM kept_documents"), 0);
     check(&fx);
+    // --self-contained gives the old run resources and datums again (pointing at the store),
+    // so that it re-ingests whole, frames and all, without the original files.
+    let dir = fx.path().join("sc");
+    let (code, _, err) = export(
+        &fx,
+        &[
+            "--beamtime",
+            "bt",
+            "--self-contained",
+            "-o",
+            path(&dir),
+            COUNT_RUN,
+        ],
+    );
+    assert_eq!(code, 4, "{err}");
+    let store_dir = fx
+        .data_root()
+        .join("beamtimes/bt/frames.zarr")
+        .canonicalize()
+        .expect("store");
+    let map = format!("{0}={0}", store_dir.display());
+    let (code, out, err) = run(fx
+        .beamdb(&[
+            "ingest",
+            "--beamtime",
+            "bt3",
+            "--root-map",
+            &map,
+            path(&dir),
+        ])
+        .env("BEAMDB_DATA_ROOT", path(&fx.data_root())));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("5 frames"), "{out}");
     // A run ingested after the migration is kept whole.
     let hidden = repo("tests/data/hidden/2d496cb0-3d6e-4160-916e-02ad99f94aee.jsonl");
     let (code, _, err) = ingest(&fx, "bt", &[path(&hidden)]);
@@ -519,27 +552,78 @@ fn export_stops_quietly_when_stdout_closes() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// Every events row of run `uid` in beamtime `bt`: (uid, seq_num, time, data, timestamps),
+/// the JSON columns as values (key order aside).
+fn event_rows(fx: &Fixture, bt: &str, uid: &str) -> Vec<(String, i64, f64, Value, Value)> {
+    let conn = fx.open(&fx.beamtime_db(bt));
+    let mut stmt = conn
+        .prepare(
+            "SELECT e.uid, e.seq_num, e.time, e.data, e.timestamps FROM events e
+             JOIN streams s ON s.uid = e.stream_uid WHERE s.run_uid = ?1 ORDER BY e.uid",
+        )
+        .expect("events");
+    let json = |t: Option<String>| -> Value {
+        t.map_or(Value::Null, |t| serde_json::from_str(&t).expect("json"))
+    };
+    stmt.query_map([uid], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            json(r.get(3)?),
+            json(r.get(4)?),
+        ))
+    })
+    .expect("events")
+    .map(|r| r.expect("row"))
+    .collect()
+}
+
+/// Every chunk file of run `uid` in beamtime `bt`, with its bytes.
+fn run_chunks(fx: &Fixture, bt: &str, uid: &str) -> Vec<(String, Vec<u8>)> {
+    let root = fx
+        .data_root()
+        .join(format!("beamtimes/{bt}/frames.zarr/runs/{uid}"));
+    let mut found = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten() {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n != "zarr.json") {
+                let rel = p.strip_prefix(&root).expect("rel").display().to_string();
+                found.push((rel, std::fs::read(&p).expect("chunk")));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 #[test]
 fn export_self_contained_reingests_from_the_store_without_the_original_files() {
     let fx = Fixture::new();
     let hdf5 = |uid: &str| repo(&format!("tests/data/hdf5/shared/{uid}.jsonl"));
-    let paged = "4c25f8e6-90b0-4d43-a8f6-36e5dbd66ff9";
-    let ad_count = "85cd65f3-aab4-4de1-973c-0b3b646d5056";
-    let ad_pages = "8e1b26b6-4f77-42ae-a85a-a69ec8225170";
+    // NPY_SEQ with events and with pages, AD_HDF5 with events and with pages, and the
+    // stream_resource runs: a count, a scan with scalars delivered beside events, a fly scan.
     let inputs = [
         bluesky(COUNT_RUN),
-        bluesky(paged),
-        hdf5(ad_count),
-        hdf5(ad_pages),
+        bluesky("4c25f8e6-90b0-4d43-a8f6-36e5dbd66ff9"),
+        hdf5("85cd65f3-aab4-4de1-973c-0b3b646d5056"),
+        hdf5("8e1b26b6-4f77-42ae-a85a-a69ec8225170"),
+        hdf5("7f0a1c83-b144-4792-aebf-80d812d8193f"),
+        hdf5("a8aaf3c9-26e5-4e21-acfa-98a2911ad338"),
+        hdf5("b6a82a9e-1e51-41d3-a3af-d506fe46eb68"),
     ];
     let args: Vec<&str> = inputs.iter().map(|p| path(p)).collect();
     let (code, _, err) = ingest(&fx, "bt", &args);
     assert_eq!(code, 0, "{err}");
     let dir = fx.path().join("out");
-    let mut export_args = vec!["--beamtime", "bt", "--self-contained", "-o", path(&dir)];
-    let uids: Vec<String> = inputs.iter().map(|p| uid_of(p)).collect();
-    export_args.extend(uids.iter().map(String::as_str));
-    let (code, _, err) = export(&fx, &export_args);
+    let (code, _, err) = export(
+        &fx,
+        &["--beamtime", "bt", "--self-contained", "-o", path(&dir)],
+    );
     assert_eq!(code, 0, "{err}");
     let text = read(&dir.join(format!("{COUNT_RUN}.jsonl")));
     assert!(text.contains("\"spec\":\"BEAMDB_ZARR\""), "{text}");
@@ -563,59 +647,109 @@ fn export_self_contained_reingests_from_the_store_without_the_original_files() {
         ])
         .env("BEAMDB_DATA_ROOT", path(&fx.data_root())));
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("landed 4"), "{out}");
+    assert!(out.contains(&format!("landed {}", inputs.len())), "{out}");
     let (code, out, err) = run(fx
         .beamdb(&["verify", "--beamtime", "bt2"])
         .env("BEAMDB_DATA_ROOT", path(&fx.data_root())));
     assert_eq!(code, 0, "{out}{err}");
-    for (file, uid) in inputs.iter().zip(&uids) {
-        // The same frames, and every document but the resources and datums unchanged.
-        let chunks = |bt: &str| {
-            let root = fx
-                .data_root()
-                .join(format!("beamtimes/{bt}/frames.zarr/runs/{uid}/primary"));
-            let mut found = Vec::new();
-            for field in std::fs::read_dir(&root).expect("fields") {
-                let field = field.expect("field").path();
-                let c = field.join("c");
-                let mut stack = vec![c];
-                while let Some(d) = stack.pop() {
-                    for e in std::fs::read_dir(&d).into_iter().flatten() {
-                        let p = e.expect("entry").path();
-                        if p.is_dir() {
-                            stack.push(p);
-                        } else {
-                            let rel = p.strip_prefix(&root).expect("rel").display().to_string();
-                            found.push((rel, std::fs::read(&p).expect("chunk")));
-                        }
-                    }
-                }
-            }
-            found.sort();
-            found
-        };
-        let before = chunks("bt");
+    for file in &inputs {
+        let uid = uid_of(file);
+        // The same frames, bit for bit, and the same rows for every event.
+        let before = run_chunks(&fx, "bt", &uid);
         assert!(!before.is_empty(), "{uid}");
-        assert_eq!(before, chunks("bt2"), "frames of {uid}");
-        let (code, out, err) = export(&fx, &["--beamtime", "bt2", uid]);
-        assert_eq!(code, 0, "{err}");
-        let keep = |docs: Vec<(String, Value)>| -> Vec<(String, Value)> {
-            docs.into_iter()
-                .filter(|(n, _)| n != "resource" && n != "datum")
-                .collect()
-        };
-        assert_eq!(keep(documents(&out)), keep(documents(&read(file))), "{uid}");
+        assert_eq!(before, run_chunks(&fx, "bt2", &uid), "frames of {uid}");
+        assert_eq!(
+            event_rows(&fx, "bt", &uid),
+            event_rows(&fx, "bt2", &uid),
+            "{uid}"
+        );
+        // Where the run had resources and datums only, every other document is unchanged.
+        if !read(file).contains("stream_resource") {
+            let (code, out, err) = export(&fx, &["--beamtime", "bt2", &uid]);
+            assert_eq!(code, 0, "{err}");
+            let keep = |docs: Vec<(String, Value)>| -> Vec<(String, Value)> {
+                docs.into_iter()
+                    .filter(|(n, _)| n != "resource" && n != "datum")
+                    .collect()
+            };
+            assert_eq!(keep(documents(&out)), keep(documents(&read(file))), "{uid}");
+        }
     }
+}
 
-    // A run whose frames come through stream_resource documents: those stay, and it says so.
-    let sr_scan = "a8aaf3c9-26e5-4e21-acfa-98a2911ad338";
-    let (code, _, err) = ingest(&fx, "bt", &[path(&hdf5(sr_scan))]);
-    assert_eq!(code, 0, "{err}");
-    let (code, out, err) = export(&fx, &["--beamtime", "bt", "--self-contained", sr_scan]);
-    assert_eq!(code, 4, "{err}");
-    assert!(
-        err.contains("the run's stream_resource documents are written as they are"),
-        "{err}"
+/// A run written to trip every rule of what a row gives back: integer times, a null
+/// `configuration` and `timestamps`, keys beamdb has no column for, `filled` that differs
+/// between events, a page without timestamps or `filled`, inline frames of integers stored
+/// as float64 and of decimals stored as float32 (which do not read back as written).
+const ODD_RUN: &str = r#"["start", {"uid": "odd-run", "time": 5, "plan_name": "count", "extra": {"nested": [1, 2.5, null, "x"]}}]
+["descriptor", {"uid": "d1", "run_start": "odd-run", "name": "primary", "time": 6, "configuration": null, "hints": {"x": {"fields": ["x"]}}, "object_keys": {"x": ["x"]}, "data_keys": {"x": {"dtype": "number", "shape": [], "source": "s"}, "img": {"dtype": "array", "shape": [2, 3], "source": "s"}, "img32": {"dtype": "array", "shape": [2, 2], "dtype_numpy": "<f4", "source": "s"}}}]
+["descriptor", {"uid": "d2", "run_start": "odd-run", "name": "baseline", "time": 6.5, "data_keys": {"t": {"dtype": "number", "shape": [], "source": "s"}}}]
+["event", {"uid": "e1", "descriptor": "d2", "seq_num": 1, "time": 7, "data": {"t": 1}, "timestamps": {"t": 7.0}, "filled": {}}]
+["event", {"uid": "e2", "descriptor": "d1", "seq_num": 1, "time": 7.5, "data": {"x": 1, "img": [[1, 2, 3], [4, 5, 6]], "img32": [[0.1, 0.2], [0.3, 0.4]]}, "timestamps": null, "filled": {}, "custom_key": "hello"}]
+["event_page", {"descriptor": "d1", "uid": ["e3", "e4"], "seq_num": [2, 3], "time": [8.0, 9.0], "data": {"x": [2, 3], "img": [[[1.5, 2, 3], [4, 5, 6]], [[0.5, 0.25, 1e-3], [-1, -2.5, 3]]], "img32": [[[0.5, 0.25], [1, 2]], [[0.1, 0], [0, 0]]]}, "timestamps": {}}]
+["event", {"uid": "e5", "descriptor": "d2", "seq_num": 2, "time": 10.0, "data": {"t": 2}, "timestamps": {"t": 10.0}}]
+["stop", {"uid": "s", "run_start": "odd-run", "time": 11, "exit_status": "success", "num_events": {"primary": 3, "baseline": 2}}]
+"#;
+
+#[test]
+fn export_gives_back_what_no_row_keeps_and_a_reingest_keeps_it_again() {
+    let fx = Fixture::new();
+    let file = fx.write("odd-run.jsonl", ODD_RUN);
+    let (code, out, err) = ingest(&fx, "bt", &[path(&file)]);
+    assert_eq!(code, 0, "{out}{err}");
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    // Events whose rest differs from their descriptor's have their own row; no event data
+    // is kept twice.
+    assert!(count(&conn, "SELECT count(*) FROM kept_events") >= 2);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM kept_events WHERE rest LIKE '%\"img\"%[[%'"
+        ),
+        0,
+        "an inline float64 frame of integers is kept as a flag, not a copy"
     );
-    assert_eq!(documents(&out), documents(&read(&hdf5(sr_scan))));
+    let (code, out, err) = export(&fx, &["--beamtime", "bt", "odd-run"]);
+    assert_eq!(code, 0, "{err}");
+    let want = documents(ODD_RUN);
+    assert_eq!(documents(&out), want);
+    // Integers stay integers, the float32 frame its decimals as written.
+    assert!(out.contains(r#""img":[[1,2,3],[4,5,6]]"#), "{out}");
+    assert!(out.contains(r#""img32":[[0.1,0.2],[0.3,0.4]]"#), "{out}");
+
+    let again = fx.write("again/odd-run.jsonl", &out);
+    let (code, out, err) = ingest(&fx, "bt2", &[path(&again)]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = export(&fx, &["--beamtime", "bt2", "odd-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(documents(&out), want);
+}
+
+#[test]
+fn export_after_ingest_replace_gives_the_replacing_documents_only() {
+    let fx = Fixture::new();
+    let (code, _, err) = ingest(&fx, "bt", &[path(&bluesky(COUNT_RUN))]);
+    assert_eq!(code, 0, "{err}");
+    let edited = fx.edited_copy(&bluesky(COUNT_RUN), "edited.jsonl", |t| {
+        t.replace(
+            "\"path_semantics\": \"posix\"",
+            "\"path_semantics\": \"posix\", \"note\": \"moved\"",
+        )
+        .replace(
+            "\"filled\": {\"ccd\": false}",
+            "\"filled\": {\"ccd\": false}, \"tag\": 1",
+        )
+    });
+    assert_ne!(read(&edited), read(&bluesky(COUNT_RUN)));
+    let (code, out, err) = ingest(&fx, "bt", &["--replace", path(&edited)]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = export(&fx, &["--beamtime", "bt", COUNT_RUN]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(documents(&out), documents(&read(&edited)));
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM kept_documents"),
+        7,
+        "descriptor, resource, 5 datums: the first ingest's rows are gone"
+    );
 }

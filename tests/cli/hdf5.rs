@@ -437,7 +437,7 @@ fn ingest_hdf5_bad_stream_documents_are_rejected() {
         SR_FLY,
         "mimetype.jsonl",
         3,
-        "stream_resource mimetype \"image/tiff\" is not supported yet (supported: application/x-hdf5)",
+        "stream_resource mimetype \"image/tiff\" is not supported yet (supported: application/x-hdf5, application/x-beamdb-zarr)",
         &|t| t.replacen("application/x-hdf5", "image/tiff", 1),
     );
     rejected(

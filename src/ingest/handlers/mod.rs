@@ -191,7 +191,7 @@ pub enum ResourceError {
     )]
     UnsupportedSpec(String),
     #[error(
-        "stream_resource mimetype {0:?} is not supported yet (supported: application/x-hdf5); this run is skipped"
+        "stream_resource mimetype {0:?} is not supported yet (supported: application/x-hdf5, application/x-beamdb-zarr); this run is skipped"
     )]
     UnsupportedMimetype(String),
     #[error("{field} {kwargs}: {what}")]
@@ -207,6 +207,9 @@ pub enum ResourceError {
     #[error(transparent)]
     File(#[from] FrameError),
 }
+
+/// The stream_resource mimetype of an array of a beamdb frame store (`export --self-contained`).
+pub const ZARR_MIMETYPE: &str = zarr::MIMETYPE;
 
 /// The handler for a resource document's spec, root, path and kwargs.
 pub fn for_resource(
@@ -260,8 +263,41 @@ pub fn for_stream_resource(
                 parameters,
             )?))
         }
+        zarr::MIMETYPE => {
+            let store = local_path(uri)?;
+            let array = parameters
+                .get("array")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ResourceError::Kwargs {
+                    field: "parameters",
+                    kwargs: Value::Object(parameters.clone()).to_string(),
+                    what: "needs `array`, the frame array's path inside the store",
+                })?;
+            Ok(Arc::new(zarr::ZarrStack::open(
+                roots.resolve(store)?,
+                array,
+            )?))
+        }
         other => Err(ResourceError::UnsupportedMimetype(other.to_string())),
     }
+}
+
+/// The absolute path of a `file://localhost/abs/path` (or `file:///abs/path`) uri.
+fn local_path(uri: &str) -> Result<&str, ResourceError> {
+    let bad = |what| ResourceError::Uri {
+        uri: uri.to_string(),
+        what,
+    };
+    let rest = uri
+        .strip_prefix("file://")
+        .ok_or_else(|| bad("only file:// uris can be read"))?;
+    let path = rest.strip_prefix("localhost").unwrap_or(rest);
+    if !path.starts_with('/') {
+        return Err(bad(
+            "expected file://localhost/<absolute path> (files on another host cannot be read)",
+        ));
+    }
+    Ok(path)
 }
 
 /// Splits a `file://localhost/abs/dir/name.h5` (or `file:///abs/...`) uri into the folder,

@@ -2,6 +2,9 @@
 //! points a run's external frames: the resource's `root` is the store (`.../frames.zarr`,
 //! mapped by the root map like any root), its `resource_path` the frame array
 //! (`runs/{uid}/{stream}/{field}`), a datum's `index` the element of the array's axis 0.
+//! The same for a stream_resource of mimetype `application/x-beamdb-zarr`: its `uri` is the
+//! store (`file://localhost/.../frames.zarr`), `parameters.array` the array, and a
+//! stream_datum's indices are elements of the array's axis 0.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -12,6 +15,9 @@ use super::{FrameError, FrameInfo, Handler, Locator, ResourceError};
 use crate::frames::Inspector;
 use crate::ingest::dtype::Dtype;
 use crate::ingest::rootmap::ResolvedRoot;
+
+/// The stream_resource mimetype of a beamdb frame store's array.
+pub const MIMETYPE: &str = "application/x-beamdb-zarr";
 
 pub struct ZarrStack {
     root: ResolvedRoot,
@@ -58,6 +64,10 @@ impl ZarrStack {
     }
 
     fn index(&self, at: &Locator) -> Result<u64, FrameError> {
+        // A stream_datum's index is an element of the array, whatever its rows.
+        if let Locator::Index { index, .. } = at {
+            return Ok(*index);
+        }
         let kwargs = at.kwargs("BEAMDB_ZARR frames come from datum documents")?;
         kwargs
             .get("index")
