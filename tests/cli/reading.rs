@@ -496,7 +496,7 @@ fn reserved_run(fx: &Fixture) -> PathBuf {
     let uid = RESERVED_RUN;
     let d = "0dd0dd00-0000-4000-8000-0000000002d1";
     write_run(
-        &fx,
+        fx,
         "reserved.jsonl",
         &[
             (
