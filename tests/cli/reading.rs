@@ -476,10 +476,27 @@ fn marked_runs(root: &Path) -> usize {
 #[test]
 fn reading_frames_under_a_reserved_name_land_beside_the_time_coordinate() {
     let fx = Fixture::new();
-    let uid = "0dd0dd00-0000-4000-8000-000000000002";
+    let file = reserved_run(&fx);
+    let uid = RESERVED_RUN;
+    let (code, out, err) = run(&mut fx.beamdb(&["ingest", "--beamtime", "bt", path(&file)]));
+    assert_eq!(code, 0, "{out}{err}");
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    let group: String = conn
+        .query_row("SELECT zarr_group FROM image_refs", [], |r| r.get(0))
+        .expect("image_ref");
+    assert_eq!(group, format!("runs/{uid}/primary/time.field"));
+    assert_reads(&fx, "checked 1 runs, 1 streams, 1 values, 1 frames");
+    assert_verify_clean(&fx);
+}
+
+const RESERVED_RUN: &str = "0dd0dd00-0000-4000-8000-000000000002";
+
+/// A run whose frame field and a scalar key are named like the layout's coordinates.
+fn reserved_run(fx: &Fixture) -> PathBuf {
+    let uid = RESERVED_RUN;
     let d = "0dd0dd00-0000-4000-8000-0000000002d1";
-    let file = write_run(
-        &fx,
+    write_run(
+        fx,
         "reserved.jsonl",
         &[
             (
@@ -506,14 +523,42 @@ fn reading_frames_under_a_reserved_name_land_beside_the_time_coordinate() {
                 "time": 3.0, "exit_status": "success"}),
             ),
         ],
-    );
-    let (code, out, err) = run(&mut fx.beamdb(&["ingest", "--beamtime", "bt", path(&file)]));
+    )
+}
+
+/// An old store whose frame stack sits where the layout's `time` goes (an earlier beamdb
+/// named the stack after its field): that run is named and left unconverted, the others
+/// are converted, and verify keeps saying which runs are left.
+#[test]
+fn migrate_names_a_run_it_cannot_convert_and_converts_the_others() {
+    let fx = Fixture::new();
+    let (reserved, odd) = (reserved_run(&fx), odd_run(&fx));
+    let (code, out, err) =
+        run(&mut fx.beamdb(&["ingest", "--beamtime", "bt", path(&reserved), path(&odd)]));
     assert_eq!(code, 0, "{out}{err}");
-    let conn = fx.open(&fx.beamtime_db("bt"));
-    let group: String = conn
-        .query_row("SELECT zarr_group FROM image_refs", [], |r| r.get(0))
-        .expect("image_ref");
-    assert_eq!(group, format!("runs/{uid}/primary/time.field"));
-    assert_reads(&fx, "checked 1 runs, 1 streams, 1 values, 1 frames");
-    assert_verify_clean(&fx);
+    strip(&fx);
+    let primary = store(&fx).join("runs").join(RESERVED_RUN).join("primary");
+    std::fs::rename(primary.join("time.field"), primary.join("time")).expect("rename");
+    fx.open(&fx.beamtime_db("bt"))
+        .execute(
+            "UPDATE image_refs SET zarr_group = replace(zarr_group, 'time.field', 'time')",
+            [],
+        )
+        .expect("update");
+    let (code, out, err) = migrate(&fx, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("brought 1 run(s) to the xarray layout"),
+        "{out}"
+    );
+    assert!(
+        err.contains(&format!(
+            "run {RESERVED_RUN} was not brought to the xarray layout: {}: a frame array occupies \"time\", which the layout keeps for the stream's coordinate",
+            primary.join("time").display()
+        )),
+        "{err}"
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&["verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("1 run(s) without the xarray layout"), "{err}");
 }
