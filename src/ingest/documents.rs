@@ -1,10 +1,14 @@
 //! Reading suitcase-jsonl: one `["name", {document}]` pair a line. Each document keeps where
 //! it came from (`file:line`), because every message about bad input names it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::BufRead;
 use std::sync::Arc;
 
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Where a document is: `file:line` (`-` for stdin).
@@ -70,8 +74,38 @@ impl Kind {
 #[derive(Debug, Clone)]
 pub struct Doc {
     pub kind: Kind,
+    /// Empty for an event read on the fast path (`event` is `Some`).
     pub body: Map<String, Value>,
     pub pos: Pos,
+    /// An event read without a `Value` tree (a [`Reader`] with [`Reader::fast_events`]).
+    pub event: Option<Box<EventDoc>>,
+    /// The document's canonical form (see [`digest_doc`]), when the reader made it.
+    pub canonical: Vec<u8>,
+}
+
+impl Doc {
+    /// Feeds the document into a run's digest: the same bytes `digest_doc` hashes.
+    pub fn digest_into(&self, hasher: &mut impl sha2::Digest) {
+        if self.canonical.is_empty() {
+            digest_doc(hasher, self.kind, &self.body);
+        } else {
+            hasher.update(&self.canonical);
+        }
+    }
+}
+
+/// A plain event, parsed straight from its text: what the event table stores of it. An event
+/// that does not fit (a field of another type, a `run_start`, repeated keys) is read as a
+/// `Value` instead, so that its message is the same as ever.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventDoc {
+    pub uid: String,
+    pub descriptor: String,
+    pub seq_num: i64,
+    pub time: f64,
+    /// A JSON object's text, as written but without whitespace between tokens.
+    pub data: String,
+    pub timestamps: Option<String>,
 }
 
 /// What is wrong with a line or a document. Shown after its `file:line`.
@@ -147,6 +181,8 @@ pub struct Reader<R> {
     buf: String,
     /// A read error ends the stream: retrying a failing device would loop for ever.
     failed: bool,
+    /// Events are read on the fast path, and every document's canonical form is made.
+    fast: bool,
 }
 
 impl<R: BufRead> Reader<R> {
@@ -157,7 +193,15 @@ impl<R: BufRead> Reader<R> {
             line: 0,
             buf: String::new(),
             failed: false,
+            fast: false,
         }
+    }
+
+    /// Reads events without a `Value` tree (their rows' text straight from the line) and
+    /// makes each document's canonical form for the run's digest: what ingest needs.
+    pub fn fast_events(mut self) -> Reader<R> {
+        self.fast = true;
+        self
     }
 
     pub fn pos(&self) -> Pos {
@@ -187,19 +231,115 @@ impl<R: BufRead> Reader<R> {
                     return Some(Err((self.pos(), DocError::Read(e.to_string()))));
                 }
             }
+            if self.fast
+                && let Some((event, canonical)) = parse_event(&self.buf)
+            {
+                return Some(Ok(Doc {
+                    kind: Kind::Event,
+                    body: Map::new(),
+                    pos: self.pos(),
+                    event: Some(Box::new(event)),
+                    canonical,
+                }));
+            }
             match parse_line(&self.buf) {
                 Ok(None) => continue,
                 Ok(Some((kind, body))) => {
+                    let canonical = if self.fast {
+                        canonical(kind, &body)
+                    } else {
+                        Vec::new()
+                    };
                     return Some(Ok(Doc {
                         kind,
                         body,
                         pos: self.pos(),
+                        event: None,
+                        canonical,
                     }));
                 }
                 Err(e) => return Some(Err((self.pos(), e))),
             }
         }
     }
+}
+
+/// An `["event", {...}]` line as an [`EventDoc`] and its canonical form; `None` for any other
+/// line, and for an event that does not fit the fast path (the `Value` path then reads it and
+/// says what is wrong).
+pub fn parse_event(line: &str) -> Option<(EventDoc, Vec<u8>)> {
+    #[derive(Deserialize)]
+    struct Pair<'a>(#[serde(borrow)] Cow<'a, str>, #[serde(borrow)] &'a RawValue);
+    #[derive(Deserialize)]
+    struct Event<'a> {
+        #[serde(borrow)]
+        uid: Cow<'a, str>,
+        #[serde(borrow)]
+        descriptor: Cow<'a, str>,
+        seq_num: i64,
+        time: f64,
+        #[serde(borrow)]
+        data: &'a RawValue,
+        #[serde(borrow, default)]
+        timestamps: Option<&'a RawValue>,
+        /// Checked against the open run on the `Value` path.
+        #[serde(borrow, default)]
+        run_start: Option<&'a RawValue>,
+    }
+    // Cheap refusals first: most lines of a long run are events.
+    let rest = line.trim_start().strip_prefix('[')?.trim_start();
+    if !rest.starts_with("\"event\"") {
+        return None;
+    }
+    let Pair(name, body) = serde_json::from_str(line).ok()?;
+    if name != "event" {
+        return None;
+    }
+    let event: Event = serde_json::from_str(body.get()).ok()?;
+    let is_object = |raw: &RawValue| raw.get().starts_with('{');
+    if event.run_start.is_some()
+        || !is_object(event.data)
+        || event.timestamps.is_some_and(|t| !is_object(t))
+    {
+        return None;
+    }
+    let canonical = canonical_text(Kind::Event, body.get())?;
+    Some((
+        EventDoc {
+            uid: event.uid.into_owned(),
+            descriptor: event.descriptor.into_owned(),
+            seq_num: event.seq_num,
+            time: event.time,
+            data: compact(event.data.get()),
+            timestamps: event.timestamps.map(|t| compact(t.get())),
+        },
+        canonical,
+    ))
+}
+
+/// JSON text without the whitespace between its tokens (strings kept as they are).
+fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            if c == '"' {
+                in_string = true;
+            }
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Typed access to a document's fields, with errors that say which field.
@@ -288,14 +428,150 @@ impl<'a> Fields<'a> {
 /// Feeds a document into a digest in a canonical form (object keys sorted, no whitespace), so
 /// that the same documents give the same digest however they were serialised.
 pub fn digest_doc(hasher: &mut impl sha2::Digest, kind: Kind, body: &Map<String, Value>) {
-    // One buffer per document, hashed once: formatting each key and number into its own
-    // String cost more than the hashing.
+    hasher.update(canonical(kind, body));
+}
+
+/// The bytes [`digest_doc`] hashes. One buffer per document, hashed once: formatting each key
+/// and number into its own String cost more than the hashing.
+pub fn canonical(kind: Kind, body: &Map<String, Value>) -> Vec<u8> {
     let mut canonical = Vec::with_capacity(1024);
     canonical.extend_from_slice(kind.name().as_bytes());
     canonical.push(0);
     canonical_object(&mut canonical, body);
     canonical.push(b'\n');
-    hasher.update(&canonical);
+    canonical
+}
+
+/// [`canonical`] of a document given as JSON text, without building its `Value`: the same
+/// bytes (a stored run's digest must still match), for a fraction of the allocations. `None`
+/// when the text is not a JSON object.
+pub fn canonical_text(kind: Kind, body: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len() + 16);
+    out.extend_from_slice(kind.name().as_bytes());
+    out.push(0);
+    if !body.trim_start().starts_with('{') {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(body);
+    Canonical(&mut out).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    out.push(b'\n');
+    Some(out)
+}
+
+/// Writes the value it deserializes in canonical form, as `canonical_value` writes the
+/// `Value` serde_json would have built: the same visitor calls, the same formatting.
+struct Canonical<'o>(&'o mut Vec<u8>);
+
+impl<'de> DeserializeSeed<'de> for Canonical<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// An object key, borrowed from the text unless it has escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+}
+
+impl<'de> Visitor<'de> for Canonical<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        json_into(self.0, &v);
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        json_into(self.0, &v);
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        json_into(self.0, &v);
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        // As `Value` keeps it: a number that is not finite would be null.
+        match serde_json::Number::from_f64(v) {
+            Some(n) => json_into(self.0, &n),
+            None => self.0.extend_from_slice(b"null"),
+        }
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        json_into(self.0, v);
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.push(b'[');
+        while seq.next_element_seed(Canonical(self.0))?.is_some() {
+            self.0.push(b',');
+        }
+        self.0.push(b']');
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Values are written in the document's order, then emitted in the keys' order.
+        let mut values = Vec::new();
+        let mut entries: Vec<(Cow<'de, str>, std::ops::Range<usize>)> = Vec::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            let start = values.len();
+            map.next_value_seed(Canonical(&mut values))?;
+            entries.push((key, start..values.len()));
+        }
+        // A repeated key: the last value wins, as in a `Value` map.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        self.0.push(b'{');
+        for (i, (key, range)) in entries.iter().enumerate() {
+            if entries.get(i + 1).is_some_and(|next| next.0 == *key) {
+                continue;
+            }
+            json_into(self.0, key.as_ref());
+            self.0.push(b':');
+            self.0.extend_from_slice(&values[range.clone()]);
+            self.0.push(b',');
+        }
+        self.0.push(b'}');
+        Ok(())
+    }
 }
 
 /// `{"key":value,...,}` with keys sorted: the same document gives the same bytes whatever

@@ -144,7 +144,7 @@ impl<'a> Ingester<'a> {
         source: &str,
         report: &mut dyn FnMut(Report),
     ) -> Result<(), IngestError> {
-        let mut reader = Reader::new(input, source);
+        let mut reader = Reader::new(input, source).fast_events();
         let mut state = State::Idle;
         while let Some(next) = reader.next_doc() {
             let doc = match next {
@@ -221,6 +221,10 @@ impl<'a> Ingester<'a> {
                     run.discard()?;
                     Err(e.into())
                 }
+                Err(RunError::Db(e)) => {
+                    run.discard()?;
+                    Err(e.into())
+                }
             },
             State::Skipping if doc.kind == Kind::Stop => Ok(State::Idle),
             State::Skipping => Ok(State::Skipping),
@@ -243,6 +247,7 @@ impl<'a> Ingester<'a> {
             store: &self.store,
             roots: &self.options.roots,
             compression: self.options.compression,
+            conn: self.conn,
         }
     }
 
@@ -270,6 +275,7 @@ impl<'a> Ingester<'a> {
         };
         match RunBuilder::start(doc, mode) {
             Ok(run) => {
+                writer::stage_begin(self.conn)?;
                 // The committed rows are the proof of which copy of the frames is whole.
                 let conn = &*self.conn;
                 let recovered = self.store.recover(
@@ -332,6 +338,10 @@ impl<'a> Ingester<'a> {
                 run.discard()?;
                 return Err(e.into());
             }
+            Err(RunError::Db(e)) => {
+                run.discard()?;
+                return Err(e.into());
+            }
         };
         let (rows, frames, bytes) = match finished {
             Finished::Unchanged => {
@@ -352,11 +362,24 @@ impl<'a> Ingester<'a> {
             self.swap_back(&uid, &rows.content_digest)?;
             return Err(e.into());
         }
-        match writer::commit(self.conn, &rows, &self.promoted) {
-            Ok(()) => {
+        let written = write(self.conn, &run, &rows, &self.promoted);
+        match written {
+            Ok(Ok(())) => {
                 if staged {
                     self.store.drop_old(&uid)?;
                 }
+            }
+            Ok(Err(why)) => {
+                if staged {
+                    self.swap_back(&uid, &rows.content_digest)?;
+                } else {
+                    run.discard()?;
+                }
+                report(Report::Run(Outcome::Rejected {
+                    uid: Some(uid.to_string()),
+                    why,
+                }));
+                return Ok(());
             }
             Err(e) => {
                 if staged {
@@ -369,9 +392,9 @@ impl<'a> Ingester<'a> {
                 if let rusqlite::Error::SqliteFailure(err, _) = &e
                     && err.code == rusqlite::ErrorCode::ConstraintViolation
                 {
-                    // Inside one run the builder refuses repeated uids with their line; what is
-                    // left is a uid another run owns, named with its document.
-                    let why = owners::first_owned(self.conn, &rows)?.unwrap_or_else(|| {
+                    // A uid or seq_num the run repeats, or a uid another run owns, named with
+                    // its document.
+                    let why = owners::first_refused(self.conn, &rows)?.unwrap_or_else(|| {
                         Rejected::without_position(Problem::Database(e.to_string()))
                     });
                     report(Report::Run(Outcome::Rejected {
@@ -383,7 +406,7 @@ impl<'a> Ingester<'a> {
                 return Err(e.into());
             }
         }
-        self.events += rows.events.len() as u64;
+        self.events += rows.event_count;
         self.bytes += bytes;
         report(Report::Progress {
             events: self.events,
@@ -391,7 +414,7 @@ impl<'a> Ingester<'a> {
         });
         report(Report::Run(Outcome::Landed {
             uid: uid.to_string(),
-            events: rows.events.len(),
+            events: rows.event_count as usize,
             frames,
             bytes,
             incomplete,
@@ -400,4 +423,33 @@ impl<'a> Ingester<'a> {
         }));
         Ok(())
     }
+}
+
+/// The run's rows in one transaction: `Ok(Err(_))` when the run is refused (its counts), the
+/// transaction rolled back.
+fn write(
+    conn: &mut Connection,
+    run: &RunBuilder,
+    rows: &rows::RunRows,
+    promoted: &[crate::schema::declared::Promoted],
+) -> rusqlite::Result<Result<(), Rejected>> {
+    let tx = conn.transaction()?;
+    writer::write_run(&tx, rows, promoted)?;
+    if let Err(why) = run::check_counts(rows) {
+        return Ok(Err(why));
+    }
+    all_rows_in(&tx, run, rows)?;
+    tx.commit()?;
+    Ok(Ok(()))
+}
+
+/// Every row of the run is in `tx`, not yet committed, and its frames are in its group (staged
+/// or in place): the place for work that reads the run back from SQL before the commit
+/// (`SELECT ... FROM events JOIN streams ... WHERE run_uid = ?`). An error rolls the run back.
+fn all_rows_in(
+    _tx: &rusqlite::Transaction<'_>,
+    _run: &RunBuilder,
+    _rows: &rows::RunRows,
+) -> rusqlite::Result<()> {
+    Ok(())
 }

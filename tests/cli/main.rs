@@ -17,6 +17,7 @@ mod migrations;
 mod models;
 mod mutation;
 mod reindex;
+mod scale;
 mod search;
 mod setup;
 mod verify;
