@@ -3,8 +3,10 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::BufRead;
+use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -264,6 +266,108 @@ impl<R: BufRead> Reader<R> {
     }
 }
 
+/// What a reader gives for each document: the document, or where it is and what is wrong.
+pub type Next = Result<Doc, (Pos, DocError)>;
+
+/// Documents per hand-over from the reading thread.
+const PIPE_DOCS: usize = 256;
+/// Hand-overs in flight: the reading thread runs at most this far ahead.
+const PIPE_DEPTH: usize = 8;
+
+enum Batch {
+    Docs(Vec<Next>),
+    /// The input ended here.
+    End(Pos),
+}
+
+/// Ingest's reader: lines are read and parsed (the events on the fast path, the canonical
+/// forms made) on a thread of their own, while the caller's thread checks and stores the
+/// documents before them. Documents are handed over in batches, and a batch goes as soon as
+/// the input has no whole line buffered: a live producer's document is never held back
+/// waiting for the next one.
+pub struct Pipe {
+    batches: Receiver<Batch>,
+    ready: std::vec::IntoIter<Next>,
+    end: Pos,
+    thread: Option<JoinHandle<()>>,
+    stopped: bool,
+}
+
+impl Pipe {
+    pub fn spawn<R: Read + Send + 'static>(input: R, source: &str) -> Pipe {
+        let (tx, batches) = sync_channel(PIPE_DEPTH);
+        let reader = Reader::new(BufReader::with_capacity(1 << 20, input), source).fast_events();
+        let end = reader.pos();
+        let thread = std::thread::Builder::new()
+            .name("ingest-read".into())
+            .spawn(move || Pipe::read(reader, &tx))
+            .ok();
+        Pipe {
+            batches,
+            ready: Vec::new().into_iter(),
+            end,
+            thread,
+            stopped: false,
+        }
+    }
+
+    fn read<R: Read>(mut reader: Reader<BufReader<R>>, tx: &SyncSender<Batch>) {
+        let mut batch = Vec::with_capacity(PIPE_DOCS);
+        while let Some(next) = reader.next_doc() {
+            batch.push(next);
+            if batch.len() >= PIPE_DOCS || !reader.input.buffer().contains(&b'\n') {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(PIPE_DOCS));
+                // The caller stopped (an error ended its ingest): so does reading.
+                if tx.send(Batch::Docs(full)).is_err() {
+                    return;
+                }
+            }
+        }
+        if !batch.is_empty() && tx.send(Batch::Docs(batch)).is_err() {
+            return;
+        }
+        let _ = tx.send(Batch::End(reader.pos()));
+    }
+
+    /// The next document, `None` at the end.
+    pub fn next_doc(&mut self) -> Option<Next> {
+        loop {
+            if let Some(next) = self.ready.next() {
+                return Some(next);
+            }
+            match self.batches.recv() {
+                Ok(Batch::Docs(docs)) => self.ready = docs.into_iter(),
+                Ok(Batch::End(pos)) => {
+                    self.end = pos;
+                    return None;
+                }
+                // The reading thread is gone without saying where the input ended: it could
+                // not start, or it panicked. Said once; the rest of the input is not read.
+                Err(_) => {
+                    if self.stopped {
+                        return None;
+                    }
+                    self.stopped = true;
+                    if let Some(thread) = self.thread.take() {
+                        let _ = thread.join();
+                    }
+                    return Some(Err((
+                        self.end.clone(),
+                        DocError::Read(
+                            "the reading thread stopped before the end of the input; the rest is not read".into(),
+                        ),
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Where the input ended (after [`Pipe::next_doc`] returned `None`).
+    pub fn pos(&self) -> Pos {
+        self.end.clone()
+    }
+}
+
 /// An `["event", {...}]` line as an [`EventDoc`] and its canonical form; `None` for any other
 /// line, and for an event that does not fit the fast path (the `Value` path then reads it and
 /// says what is wrong).
@@ -317,29 +421,29 @@ pub fn parse_event(line: &str) -> Option<(EventDoc, Vec<u8>)> {
     ))
 }
 
-/// JSON text without the whitespace between its tokens (strings kept as they are).
+/// JSON text without the whitespace between its tokens (strings kept as they are). Bytes,
+/// not chars: every byte it looks at (whitespace, `"`, `\\`) is ASCII, so what it keeps is
+/// UTF-8 still.
 fn compact(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
+    let mut out = Vec::with_capacity(json.len());
     let mut in_string = false;
     let mut escaped = false;
-    for c in json.chars() {
+    for &b in json.as_bytes() {
         if in_string {
-            out.push(c);
+            out.push(b);
             if escaped {
                 escaped = false;
-            } else if c == '\\' {
+            } else if b == b'\\' {
                 escaped = true;
-            } else if c == '"' {
+            } else if b == b'"' {
                 in_string = false;
             }
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            if c == '"' {
-                in_string = true;
-            }
-            out.push(c);
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = b == b'"';
+            out.push(b);
         }
     }
-    out
+    String::from_utf8(out).unwrap_or_else(|_| json.to_string())
 }
 
 /// Typed access to a document's fields, with errors that say which field.
@@ -704,6 +808,61 @@ mod tests {
             "event document: `seq_num` is missing or not an integer"
         );
         assert!(f.str("uid").is_err());
+    }
+
+    /// Stored runs carry digests made from `Value`s: the text path must give the same bytes.
+    #[test]
+    fn canonical_text_is_byte_for_byte_the_value_path() {
+        let bodies = [
+            r#"{"uid": "a", "time": 1.0, "x": {"b": 1, "a": [1, 2.5, -3, 1e5, 1E-7, 0.1]}}"#,
+            r#"{"s": "é\u00e9\n\"\\/\u001f", "k\u00e9y": null, "t": true, "f": false}"#,
+            r#"{"big": 18446744073709551615, "neg": -9223372036854775808, "huge": 1e308}"#,
+            r#"{"z": -0.0, "m": -0, "d": 1795000000.001, "e": 12345678901234567890123}"#,
+            r#"{"dup": 1, "a": 2, "dup": {"y": [], "x": {}}}"#,
+            r#"{"nested": [[{"b": 2, "a": 1}], [], {}], "empty": ""}"#,
+            "{ \"ws\" :\t[ 1 ,\n 2 ] }",
+        ];
+        for body in bodies {
+            let map: Map<String, Value> = serde_json::from_str(body).unwrap();
+            assert_eq!(
+                canonical_text(Kind::Event, body).map(String::from_utf8),
+                Some(String::from_utf8(canonical(Kind::Event, &map))),
+                "{body}"
+            );
+        }
+        assert_eq!(canonical_text(Kind::Event, "[1]"), None);
+        assert_eq!(canonical_text(Kind::Event, "{} x"), None);
+    }
+
+    #[test]
+    fn events_take_the_fast_path_only_when_they_fit_it() {
+        let line = r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 3, "time": 2,
+            "data": {"x": 1, "s": "a b"}, "timestamps": {"x": 1.5}, "filled": {}}]"#;
+        let (event, canonical) = parse_event(line).unwrap();
+        assert_eq!(
+            event,
+            EventDoc {
+                uid: "e1".into(),
+                descriptor: "d".into(),
+                seq_num: 3,
+                time: 2.0,
+                data: r#"{"x":1,"s":"a b"}"#.into(),
+                timestamps: Some(r#"{"x":1.5}"#.into()),
+            }
+        );
+        let (kind, body) = parse_line(line).unwrap().unwrap();
+        assert_eq!(canonical, super::canonical(kind, &body));
+        for slow in [
+            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1.5, "time": 2, "data": {}}]"#,
+            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2, "data": []}]"#,
+            r#"["event", {"uid": "e1", "uid": "e2", "descriptor": "d", "seq_num": 1, "time": 2, "data": {}}]"#,
+            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2, "data": {}, "run_start": "r"}]"#,
+            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2, "data": {}, "timestamps": 5}]"#,
+            r#"["descriptor", {"uid": "e1"}]"#,
+            r#"["event", {"uid": "e1"}, 3]"#,
+        ] {
+            assert_eq!(parse_event(slow), None, "{slow}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod rows;
 pub mod run;
 pub mod writer;
 
-use std::io::BufRead;
+use std::io::Read;
 
 use rusqlite::Connection;
 
@@ -26,7 +26,7 @@ use crate::frames::{Committed, FrameStore, Recovered, StoreError, Target};
 use crate::layout::SafeName;
 use crate::lock::{self, LockError, LockGuard};
 use crate::settings::Compression;
-use documents::{Doc, Kind, Pos, Reader};
+use documents::{Doc, Kind, Pipe, Pos};
 use rootmap::RootMap;
 use run::{Context, Finished, Mode, Problem, Rejected, RunBuilder, RunError};
 
@@ -140,11 +140,12 @@ impl<'a> Ingester<'a> {
     /// stop. Bad input rejects its run and goes on; an I/O or database failure stops here.
     pub fn ingest(
         &mut self,
-        input: impl BufRead,
+        input: impl Read + Send + 'static,
         source: &str,
         report: &mut dyn FnMut(Report),
     ) -> Result<(), IngestError> {
-        let mut reader = Reader::new(input, source).fast_events();
+        // Parsing on a thread of its own; checks, frames and rows on this one.
+        let mut reader = Pipe::spawn(input, source);
         let mut state = State::Idle;
         while let Some(next) = reader.next_doc() {
             let doc = match next {

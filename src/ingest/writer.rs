@@ -140,6 +140,14 @@ pub const STAGED: &str = "temp.staged_events";
 /// keeps it out of memory (the bundled SQLite keeps temp tables in memory by default).
 pub fn stage_begin(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "temp_store", "FILE")?;
+    // Big pages and a few MiB of cache: the events go out and come back in a few thousand
+    // large reads and writes instead of ~150,000 of 4 KiB per 100,000 events (the page size
+    // takes when the temp database is first made). Its journal in memory: it is scratch, and
+    // one staging batch changes at most a few hundred KiB of it.
+    conn.execute_batch(
+        "PRAGMA temp.page_size = 65536; PRAGMA temp.cache_size = -8192;
+         PRAGMA temp.journal_mode = MEMORY",
+    )?;
     conn.execute_batch(
         "DROP TABLE IF EXISTS temp.staged_events;
          CREATE TEMP TABLE staged_events (uid TEXT NOT NULL, stream_uid TEXT NOT NULL,
