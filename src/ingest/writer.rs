@@ -375,15 +375,22 @@ fn insert_streams(tx: &Connection, rows: &RunRows) -> rusqlite::Result<()> {
     )
 }
 
+/// Page cache of `beamtime.db` while a run's events are copied in (KiB): the uid index takes
+/// them in random order, and with SQLite's default 2 MiB its pages were spilled and read again.
+const COPY_CACHE_KIB: i64 = 16 << 10;
+
 /// The run's events, from the staging table, in the order they arrived.
 fn insert_events(tx: &Connection) -> rusqlite::Result<()> {
-    tx.execute(
+    let before: i64 = tx.query_row("PRAGMA main.cache_size", [], |r| r.get(0))?;
+    tx.pragma_update(Some("main"), "cache_size", -COPY_CACHE_KIB)?;
+    let copied = tx.execute(
         "INSERT INTO events (uid, stream_uid, seq_num, time, data, timestamps)
          SELECT uid, stream_uid, seq_num, time, data, timestamps FROM temp.staged_events
          ORDER BY rowid",
         [],
-    )?;
-    Ok(())
+    );
+    tx.pragma_update(Some("main"), "cache_size", before)?;
+    copied.map(|_| ())
 }
 
 fn insert_image_refs(tx: &Connection, rows: &RunRows) -> rusqlite::Result<()> {
