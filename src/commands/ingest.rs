@@ -1,6 +1,5 @@
 //! `beamdb ingest`: documents and frames into one beamtime; one summary line per run.
 
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use crate::exit::{Context, Result};
@@ -59,9 +58,8 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
         let mut on_report = |r: Report| tally.report(&bar, started, r);
         match input {
             Input::Stdin => {
-                let stdin = std::io::stdin().lock();
                 ingester
-                    .ingest(stdin, "-", &mut on_report)
+                    .ingest(std::io::stdin(), "-", &mut on_report)
                     .map_err(stopped)?;
             }
             Input::File(path) => {
@@ -69,11 +67,7 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
                     .with_context(|| format!("{}: cannot open", path.display()))?;
                 let name = path.display().to_string();
                 ingester
-                    .ingest(
-                        BufReader::with_capacity(1 << 20, file),
-                        &name,
-                        &mut on_report,
-                    )
+                    .ingest(file, &name, &mut on_report)
                     .map_err(stopped)?;
             }
         }

@@ -1,10 +1,16 @@
 //! Reading suitcase-jsonl: one `["name", {document}]` pair a line. Each document keeps where
 //! it came from (`file:line`), because every message about bad input names it.
 
+use std::borrow::Cow;
 use std::fmt;
-use std::io::BufRead;
+use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Where a document is: `file:line` (`-` for stdin).
@@ -70,8 +76,38 @@ impl Kind {
 #[derive(Debug, Clone)]
 pub struct Doc {
     pub kind: Kind,
+    /// Empty for an event read on the fast path (`event` is `Some`).
     pub body: Map<String, Value>,
     pub pos: Pos,
+    /// An event read without a `Value` tree (a [`Reader`] with [`Reader::fast_events`]).
+    pub event: Option<Box<EventDoc>>,
+    /// The document's canonical form (see [`digest_doc`]), when the reader made it.
+    pub canonical: Vec<u8>,
+}
+
+impl Doc {
+    /// Feeds the document into a run's digest: the same bytes `digest_doc` hashes.
+    pub fn digest_into(&self, hasher: &mut impl sha2::Digest) {
+        if self.canonical.is_empty() {
+            digest_doc(hasher, self.kind, &self.body);
+        } else {
+            hasher.update(&self.canonical);
+        }
+    }
+}
+
+/// A plain event, parsed straight from its text: what the event table stores of it. An event
+/// that does not fit (a field of another type, a `run_start`, repeated keys) is read as a
+/// `Value` instead, so that its message is the same as ever.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventDoc {
+    pub uid: String,
+    pub descriptor: String,
+    pub seq_num: i64,
+    pub time: f64,
+    /// A JSON object's text, as written but without whitespace between tokens.
+    pub data: String,
+    pub timestamps: Option<String>,
 }
 
 /// What is wrong with a line or a document. Shown after its `file:line`.
@@ -147,6 +183,8 @@ pub struct Reader<R> {
     buf: String,
     /// A read error ends the stream: retrying a failing device would loop for ever.
     failed: bool,
+    /// Events are read on the fast path, and every document's canonical form is made.
+    fast: bool,
 }
 
 impl<R: BufRead> Reader<R> {
@@ -157,7 +195,15 @@ impl<R: BufRead> Reader<R> {
             line: 0,
             buf: String::new(),
             failed: false,
+            fast: false,
         }
+    }
+
+    /// Reads events without a `Value` tree (their rows' text straight from the line) and
+    /// makes each document's canonical form for the run's digest: what ingest needs.
+    pub fn fast_events(mut self) -> Reader<R> {
+        self.fast = true;
+        self
     }
 
     pub fn pos(&self) -> Pos {
@@ -187,19 +233,217 @@ impl<R: BufRead> Reader<R> {
                     return Some(Err((self.pos(), DocError::Read(e.to_string()))));
                 }
             }
+            if self.fast
+                && let Some((event, canonical)) = parse_event(&self.buf)
+            {
+                return Some(Ok(Doc {
+                    kind: Kind::Event,
+                    body: Map::new(),
+                    pos: self.pos(),
+                    event: Some(Box::new(event)),
+                    canonical,
+                }));
+            }
             match parse_line(&self.buf) {
                 Ok(None) => continue,
                 Ok(Some((kind, body))) => {
+                    let canonical = if self.fast {
+                        canonical(kind, &body)
+                    } else {
+                        Vec::new()
+                    };
                     return Some(Ok(Doc {
                         kind,
                         body,
                         pos: self.pos(),
+                        event: None,
+                        canonical,
                     }));
                 }
                 Err(e) => return Some(Err((self.pos(), e))),
             }
         }
     }
+}
+
+/// What a reader gives for each document: the document, or where it is and what is wrong.
+pub type Next = Result<Doc, (Pos, DocError)>;
+
+/// Documents per hand-over from the reading thread.
+const PIPE_DOCS: usize = 256;
+/// Hand-overs in flight: the reading thread runs at most this far ahead.
+const PIPE_DEPTH: usize = 8;
+
+enum Batch {
+    Docs(Vec<Next>),
+    /// The input ended here.
+    End(Pos),
+}
+
+/// Ingest's reader: lines are read and parsed (the events on the fast path, the canonical
+/// forms made) on a thread of their own, while the caller's thread checks and stores the
+/// documents before them. Documents are handed over in batches, and a batch goes as soon as
+/// the input has no whole line buffered: a live producer's document is never held back
+/// waiting for the next one.
+pub struct Pipe {
+    batches: Receiver<Batch>,
+    ready: std::vec::IntoIter<Next>,
+    end: Pos,
+    thread: Option<JoinHandle<()>>,
+    stopped: bool,
+}
+
+impl Pipe {
+    pub fn spawn<R: Read + Send + 'static>(input: R, source: &str) -> Pipe {
+        let (tx, batches) = sync_channel(PIPE_DEPTH);
+        let reader = Reader::new(BufReader::with_capacity(1 << 20, input), source).fast_events();
+        let end = reader.pos();
+        let thread = std::thread::Builder::new()
+            .name("ingest-read".into())
+            .spawn(move || Pipe::read(reader, &tx))
+            .ok();
+        Pipe {
+            batches,
+            ready: Vec::new().into_iter(),
+            end,
+            thread,
+            stopped: false,
+        }
+    }
+
+    fn read<R: Read>(mut reader: Reader<BufReader<R>>, tx: &SyncSender<Batch>) {
+        let mut batch = Vec::with_capacity(PIPE_DOCS);
+        while let Some(next) = reader.next_doc() {
+            batch.push(next);
+            if batch.len() >= PIPE_DOCS || !reader.input.buffer().contains(&b'\n') {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(PIPE_DOCS));
+                // The caller stopped (an error ended its ingest): so does reading.
+                if tx.send(Batch::Docs(full)).is_err() {
+                    return;
+                }
+            }
+        }
+        if !batch.is_empty() && tx.send(Batch::Docs(batch)).is_err() {
+            return;
+        }
+        let _ = tx.send(Batch::End(reader.pos()));
+    }
+
+    /// The next document, `None` at the end.
+    pub fn next_doc(&mut self) -> Option<Next> {
+        loop {
+            if let Some(next) = self.ready.next() {
+                return Some(next);
+            }
+            match self.batches.recv() {
+                Ok(Batch::Docs(docs)) => self.ready = docs.into_iter(),
+                Ok(Batch::End(pos)) => {
+                    self.end = pos;
+                    return None;
+                }
+                // The reading thread is gone without saying where the input ended: it could
+                // not start, or it panicked. Said once; the rest of the input is not read.
+                Err(_) => {
+                    if self.stopped {
+                        return None;
+                    }
+                    self.stopped = true;
+                    if let Some(thread) = self.thread.take() {
+                        let _ = thread.join();
+                    }
+                    return Some(Err((
+                        self.end.clone(),
+                        DocError::Read(
+                            "the reading thread stopped before the end of the input; the rest is not read".into(),
+                        ),
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Where the input ended (after [`Pipe::next_doc`] returned `None`).
+    pub fn pos(&self) -> Pos {
+        self.end.clone()
+    }
+}
+
+/// An `["event", {...}]` line as an [`EventDoc`] and its canonical form; `None` for any other
+/// line, and for an event that does not fit the fast path (the `Value` path then reads it and
+/// says what is wrong).
+pub fn parse_event(line: &str) -> Option<(EventDoc, Vec<u8>)> {
+    #[derive(Deserialize)]
+    struct Pair<'a>(#[serde(borrow)] Cow<'a, str>, #[serde(borrow)] &'a RawValue);
+    #[derive(Deserialize)]
+    struct Event<'a> {
+        #[serde(borrow)]
+        uid: Cow<'a, str>,
+        #[serde(borrow)]
+        descriptor: Cow<'a, str>,
+        seq_num: i64,
+        time: f64,
+        #[serde(borrow)]
+        data: &'a RawValue,
+        #[serde(borrow, default)]
+        timestamps: Option<&'a RawValue>,
+        /// Checked against the open run on the `Value` path.
+        #[serde(borrow, default)]
+        run_start: Option<&'a RawValue>,
+    }
+    // Cheap refusals first: most lines of a long run are events.
+    let rest = line.trim_start().strip_prefix('[')?.trim_start();
+    if !rest.starts_with("\"event\"") {
+        return None;
+    }
+    let Pair(name, body) = serde_json::from_str(line).ok()?;
+    if name != "event" {
+        return None;
+    }
+    let event: Event = serde_json::from_str(body.get()).ok()?;
+    let is_object = |raw: &RawValue| raw.get().starts_with('{');
+    if event.run_start.is_some()
+        || !is_object(event.data)
+        || event.timestamps.is_some_and(|t| !is_object(t))
+    {
+        return None;
+    }
+    let canonical = canonical_text(Kind::Event, body.get())?;
+    Some((
+        EventDoc {
+            uid: event.uid.into_owned(),
+            descriptor: event.descriptor.into_owned(),
+            seq_num: event.seq_num,
+            time: event.time,
+            data: compact(event.data.get()),
+            timestamps: event.timestamps.map(|t| compact(t.get())),
+        },
+        canonical,
+    ))
+}
+
+/// JSON text without the whitespace between its tokens (strings kept as they are). Bytes,
+/// not chars: every byte it looks at (whitespace, `"`, `\\`) is ASCII, so what it keeps is
+/// UTF-8 still.
+fn compact(json: &str) -> String {
+    let mut out = Vec::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json.as_bytes() {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| json.to_string())
 }
 
 /// Typed access to a document's fields, with errors that say which field.
@@ -288,14 +532,150 @@ impl<'a> Fields<'a> {
 /// Feeds a document into a digest in a canonical form (object keys sorted, no whitespace), so
 /// that the same documents give the same digest however they were serialised.
 pub fn digest_doc(hasher: &mut impl sha2::Digest, kind: Kind, body: &Map<String, Value>) {
-    // One buffer per document, hashed once: formatting each key and number into its own
-    // String cost more than the hashing.
+    hasher.update(canonical(kind, body));
+}
+
+/// The bytes [`digest_doc`] hashes. One buffer per document, hashed once: formatting each key
+/// and number into its own String cost more than the hashing.
+pub fn canonical(kind: Kind, body: &Map<String, Value>) -> Vec<u8> {
     let mut canonical = Vec::with_capacity(1024);
     canonical.extend_from_slice(kind.name().as_bytes());
     canonical.push(0);
     canonical_object(&mut canonical, body);
     canonical.push(b'\n');
-    hasher.update(&canonical);
+    canonical
+}
+
+/// [`canonical`] of a document given as JSON text, without building its `Value`: the same
+/// bytes (a stored run's digest must still match), for a fraction of the allocations. `None`
+/// when the text is not a JSON object.
+pub fn canonical_text(kind: Kind, body: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len() + 16);
+    out.extend_from_slice(kind.name().as_bytes());
+    out.push(0);
+    if !body.trim_start().starts_with('{') {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(body);
+    Canonical(&mut out).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    out.push(b'\n');
+    Some(out)
+}
+
+/// Writes the value it deserializes in canonical form, as `canonical_value` writes the
+/// `Value` serde_json would have built: the same visitor calls, the same formatting.
+struct Canonical<'o>(&'o mut Vec<u8>);
+
+impl<'de> DeserializeSeed<'de> for Canonical<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// An object key, borrowed from the text unless it has escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+}
+
+impl<'de> Visitor<'de> for Canonical<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        json_into(self.0, &v);
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        json_into(self.0, &v);
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        json_into(self.0, &v);
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        // As `Value` keeps it: a number that is not finite would be null.
+        match serde_json::Number::from_f64(v) {
+            Some(n) => json_into(self.0, &n),
+            None => self.0.extend_from_slice(b"null"),
+        }
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        json_into(self.0, v);
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.push(b'[');
+        while seq.next_element_seed(Canonical(self.0))?.is_some() {
+            self.0.push(b',');
+        }
+        self.0.push(b']');
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Values are written in the document's order, then emitted in the keys' order.
+        let mut values = Vec::new();
+        let mut entries: Vec<(Cow<'de, str>, std::ops::Range<usize>)> = Vec::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            let start = values.len();
+            map.next_value_seed(Canonical(&mut values))?;
+            entries.push((key, start..values.len()));
+        }
+        // A repeated key: the last value wins, as in a `Value` map.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        self.0.push(b'{');
+        for (i, (key, range)) in entries.iter().enumerate() {
+            if entries.get(i + 1).is_some_and(|next| next.0 == *key) {
+                continue;
+            }
+            json_into(self.0, key.as_ref());
+            self.0.push(b':');
+            self.0.extend_from_slice(&values[range.clone()]);
+            self.0.push(b',');
+        }
+        self.0.push(b'}');
+        Ok(())
+    }
 }
 
 /// `{"key":value,...,}` with keys sorted: the same document gives the same bytes whatever
@@ -428,6 +808,61 @@ mod tests {
             "event document: `seq_num` is missing or not an integer"
         );
         assert!(f.str("uid").is_err());
+    }
+
+    /// Stored runs carry digests made from `Value`s: the text path must give the same bytes.
+    #[test]
+    fn canonical_text_is_byte_for_byte_the_value_path() {
+        let bodies = [
+            r#"{"uid": "a", "time": 1.0, "x": {"b": 1, "a": [1, 2.5, -3, 1e5, 1E-7, 0.1]}}"#,
+            r#"{"s": "é\u00e9\n\"\\/\u001f", "k\u00e9y": null, "t": true, "f": false}"#,
+            r#"{"big": 18446744073709551615, "neg": -9223372036854775808, "huge": 1e308}"#,
+            r#"{"z": -0.0, "m": -0, "d": 1795000000.001, "e": 12345678901234567890123}"#,
+            r#"{"dup": 1, "a": 2, "dup": {"y": [], "x": {}}}"#,
+            r#"{"nested": [[{"b": 2, "a": 1}], [], {}], "empty": ""}"#,
+            "{ \"ws\" :\t[ 1 ,\n 2 ] }",
+        ];
+        for body in bodies {
+            let map: Map<String, Value> = serde_json::from_str(body).unwrap();
+            assert_eq!(
+                canonical_text(Kind::Event, body).map(String::from_utf8),
+                Some(String::from_utf8(canonical(Kind::Event, &map))),
+                "{body}"
+            );
+        }
+        assert_eq!(canonical_text(Kind::Event, "[1]"), None);
+        assert_eq!(canonical_text(Kind::Event, "{} x"), None);
+    }
+
+    #[test]
+    fn events_take_the_fast_path_only_when_they_fit_it() {
+        let line = r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 3, "time": 2,
+            "data": {"x": 1, "s": "a b"}, "timestamps": {"x": 1.5}, "filled": {}}]"#;
+        let (event, canonical) = parse_event(line).unwrap();
+        assert_eq!(
+            event,
+            EventDoc {
+                uid: "e1".into(),
+                descriptor: "d".into(),
+                seq_num: 3,
+                time: 2.0,
+                data: r#"{"x":1,"s":"a b"}"#.into(),
+                timestamps: Some(r#"{"x":1.5}"#.into()),
+            }
+        );
+        let (kind, body) = parse_line(line).unwrap().unwrap();
+        assert_eq!(canonical, super::canonical(kind, &body));
+        for slow in [
+            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1.5, "time": 2, "data": {}}]"#,
+            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2, "data": []}]"#,
+            r#"["event", {"uid": "e1", "uid": "e2", "descriptor": "d", "seq_num": 1, "time": 2, "data": {}}]"#,
+            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2, "data": {}, "run_start": "r"}]"#,
+            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2, "data": {}, "timestamps": 5}]"#,
+            r#"["descriptor", {"uid": "e1"}]"#,
+            r#"["event", {"uid": "e1"}, 3]"#,
+        ] {
+            assert_eq!(parse_event(slow), None, "{slow}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod rows;
 pub mod run;
 pub mod writer;
 
-use std::io::BufRead;
+use std::io::Read;
 
 use rusqlite::Connection;
 
@@ -27,7 +27,7 @@ use crate::frames::{Committed, FrameStore, Recovered, StoreError, Target};
 use crate::layout::SafeName;
 use crate::lock::{self, LockError, LockGuard};
 use crate::settings::Compression;
-use documents::{Doc, Kind, Pos, Reader};
+use documents::{Doc, Kind, Pipe, Pos};
 use rootmap::RootMap;
 use run::{Context, Finished, Mode, Problem, Rejected, RunBuilder, RunError};
 
@@ -145,11 +145,12 @@ impl<'a> Ingester<'a> {
     /// stop. Bad input rejects its run and goes on; an I/O or database failure stops here.
     pub fn ingest(
         &mut self,
-        input: impl BufRead,
+        input: impl Read + Send + 'static,
         source: &str,
         report: &mut dyn FnMut(Report),
     ) -> Result<(), IngestError> {
-        let mut reader = Reader::new(input, source);
+        // Parsing on a thread of its own; checks, frames and rows on this one.
+        let mut reader = Pipe::spawn(input, source);
         let mut state = State::Idle;
         while let Some(next) = reader.next_doc() {
             let doc = match next {
@@ -226,6 +227,10 @@ impl<'a> Ingester<'a> {
                     run.discard()?;
                     Err(e.into())
                 }
+                Err(RunError::Db(e)) => {
+                    run.discard()?;
+                    Err(e.into())
+                }
             },
             State::Skipping if doc.kind == Kind::Stop => Ok(State::Idle),
             State::Skipping => Ok(State::Skipping),
@@ -248,6 +253,7 @@ impl<'a> Ingester<'a> {
             store: &self.store,
             roots: &self.options.roots,
             compression: self.options.compression,
+            conn: self.conn,
         }
     }
 
@@ -275,6 +281,7 @@ impl<'a> Ingester<'a> {
         };
         match RunBuilder::start(doc, mode) {
             Ok(run) => {
+                writer::stage_begin(self.conn)?;
                 // The committed rows are the proof of which copy of the frames is whole.
                 let conn = &*self.conn;
                 let recovered = self.store.recover(
@@ -337,6 +344,10 @@ impl<'a> Ingester<'a> {
                 run.discard()?;
                 return Err(e.into());
             }
+            Err(RunError::Db(e)) => {
+                run.discard()?;
+                return Err(e.into());
+            }
         };
         let (rows, frames, bytes) = match finished {
             Finished::Unchanged => {
@@ -358,13 +369,24 @@ impl<'a> Ingester<'a> {
             return Err(e.into());
         }
         let root = self.store.root();
-        let layout =
-            |tx: &rusqlite::Transaction<'_>| crate::store_columns::ingest_hook(tx, root, &uid);
-        match writer::commit(self.conn, &rows, &self.promoted, layout) {
-            Ok(()) => {
+        let written = write(self.conn, &run, &rows, &self.promoted, root);
+        match written {
+            Ok(Ok(())) => {
                 if staged {
                     self.store.drop_old(&uid)?;
                 }
+            }
+            Ok(Err(why)) => {
+                if staged {
+                    self.swap_back(&uid, &rows.content_digest)?;
+                } else {
+                    run.discard()?;
+                }
+                report(Report::Run(Outcome::Rejected {
+                    uid: Some(uid.to_string()),
+                    why,
+                }));
+                return Ok(());
             }
             Err(e) => {
                 if staged {
@@ -379,9 +401,9 @@ impl<'a> Ingester<'a> {
                 if let rusqlite::Error::SqliteFailure(err, _) = &e
                     && err.code == rusqlite::ErrorCode::ConstraintViolation
                 {
-                    // Inside one run the builder refuses repeated uids with their line; what is
-                    // left is a uid another run owns, named with its document.
-                    let why = owners::first_owned(self.conn, &rows)?.unwrap_or_else(|| {
+                    // A uid or seq_num the run repeats, or a uid another run owns, named with
+                    // its document.
+                    let why = owners::first_refused(self.conn, &rows)?.unwrap_or_else(|| {
                         Rejected::without_position(Problem::Database(e.to_string()))
                     });
                     report(Report::Run(Outcome::Rejected {
@@ -396,7 +418,7 @@ impl<'a> Ingester<'a> {
                 });
             }
         }
-        self.events += rows.events.len() as u64;
+        self.events += rows.event_count;
         self.bytes += bytes;
         report(Report::Progress {
             events: self.events,
@@ -404,7 +426,7 @@ impl<'a> Ingester<'a> {
         });
         report(Report::Run(Outcome::Landed {
             uid: uid.to_string(),
-            events: rows.events.len(),
+            events: rows.event_count as usize,
             frames,
             bytes,
             incomplete,
@@ -413,4 +435,35 @@ impl<'a> Ingester<'a> {
         }));
         Ok(())
     }
+}
+
+/// The run's rows in one transaction: `Ok(Err(_))` when the run is refused (its counts), the
+/// transaction rolled back.
+fn write(
+    conn: &mut Connection,
+    run: &RunBuilder,
+    rows: &rows::RunRows,
+    promoted: &[crate::schema::declared::Promoted],
+    store_root: &std::path::Path,
+) -> rusqlite::Result<Result<(), Rejected>> {
+    let tx = conn.transaction()?;
+    writer::write_run(&tx, rows, promoted)?;
+    if let Err(why) = run::check_counts(rows) {
+        return Ok(Err(why));
+    }
+    all_rows_in(&tx, run, store_root)?;
+    tx.commit()?;
+    Ok(Ok(()))
+}
+
+/// Every row of the run is in `tx`, not yet committed, and its frames are in its group (staged
+/// or in place): the store layout (`store_columns`: the `time` coordinate, columnar scalars)
+/// is written from the rows here, so that a run lands with its layout or not at all. An error
+/// rolls the run back (`store_columns::commit_error` recovers the layout's own error).
+fn all_rows_in(
+    tx: &rusqlite::Transaction<'_>,
+    run: &RunBuilder,
+    store_root: &std::path::Path,
+) -> rusqlite::Result<()> {
+    crate::store_columns::ingest_hook(tx, store_root, &run.uid)
 }

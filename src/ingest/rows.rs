@@ -1,5 +1,7 @@
 //! The rows of one run, as plain data: built by `run`, committed by `writer`.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 
 use super::documents::Pos;
@@ -7,12 +9,23 @@ use super::documents::Pos;
 #[derive(Debug, Default)]
 pub struct RunRows {
     pub uid: String,
+    /// The input the run's documents come from (its start's): the staging table keeps only
+    /// each event's line.
+    pub source: std::sync::Arc<str>,
     /// The start document (metadata, promoted columns, sample).
     pub start: Map<String, Value>,
     pub stop: Option<Map<String, Value>>,
+    /// Where the stop document is: a run with fewer events than it counts is named by it.
+    pub stop_pos: Option<Pos>,
     pub content_digest: String,
     pub streams: Vec<StreamRow>,
+    /// The events not yet in the staging table (`writer::stage_events`): a batch, not the
+    /// run; at the commit every event is in the staging table and this is empty.
     pub events: Vec<EventRow>,
+    /// Events of the run, all told.
+    pub event_count: u64,
+    /// What arrived of each stream (by name), as the stop's `num_events` counts it.
+    pub arrived: BTreeMap<String, i64>,
     pub image_refs: Vec<ImageRefRow>,
     /// What `export` needs beyond the rows above (`kept`).
     pub kept: super::kept::KeptRows,
@@ -38,8 +51,9 @@ pub struct EventRow {
     /// The event's data as JSON; a frame's value is `{"zarr_group", "index"[, "datum_id"]}`.
     pub data: String,
     pub timestamps: Option<String>,
-    /// The event's `file:line` (of its page, for an event_page), for messages about this row.
-    pub pos: Pos,
+    /// The event's line in its run's input (of its page, for an event_page), for messages
+    /// about this row.
+    pub line: i64,
 }
 
 #[derive(Debug)]

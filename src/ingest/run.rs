@@ -1,6 +1,8 @@
 //! One run, document by document: checks what ingest relies on, sends frames to the Zarr
 //! store as they come (in parallel batches), and collects the rows that are committed at the
-//! end. Nothing here touches the database: [`RunBuilder::finish`] hands the rows over.
+//! end. The one table it writes is the connection's private staging table of events
+//! (`writer::stage_events`): a long run's events wait there, on disk, not in memory, and are
+//! copied into `events` with the run's other rows at its commit.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -9,13 +11,14 @@ use rayon::prelude::*;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::documents::{self, Doc, DocError, Fields, Kind, Pos};
+use super::documents::{Doc, DocError, EventDoc, Fields, Kind, Pos};
 use super::dtype::Dtype;
 use super::handlers::{self, FrameError, FrameInfo, Handler, Locator, ResourceError};
 use super::inline;
 use super::kept;
 use super::rootmap::RootMap;
 use super::rows::{EventRow, ImageRefRow, RunRows, StreamRow};
+use super::writer;
 use crate::frames::{self, FrameStore, RunFrames, StackSpec, StoreError, Target};
 use crate::layout::{NameError, SafeName};
 use crate::settings::Compression;
@@ -113,6 +116,9 @@ pub enum RunError {
     Rejected(#[from] Rejected),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The staging table of events (the connection's temp database) failed.
+    #[error("beamtime database (staging the run's events): {0}")]
+    Db(#[from] rusqlite::Error),
 }
 
 /// What the builder shares with every run of one ingest.
@@ -120,6 +126,8 @@ pub struct Context<'a> {
     pub store: &'a FrameStore,
     pub roots: &'a RootMap,
     pub compression: Compression,
+    /// For the staging table of events only (the run's rows are committed by `writer`).
+    pub conn: &'a rusqlite::Connection,
 }
 
 /// How the run's documents are used.
@@ -223,6 +231,9 @@ struct Descriptor {
 /// a run of large frames never sits in memory.
 const BATCH_FRAMES: usize = 64;
 const BATCH_BYTES: usize = 64 << 20;
+/// Event rows held before they go to the staging table: one statement's worth many times
+/// over (fewer transactions), and a few hundred KiB at most.
+const STAGE_ROWS: usize = 1000;
 
 pub struct RunBuilder {
     pub uid: SafeName,
@@ -236,14 +247,12 @@ pub struct RunBuilder {
     stream_datums: HashSet<String>,
     delivered: Vec<Delivery>,
     delivered_keys: HashSet<(String, i64, String)>,
-    event_uids: HashSet<String>,
-    /// (descriptor, seq_num) → the event that has it: SQLite's UNIQUE(stream_uid, seq_num)
-    /// would refuse the run at commit, with no line to point at.
-    seq_nums: HashMap<(String, i64), Pos>,
+    /// Events per descriptor. Nothing per event stays in memory: a repeated event uid or
+    /// seq_num is refused by the events table's constraints at the commit, and the staging
+    /// table's `line` names both documents (`owners::first_refused`).
+    event_counts: HashMap<String, i64>,
     /// Where the start document is: a run that differs from the stored one is named by it.
     start_pos: Pos,
-    /// Where the stop document is: a run with fewer events than it counts is named by it.
-    stop_pos: Option<Pos>,
     stacks: Vec<Stack>,
     frames: Option<RunFrames>,
     pending: Vec<FrameJob>,
@@ -284,7 +293,7 @@ impl RunBuilder {
         let uid = SafeName::new("run uid", uid).map_err(|e| at(e.into()))?;
         f.f64("time").map_err(|e| at(e.into()))?;
         let mut digest = Sha256::new();
-        documents::digest_doc(&mut digest, doc.kind, &doc.body);
+        doc.digest_into(&mut digest);
         Ok(RunBuilder {
             uid,
             mode,
@@ -297,10 +306,8 @@ impl RunBuilder {
             stream_datums: HashSet::new(),
             delivered: Vec::new(),
             delivered_keys: HashSet::new(),
-            event_uids: HashSet::new(),
-            seq_nums: HashMap::new(),
+            event_counts: HashMap::new(),
             start_pos: doc.pos.clone(),
-            stop_pos: None,
             stacks: Vec::new(),
             frames: None,
             pending: Vec::new(),
@@ -316,7 +323,7 @@ impl RunBuilder {
 
     /// Takes the run's next document. Returns true when it was the stop.
     pub fn feed(&mut self, doc: &Doc, cx: &Context<'_>) -> Result<bool, RunError> {
-        documents::digest_doc(&mut self.digest, doc.kind, &doc.body);
+        doc.digest_into(&mut self.digest);
         let at = |p: Problem| RunError::Rejected(Rejected::at(&doc.pos, p));
         if let Some(run_start) = doc.body.get("run_start").and_then(Value::as_str)
             && run_start != self.uid.as_str()
@@ -344,7 +351,10 @@ impl RunBuilder {
                 self.datum(resource, id, kwargs.clone()).map_err(at)?;
             }
             Kind::DatumPage => self.datum_page(&f).map_err(at)?,
-            Kind::Event => self.event(&f, &doc.pos, cx)?,
+            Kind::Event => match &doc.event {
+                Some(event) => self.fast_event(event, &doc.pos, cx)?,
+                None => self.event(&f, &doc.pos, cx)?,
+            },
             Kind::EventPage => self.event_page(&f, &doc.pos, cx)?,
             Kind::StreamResource => self.stream_resource(&f, cx).map_err(at)?,
             Kind::StreamDatum => self.stream_datum(&f, &doc.pos, cx)?,
@@ -358,7 +368,7 @@ impl RunBuilder {
                 }
                 f.f64("time").map_err(|e| at(e.into()))?;
                 self.rows.stop = Some(doc.body.clone());
-                self.stop_pos = Some(doc.pos.clone());
+                self.rows.stop_pos = Some(doc.pos.clone());
                 self.stopped = true;
                 return Ok(true);
             }
@@ -745,31 +755,32 @@ impl RunBuilder {
         Ok(())
     }
 
-    /// Joins what stream_datums delivered to the events of the same descriptor and seq_num:
-    /// a frame's image_refs row gets its event, the event's JSON the frame's note or the
-    /// value. Values of a seq_num without an event (a fly scan) go to Zarr, as frames do.
-    fn join_streams(&mut self, cx: &Context<'_>) -> Result<(), RunError> {
+    /// Joins what stream_datums delivered to the events of the same descriptor and seq_num
+    /// (in the staging table): a frame's image_refs row gets its event, the event's JSON the
+    /// frame's note or the value. Values of a seq_num without an event (a fly scan) go to
+    /// Zarr, as frames do. Returns the seq_nums delivered without an event, per descriptor.
+    fn join_streams(&mut self, cx: &Context<'_>) -> Result<HashMap<String, i64>, RunError> {
+        let mut without_event: HashMap<String, i64> = HashMap::new();
         if self.delivered.is_empty() {
-            return Ok(());
+            return Ok(without_event);
         }
-        let events: HashMap<(String, i64), usize> = self
-            .rows
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| ((e.stream_uid.clone(), e.seq_num), i))
-            .collect();
-        let mut additions: HashMap<usize, Vec<(String, Value)>> = HashMap::new();
+        writer::index_staged(cx.conn)?;
+        let mut seen: HashSet<(String, i64)> = HashSet::new();
+        let mut additions: BTreeMap<i64, (String, Vec<(String, Value)>)> = BTreeMap::new();
         for d in std::mem::take(&mut self.delivered) {
-            let event = events.get(&(d.descriptor.clone(), d.seq_num)).copied();
+            let event = writer::staged_event(cx.conn, &d.descriptor, d.seq_num)?;
+            if event.is_none() && seen.insert((d.descriptor.clone(), d.seq_num)) {
+                *without_event.entry(d.descriptor.clone()).or_default() += 1;
+            }
             match (d.what, event) {
                 (Delivered::Frame { image_ref, note }, Some(e)) => {
                     if let Some(row) = self.rows.image_refs.get_mut(image_ref) {
-                        row.event_uid = Some(self.rows.events[e].uid.clone());
+                        row.event_uid = Some(e.uid.clone());
                     }
                     additions
-                        .entry(e)
-                        .or_default()
+                        .entry(e.rowid)
+                        .or_insert_with(|| (e.data, Vec::new()))
+                        .1
                         .push((d.field, Value::Object(note)));
                 }
                 (Delivered::Frame { .. }, None) => {}
@@ -777,7 +788,11 @@ impl RunBuilder {
                     let s = &self.stacks[stack];
                     let dtype = s.dtype.unwrap_or(Dtype::FLOAT64);
                     let value = inline::to_json(&bytes, &s.shape, dtype);
-                    additions.entry(e).or_default().push((d.field, value));
+                    additions
+                        .entry(e.rowid)
+                        .or_insert_with(|| (e.data, Vec::new()))
+                        .1
+                        .push((d.field, value));
                 }
                 (Delivered::Value { stack, bytes, pos }, None) => {
                     let frame = NewFrame {
@@ -791,19 +806,18 @@ impl RunBuilder {
                 }
             }
         }
-        for (e, fields) in additions {
-            let event = &mut self.rows.events[e];
-            let Ok(Value::Object(mut data)) = serde_json::from_str(&event.data) else {
+        for (rowid, (text, fields)) in additions {
+            let Ok(Value::Object(mut data)) = serde_json::from_str(&text) else {
                 return Err(Rejected::without_position(Problem::Value {
                     field: "data".into(),
-                    what: format!("event {}: its data is not a JSON object", event.uid),
+                    what: "an event's data is not a JSON object".into(),
                 })
                 .into());
             };
             data.extend(fields);
-            event.data = Value::Object(data).to_string();
+            writer::restage_data(cx.conn, rowid, &Value::Object(data).to_string())?;
         }
-        Ok(())
+        Ok(without_event)
     }
 
     fn datum_page(&mut self, f: &Fields<'_>) -> Result<(), Problem> {
@@ -832,6 +846,64 @@ impl RunBuilder {
                 .collect();
             self.datum(resource, id, row)?;
         }
+        Ok(())
+    }
+
+    /// An event read on the fast path: its data is stored as its text, unless the descriptor
+    /// sends a field elsewhere (a frame), which needs the data as a `Value`.
+    fn fast_event(&mut self, e: &EventDoc, pos: &Pos, cx: &Context<'_>) -> Result<(), RunError> {
+        let plain = self
+            .descriptors
+            .get(&e.descriptor)
+            .is_some_and(|d| d.fields.iter().all(|(_, f)| matches!(f, Field::Json)));
+        if !plain {
+            let data: Map<String, Value> = serde_json::from_str(&e.data)
+                .map_err(|err| Rejected::at(pos, DocError::Json(err.to_string())))?;
+            return self.add_event(
+                &e.uid,
+                &e.descriptor,
+                e.seq_num,
+                e.time,
+                data,
+                e.timestamps.clone(),
+                pos,
+                cx,
+            );
+        }
+        self.push_event(
+            EventRow {
+                uid: e.uid.clone(),
+                stream_uid: e.descriptor.clone(),
+                seq_num: e.seq_num,
+                time: e.time,
+                data: e.data.clone(),
+                timestamps: e.timestamps.clone(),
+                line: i64::try_from(pos.line).unwrap_or(i64::MAX),
+            },
+            cx,
+        )
+    }
+
+    /// Counts the event and adds its row to the batch for the staging table.
+    fn push_event(&mut self, row: EventRow, cx: &Context<'_>) -> Result<(), RunError> {
+        match self.event_counts.get_mut(&row.stream_uid) {
+            Some(n) => *n += 1,
+            None => {
+                self.event_counts.insert(row.stream_uid.clone(), 1);
+            }
+        }
+        self.rows.events.push(row);
+        self.rows.event_count += 1;
+        if self.rows.events.len() >= STAGE_ROWS {
+            self.stage(cx)?;
+        }
+        Ok(())
+    }
+
+    /// The batch of event rows into the staging table.
+    fn stage(&mut self, cx: &Context<'_>) -> Result<(), RunError> {
+        writer::stage_events(cx.conn, &self.rows.events)?;
+        self.rows.events.clear();
         Ok(())
     }
 
@@ -931,24 +1003,6 @@ impl RunBuilder {
                 uid: descriptor.to_string(),
             }));
         };
-        if !self.event_uids.insert(uid.to_string()) {
-            return Err(at(Problem::Duplicate {
-                what: "event uid",
-                uid: uid.to_string(),
-            }));
-        }
-        match self.seq_nums.entry((descriptor.to_string(), seq_num)) {
-            std::collections::hash_map::Entry::Occupied(first) => {
-                return Err(at(Problem::SeqNumTwice {
-                    seq_num,
-                    descriptor: descriptor.to_string(),
-                    first: first.get().clone(),
-                }));
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(pos.clone());
-            }
-        }
         let frame_fields: Vec<(String, usize, bool)> = desc
             .fields
             .iter()
@@ -1023,16 +1077,18 @@ impl RunBuilder {
             let (note, _) = self.add_frame(stack, frame, note, source, cx)?;
             data.insert(name.clone(), Value::Object(note));
         }
-        self.rows.events.push(EventRow {
-            uid: uid.to_string(),
-            stream_uid: descriptor.to_string(),
-            seq_num,
-            time,
-            data: Value::Object(data).to_string(),
-            timestamps,
-            pos: pos.clone(),
-        });
-        Ok(())
+        self.push_event(
+            EventRow {
+                uid: uid.to_string(),
+                stream_uid: descriptor.to_string(),
+                seq_num,
+                time,
+                data: Value::Object(data).to_string(),
+                timestamps,
+                line: i64::try_from(pos.line).unwrap_or(i64::MAX),
+            },
+            cx,
+        )
     }
 
     /// Appends a frame to `stack`: its image_refs row now, its pixels with the next batch.
@@ -1221,8 +1277,11 @@ impl RunBuilder {
             )
             .into());
         }
-        self.check_counts()?;
-        self.join_streams(cx)?;
+        if !self.rows.events.is_empty() {
+            self.stage(cx)?;
+        }
+        let without_event = self.join_streams(cx)?;
+        self.rows.arrived = self.arrived(without_event);
         self.flush()?;
         if let Some(frames) = self.frames.as_mut() {
             let mut lens = Vec::new();
@@ -1251,6 +1310,7 @@ impl RunBuilder {
         rows.kept = self.kept.finish();
         rows.start = std::mem::take(&mut self.start);
         rows.uid = self.uid.to_string();
+        rows.source = self.start_pos.source.clone();
         rows.content_digest = digest;
         Ok(Finished::Ready {
             rows: Box::new(rows),
@@ -1259,60 +1319,18 @@ impl RunBuilder {
         })
     }
 
-    /// The stop's `num_events` per stream name against what arrived: a run whose documents
-    /// were lost on the way (dropped from the file, or rejected before its start) is not
-    /// whole, and is refused at its stop rather than stored for `verify` to find. What arrived
-    /// for a stream is its distinct seq_nums, from events or (a fly scan) stream_datums.
-    fn check_counts(&self) -> Result<(), Rejected> {
-        let (Some(stop), Some(pos)) = (&self.rows.stop, &self.stop_pos) else {
-            return Ok(());
-        };
-        let Some(said) = stop.get("num_events").and_then(Value::as_object) else {
-            return Ok(());
-        };
-        let names: HashMap<&str, &str> = self
-            .rows
-            .streams
-            .iter()
-            .map(|s| (s.uid.as_str(), s.name.as_str()))
-            .collect();
-        let mut seen: HashSet<(&str, i64)> = HashSet::new();
-        let arrived_events = self
-            .rows
-            .events
-            .iter()
-            .map(|e| (e.stream_uid.as_str(), e.seq_num));
-        let delivered = self
-            .delivered_keys
-            .iter()
-            .map(|(d, seq, _)| (d.as_str(), *seq));
-        let mut arrived: BTreeMap<&str, i64> = BTreeMap::new();
-        for (descriptor, seq) in arrived_events.chain(delivered) {
-            if seen.insert((descriptor, seq))
-                && let Some(name) = names.get(descriptor)
-            {
-                *arrived.entry(name).or_default() += 1;
+    /// What arrived of each stream (by name): its events, and the seq_nums a stream_datum
+    /// delivered without an event (a fly scan). The events' seq_nums are distinct once the
+    /// events table took them (UNIQUE(stream_uid, seq_num)), which [`check_counts`] relies on.
+    fn arrived(&self, without_event: HashMap<String, i64>) -> BTreeMap<String, i64> {
+        let mut arrived: BTreeMap<String, i64> = BTreeMap::new();
+        let counts = self.event_counts.iter().chain(without_event.iter());
+        for (descriptor, n) in counts {
+            if let Some(s) = self.rows.streams.iter().find(|s| s.uid == *descriptor) {
+                *arrived.entry(s.name.clone()).or_default() += n;
             }
         }
-        let mut all: BTreeSet<&str> = said.keys().map(String::as_str).collect();
-        all.extend(arrived.keys().copied());
-        for name in all {
-            let says = said.get(name).and_then(Value::as_i64).unwrap_or(0);
-            let has = arrived.get(name).copied().unwrap_or(0);
-            if says != has {
-                return Err(Rejected::at(
-                    pos,
-                    Problem::Counts {
-                        stream: name.to_string(),
-                        says: said
-                            .get(name)
-                            .map_or_else(|| "nothing".into(), Value::to_string),
-                        has,
-                    },
-                ));
-            }
-        }
-        Ok(())
+        arrived
     }
 
     /// Removes whatever this run wrote to the store.
@@ -1323,4 +1341,37 @@ impl RunBuilder {
             None => Ok(()),
         }
     }
+}
+
+/// The stop's `num_events` per stream name against what arrived: a run whose documents were
+/// lost on the way (dropped from the file, or rejected before its start) is not whole, and is
+/// refused at its stop rather than stored for `verify` to find. Called once the run's events
+/// are in the events table (inside the commit's transaction), so that a repeated event is
+/// named as such rather than as a miscount.
+pub fn check_counts(rows: &RunRows) -> Result<(), Rejected> {
+    let (Some(stop), Some(pos)) = (&rows.stop, &rows.stop_pos) else {
+        return Ok(());
+    };
+    let Some(said) = stop.get("num_events").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    let mut all: BTreeSet<&str> = said.keys().map(String::as_str).collect();
+    all.extend(rows.arrived.keys().map(String::as_str));
+    for name in all {
+        let says = said.get(name).and_then(Value::as_i64).unwrap_or(0);
+        let has = rows.arrived.get(name).copied().unwrap_or(0);
+        if says != has {
+            return Err(Rejected::at(
+                pos,
+                Problem::Counts {
+                    stream: name.to_string(),
+                    says: said
+                        .get(name)
+                        .map_or_else(|| "nothing".into(), Value::to_string),
+                    has,
+                },
+            ));
+        }
+    }
+    Ok(())
 }

@@ -1,4 +1,11 @@
 //! The run's rows into `beamtime.db`, in one transaction, after its frames are on disk.
+//!
+//! A run's events do not wait in memory for its stop: as they arrive they go, in batches, to
+//! a staging table in the connection's private temp database (a file: `temp_store = FILE`),
+//! which holds no lock on `beamtime.db`. At the stop one short write transaction copies them
+//! into `events` with the run's other rows, so readers never see half a run and another
+//! ingest or `listen` waits only for that copy, as before. The events table's constraints
+//! check repeated uids and seq_nums; `owners` turns a refusal into the documents' lines.
 
 use rusqlite::{Connection, OptionalExtension, ToSql, params, types::Value as Sql};
 use serde_json::Value;
@@ -125,10 +132,97 @@ pub fn json_to_sql(v: &Value) -> Sql {
 /// (bind, step, reset) cost more than the inserts themselves.
 const ROWS_PER_INSERT: usize = 50;
 
+/// The staging table of the open run's events (see the module's comment), with each event's
+/// line in its input for messages.
+pub const STAGED: &str = "temp.staged_events";
+
+/// Makes the staging table empty for a new run. Its file is the temp database's: the pragma
+/// keeps it out of memory (the bundled SQLite keeps temp tables in memory by default).
+pub fn stage_begin(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "temp_store", "FILE")?;
+    // Big pages and a few MiB of cache: the events go out and come back in a few thousand
+    // large reads and writes instead of ~150,000 of 4 KiB per 100,000 events (the page size
+    // takes when the temp database is first made). Its journal in memory: it is scratch, and
+    // one staging batch changes at most a few hundred KiB of it.
+    conn.execute_batch(
+        "PRAGMA temp.page_size = 65536; PRAGMA temp.cache_size = -8192;
+         PRAGMA temp.journal_mode = MEMORY",
+    )?;
+    conn.execute_batch(
+        "DROP TABLE IF EXISTS temp.staged_events;
+         CREATE TEMP TABLE staged_events (uid TEXT NOT NULL, stream_uid TEXT NOT NULL,
+           seq_num INTEGER NOT NULL, time REAL NOT NULL, data TEXT NOT NULL, timestamps TEXT,
+           line INTEGER NOT NULL)",
+    )
+}
+
+/// A batch of event rows into the staging table, in a transaction of the temp database
+/// only (no lock on `beamtime.db`).
+pub fn stage_events(conn: &Connection, events: &[rows::EventRow]) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    insert_many(
+        &tx,
+        "INSERT INTO temp.staged_events (uid, stream_uid, seq_num, time, data, timestamps, line)",
+        events,
+        |e| {
+            [
+                &e.uid,
+                &e.stream_uid,
+                &e.seq_num,
+                &e.time,
+                &e.data,
+                &e.timestamps,
+                &e.line,
+            ]
+        },
+    )?;
+    tx.commit()
+}
+
+/// Indexes the staging table by (stream, seq_num), for lookups of many events.
+pub fn index_staged(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS temp.staged_events_seq ON staged_events (stream_uid, seq_num)",
+    )
+}
+
+/// A staged event (the first with this stream and seq_num).
+pub struct Staged {
+    pub rowid: i64,
+    pub uid: String,
+    pub data: String,
+}
+
+pub fn staged_event(
+    conn: &Connection,
+    stream_uid: &str,
+    seq_num: i64,
+) -> rusqlite::Result<Option<Staged>> {
+    conn.prepare_cached(
+        "SELECT rowid, uid, data FROM temp.staged_events
+         WHERE stream_uid = ?1 AND seq_num = ?2 ORDER BY rowid LIMIT 1",
+    )?
+    .query_row(params![stream_uid, seq_num], |r| {
+        Ok(Staged {
+            rowid: r.get(0)?,
+            uid: r.get(1)?,
+            data: r.get(2)?,
+        })
+    })
+    .optional()
+}
+
+/// A staged event's data, with what a stream_datum delivered for it.
+pub fn restage_data(conn: &Connection, rowid: i64, data: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE temp.staged_events SET data = ?2 WHERE rowid = ?1")?
+        .execute(params![rowid, data])?;
+    Ok(())
+}
+
 /// Inserts `rows` with `head` (`INSERT INTO t (a, b)`), `ROWS_PER_INSERT` rows a statement,
 /// each row's `N` values given by `values`.
 fn insert_many<'r, R, const N: usize>(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     head: &str,
     rows: &'r [R],
     values: impl Fn(&'r R) -> [&'r dyn ToSql; N],
@@ -150,17 +244,14 @@ fn insert_many<'r, R, const N: usize>(
     Ok(())
 }
 
-/// Commits the run (replacing any run of the same uid) and bumps the beamtime's change
-/// counter, all in one transaction. `before_commit` runs inside it once every row is in (the
-/// store layout is written from the rows there, see `store_columns`); its error aborts the
-/// commit.
-pub fn commit(
-    conn: &mut Connection,
+/// Writes the run into `tx` (replacing any run of the same uid): its row, streams, events
+/// (from the staging table) and image_refs, and bumps the beamtime's change counter. The
+/// caller commits.
+pub fn write_run(
+    tx: &rusqlite::Transaction<'_>,
     rows: &RunRows,
     promoted: &[Promoted],
-    before_commit: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
     tx.execute("DELETE FROM runs WHERE uid = ?1", [&rows.uid])?;
     let sample_id: Option<i64> = match rows::sample(&rows.start) {
         None => None,
@@ -183,23 +274,12 @@ pub fn commit(
     // The stop's per-stream counts when it has them, else what arrived: a stream's events are
     // its seq_nums, with an event document or delivered by stream_datum alone (a fly scan),
     // as the stop counts them and as `verify` checks.
-    let arrived = rows
-        .events
-        .iter()
-        .map(|e| (e.stream_uid.as_str(), e.seq_num))
-        .chain(
-            rows.image_refs
-                .iter()
-                .filter(|i| i.event_uid.is_none())
-                .map(|i| (i.stream_uid.as_str(), i.seq_num)),
-        )
-        .collect::<std::collections::HashSet<_>>()
-        .len();
+    let arrived: i64 = rows.arrived.values().sum();
     let num_events = stop
         .and_then(|s| s.get("num_events"))
         .and_then(Value::as_object)
         .map(|m| m.values().filter_map(Value::as_i64).sum::<i64>())
-        .unwrap_or(arrived as i64);
+        .unwrap_or(arrived);
     let start_doc = Value::Object(start.clone());
     let mut values_by_name: Vec<(&str, Sql)> = vec![
         ("uid", Sql::Text(rows.uid.clone())),
@@ -271,9 +351,16 @@ pub fn commit(
     );
     let params: Vec<&dyn ToSql> = values.iter().map(|v| v as &dyn ToSql).collect();
     tx.execute(&sql, params.as_slice())?;
+    insert_streams(tx, rows)?;
+    insert_events(tx)?;
+    insert_image_refs(tx, rows)?;
+    insert_kept(tx, rows)?;
+    beamtime::bump_generation(tx)
+}
 
+fn insert_streams(tx: &Connection, rows: &RunRows) -> rusqlite::Result<()> {
     insert_many(
-        &tx,
+        tx,
         "INSERT INTO streams (uid, run_uid, name, data_keys, time_created, configuration)",
         &rows.streams,
         |s| {
@@ -286,24 +373,30 @@ pub fn commit(
                 &s.configuration,
             ]
         },
-    )?;
+    )
+}
+
+/// Page cache of `beamtime.db` while a run's events are copied in (KiB): the uid index takes
+/// them in random order, and with SQLite's default 2 MiB its pages were spilled and read again.
+const COPY_CACHE_KIB: i64 = 16 << 10;
+
+/// The run's events, from the staging table, in the order they arrived.
+fn insert_events(tx: &Connection) -> rusqlite::Result<()> {
+    let before: i64 = tx.query_row("PRAGMA main.cache_size", [], |r| r.get(0))?;
+    tx.pragma_update(Some("main"), "cache_size", -COPY_CACHE_KIB)?;
+    let copied = tx.execute(
+        "INSERT INTO events (uid, stream_uid, seq_num, time, data, timestamps)
+         SELECT uid, stream_uid, seq_num, time, data, timestamps FROM temp.staged_events
+         ORDER BY rowid",
+        [],
+    );
+    tx.pragma_update(Some("main"), "cache_size", before)?;
+    copied.map(|_| ())
+}
+
+fn insert_image_refs(tx: &Connection, rows: &RunRows) -> rusqlite::Result<()> {
     insert_many(
-        &tx,
-        "INSERT INTO events (uid, stream_uid, seq_num, time, data, timestamps)",
-        &rows.events,
-        |e| {
-            [
-                &e.uid,
-                &e.stream_uid,
-                &e.seq_num,
-                &e.time,
-                &e.data,
-                &e.timestamps,
-            ]
-        },
-    )?;
-    insert_many(
-        &tx,
+        tx,
         "INSERT INTO image_refs (event_uid, stream_uid, seq_num, field_name, zarr_group,
            index_in_stack, shape_x, shape_y, frame_shape, dtype, compression_codec)",
         &rows.image_refs,
@@ -322,11 +415,7 @@ pub fn commit(
                 &i.codec,
             ]
         },
-    )?;
-    insert_kept(&tx, rows)?;
-    beamtime::bump_generation(&tx)?;
-    before_commit(&tx)?;
-    tx.commit()
+    )
 }
 
 /// The run's `kept_documents` and `kept_events` (what export needs beyond the other rows),

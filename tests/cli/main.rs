@@ -19,6 +19,7 @@ mod models;
 mod mutation;
 mod reading;
 mod reindex;
+mod scale;
 mod search;
 mod setup;
 mod show;
