@@ -374,14 +374,18 @@ impl Pipe {
 pub fn parse_event(line: &str) -> Option<(EventDoc, Vec<u8>)> {
     #[derive(Deserialize)]
     struct Pair<'a>(#[serde(borrow)] Cow<'a, str>, #[serde(borrow)] &'a RawValue);
+    // Any other key (`filled`, or one event-model does not know) sends the event to the
+    // `Value` path, where `kept` sees the whole document: `export` gives it back.
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Event<'a> {
         #[serde(borrow)]
         uid: Cow<'a, str>,
         #[serde(borrow)]
         descriptor: Cow<'a, str>,
         seq_num: i64,
-        time: f64,
+        #[serde(borrow)]
+        time: &'a RawValue,
         #[serde(borrow)]
         data: &'a RawValue,
         #[serde(borrow, default)]
@@ -401,19 +405,25 @@ pub fn parse_event(line: &str) -> Option<(EventDoc, Vec<u8>)> {
     }
     let event: Event = serde_json::from_str(body.get()).ok()?;
     let is_object = |raw: &RawValue| raw.get().starts_with('{');
+    // The row gives back a float time and an object of timestamps exactly; an integer time
+    // (which the REAL column makes a float) or a missing or null timestamps is for the
+    // `Value` path, which keeps what the row cannot say.
+    let time = event.time.get();
     if event.run_start.is_some()
         || !is_object(event.data)
-        || event.timestamps.is_some_and(|t| !is_object(t))
+        || !event.timestamps.is_some_and(is_object)
+        || !time.contains(['.', 'e', 'E'])
     {
         return None;
     }
+    let time: f64 = time.parse().ok()?;
     let canonical = canonical_text(Kind::Event, body.get())?;
     Some((
         EventDoc {
             uid: event.uid.into_owned(),
             descriptor: event.descriptor.into_owned(),
             seq_num: event.seq_num,
-            time: event.time,
+            time,
             data: compact(event.data.get()),
             timestamps: event.timestamps.map(|t| compact(t.get())),
         },
@@ -836,8 +846,8 @@ mod tests {
 
     #[test]
     fn events_take_the_fast_path_only_when_they_fit_it() {
-        let line = r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 3, "time": 2,
-            "data": {"x": 1, "s": "a b"}, "timestamps": {"x": 1.5}, "filled": {}}]"#;
+        let line = r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 3, "time": 2.0,
+            "data": {"x": 1, "s": "a b"}, "timestamps": {"x": 1.5}}]"#;
         let (event, canonical) = parse_event(line).unwrap();
         assert_eq!(
             event,
@@ -860,6 +870,12 @@ mod tests {
             r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2, "data": {}, "timestamps": 5}]"#,
             r#"["descriptor", {"uid": "e1"}]"#,
             r#"["event", {"uid": "e1"}, 3]"#,
+            // What the row cannot give back exactly, for `export` (the `Value` path keeps it):
+            // another key, an integer time, timestamps missing or null.
+            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2.0, "data": {}, "timestamps": {}, "filled": {}}]"#,
+            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2, "data": {}, "timestamps": {}}]"#,
+            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2.0, "data": {}}]"#,
+            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2.0, "data": {}, "timestamps": null}]"#,
         ] {
             assert_eq!(parse_event(slow), None, "{slow}");
         }

@@ -299,10 +299,31 @@ impl Collector {
                 rest.set.insert(key.clone(), value.clone());
             }
         }
-        if let (Some(state), Some(data)) = (
-            self.descriptors.get(descriptor),
+        self.pending_event(
+            uid,
+            descriptor,
+            rest,
             event.get("data").and_then(Value::as_object),
-        ) {
+        );
+    }
+
+    /// An event ingest read on its fast path (`documents::parse_event`): only events whose
+    /// every key its row gives back exactly take that path, so its rest is empty but for the
+    /// values of stream keys in `data` (given when the event was parsed further).
+    pub fn fast_event(&mut self, uid: &str, descriptor: &str, data: Option<&Map<String, Value>>) {
+        self.settle();
+        self.events += 1;
+        self.pending_event(uid, descriptor, Rest::default(), data);
+    }
+
+    fn pending_event(
+        &mut self,
+        uid: &str,
+        descriptor: &str,
+        mut rest: Rest,
+        data: Option<&Map<String, Value>>,
+    ) {
+        if let (Some(state), Some(data)) = (self.descriptors.get(descriptor), data) {
             for (field, value) in data {
                 if state.stream_keys.contains(field) {
                     rest.data.insert(field.clone(), value.clone());

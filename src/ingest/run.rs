@@ -337,7 +337,10 @@ impl RunBuilder {
         if matches!(self.mode, Mode::Compare { .. }) {
             return Ok(doc.kind == Kind::Stop);
         }
-        self.kept.feed(doc);
+        // An event read on the fast path has no body: it tells `kept` itself (`fast_event`).
+        if doc.event.is_none() {
+            self.kept.feed(doc);
+        }
         let f = Fields::of(doc);
         match doc.kind {
             // The driver ends a run before it opens the next one.
@@ -859,6 +862,7 @@ impl RunBuilder {
         if !plain {
             let data: Map<String, Value> = serde_json::from_str(&e.data)
                 .map_err(|err| Rejected::at(pos, DocError::Json(err.to_string())))?;
+            self.kept.fast_event(&e.uid, &e.descriptor, Some(&data));
             return self.add_event(
                 &e.uid,
                 &e.descriptor,
@@ -870,6 +874,7 @@ impl RunBuilder {
                 cx,
             );
         }
+        self.kept.fast_event(&e.uid, &e.descriptor, None);
         self.push_event(
             EventRow {
                 uid: e.uid.clone(),
