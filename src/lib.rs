@@ -18,6 +18,7 @@ pub mod index;
 pub mod ingest;
 pub mod layout;
 pub mod listen;
+pub mod localtime;
 pub mod lock;
 pub mod migrations;
 pub mod reindex;
