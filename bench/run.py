@@ -41,7 +41,7 @@ def run_rss(cmd, env=None):
     """Runs cmd: (seconds, peak RSS MiB, stdout). The RSS comes from GNU time when installed;
     else from wait4, an upper bound that includes this harness (see GNU_TIME)."""
     rss_file = WORK / "rss.txt"
-    full = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *map(str, cmd)] if GNU_TIME else list(map(str, cmd))
+    full = [GNU_TIME, "-f", "%M %U %S", "-o", str(rss_file), *map(str, cmd)] if GNU_TIME else list(map(str, cmd))
     with open(WORK / "stderr.txt", "w+b") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(full, env=env, stdout=subprocess.PIPE, stderr=err)
@@ -52,8 +52,16 @@ def run_rss(cmd, env=None):
         err.seek(0)
         if code != 0:
             raise RuntimeError(f"{' '.join(map(str, cmd))} exited {code}:\n{err.read().decode()[-2000:]}")
-    rss = int(rss_file.read_text().split()[-1]) / 1024.0 if GNU_TIME else usage.ru_maxrss / 1024.0
+    if GNU_TIME:
+        kb, user, system = rss_file.read_text().split()[-3:]
+        rss, cpu = int(kb) / 1024.0, float(user) + float(system)
+    else:
+        rss, cpu = usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime
+    LAST_CPU[0] = cpu
     return dt, rss, out.decode()
+
+
+LAST_CPU = [0.0]  # CPU seconds (user + system) of the last run_rss command
 
 
 def du(path):
@@ -252,7 +260,7 @@ def ingest_cmd(args, who, out, jsonl, root_map=None):
 def ingest_rounds(args, jsonl, label, contenders, root_map=None, rounds=None):
     """Alternating rounds of the contenders on the same input (the order rotates every round,
     so that none always runs on a warm or a cold page cache): seconds, peak RSS, bytes."""
-    res = {who: {"t": [], "rss": [], "bytes": []} for who in contenders}
+    res = {who: {"t": [], "rss": [], "bytes": [], "cpu": []} for who in contenders}
     for r in range(rounds or args.rounds):
         k = r % len(contenders)
         for who in contenders[k:] + contenders[:k]:
@@ -261,11 +269,12 @@ def ingest_rounds(args, jsonl, label, contenders, root_map=None, rounds=None):
             dt, rss, _ = run_rss(cmd, env=env)
             res[who]["t"].append(dt)
             res[who]["rss"].append(rss)
+            res[who]["cpu"].append(LAST_CPU[0])
             store = {"beamdb": out / "beamtimes" / "bench" / "frames.zarr", "peer": out / "peer.zarr"}.get(who)
             res[who]["bytes"].append(du(store) if store else 0)
             shutil.rmtree(out, ignore_errors=True)
-    return {who: {**stats(v["t"]), "rss": max(v["rss"]), "bytes": statistics.median(v["bytes"])}
-            for who, v in res.items()}
+    return {who: {**stats(v["t"]), "rss": max(v["rss"]), "bytes": statistics.median(v["bytes"]),
+                  "cpu": statistics.median(v["cpu"])} for who, v in res.items()}
 
 
 def frames_scenario(args):
@@ -501,7 +510,9 @@ def report(r):
         ]
         notes.append(f"Event ingest: {n:,} scalar events, {ev['rounds']} alternating rounds: beamdb "
                      f"{fmt_range(ev['beamdb'])}, peer {fmt_range(ev['peer'])}, limit {fmt_range(ev['limit'])}; "
-                     f"peak RSS beamdb {ev['beamdb']['rss']:.0f} MiB, limit {ev['limit']['rss']:.0f} MiB.")
+                     f"peak RSS beamdb {ev['beamdb']['rss']:.0f} MiB, limit {ev['limit']['rss']:.0f} MiB; "
+                     f"CPU time (user + system, median) beamdb {ev['beamdb']['cpu']:.2f} s, "
+                     f"limit {ev['limit']['cpu']:.2f} s.")
     if "rss" in r:
         rs = r["rss"]
         for n in rs["sizes"]:
