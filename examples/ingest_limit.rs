@@ -4,9 +4,10 @@
 //! and stream rows their foreign keys need) with rusqlite in one transaction.
 //!
 //! It is what beamdb's event path could cost if it did nothing else: no digest, no checks, no
-//! frames, no index. The schema is the shipped beamtime migration itself (`include_str!`), and
-//! the connection gets beamdb's pragmas (WAL, `synchronous = NORMAL`, `foreign_keys = ON`), so
-//! the limit cannot drift from the database beamdb writes.
+//! frames, no index. The database is opened by beamdb's own `db::open` (its pragmas: WAL,
+//! `synchronous = NORMAL`, `foreign_keys = ON`) and created by beamdb's own migration runner
+//! from the beamtime migrations built into beamdb (`migrations/beamtime/`), so the limit's
+//! tables, columns, types and indexes cannot drift from the database beamdb writes.
 //!
 //!   cargo build --release --example ingest_limit
 //!   target/release/examples/ingest_limit OUT.db RUN.jsonl
@@ -17,15 +18,17 @@
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use rusqlite::{Connection, params};
+use beamdb::db::{self, Access};
+use beamdb::migrations::{files, runner};
+use beamdb::schema::DbKind;
+use beamdb::settings::Settings;
+use rusqlite::params;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-
-const SCHEMA: &str = include_str!("../migrations/beamtime/V1__initial.sql");
 
 #[derive(Deserialize)]
 struct Start<'a> {
@@ -81,7 +84,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let started = Instant::now();
-    match ingest(&PathBuf::from(db), &PathBuf::from(jsonl)) {
+    match ingest(Path::new(db), Path::new(jsonl)) {
         Ok(events) => {
             println!(
                 "{events} events in {:.3} s",
@@ -96,12 +99,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn ingest(db: &PathBuf, jsonl: &PathBuf) -> Result<i64, Failure> {
-    let mut conn = Connection::open(db).map_err(|e| format!("{}: {e}", db.display()))?;
-    conn.query_row("PRAGMA journal_mode = wal", [], |_| Ok(()))?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "foreign_keys", true)?;
-    conn.execute_batch(SCHEMA)?;
+fn ingest(out: &Path, jsonl: &Path) -> Result<i64, Failure> {
+    let mut conn = db::open(out, Access::ReadWrite, &Settings::default().sqlite)?;
+    runner::apply(&mut conn, &files::builtin(DbKind::Beamtime))?;
 
     let file = File::open(jsonl).map_err(|e| format!("{}: {e}", jsonl.display()))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
