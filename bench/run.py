@@ -85,7 +85,7 @@ def fresh(path):
 # ---------------------------------------------------------------- data
 def generate_frames(args):
     data = WORK / "data"
-    frames_dir = data / "frames-run"
+    frames_dir = data / f"frames-{args.frames}x{args.size}"
     marker = frames_dir / f"done-{args.frames}x{args.size}"
     if not marker.exists():
         fresh(frames_dir)
