@@ -554,6 +554,7 @@ def report(r):
 
 def plot(r, path):
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     panels = [k for k in ("frames", "events", "rss") if k in r]
@@ -581,6 +582,8 @@ def plot(r, path):
             ax.axhline(64, color="#d62728", linestyle="--", label="goal 64 MiB")
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.set_xticks(rs["sizes"], [f"{n:,}" for n in rs["sizes"]])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel("events")
             ax.set_title("event ingest, peak RSS (MiB)")
             ax.legend()
@@ -603,13 +606,22 @@ SCENARIOS = ["frames", "events", "rss", "reindex", "check", "migrate", "search"]
 
 
 def provenance():
+    """When, at which commit (read once, when the harness starts: the binaries were built
+    from that tree) and under which load a scenario ran."""
+    return {"when": time.strftime("%Y-%m-%d %H:%M"), "commit": COMMIT[0],
+            "load": f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "?"}
+
+
+COMMIT = ["?"]
+
+
+def read_commit():
     try:
         commit = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"], capture_output=True,
                                 text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "?"
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {"when": time.strftime("%Y-%m-%d %H:%M"), "commit": commit, "load": f"{load:.1f}"}
+    COMMIT[0] = commit
 
 
 def main():
@@ -643,6 +655,7 @@ def main():
         args.search_beamtimes, args.search_runs = 10, 100
         args.rss_sizes = [10_000, 100_000]
         args.no_doc = True
+    read_commit()
     args.beamdb = str(Path(args.beamdb).resolve())
     args.limit = str(Path(args.limit).resolve())
     WORK.mkdir(exist_ok=True)
