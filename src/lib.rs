@@ -20,6 +20,7 @@ pub mod index;
 pub mod ingest;
 pub mod layout;
 pub mod listen;
+pub mod localtime;
 pub mod lock;
 pub mod lookup;
 pub mod migrations;

@@ -1,8 +1,9 @@
 //! `beamdb runs`: find runs across beamtimes in the index.
 
 use crate::exit::{Context, Result};
-use jiff::{Span, Timestamp, Zoned, civil, tz::TimeZone};
+use crate::localtime::{self, Local, Span, Stamp, Zone};
 use serde_json::{Map, Value as Json};
+use time::{Date, PrimitiveDateTime, Time, Weekday};
 
 use super::Ctx;
 use crate::cli::RunsArgs;
@@ -15,7 +16,7 @@ use crate::lookup::locate;
 use crate::schema::declared;
 
 pub fn run(ctx: &Ctx, args: &RunsArgs) -> Result<ExitStatus> {
-    let now = Zoned::now();
+    let now = Clock::now(&Local);
     let conditions = args
         .conditions
         .iter()
@@ -118,12 +119,30 @@ enum Bound {
     Until,
 }
 
+/// The moment `runs` reads relative times against, and the zone it reads wall-clock times in.
+struct Clock<'z> {
+    /// Unix seconds, to the millisecond.
+    unix: f64,
+    zone: &'z dyn Zone,
+}
+
+impl<'z> Clock<'z> {
+    fn now(zone: &'z dyn Zone) -> Clock<'z> {
+        let millis = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        Clock {
+            unix: millis as f64 / 1000.0,
+            zone,
+        }
+    }
+}
+
 /// Parses a `--since`/`--until` time into Unix seconds. Accepted, in local time unless an
 /// offset is given: `2026-11-20` (a whole day: `--until` includes it), `2026-11-20T14:00`,
 /// `2026-11-20 14:00:30`, `2026-11-20T14:00:00+01:00`, `today`, `yesterday`, a weekday
 /// (`monday`: its most recent start, today included), a span ago (`3d`, `12h`, `2 weeks`),
-/// or Unix seconds (`1795346299.6`).
-fn parse_time(text: &str, now: &Zoned, bound: Bound) -> Result<f64> {
+/// or Unix seconds (`1795346299.6`). Days, weeks, months and years ago count on the wall
+/// clock (across a DST change "1 day ago" is 23 or 25 hours), hours and smaller exactly.
+fn parse_time(text: &str, now: &Clock, bound: Bound) -> Result<f64> {
     let t = text.trim();
     let invalid = || {
         fail(
@@ -133,62 +152,63 @@ fn parse_time(text: &str, now: &Zoned, bound: Bound) -> Result<f64> {
             ),
         )
     };
-    let seconds = |z: &Zoned| z.timestamp().as_millisecond() as f64 / 1000.0;
-    let day = |date: civil::Date| -> Result<f64> {
+    let now_whole = now.unix.floor() as i64;
+    let wall_now = localtime::civil(now.zone, now_whole).ok_or_else(invalid)?;
+    let local = |at: PrimitiveDateTime| localtime::unix(now.zone, at).ok_or_else(invalid);
+    let day = |date: Date| -> Result<f64> {
         let date = if bound == Bound::Until {
-            date.tomorrow().map_err(|_| invalid())?
+            date.next_day().ok_or_else(invalid)?
         } else {
             date
         };
-        let start = date
-            .to_zoned(now.time_zone().clone())
-            .map_err(|_| invalid())?;
-        Ok(seconds(&start))
+        Ok(local(PrimitiveDateTime::new(date, Time::MIDNIGHT))? as f64)
     };
     if let Ok(secs) = t.parse::<f64>()
         && secs.is_finite()
     {
         return Ok(secs);
     }
+    let today = wall_now.date();
     match t.to_ascii_lowercase().as_str() {
-        "today" => return day(now.date()),
-        "yesterday" => return day(now.date().yesterday().map_err(|_| invalid())?),
-        "now" => return Ok(seconds(now)),
+        "today" => return day(today),
+        "yesterday" => return day(today.previous_day().ok_or_else(invalid)?),
+        "now" => return Ok(now.unix),
         _ => {}
     }
     if let Some(weekday) = parse_weekday(t) {
-        let mut date = now.date();
+        let mut date = today;
         while date.weekday() != weekday {
-            date = date.yesterday().map_err(|_| invalid())?;
+            date = date.previous_day().ok_or_else(invalid)?;
         }
         return day(date);
     }
-    // A bare date first: jiff would also read it as a date-time at midnight, but a bare date
-    // means the whole day.
-    if t.len() == 10
-        && let Ok(date) = t.parse::<civil::Date>()
-    {
-        return day(date);
-    }
-    if let Ok(ts) = t.parse::<Timestamp>() {
-        return Ok(ts.as_millisecond() as f64 / 1000.0);
-    }
-    if let Ok(dt) = t.parse::<civil::DateTime>() {
-        let zoned = dt
-            .to_zoned(now.time_zone().clone())
-            .map_err(|_| invalid())?;
-        return Ok(seconds(&zoned));
+    if let Some(stamp) = Stamp::parse(t) {
+        // A bare date means the whole day.
+        if !stamp.has_time {
+            return day(stamp.at.date());
+        }
+        let whole = match stamp.offset {
+            Some(offset) => stamp.at.assume_utc().unix_timestamp() - offset,
+            None => local(stamp.at)?,
+        };
+        return Ok(whole as f64 + stamp.fraction);
     }
     let span_text = t.strip_suffix("ago").unwrap_or(t).trim();
-    if let Ok(span) = span_text.parse::<Span>() {
-        let then = now.checked_sub(span.abs()).map_err(|_| invalid())?;
-        return Ok(seconds(&then));
+    if let Some(span) = Span::parse(span_text) {
+        // "3 days" and "-3 days" both mean ago.
+        let (months, days, seconds) = (span.months.abs(), span.days.abs(), span.seconds.abs());
+        let mut then = now.unix;
+        if months != 0 || days != 0 {
+            let moved = localtime::add_calendar(wall_now, -months, -days).ok_or_else(invalid)?;
+            then = local(moved)? as f64 + (now.unix - now_whole as f64);
+        }
+        return Ok(then - seconds);
     }
     Err(invalid())
 }
 
-fn parse_weekday(text: &str) -> Option<civil::Weekday> {
-    use civil::Weekday::*;
+fn parse_weekday(text: &str) -> Option<Weekday> {
+    use Weekday::*;
     let lower = text.to_ascii_lowercase();
     [
         ("monday", Monday),
@@ -204,23 +224,30 @@ fn parse_weekday(text: &str) -> Option<civil::Weekday> {
     .map(|(_, day)| day)
 }
 
+/// A start time for people: the local wall clock, to the second.
 pub(super) fn local_time(seconds: Option<f64>) -> String {
     let Some(seconds) = seconds else {
         return String::new();
     };
-    match Timestamp::from_millisecond((seconds * 1000.0) as i64) {
-        Ok(ts) => ts
-            .to_zoned(TimeZone::system())
-            .strftime("%Y-%m-%d %H:%M:%S")
-            .to_string(),
-        Err(_) => format!("{seconds}"),
+    let whole = ((seconds * 1000.0) as i64).div_euclid(1000);
+    match localtime::civil(&Local, whole) {
+        Some(at) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second()
+        ),
+        None => format!("{seconds}"),
     }
 }
 
 pub(super) fn iso_time(seconds: Option<f64>) -> Json {
     seconds
-        .and_then(|s| Timestamp::from_millisecond((s * 1000.0) as i64).ok())
-        .map_or(Json::Null, |ts| Json::String(ts.to_string()))
+        .and_then(localtime::rfc3339_utc)
+        .map_or(Json::Null, Json::String)
 }
 
 /// The `--json` output: an array of objects whose keys are stable (scripts rely on them).
@@ -460,14 +487,20 @@ fn to_table(rows: &[RunRow], columns: &[TableColumn]) -> String {
 mod tests {
     use super::*;
 
-    fn at(text: &str) -> Zoned {
-        // A Wednesday, in a fixed zone so that the test does not depend on the machine.
-        text.parse().unwrap()
+    use crate::localtime::tests::Berlin;
+
+    /// Berlin's wall clock at a Unix second, so that the tests do not depend on the machine.
+    fn at(unix: f64) -> Clock<'static> {
+        Clock {
+            unix,
+            zone: &Berlin,
+        }
     }
 
     #[test]
     fn parses_dates_times_and_words() {
-        let now = at("2026-11-25T15:30:00+01:00[Europe/Berlin]");
+        // A Wednesday: 2026-11-25T15:30:00+01:00.
+        let now = at(1_795_617_000.0);
         let day_start = 1795561200.0; // 2026-11-25T00:00:00+01:00
         assert_eq!(
             parse_time("2026-11-25", &now, Bound::Since).unwrap(),
@@ -503,7 +536,7 @@ mod tests {
             parse_time("1795561200", &now, Bound::Since).unwrap(),
             day_start
         );
-        let now_s = now.timestamp().as_second() as f64;
+        let now_s = now.unix;
         assert_eq!(
             parse_time("2h", &now, Bound::Since).unwrap(),
             now_s - 7200.0
@@ -514,5 +547,63 @@ mod tests {
         );
         assert!(parse_time("last tuesday-ish", &now, Bound::Since).is_err());
         assert!(parse_time("mo", &now, Bound::Since).is_err());
+    }
+
+    #[test]
+    fn whole_days_and_wall_clock_times_across_dst_changes() {
+        // 2026-03-29 (clocks go forward at 02:00 CET) is 23 hours long in Berlin.
+        let spring = at(1_774_778_400.0); // 2026-03-29T12:00:00+02:00
+        let midnight_cet = 1_774_738_800.0; // 2026-03-29T00:00:00+01:00
+        assert_eq!(
+            parse_time("2026-03-29", &spring, Bound::Since).unwrap(),
+            midnight_cet
+        );
+        assert_eq!(
+            parse_time("2026-03-29", &spring, Bound::Until).unwrap(),
+            midnight_cet + 23.0 * 3600.0
+        );
+        assert_eq!(
+            parse_time("2026-03-29T02:30", &spring, Bound::Since).unwrap(),
+            midnight_cet + 2.5 * 3600.0,
+            "a time the clocks skip reads as 03:30 CEST"
+        );
+        assert_eq!(
+            parse_time("1 day ago", &spring, Bound::Since).unwrap(),
+            spring.unix - 23.0 * 3600.0,
+            "a day ago is noon yesterday on the wall clock"
+        );
+        assert_eq!(
+            parse_time("24h ago", &spring, Bound::Since).unwrap(),
+            spring.unix - 24.0 * 3600.0
+        );
+        // 2026-10-25 (clocks go back at 03:00 CEST) is 25 hours long.
+        let autumn = at(1_792_926_000.0); // 2026-10-25T12:00:00+01:00
+        let midnight_cest = 1_792_879_200.0; // 2026-10-25T00:00:00+02:00
+        assert_eq!(
+            parse_time("today", &autumn, Bound::Since).unwrap(),
+            midnight_cest
+        );
+        assert_eq!(
+            parse_time("today", &autumn, Bound::Until).unwrap(),
+            midnight_cest + 25.0 * 3600.0
+        );
+        assert_eq!(
+            parse_time("2026-10-25 02:30", &autumn, Bound::Since).unwrap(),
+            midnight_cest + 2.5 * 3600.0,
+            "a time that happens twice is its first occurrence, in CEST"
+        );
+        assert_eq!(
+            parse_time("1d", &autumn, Bound::Since).unwrap(),
+            autumn.unix - 25.0 * 3600.0
+        );
+    }
+
+    #[test]
+    fn prints_utc_rfc3339_for_json() {
+        assert_eq!(
+            iso_time(Some(1_795_561_200.5)),
+            Json::String("2026-11-24T23:00:00.5Z".into())
+        );
+        assert_eq!(iso_time(None), Json::Null);
     }
 }

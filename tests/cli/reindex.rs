@@ -474,3 +474,62 @@ fn reindex_skips_old_unchanged_files_on_stat_and_still_sees_the_next_write() {
         1
     );
 }
+
+/// `--since`/`--until` read wall-clock times in the local zone (TZ) through the C library:
+/// a whole day across a DST change is 23 or 25 hours, a skipped wall-clock time reads with the
+/// offset before the change, a repeated one as its first occurrence.
+#[test]
+fn runs_reads_local_days_across_dst_changes_in_the_tz_zone() {
+    let fx = Fixture::new();
+    assert_eq!(run(&mut fx.beamdb(&["initdb", "--beamtime", "bt-1"])).0, 0);
+    // Europe/Berlin: 2026-03-29 is [1774738800, 1774821600), 23 hours; 2026-10-25 is
+    // [1792879200, 1792969200), 25 hours.
+    let runs = [
+        ("mar-before", 1_774_738_799.0),
+        ("mar-first", 1_774_738_800.0),
+        ("mar-skip-before", 1_774_747_799.0), // 01:29:59 UTC
+        ("mar-skip", 1_774_747_800.0),        // 01:30 UTC = 03:30 CEST, "02:30" read
+        ("mar-last", 1_774_821_599.0),
+        ("mar-after", 1_774_821_600.0),
+        ("oct-before", 1_792_879_199.0),
+        ("oct-first", 1_792_879_200.0),
+        ("oct-twice", 1_792_888_200.0), // 00:30 UTC = the first 02:30 (CEST)
+        ("oct-last", 1_792_969_199.0),
+        ("oct-after", 1_792_969_200.0),
+    ];
+    for (uid, time) in runs {
+        add_run(&fx, "bt-1", uid, "S", "scan", time, None);
+    }
+    assert_eq!(run(&mut fx.beamdb(&["reindex"])).0, 0);
+    let berlin = |args: &[&str]| {
+        let mut all = vec!["runs", "--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = run(fx.beamdb(&all).env("TZ", "Europe/Berlin"));
+        assert_eq!(code, 0, "{err}");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        rows.iter()
+            .map(|r| r["uid"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        berlin(&["--since", "2026-03-29", "--until", "2026-03-29"]),
+        ["mar-last", "mar-skip", "mar-skip-before", "mar-first"]
+    );
+    assert_eq!(
+        berlin(&["--since", "2026-03-29T02:30", "--until", "2026-03-29"]),
+        ["mar-last", "mar-skip"]
+    );
+    assert_eq!(
+        berlin(&["--since", "2026-10-25", "--until", "2026-10-25"]),
+        ["oct-last", "oct-twice", "oct-first"]
+    );
+    assert_eq!(
+        berlin(&[
+            "--since",
+            "2026-10-25 02:30",
+            "--until",
+            "2026-10-25T02:30:01"
+        ]),
+        ["oct-twice"]
+    );
+}
