@@ -1,4 +1,5 @@
-//! The Zarr v3 frame store beside each beamtime database. The only module that knows zarrs.
+//! The Zarr v3 frame store beside each beamtime database. With `store_columns` (the run
+//! groups' xarray layout, written from the rows), the only module that knows zarrs.
 //!
 //! The store is opened through one function that takes its location, so that moving frames
 //! to another store backend later touches this file only.

@@ -743,6 +743,7 @@ fn write_stream(
     }
     // The frame stacks: every array image_refs points at in this stream.
     let mut stacks: Vec<Stack> = Vec::new();
+    let mut missing: Vec<(String, String)> = Vec::new();
     {
         let mut stmt = conn
             .prepare(
@@ -767,16 +768,19 @@ fn write_stream(
                 });
             };
             let meta_path = dir.join(&leaf).join("zarr.json");
-            let shape: Vec<u64> = read_json(&meta_path)
+            let shape: Option<Vec<u64>> = read_json(&meta_path)
+                .filter(|m| m["node_type"] == "array")
                 .and_then(|m| {
                     m["shape"]
                         .as_array()
                         .and_then(|s| s.iter().map(Value::as_u64).collect())
-                })
-                .ok_or_else(|| LayoutError::Conflict {
-                    path: meta_path.clone(),
-                    why: "the frame array's metadata is missing or unreadable".into(),
-                })?;
+                });
+            let Some(shape) = shape else {
+                // Frames the store lost are `verify`'s to report; the rest of the stream
+                // is still laid out.
+                missing.push((key, leaf));
+                continue;
+            };
             stacks.push(Stack {
                 zarr_group,
                 leaf,
@@ -804,6 +808,15 @@ fn write_stream(
     taken.extend(stacks.iter().map(|s| s.leaf.clone()));
     taken.extend(stacks.iter().map(|s| format!("{}.index", s.leaf)));
     let mut skipped: Vec<(String, String)> = Vec::new();
+    for (key, leaf) in &missing {
+        tracing::warn!(
+            "run {uid}: stream {stream}: the frame array {leaf} of data key {key:?} is missing from the store; the stream is laid out without it (`beamdb verify` reports the missing frames)"
+        );
+        skipped.push((
+            leaf.clone(),
+            "its frame array is missing from the store (`beamdb verify` reports it)".into(),
+        ));
+    }
     let mut dims = Dims::default();
     let mut columns: Vec<Column> = Vec::new();
     let mut var_meta: Vec<(String, Map<String, Value>)> = Vec::new();
@@ -847,6 +860,9 @@ fn write_stream(
         let frames: Vec<usize> = (0..stacks.len())
             .filter(|&i| stacks[i].key == plan.key)
             .collect();
+        if frames.is_empty() && missing.iter().any(|(k, _)| *k == plan.key) {
+            continue;
+        }
         if !frames.is_empty() {
             for i in frames {
                 let frame_shape = stacks[i].shape.get(1..).unwrap_or_default().to_vec();
