@@ -1,4 +1,5 @@
-//! The Zarr v3 frame store beside each beamtime database. The only module that knows zarrs.
+//! The Zarr v3 frame store beside each beamtime database. With `store_columns` (the run
+//! groups' xarray layout, written from the rows), the only module that knows zarrs.
 //!
 //! The store is opened through one function that takes its location, so that moving frames
 //! to another store backend later touches this file only.
@@ -288,6 +289,44 @@ pub fn write_json_durably(path: &Path, value: &serde_json::Value) -> Result<(), 
         });
     }
     sync_dir(dir).map_err(io_error(dir, "cannot sync"))
+}
+
+/// Writes the JSON file `path` whole (to a hidden file, renamed into place) but without
+/// syncing: the caller makes it durable with [`sync_paths`], many files in one pass.
+pub fn write_json_unsynced(path: &Path, value: &serde_json::Value) -> Result<(), StoreError> {
+    let text = serde_json::to_vec_pretty(value).map_err(zarr_error(path))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let aside = dir.join(format!(".zarr.json.{}.tmp", std::process::id()));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&aside, &text))
+        .and_then(|()| std::fs::rename(&aside, path))
+        .map_err(io_error(path, "cannot write metadata"))
+}
+
+/// Writes `bytes` to `path` (creating its folders) without syncing; see [`sync_paths`].
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_file(path, bytes).map_err(io_error(path, "cannot write"))
+}
+
+/// Makes `files` durable, then every folder from theirs up to `top` (so that their names
+/// are durable too), in one parallel pass: one fsync per file in turn made a small run's
+/// layout wait on the disk dozens of times.
+pub fn sync_paths(files: &[PathBuf], top: &Path) -> Result<(), StoreError> {
+    files
+        .par_iter()
+        .try_for_each(|p| sync_path(p).map_err(io_error(p, "cannot sync to disk")))?;
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for file in files {
+        let mut dir = file.parent();
+        while let Some(d) = dir {
+            if !dirs.insert(d.to_path_buf()) || d == top || !d.starts_with(top) {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+    dirs.par_iter()
+        .try_for_each(|d| sync_path(d).map_err(io_error(d, "cannot sync to disk")))
 }
 
 /// fsyncs `dir` and its parent (a run group that was just created must be durable by name).

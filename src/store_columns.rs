@@ -24,7 +24,9 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
-use zarrs::array::{Array, ArrayMetadata, ArrayMetadataV3, ArraySubset};
+use zarrs::array::{
+    Array, ArrayMetadata, ArrayMetadataV3, ArrayToBytesCodecTraits, CodecOptions, Element,
+};
 use zarrs::filesystem::FilesystemStore;
 
 use crate::frames::{self, StoreError};
@@ -186,24 +188,42 @@ impl Buf {
         }
     }
 
-    fn store(
-        &mut self,
-        array: &Array<FilesystemStore>,
-        subset: &ArraySubset,
-    ) -> Result<(), String> {
-        let r = match self {
-            Buf::F64(b) => array.store_array_subset(subset, &b[..]),
-            Buf::I64(b) => array.store_array_subset(subset, &b[..]),
-            Buf::Bool(b) => array.store_array_subset(subset, &b[..]),
-            Buf::Str(b) => array.store_array_subset(subset, &b[..]),
-        };
-        match self {
-            Buf::F64(b) => b.clear(),
-            Buf::I64(b) => b.clear(),
-            Buf::Bool(b) => b.clear(),
-            Buf::Str(b) => b.clear(),
+    /// Encodes the buffered rows as chunk `chunk` of `array` (padded with the fill value to
+    /// the chunk's shape, as Zarr stores an edge chunk) and empties the buffer.
+    fn encode(&mut self, array: &Array<FilesystemStore>, chunk: &[u64]) -> Result<Vec<u8>, String> {
+        let shape = array.chunk_shape(chunk).map_err(|e| e.to_string())?;
+        let elements: usize = shape.iter().map(|d| d.get() as usize).product();
+        let dt = array.data_type();
+        let bytes = match self {
+            Buf::F64(b) => {
+                b.resize(elements, f64::NAN);
+                f64::into_array_bytes(dt, std::mem::take(b))
+            }
+            Buf::I64(b) => {
+                b.resize(elements, 0);
+                i64::into_array_bytes(dt, std::mem::take(b))
+            }
+            Buf::Bool(b) => {
+                b.resize(elements, false);
+                bool::into_array_bytes(dt, std::mem::take(b))
+            }
+            Buf::Str(b) => {
+                b.resize(elements, String::new());
+                String::into_array_bytes(dt, std::mem::take(b))
+            }
         }
-        r.map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        array
+            .codecs()
+            .encode(
+                bytes,
+                &shape,
+                dt,
+                array.fill_value(),
+                &CodecOptions::default(),
+            )
+            .map(|encoded| encoded.to_vec())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -351,6 +371,8 @@ pub fn write_run_layout(conn: &Connection, root: &Path, uid: &str) -> Result<Wri
         }
     }
     let mut written = Written::default();
+    // Every file written for the layout, made durable together before the marker.
+    let mut unsynced: Vec<PathBuf> = Vec::new();
     let mut run_meta = Map::new();
     let mut skipped_streams = Map::new();
     for stream in &names {
@@ -362,7 +384,8 @@ pub fn write_run_layout(conn: &Connection, root: &Path, uid: &str) -> Result<Wri
             skipped_streams.insert(stream.clone(), "not a safe path component".into());
             continue;
         }
-        let (group, children, skipped) = write_stream(conn, &store, &run_dir, uid, stream)?;
+        let (group, children, skipped) =
+            write_stream(conn, &store, &run_dir, uid, stream, &mut unsynced)?;
         run_meta.insert(stream.clone(), {
             let mut g = group.clone();
             g["consolidated_metadata"]["metadata"] = json!({});
@@ -410,6 +433,7 @@ pub fn write_run_layout(conn: &Connection, root: &Path, uid: &str) -> Result<Wri
         "attributes": attributes,
         "consolidated_metadata": {"kind": "inline", "must_understand": false, "metadata": run_meta},
     });
+    frames::sync_paths(&unsynced, &root.join("runs"))?;
     frames::write_json_durably(&path, &group)?;
     frames::sync_dir_of(&run_dir)?;
     Ok(written)
@@ -606,7 +630,6 @@ fn shape_of(spec: &Map<String, Value>) -> Option<Vec<u64>> {
     }
 }
 
-/// Creates (replacing any earlier attempt) a columnar array `name` of `stream`.
 /// Where a stream's arrays go.
 struct StreamGroup<'a> {
     store: &'a Arc<FilesystemStore>,
@@ -614,6 +637,8 @@ struct StreamGroup<'a> {
     stream: &'a str,
 }
 
+/// Creates (replacing any earlier attempt) a columnar array `name` of `stream`; nothing
+/// is written until its chunks and, last, its metadata.
 fn new_column(
     group: &StreamGroup<'_>,
     name: &str,
@@ -680,6 +705,7 @@ fn write_stream(
     run_dir: &Path,
     uid: &str,
     stream: &str,
+    unsynced: &mut Vec<PathBuf>,
 ) -> Result<StreamWritten, LayoutError> {
     let dir = run_dir.join(stream);
     std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
@@ -717,6 +743,7 @@ fn write_stream(
     }
     // The frame stacks: every array image_refs points at in this stream.
     let mut stacks: Vec<Stack> = Vec::new();
+    let mut missing: Vec<(String, String)> = Vec::new();
     {
         let mut stmt = conn
             .prepare(
@@ -741,16 +768,19 @@ fn write_stream(
                 });
             };
             let meta_path = dir.join(&leaf).join("zarr.json");
-            let shape: Vec<u64> = read_json(&meta_path)
+            let shape: Option<Vec<u64>> = read_json(&meta_path)
+                .filter(|m| m["node_type"] == "array")
                 .and_then(|m| {
                     m["shape"]
                         .as_array()
                         .and_then(|s| s.iter().map(Value::as_u64).collect())
-                })
-                .ok_or_else(|| LayoutError::Conflict {
-                    path: meta_path.clone(),
-                    why: "the frame array's metadata is missing or unreadable".into(),
-                })?;
+                });
+            let Some(shape) = shape else {
+                // Frames the store lost are `verify`'s to report; the rest of the stream
+                // is still laid out.
+                missing.push((key, leaf));
+                continue;
+            };
             stacks.push(Stack {
                 zarr_group,
                 leaf,
@@ -778,6 +808,15 @@ fn write_stream(
     taken.extend(stacks.iter().map(|s| s.leaf.clone()));
     taken.extend(stacks.iter().map(|s| format!("{}.index", s.leaf)));
     let mut skipped: Vec<(String, String)> = Vec::new();
+    for (key, leaf) in &missing {
+        tracing::warn!(
+            "run {uid}: stream {stream}: the frame array {leaf} of data key {key:?} is missing from the store; the stream is laid out without it (`beamdb verify` reports the missing frames)"
+        );
+        skipped.push((
+            leaf.clone(),
+            "its frame array is missing from the store (`beamdb verify` reports it)".into(),
+        ));
+    }
     let mut dims = Dims::default();
     let mut columns: Vec<Column> = Vec::new();
     let mut var_meta: Vec<(String, Map<String, Value>)> = Vec::new();
@@ -821,6 +860,9 @@ fn write_stream(
         let frames: Vec<usize> = (0..stacks.len())
             .filter(|&i| stacks[i].key == plan.key)
             .collect();
+        if frames.is_empty() && missing.iter().any(|(k, _)| *k == plan.key) {
+            continue;
+        }
         if !frames.is_empty() {
             for i in frames {
                 let frame_shape = stacks[i].shape.get(1..).unwrap_or_default().to_vec();
@@ -914,14 +956,17 @@ fn write_stream(
             buf: Buf::new(elem),
         });
     }
-    let rows = fill_columns(conn, uid, stream, &dir, &mut columns, &mut stacks)?;
+    let rows = fill_columns(conn, uid, stream, &dir, &mut columns, &mut stacks, unsynced)?;
     for c in &columns {
         // Without zarrs' own `_zarrs` attribute, which xarray would show on every variable.
-        c.array
-            .store_metadata_opt(
-                &zarrs::array::ArrayMetadataOptions::default().with_include_zarrs_metadata(false),
-            )
+        let meta = c.array.metadata_opt(
+            &zarrs::array::ArrayMetadataOptions::default().with_include_zarrs_metadata(false),
+        );
+        let meta = serde_json::to_value(meta)
             .map_err(|e| zarr(&dir)(format!("cannot write {} metadata: {e}", c.name)))?;
+        let path = dir.join(&c.name).join("zarr.json");
+        frames::write_json_unsynced(&path, &meta)?;
+        unsynced.push(path);
         var_meta.push((c.name.clone(), Map::new()));
     }
     // Each stack's axis names: `time` when aligned with the time index.
@@ -956,7 +1001,8 @@ fn write_stream(
                 format!("{}.index", s.leaf).into(),
             );
         }
-        frames::write_json_durably(&path, &meta)?;
+        frames::write_json_unsynced(&path, &meta)?;
+        unsynced.push(path);
     }
     // The group's consolidated metadata: every child as it is on disk now.
     let mut children: Vec<(String, Value)> = Vec::new();
@@ -997,7 +1043,9 @@ fn write_stream(
         "attributes": attributes,
         "consolidated_metadata": {"kind": "inline", "must_understand": false, "metadata": consolidated},
     });
-    frames::write_json_durably(&dir.join("zarr.json"), &group)?;
+    let path = dir.join("zarr.json");
+    frames::write_json_unsynced(&path, &group)?;
+    unsynced.push(path);
     Ok((group, children, skipped))
 }
 
@@ -1010,6 +1058,7 @@ fn fill_columns(
     dir: &Path,
     columns: &mut [Column],
     stacks: &mut [Stack],
+    unsynced: &mut Vec<PathBuf>,
 ) -> Result<u64, LayoutError> {
     // Events with their frames, then a fly scan's points (stream_datum without an event).
     let sql = "SELECT t, seq, data, refs FROM (
@@ -1082,33 +1131,64 @@ fn fill_columns(
         n += 1;
         in_chunk += 1;
         if in_chunk == CHUNK_ROWS as u64 {
-            flush(columns, dir, n, in_chunk)?;
+            flush(columns, dir, n, in_chunk, unsynced)?;
             in_chunk = 0;
         }
     }
     if in_chunk > 0 {
-        flush(columns, dir, n, in_chunk)?;
+        flush(columns, dir, n, in_chunk, unsynced)?;
     }
     Ok(n)
 }
 
-/// Grows every column to `n` rows and writes the last `count` rows from its buffer.
-fn flush(columns: &mut [Column], dir: &Path, n: u64, count: u64) -> Result<(), StoreError> {
+/// Grows every column to `n` rows and writes the last `count` rows from its buffer: one
+/// chunk, since flushes fall on chunk boundaries. Nothing is synced here.
+fn flush(
+    columns: &mut [Column],
+    dir: &Path,
+    n: u64,
+    count: u64,
+    written: &mut Vec<PathBuf>,
+) -> Result<(), StoreError> {
+    let run_dir = dir.parent().unwrap_or(dir);
+    let index = (n - count) / CHUNK_ROWS as u64;
     for c in columns.iter_mut() {
         let mut shape = c.array.shape().to_vec();
         shape[0] = n;
         c.array
             .set_shape(shape.clone())
             .map_err(|e| zarr(dir)(e.to_string()))?;
-        let mut ranges = Vec::with_capacity(shape.len());
-        ranges.push((n - count)..n);
-        ranges.extend(shape[1..].iter().map(|&w| 0..w));
-        let subset = ArraySubset::new_with_ranges(&ranges);
-        c.buf
-            .store(&c.array, &subset)
+        let mut chunk = vec![index];
+        chunk.extend(std::iter::repeat_n(0, shape.len() - 1));
+        let encoded = c
+            .buf
+            .encode(&c.array, &chunk)
             .map_err(|e| zarr(dir)(format!("{}: {e}", c.name)))?;
+        let path = run_dir.join(c.array.chunk_key(&chunk).as_str());
+        frames::write_unsynced(&path, &encoded)?;
+        written.push(path);
     }
     Ok(())
+}
+
+/// The committed runs whose store group lacks this layout's marker, oldest first. A run
+/// with no stream (no descriptor) has nothing for xarray to show and is not counted: an
+/// earlier beamdb wrote no group for it, and converting thousands of such runs would only
+/// write empty groups.
+pub fn to_convert(conn: &Connection, root: &Path) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT uid FROM runs WHERE EXISTS (SELECT 1 FROM streams s WHERE s.run_uid = runs.uid)
+         ORDER BY time_start, uid",
+    )?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut uids = Vec::new();
+    for uid in rows {
+        let uid = uid?;
+        if SafeName::new("run uid", &uid).is_ok() && !has_layout(root, &uid) {
+            uids.push(uid);
+        }
+    }
+    Ok(uids)
 }
 
 /// The ingest's call, inside the run's transaction before its commit: a failure becomes the
@@ -1153,21 +1233,10 @@ pub fn upgrade_store(
     root: &Path,
     dry_run: bool,
 ) -> Result<Upgrade, LayoutError> {
-    let uids: Vec<String> = {
-        let mut stmt = conn
-            .prepare("SELECT uid FROM runs ORDER BY time_start, uid")
-            .map_err(db(""))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(db(""))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(db(""))?
-    };
+    let uids = to_convert(conn, root).map_err(db(""))?;
     let mut upgrade = Upgrade::default();
     let mut store_made = dry_run;
     for uid in uids {
-        if SafeName::new("run uid", &uid).is_err() || has_layout(root, &uid) {
-            continue;
-        }
         if !store_made {
             // A beamtime whose runs had no frames may have no store yet.
             frames::create_store(root)?;

@@ -285,7 +285,7 @@ impl Beamtime<'_> {
         };
         self.image_refs(&mut inspector, None, report)?;
         self.groups(&runs, report)?;
-        self.layout_marks(&runs, report);
+        self.layout_marks(report)?;
         tx.finish()?;
         Ok(())
     }
@@ -670,17 +670,17 @@ impl Beamtime<'_> {
 
     /// Runs whose store group lacks the xarray layout (written by an earlier beamdb, or an
     /// interrupted conversion): not a broken promise of the data, one note for all of them.
-    fn layout_marks(&self, runs: &BTreeMap<String, RunRow>, report: &mut Report) {
-        let root = self.store_root();
-        let old = runs
-            .keys()
-            .filter(|uid| !self.busy(uid) && !crate::store_columns::has_layout(&root, uid))
+    fn layout_marks(&self, report: &mut Report) -> rusqlite::Result<()> {
+        let old = crate::store_columns::to_convert(self.conn, &self.store_root())?
+            .iter()
+            .filter(|uid| !self.busy(uid))
             .count();
         if old > 0 {
             report.notes.push(format!(
                 "{old} run(s) without the xarray layout of frames.zarr (docs/reading.md): `beamdb migrate` converts them"
             ));
         }
+        Ok(())
     }
 
     /// Whether run `uid` is committed now (outside the snapshot: an ingest may just have).
