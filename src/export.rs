@@ -630,7 +630,13 @@ fn rebuild_event(
     event.insert("uid".into(), row.uid.into());
     event.insert("descriptor".into(), row.descriptor.into());
     event.insert("seq_num".into(), row.seq_num.into());
-    event.insert("time".into(), row.time.into());
+    // `kept::integral_time` made sure the float is the integer that was written.
+    let time = if rest.int_time && row.time.fract() == 0.0 && row.time.abs() < 9.0e15 {
+        Value::from(row.time as i64)
+    } else {
+        row.time.into()
+    };
+    event.insert("time".into(), time);
     event.insert("data".into(), Value::Object(data));
     if let Some(ts) = row.timestamps {
         let ts: Value = serde_json::from_str(&ts)

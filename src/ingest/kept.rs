@@ -63,6 +63,10 @@ pub struct Rest {
     pub data: Map<String, Value>,
     /// Inline frames stored as float64 whose numbers were written as integers.
     pub ints: Vec<String>,
+    /// The event's `time` was written as an integer its REAL column holds exactly: a flag,
+    /// not the value, so that a run of such events shares its descriptor's rest instead of
+    /// keeping a row (in memory until the commit) for every event.
+    pub int_time: bool,
 }
 
 impl Rest {
@@ -76,6 +80,9 @@ impl Rest {
         }
         if !self.ints.is_empty() {
             out.insert("ints".into(), self.ints.clone().into());
+        }
+        if self.int_time {
+            out.insert("int_time".into(), true.into());
         }
         Value::Object(out).to_string()
     }
@@ -100,8 +107,29 @@ impl Rest {
                 .collect::<Option<_>>()?,
             Some(_) => return None,
         };
-        Some(Rest { set, data, ints })
+        let int_time = match map.remove("int_time") {
+            None => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => return None,
+        };
+        Some(Rest {
+            set,
+            data,
+            ints,
+            int_time,
+        })
     }
+}
+
+/// An integer `time` that its REAL column gives back exactly (as a float that renders as the
+/// same integer): [`Rest::int_time`] says so; any other integer is kept whole in `set`.
+fn integral_time(value: &Value) -> bool {
+    let Some(int) = value.as_i64() else {
+        return false;
+    };
+    value
+        .as_f64()
+        .is_some_and(|f| f.fract() == 0.0 && f as i64 == int && f.abs() < 9.0e15)
 }
 
 /// Whether a data key is delivered by a stream_resource (ophyd-async marks it
@@ -285,6 +313,10 @@ impl Collector {
         self.events += 1;
         let mut rest = Rest::default();
         for (key, value) in event {
+            if key == "time" && integral_time(value) {
+                rest.int_time = true;
+                continue;
+            }
             let kept_as_is = match key.as_str() {
                 // An integer time comes back from its REAL column as a float.
                 "time" => value.as_f64().map(Value::from).as_ref() == Some(value),
@@ -436,6 +468,7 @@ mod tests {
             set: map(json!({"filled": {"ccd": false}})),
             data: map(json!({"x": 1})),
             ints: vec!["img".into()],
+            int_time: true,
         };
         assert_eq!(Rest::parse(&rest.to_json()), Some(rest));
         assert_eq!(Rest::parse("{}"), Some(Rest::default()));
