@@ -188,6 +188,9 @@ impl<'a> Ingester<'a> {
             self.finish(run, report)?;
         }
         self.run_lock = None;
+        // The last run's staged events leave the temp file now, not when the connection
+        // closes (`listen` keeps it open between runs).
+        writer::stage_end(self.conn)?;
         Ok(())
     }
 

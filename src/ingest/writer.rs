@@ -156,6 +156,11 @@ pub fn stage_begin(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Drops the staging table (its pages go back to the temp file's free list).
+pub fn stage_end(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("DROP TABLE IF EXISTS temp.staged_events")
+}
+
 /// A batch of event rows into the staging table, in a transaction of the temp database
 /// only (no lock on `beamtime.db`).
 pub fn stage_events(conn: &Connection, events: &[rows::EventRow]) -> rusqlite::Result<()> {
