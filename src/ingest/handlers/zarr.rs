@@ -41,6 +41,23 @@ impl ZarrStack {
         let mut inspector = Inspector::open(&root.dir)
             .map_err(|e| unreadable(format!("cannot open the store: {e}")))?;
         let found = inspector.array_info(&array).map_err(unreadable)?;
+        // A frame is read from the one chunk file that `read` checks against the root: an
+        // array whose chunks hold several frames, or part of one, would read chunk files
+        // that were never checked (a symbolic link among them reads outside the root).
+        let one_frame: Vec<u64> = std::iter::once(1)
+            .chain(found.shape.iter().skip(1).copied())
+            .collect();
+        if found.chunk_shape.as_deref() != Some(one_frame.as_slice()) {
+            return Err(unreadable(format!(
+                "chunk grid {} is not one chunk per frame (regular, chunk shape {one_frame:?}); \
+                 beamdb reads BEAMDB_ZARR arrays only as its own store writes them",
+                found
+                    .chunk_shape
+                    .as_ref()
+                    .map_or_else(|| "(not regular)".to_string(), |c| format!("{c:?}"))
+            ))
+            .into());
+        }
         let dtype = Dtype::from_zarr_name(&found.data_type).ok_or_else(|| {
             unreadable(format!(
                 "data type {} is not one beamdb stores",

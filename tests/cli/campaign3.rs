@@ -1,0 +1,85 @@
+//! Hostile campaign 3: the read path (export, BEAMDB_ZARR re-ingest, show, the xarray
+//! layout) attacked through the binary (docs/fuzzing.md, "Hostile campaign, read path").
+
+use std::path::Path;
+
+use crate::common::{Fixture, path, run};
+
+/// A run of one event whose 2x2 uint16 frame is a BEAMDB_ZARR datum: array `a` of the store
+/// mapped at `/hostile`, element `index`.
+fn zarr_run(index: u64) -> String {
+    format!(
+        r#"["start", {{"uid": "zr", "time": 1}}]
+["descriptor", {{"uid": "d", "run_start": "zr", "name": "primary", "time": 2, "data_keys": {{"img": {{"dtype": "array", "shape": [2, 2], "dtype_numpy": "<u2", "source": "s", "external": "FILESTORE:"}}}}}}]
+["resource", {{"uid": "r", "run_start": "zr", "spec": "BEAMDB_ZARR", "root": "/hostile", "resource_path": "a", "resource_kwargs": {{}}, "path_semantics": "posix"}}]
+["datum", {{"resource": "r", "datum_id": "r/0", "datum_kwargs": {{"index": {index}}}}}]
+["event", {{"uid": "e", "descriptor": "d", "seq_num": 1, "time": 3, "data": {{"img": "r/0"}}, "timestamps": {{"img": 3}}, "filled": {{"img": false}}}}]
+["stop", {{"uid": "s", "run_start": "zr", "time": 4, "exit_status": "success"}}]
+"#
+    )
+}
+
+/// A zarr v3 array `a` under `store`: 4 frames of 2x2 uint16, uncompressed, chunks of
+/// `chunk` elements.
+fn zarr_array(store: &Path, chunk: [u64; 3]) {
+    std::fs::create_dir_all(store.join("a/c")).unwrap();
+    std::fs::write(
+        store.join("zarr.json"),
+        r#"{"zarr_format": 3, "node_type": "group"}"#,
+    )
+    .unwrap();
+    let meta = serde_json::json!({
+        "zarr_format": 3, "node_type": "array", "shape": [4, 2, 2], "data_type": "uint16",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunk}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0, "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+    });
+    std::fs::write(store.join("a/zarr.json"), meta.to_string()).unwrap();
+}
+
+fn ingest_hostile(fx: &Fixture, store: &Path, run_text: &str) -> (i32, String, String) {
+    let file = fx.write("zr.jsonl", run_text);
+    let map = format!("/hostile={}", path(store));
+    run(fx
+        .beamdb(&[
+            "ingest",
+            "--beamtime",
+            "bt",
+            "--root-map",
+            &map,
+            path(&file),
+        ])
+        .env("BEAMDB_DATA_ROOT", path(&fx.data_root())))
+}
+
+/// A BEAMDB_ZARR array whose chunks hold several frames (or part of one) is read from chunk
+/// files other than the one checked against the root: a symbolic link there read a file
+/// outside the mapped root into the store. Such an array is refused before any chunk is read.
+#[test]
+fn ingest_beamdb_zarr_with_chunks_not_one_frame_is_refused_without_reading_outside_the_root() {
+    for chunk in [[4, 2, 2], [1, 1, 2]] {
+        let fx = Fixture::new();
+        let store = fx.path().join("store");
+        zarr_array(&store, chunk);
+        let secret = fx.path().join("secret.bin");
+        std::fs::write(&secret, [0x53u8; 32]).unwrap();
+        // The chunk that holds frame 0 (and, for [1, 1, 2], half of each frame) links out of
+        // the root; the chunk key of frame 1 is a harmless regular file.
+        for key in ["c/0/0/0", "c/1/0/0"] {
+            let p = store.join("a").join(key);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        }
+        std::os::unix::fs::symlink(&secret, store.join("a/c/0/0/0")).unwrap();
+        std::fs::write(store.join("a/c/1/0/0"), [1u8; 8]).unwrap();
+        let index = if chunk[0] == 4 { 1 } else { 0 };
+        let (code, out, err) = ingest_hostile(&fx, &store, &zarr_run(index));
+        assert_eq!(code, 4, "{chunk:?}: {out}{err}");
+        let all = format!("{out}{err}");
+        assert!(all.contains("zr.jsonl:3:"), "{all}");
+        assert!(
+            all.contains("is not one chunk per frame"),
+            "{chunk:?}: {all}"
+        );
+        assert!(!fx.beamtime_db("bt").exists(), "nothing half-written");
+    }
+}
