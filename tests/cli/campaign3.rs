@@ -83,3 +83,63 @@ fn ingest_beamdb_zarr_with_chunks_not_one_frame_is_refused_without_reading_outsi
         assert!(!fx.beamtime_db("bt").exists(), "nothing half-written");
     }
 }
+
+const SMALL_RUN: &str = r#"["start", {"uid": "small", "time": 1}]
+["descriptor", {"uid": "d", "run_start": "small", "name": "primary", "time": 2, "data_keys": {"x": {"dtype": "number", "shape": [], "source": "s"}}}]
+["event", {"uid": "e", "descriptor": "d", "seq_num": 1, "time": 3, "data": {"x": 1.5}, "timestamps": {"x": 3}}]
+["stop", {"uid": "s", "run_start": "small", "time": 4, "exit_status": "success"}]
+"#;
+
+fn ingest_small(fx: &Fixture) {
+    let file = fx.write("small.jsonl", SMALL_RUN);
+    let (code, out, err) = run(fx
+        .beamdb(&["ingest", "--beamtime", "bt", path(&file)])
+        .env("BEAMDB_DATA_ROOT", path(&fx.data_root())));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+fn export(fx: &Fixture, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["export", "--beamtime", "bt"];
+    all.extend_from_slice(args);
+    run(fx
+        .beamdb(&all)
+        .env("BEAMDB_DATA_ROOT", path(&fx.data_root())))
+}
+
+/// The file export writes before renaming it into place is created, never opened through
+/// whatever is at its name: a symbolic link left there (by anyone who can write the folder)
+/// must not make export write through it to another file.
+#[test]
+fn export_never_writes_through_a_symlink_at_its_partial_file() {
+    let fx = Fixture::new();
+    ingest_small(&fx);
+    let out_dir = fx.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let victim = fx.write("victim.txt", "precious\n");
+    std::os::unix::fs::symlink(&victim, out_dir.join(".small.jsonl.partial")).unwrap();
+    let (code, out, err) = export(&fx, &["small", "-o", path(&out_dir)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let written = std::fs::read_to_string(out_dir.join("small.jsonl")).unwrap();
+    assert!(written.starts_with(r#"["start","#), "{written}");
+    assert!(!out_dir.join(".small.jsonl.partial").exists());
+}
+
+/// `--force` overwrites a file; a folder where the run's file would go is not one: exit 2
+/// naming it, before anything is written.
+#[test]
+fn export_force_onto_a_folder_named_like_the_file_exits_2_naming_it() {
+    let fx = Fixture::new();
+    ingest_small(&fx);
+    let out_dir = fx.path().join("out");
+    std::fs::create_dir_all(out_dir.join("small.jsonl")).unwrap();
+    let (code, out, err) = export(&fx, &["small", "-o", path(&out_dir), "--force"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("out/small.jsonl is a folder"), "{err}");
+    assert!(out_dir.join("small.jsonl").is_dir());
+    assert_eq!(
+        std::fs::read_dir(&out_dir).unwrap().count(),
+        1,
+        "nothing written"
+    );
+}
