@@ -143,3 +143,44 @@ fn export_force_onto_a_folder_named_like_the_file_exits_2_naming_it() {
         "nothing written"
     );
 }
+
+/// The layout's survey of 1-D values sorted a copy of each whole value for each of its
+/// elements: temporary space grew as events x length^2 (a 1000-channel spectrum per event
+/// needed ~20 MB per event in /var/tmp, and disk full rejected the run). With every file
+/// limited to 8 MB (SIGXFSZ kills the process past it), a run of 40 events of a
+/// 400-element 1-D key (~0.3 MB of input) must land.
+#[test]
+fn ingest_layout_of_long_1d_values_needs_temporary_space_linear_in_the_input() {
+    let fx = Fixture::new();
+    let mut text = String::from(
+        r#"["start", {"uid": "spec", "time": 1}]
+["descriptor", {"uid": "d", "run_start": "spec", "name": "primary", "time": 2, "data_keys": {"mca": {"dtype": "array", "shape": [400], "source": "s"}}}]
+"#,
+    );
+    for i in 0..40 {
+        let values: Vec<String> = (0..400)
+            .map(|j| format!("{}", 0.123_456_789_f64 * f64::from(i * 400 + j)))
+            .collect();
+        text.push_str(&format!(
+            "[\"event\", {{\"uid\": \"e{i}\", \"descriptor\": \"d\", \"seq_num\": {}, \"time\": {}, \"data\": {{\"mca\": [{}]}}, \"timestamps\": {{}}}}]\n",
+            i + 1,
+            3 + i,
+            values.join(", ")
+        ));
+    }
+    text.push_str(
+        r#"["stop", {"uid": "s", "run_start": "spec", "time": 99, "exit_status": "success"}]
+"#,
+    );
+    let file = fx.write("spec.jsonl", &text);
+    let mut cmd = assert_cmd::Command::new("prlimit");
+    cmd.current_dir(fx.path())
+        .env_clear()
+        .env("BEAMDB_DATA_ROOT", path(&fx.data_root()))
+        .args(["--fsize=8000000", "--"])
+        .arg(assert_cmd::cargo::cargo_bin("beamdb"))
+        .args(["ingest", "--beamtime", "bt", path(&file)]);
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("landed    spec: 40 events"), "{out}");
+}
