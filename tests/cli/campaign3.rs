@@ -184,3 +184,35 @@ fn ingest_layout_of_long_1d_values_needs_temporary_space_linear_in_the_input() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("landed    spec: 40 events"), "{out}");
 }
+
+/// A BEAMDB_ZARR chunk file far larger than one frame (a sparse file costs nothing on disk)
+/// was read whole into memory before its size was compared (6 GB of RAM for a 2x2 frame);
+/// an array's zarr.json too. Both are refused by their size, before they are read.
+#[test]
+fn ingest_beamdb_zarr_huge_sparse_chunk_or_metadata_is_refused_by_its_size_before_reading() {
+    for what in ["chunk", "zarr.json"] {
+        let fx = Fixture::new();
+        let store = fx.path().join("store");
+        zarr_array(&store, [1, 2, 2]);
+        let chunk = store.join("a/c/0/0/0");
+        std::fs::create_dir_all(chunk.parent().unwrap()).unwrap();
+        std::fs::write(&chunk, [1u8; 8]).unwrap();
+        let victim = if what == "chunk" {
+            chunk
+        } else {
+            store.join("a/zarr.json")
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&victim)
+            .unwrap();
+        file.set_len(1 << 30).unwrap();
+        let (code, out, err) = ingest_hostile(&fx, &store, &zarr_run(0));
+        let all = format!("{out}{err}");
+        assert_eq!(code, 4, "{what}: {all}");
+        assert!(all.contains("zr.jsonl:"), "{all}");
+        assert!(all.contains("1073741824 bytes"), "{what}: {all}");
+        assert!(all.contains("larger than"), "{what}: {all}");
+        assert!(!fx.beamtime_db("bt").exists(), "nothing half-written");
+    }
+}
