@@ -216,3 +216,59 @@ fn ingest_beamdb_zarr_huge_sparse_chunk_or_metadata_is_refused_by_its_size_befor
         assert!(!fx.beamtime_db("bt").exists(), "nothing half-written");
     }
 }
+
+/// A stream_datum over a BEAMDB_ZARR array is checked against the array's length before a
+/// frame is planned, as over an HDF5 dataset: [0, 2^62) planned points until memory ran out
+/// (7 GB in a minute) before the first missing chunk could be found.
+#[test]
+fn ingest_beamdb_zarr_stream_datum_past_the_array_is_refused_before_planning() {
+    let fx = Fixture::new();
+    let store = fx.path().join("store");
+    zarr_array(&store, [1, 2, 2]);
+    for i in 0..4 {
+        let chunk = store.join(format!("a/c/{i}/0/0"));
+        std::fs::create_dir_all(chunk.parent().unwrap()).unwrap();
+        std::fs::write(&chunk, [1u8; 8]).unwrap();
+    }
+    let text = r#"["start", {"uid": "fly", "time": 1}]
+["descriptor", {"uid": "d", "run_start": "fly", "name": "primary", "time": 2, "data_keys": {"img": {"dtype": "array", "shape": [2, 2], "dtype_numpy": "<u2", "source": "s", "external": "STREAM:"}}}]
+["stream_resource", {"uid": "sr", "run_start": "fly", "data_key": "img", "mimetype": "application/x-beamdb-zarr", "uri": "file://localhost/hostile", "parameters": {"array": "a"}}]
+["stream_datum", {"uid": "sr/0", "stream_resource": "sr", "descriptor": "d", "seq_nums": {"start": 1, "stop": 4611686018427387905}, "indices": {"start": 0, "stop": 4611686018427387904}}]
+["stop", {"uid": "s", "run_start": "fly", "time": 4, "exit_status": "success"}]
+"#;
+    let file = fx.write("fly.jsonl", text);
+    let map = format!("/hostile={}", path(&store));
+    let mut cmd = fx.beamdb(&[
+        "ingest",
+        "--beamtime",
+        "bt",
+        "--root-map",
+        &map,
+        path(&file),
+    ]);
+    cmd.env("BEAMDB_DATA_ROOT", path(&fx.data_root()))
+        .timeout(std::time::Duration::from_secs(30));
+    let (code, out, err) = run(&mut cmd);
+    let all = format!("{out}{err}");
+    assert_eq!(code, 4, "{all}");
+    assert!(all.contains("fly.jsonl:4:"), "{all}");
+    assert!(all.contains("go past the end of its dataset"), "{all}");
+    assert!(!fx.beamtime_db("bt").exists(), "nothing half-written");
+    // The same run with the array's own range lands.
+    let whole = text
+        .replace("4611686018427387905", "5")
+        .replace("4611686018427387904", "4");
+    let file = fx.write("fly.jsonl", &whole);
+    let (code, out, err) = run(fx
+        .beamdb(&[
+            "ingest",
+            "--beamtime",
+            "bt",
+            "--root-map",
+            &map,
+            path(&file),
+        ])
+        .env("BEAMDB_DATA_ROOT", path(&fx.data_root())));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("4 frames"), "{out}");
+}

@@ -42,6 +42,8 @@ pub struct ZarrStack {
     root: ResolvedRoot,
     array: String,
     info: FrameInfo,
+    /// The length of the array's axis 0: how many frames it holds.
+    frames: u64,
     /// Reads are few and small next to the compression that follows; one at a time.
     inspector: Mutex<Inspector>,
 }
@@ -94,10 +96,12 @@ impl ZarrStack {
                 .map(<[u64]>::to_vec)
                 .unwrap_or_default(),
         };
+        let frames = found.shape.first().copied().unwrap_or(0);
         Ok(ZarrStack {
             root,
             array,
             info,
+            frames,
             inspector: Mutex::new(inspector),
         })
     }
@@ -123,6 +127,13 @@ impl ZarrStack {
 }
 
 impl Handler for ZarrStack {
+    /// In the rows of a dataset, as a stream_datum's range is checked: one index is one
+    /// frame, the frame's first axis its rows.
+    fn extent(&self, _needed: u64) -> Option<u64> {
+        let rows = self.info.shape.first().copied().unwrap_or(1);
+        Some(self.frames.saturating_mul(rows))
+    }
+
     fn probe(&self, at: &Locator) -> Result<FrameInfo, FrameError> {
         self.index(at)?;
         Ok(self.info.clone())
