@@ -1075,6 +1075,8 @@ pub struct ArrayInfo {
     pub shape: Vec<u64>,
     /// The zarr v3 data type name (`uint16`).
     pub data_type: String,
+    /// The shape of every chunk when the chunk grid is regular (`None` for any other grid).
+    pub chunk_shape: Option<Vec<u64>>,
 }
 
 /// Read-only access to a frame store (or one run's group) for `verify` and recovery: opens
@@ -1117,11 +1119,19 @@ impl Inspector {
     pub fn array_info(&mut self, path: &str) -> Result<ArrayInfo, String> {
         let array = self.array(path)?;
         let meta = serde_json::to_value(array.metadata()).map_err(|e| e.to_string())?;
+        let grid = &meta["chunk_grid"];
+        let chunk_shape = (grid["name"] == "regular")
+            .then(|| {
+                serde_json::from_value::<Vec<u64>>(grid["configuration"]["chunk_shape"].clone())
+                    .ok()
+            })
+            .flatten();
         Ok(ArrayInfo {
             shape: array.shape().to_vec(),
             data_type: meta["data_type"]
                 .as_str()
                 .map_or_else(|| meta["data_type"].to_string(), str::to_string),
+            chunk_shape,
         })
     }
 

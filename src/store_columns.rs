@@ -572,18 +572,24 @@ fn survey(
         s.types.insert(r.get(1)?);
         s.count += r.get::<_, i64>(2)? as u64;
     }
+    // The element types of each value are gathered inside the value (a short list), never
+    // by joining its elements to it: a join makes SQLite's sorter keep a copy of the whole
+    // value per element (temporary space events x length^2; disk full on spectra).
     let mut stmt = conn.prepare(&format!(
-        "SELECT j.key, json_array_length(j.value), k.type FROM events e, json_each(e.data) j
-         LEFT JOIN json_each(j.value) k
+        "SELECT j.key, json_array_length(j.value),
+           (SELECT group_concat(t, ',') FROM (SELECT DISTINCT k.type AS t FROM json_each(j.value) k))
+         FROM events e, json_each(e.data) j
          WHERE e.stream_uid IN ({streams}) AND j.type = 'array'
-         GROUP BY j.key, json_array_length(j.value), k.type"
+         GROUP BY 1, 2, 3"
     ))?;
     let mut rows = stmt.query([uid, stream])?;
     while let Some(r) = rows.next()? {
         let s = seen.entry(r.get(0)?).or_default();
         s.lengths.insert(r.get(1)?);
-        if let Some(t) = r.get::<_, Option<String>>(2)? {
-            s.elements.insert(t);
+        if let Some(types) = r.get::<_, Option<String>>(2)? {
+            // json_each's type names (null, true, false, integer, real, text, array,
+            // object) hold no comma.
+            s.elements.extend(types.split(',').map(str::to_string));
         }
     }
     Ok((seen, (events + fly) as u64))

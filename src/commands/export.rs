@@ -58,6 +58,16 @@ pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
                 .filter(|f| f.symlink_metadata().is_ok())
                 .map(|f| f.display().to_string())
                 .collect();
+            // --force overwrites files; a folder in a file's place is never replaced.
+            if let Some(folder) = files.iter().find(|f| f.is_dir()) {
+                return Err(fail(
+                    ExitStatus::Usage,
+                    format!(
+                        "{} is a folder; nothing was written: move it away or export to another folder",
+                        folder.display()
+                    ),
+                ));
+            }
             if let Some(first) = existing.first()
                 && !args.force
             {
@@ -171,7 +181,19 @@ fn to_file(
     path: &Path,
 ) -> Result<std::result::Result<export::Exported, export::ExportError>> {
     let partial = path.with_file_name(format!(".{uid}.jsonl.partial"));
-    let file = std::fs::File::create(&partial)
+    // A partial left by an interrupted export, or a symbolic link anyone put at its name, is
+    // removed (the link itself, never what it points at), then the file is created new:
+    // nothing is ever written through a link.
+    match std::fs::remove_file(&partial) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("{}: cannot remove", partial.display()));
+        }
+        _ => {}
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
         .with_context(|| format!("{}: cannot create", partial.display()))?;
     let mut out = std::io::BufWriter::new(file);
     let result = export::run_documents(source, uid, &mut |name, doc| {

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod campaign2;
+mod campaign3;
 mod common;
 mod concurrency;
 mod crash;

@@ -19,10 +19,31 @@ use crate::ingest::rootmap::ResolvedRoot;
 /// The stream_resource mimetype of a beamdb frame store's array.
 pub const MIMETYPE: &str = "application/x-beamdb-zarr";
 
+/// An array's zarr.json beamdb writes is a few kilobytes; far more is not one of its arrays.
+const MAX_METADATA_BYTES: u64 = 16 << 20;
+
+/// What a compressor may add to a frame beyond half its size (block and frame headers).
+const CHUNK_SLACK_BYTES: u64 = 64 << 10;
+
+/// Refuses `path` when it is larger than `limit` bytes (before anything reads it).
+fn check_size(path: &std::path::Path, limit: u64, what: &str) -> Result<(), String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot stat it: {e}"))?
+        .len();
+    if size > limit {
+        return Err(format!(
+            "it is {size} bytes, larger than {what} can be ({limit} bytes); not read"
+        ));
+    }
+    Ok(())
+}
+
 pub struct ZarrStack {
     root: ResolvedRoot,
     array: String,
     info: FrameInfo,
+    /// The length of the array's axis 0: how many frames it holds.
+    frames: u64,
     /// Reads are few and small next to the compression that follows; one at a time.
     inspector: Mutex<Inspector>,
 }
@@ -38,9 +59,29 @@ impl ZarrStack {
             path: meta.clone(),
             source: std::io::Error::other(what),
         };
+        // Read whole by the zarr library: its size is checked first (a sparse file of
+        // gigabytes costs nothing on disk).
+        check_size(&meta, MAX_METADATA_BYTES, "an array's metadata").map_err(unreadable)?;
         let mut inspector = Inspector::open(&root.dir)
             .map_err(|e| unreadable(format!("cannot open the store: {e}")))?;
         let found = inspector.array_info(&array).map_err(unreadable)?;
+        // A frame is read from the one chunk file that `read` checks against the root: an
+        // array whose chunks hold several frames, or part of one, would read chunk files
+        // that were never checked (a symbolic link among them reads outside the root).
+        let one_frame: Vec<u64> = std::iter::once(1)
+            .chain(found.shape.iter().skip(1).copied())
+            .collect();
+        if found.chunk_shape.as_deref() != Some(one_frame.as_slice()) {
+            return Err(unreadable(format!(
+                "chunk grid {} is not one chunk per frame (regular, chunk shape {one_frame:?}); \
+                 beamdb reads BEAMDB_ZARR arrays only as its own store writes them",
+                found
+                    .chunk_shape
+                    .as_ref()
+                    .map_or_else(|| "(not regular)".to_string(), |c| format!("{c:?}"))
+            ))
+            .into());
+        }
         let dtype = Dtype::from_zarr_name(&found.data_type).ok_or_else(|| {
             unreadable(format!(
                 "data type {} is not one beamdb stores",
@@ -55,10 +96,12 @@ impl ZarrStack {
                 .map(<[u64]>::to_vec)
                 .unwrap_or_default(),
         };
+        let frames = found.shape.first().copied().unwrap_or(0);
         Ok(ZarrStack {
             root,
             array,
             info,
+            frames,
             inspector: Mutex::new(inspector),
         })
     }
@@ -84,6 +127,13 @@ impl ZarrStack {
 }
 
 impl Handler for ZarrStack {
+    /// In the rows of a dataset, as a stream_datum's range is checked: one index is one
+    /// frame, the frame's first axis its rows.
+    fn extent(&self, _needed: u64) -> Option<u64> {
+        let rows = self.info.shape.first().copied().unwrap_or(1);
+        Some(self.frames.saturating_mul(rows))
+    }
+
     fn probe(&self, at: &Locator) -> Result<FrameInfo, FrameError> {
         self.index(at)?;
         Ok(self.info.clone())
@@ -114,10 +164,23 @@ impl Handler for ZarrStack {
             .lock()
             .map_err(|_| io("a reader of this store failed".into()))?;
         let key = inspector.chunk_key(&self.array, index).map_err(io)?;
-        // The chunk's file too stays inside the root (no symbolic link out of it).
-        self.root
+        // The chunk's file too stays inside the root (no symbolic link out of it), and is
+        // no larger than one frame could encode to: the zarr library reads it whole before
+        // it compares sizes.
+        let chunk = self
+            .root
             .file(&key)?
             .map_err(|path| FrameError::Missing { path })?;
+        let frame = expected
+            .len_bytes()
+            .map_or(u64::MAX, |n| u64::try_from(n).unwrap_or(u64::MAX));
+        let limit = frame
+            .saturating_add(frame / 2)
+            .saturating_add(CHUNK_SLACK_BYTES);
+        check_size(&chunk, limit, "a chunk of one frame").map_err(|what| FrameError::Io {
+            path: chunk.clone(),
+            source: std::io::Error::other(what),
+        })?;
         let bytes = inspector.frame_bytes(&self.array, index).map_err(io)?;
         if Some(bytes.len()) != expected.len_bytes() {
             return Err(io(format!(
