@@ -108,6 +108,9 @@ pub struct EventDoc {
     /// A JSON object's text, as written but without whitespace between tokens.
     pub data: String,
     pub timestamps: Option<String>,
+    /// The event's `filled` as its JSON text (RunEngine writes `{}` or `{"ccd": false}`):
+    /// not a column of its row, so `kept` keeps it for `export`.
+    pub filled: Option<String>,
 }
 
 /// What is wrong with a line or a document. Shown after its `file:line`.
@@ -373,8 +376,8 @@ impl Pipe {
 /// says what is wrong).
 pub fn parse_event(line: &str) -> Option<(EventDoc, Vec<u8>)> {
     #[derive(Deserialize)]
-    // Any other key (`filled`, or one event-model does not know) sends the event to the
-    // `Value` path, where `kept` sees the whole document: `export` gives it back.
+    // Any key event-model does not define sends the event to the `Value` path, where `kept`
+    // sees the whole document: `export` gives it back.
     #[serde(deny_unknown_fields)]
     struct Event<'a> {
         #[serde(borrow)]
@@ -391,6 +394,8 @@ pub fn parse_event(line: &str) -> Option<(EventDoc, Vec<u8>)> {
         /// Checked against the open run on the `Value` path.
         #[serde(borrow, default)]
         run_start: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        filled: Option<&'a RawValue>,
     }
     // The pair's brackets and name by hand, the body in one typed pass: most lines of a long
     // run are events, and a second pass over each (as a `[name, RawValue]` pair) cost more
@@ -418,6 +423,8 @@ pub fn parse_event(line: &str) -> Option<(EventDoc, Vec<u8>)> {
         || !is_object(event.data)
         || !event.timestamps.is_some_and(is_object)
         || !time.contains(['.', 'e', 'E'])
+        // `"filled": null` reads as no `filled`: the `Value` path keeps the null.
+        || (event.filled.is_none() && body.contains("\"filled\""))
     {
         return None;
     }
@@ -431,6 +438,7 @@ pub fn parse_event(line: &str) -> Option<(EventDoc, Vec<u8>)> {
             time,
             data: compact(event.data.get()),
             timestamps: event.timestamps.map(|t| compact(t.get())),
+            filled: event.filled.map(|f| f.get().to_string()),
         },
         canonical,
     ))
@@ -852,7 +860,7 @@ mod tests {
     #[test]
     fn events_take_the_fast_path_only_when_they_fit_it() {
         let line = r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 3, "time": 2.0,
-            "data": {"x": 1, "s": "a b"}, "timestamps": {"x": 1.5}}]"#;
+            "data": {"x": 1, "s": "a b"}, "timestamps": {"x": 1.5}, "filled": {}}]"#;
         let (event, canonical) = parse_event(line).unwrap();
         assert_eq!(
             event,
@@ -863,6 +871,7 @@ mod tests {
                 time: 2.0,
                 data: r#"{"x":1,"s":"a b"}"#.into(),
                 timestamps: Some(r#"{"x":1.5}"#.into()),
+                filled: Some("{}".into()),
             }
         );
         let (kind, body) = parse_line(line).unwrap().unwrap();
@@ -877,7 +886,8 @@ mod tests {
             r#"["event", {"uid": "e1"}, 3]"#,
             // What the row cannot give back exactly, for `export` (the `Value` path keeps it):
             // another key, an integer time, timestamps missing or null.
-            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2.0, "data": {}, "timestamps": {}, "filled": {}}]"#,
+            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2.0, "data": {}, "timestamps": {}, "other": {}}]"#,
+            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2.0, "data": {}, "timestamps": {}, "filled": null}]"#,
             r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2, "data": {}, "timestamps": {}}]"#,
             r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2.0, "data": {}}]"#,
             r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2.0, "data": {}, "timestamps": null}]"#,

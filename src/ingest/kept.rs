@@ -340,12 +340,23 @@ impl Collector {
     }
 
     /// An event ingest read on its fast path (`documents::parse_event`): only events whose
-    /// every key its row gives back exactly take that path, so its rest is empty but for the
-    /// values of stream keys in `data` (given when the event was parsed further).
-    pub fn fast_event(&mut self, uid: &str, descriptor: &str, data: Option<&Map<String, Value>>) {
+    /// every other key its row gives back exactly take that path, so its rest is its `filled`
+    /// (JSON text) and the values of stream keys in `data` (given when the event was parsed
+    /// further).
+    pub fn fast_event(
+        &mut self,
+        uid: &str,
+        descriptor: &str,
+        filled: Option<&str>,
+        data: Option<&Map<String, Value>>,
+    ) {
         self.settle();
         self.events += 1;
-        self.pending_event(uid, descriptor, Rest::default(), data);
+        let mut rest = Rest::default();
+        if let Some(filled) = filled.and_then(|f| serde_json::from_str::<Value>(f).ok()) {
+            rest.set.insert("filled".into(), filled);
+        }
+        self.pending_event(uid, descriptor, rest, data);
     }
 
     fn pending_event(

@@ -862,7 +862,8 @@ impl RunBuilder {
         if !plain {
             let data: Map<String, Value> = serde_json::from_str(&e.data)
                 .map_err(|err| Rejected::at(pos, DocError::Json(err.to_string())))?;
-            self.kept.fast_event(&e.uid, &e.descriptor, Some(&data));
+            self.kept
+                .fast_event(&e.uid, &e.descriptor, e.filled.as_deref(), Some(&data));
             return self.add_event(
                 &e.uid,
                 &e.descriptor,
@@ -874,7 +875,8 @@ impl RunBuilder {
                 cx,
             );
         }
-        self.kept.fast_event(&e.uid, &e.descriptor, None);
+        self.kept
+            .fast_event(&e.uid, &e.descriptor, e.filled.as_deref(), None);
         self.push_event(
             EventRow {
                 uid: e.uid.clone(),

@@ -753,3 +753,40 @@ fn export_after_ingest_replace_gives_the_replacing_documents_only() {
         "descriptor, resource, 5 datums: the first ingest's rows are gone"
     );
 }
+
+/// RunEngine writes `"filled": {}` on every event of a scalar scan; such events take ingest's
+/// fast path (no `Value` tree), which must still keep `filled` (and a null `filled`, which
+/// takes the `Value` path) for export, and land one `kept_events` row for none of them.
+#[test]
+fn export_gives_back_filled_of_events_read_on_the_fast_path() {
+    let fx = Fixture::new();
+    let edited = fx.edited_copy(&bluesky(SCALAR_RUN), "filled.jsonl", |t| {
+        let mut n = 0;
+        t.lines()
+            .map(|l| {
+                if !l.starts_with("[\"event\"") {
+                    return l.to_string();
+                }
+                n += 1;
+                let filled = if n == 3 { "null" } else { "{}" };
+                format!(
+                    "{}, \"filled\": {filled}}}]",
+                    l.trim_end().trim_end_matches("}]")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let (code, _, err) = ingest(&fx, "bt", &[path(&edited)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = export(&fx, &["--beamtime", "bt", SCALAR_RUN]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(documents(&out), documents(&read(&edited)));
+    assert!(
+        out.contains("\"filled\":{}") && out.contains("\"filled\":null"),
+        "{out}"
+    );
+    let conn = fx.open(&fx.beamtime_db("bt"));
+    // Only the event with the null differs from its descriptor's rest.
+    assert_eq!(count(&conn, "SELECT count(*) FROM kept_events"), 1);
+}
