@@ -231,33 +231,9 @@ fn store_group(root: &Path, which: &str, description: &str) -> Result<(), StoreE
         "node_type": "group",
         "attributes": { "description": description },
     });
-    let text = serde_json::to_vec_pretty(&metadata).map_err(zarr_error(&dir))?;
-    let path = dir.join("zarr.json");
-    // A hidden name, unique to this process and moment; a kill leaves at most this file,
-    // which no reader of the store looks at (run groups are folders).
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let aside = dir.join(format!(
-        ".zarr.json.{}.{nanos}.{:?}.tmp",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let written = (|| {
-        let mut file = std::fs::File::create_new(&aside)?;
-        io::Write::write_all(&mut file, &text)?;
-        file.sync_all()?;
-        std::fs::rename(&aside, &path)
-    })();
-    if let Err(source) = written {
-        let _ = std::fs::remove_file(&aside);
-        return Err(StoreError::Io {
-            path,
-            action: "cannot write group metadata",
-            source,
-        });
-    }
-    sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))
+    // A hidden name of this process's own, renamed into place: a kill leaves at most that
+    // file, which no reader of the store looks at (run groups are folders).
+    write_json_durably(&dir.join("zarr.json"), &metadata)
 }
 
 /// Writes `value` as the JSON file `path` (a `zarr.json`), whole or not at all: to a hidden
