@@ -221,6 +221,22 @@ pub fn run_documents(
     let mut events_stmt = conn.prepare(&events_query(keeps)).map_err(sql)?;
     let mut events = events_stmt.query([uid]).map_err(sql)?;
     let mut emitted_events = 0i64;
+    // The run's next event, rebuilt, after the documents a rewrite puts before it; `None`
+    // after the last.
+    type Docs = Vec<(&'static str, Map<String, Value>)>;
+    let mut next_event =
+        |rewrite: &mut Rewrite, missing: &mut Vec<String>| -> Result<Option<Docs>, ExportError> {
+            let Some(row) = events.next().map_err(sql)? else {
+                return Ok(None);
+            };
+            let row = event_row(row).map_err(sql)?;
+            let (event, externals) =
+                rebuild_event(row, &streams, &rewrite.inline_keys, &mut inspector, missing)
+                    .map_err(damaged)?;
+            let mut docs = rewrite.before_event(externals);
+            docs.push(("event", event));
+            Ok(Some(docs))
+        };
     if rebuilt {
         for d in &rebuilt_descriptors {
             send("descriptor", d, &mut out)?;
@@ -238,22 +254,12 @@ pub fn run_documents(
             let kind: String = r.get(1).map_err(sql)?;
             let doc = object(&r.get::<_, String>(2).map_err(sql)?, "a kept document")?;
             while emitted_events < before {
-                let Some(row) = events.next().map_err(sql)? else {
+                let Some(docs) = next_event(&mut rewrite, &mut out.missing)? else {
                     break;
                 };
-                let row = event_row(row).map_err(sql)?;
-                let (event, externals) = rebuild_event(
-                    row,
-                    &streams,
-                    &rewrite.inline_keys,
-                    &mut inspector,
-                    &mut out.missing,
-                )
-                .map_err(damaged)?;
-                for (name, doc) in rewrite.before_event(externals) {
+                for (name, doc) in docs {
                     send(name, &doc, &mut out)?;
                 }
-                send("event", &event, &mut out)?;
                 emitted_events += 1;
             }
             if let Some(doc) = rewrite
@@ -264,20 +270,10 @@ pub fn run_documents(
             }
         }
     }
-    while let Some(row) = events.next().map_err(sql)? {
-        let row = event_row(row).map_err(sql)?;
-        let (event, externals) = rebuild_event(
-            row,
-            &streams,
-            &rewrite.inline_keys,
-            &mut inspector,
-            &mut out.missing,
-        )
-        .map_err(damaged)?;
-        for (name, doc) in rewrite.before_event(externals) {
+    while let Some(docs) = next_event(&mut rewrite, &mut out.missing)? {
+        for (name, doc) in docs {
             send(name, &doc, &mut out)?;
         }
-        send("event", &event, &mut out)?;
     }
     if let Some(stop) = &stop {
         send("stop", stop, &mut out)?;
