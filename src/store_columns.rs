@@ -1197,30 +1197,6 @@ pub fn to_convert(conn: &Connection, root: &Path) -> rusqlite::Result<Vec<String
     Ok(uids)
 }
 
-/// The ingest's call, inside the run's transaction before its commit: a failure becomes the
-/// transaction's error (so the run is not committed), carrying the [`LayoutError`].
-pub fn ingest_hook(
-    tx: &rusqlite::Transaction<'_>,
-    root: &Path,
-    uid: &SafeName,
-) -> rusqlite::Result<()> {
-    write_run_layout(tx, root, uid.as_str())
-        .map(|_| ())
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-}
-
-/// The ingest's error for a failed commit: the layout's own error when [`ingest_hook`]
-/// failed, else the database's.
-pub fn commit_error(e: rusqlite::Error) -> Result<LayoutError, rusqlite::Error> {
-    match e {
-        rusqlite::Error::ToSqlConversionFailure(inner) => match inner.downcast::<LayoutError>() {
-            Ok(layout) => Ok(*layout),
-            Err(other) => Err(rusqlite::Error::ToSqlConversionFailure(other)),
-        },
-        other => Err(other),
-    }
-}
-
 /// What [`upgrade_store`] did.
 #[derive(Debug, Default)]
 pub struct Upgrade {

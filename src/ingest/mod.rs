@@ -401,7 +401,7 @@ impl<'a> Ingester<'a> {
                 }
                 // A constraint (an event uid another run has) is the input's fault; anything
                 // else is the database's.
-                if let rusqlite::Error::SqliteFailure(err, _) = &e
+                if let IngestError::Db(rusqlite::Error::SqliteFailure(err, _)) = &e
                     && err.code == rusqlite::ErrorCode::ConstraintViolation
                 {
                     // A uid or seq_num the run repeats, or a uid another run owns, named with
@@ -415,10 +415,7 @@ impl<'a> Ingester<'a> {
                     }));
                     return Ok(());
                 }
-                return Err(match crate::store_columns::commit_error(e) {
-                    Ok(layout) => layout.into(),
-                    Err(e) => e.into(),
-                });
+                return Err(e);
             }
         }
         self.events += rows.event_count;
@@ -441,32 +438,22 @@ impl<'a> Ingester<'a> {
 }
 
 /// The run's rows in one transaction: `Ok(Err(_))` when the run is refused (its counts), the
-/// transaction rolled back.
+/// transaction rolled back. The store layout (`store_columns`: the `time` coordinate, columnar
+/// scalars) is written from the rows inside it, after every row is in and before the commit,
+/// so that a run lands with its layout or not at all; its error rolls the run back too.
 fn write(
     conn: &mut Connection,
     run: &RunBuilder,
     rows: &rows::RunRows,
     promoted: &[crate::schema::declared::Promoted],
     store_root: &std::path::Path,
-) -> rusqlite::Result<Result<(), Rejected>> {
+) -> Result<Result<(), Rejected>, IngestError> {
     let tx = conn.transaction()?;
     writer::write_run(&tx, rows, promoted)?;
     if let Err(why) = run::check_counts(rows) {
         return Ok(Err(why));
     }
-    all_rows_in(&tx, run, store_root)?;
+    crate::store_columns::write_run_layout(&tx, store_root, run.uid.as_str())?;
     tx.commit()?;
     Ok(Ok(()))
-}
-
-/// Every row of the run is in `tx`, not yet committed, and its frames are in its group (staged
-/// or in place): the store layout (`store_columns`: the `time` coordinate, columnar scalars)
-/// is written from the rows here, so that a run lands with its layout or not at all. An error
-/// rolls the run back (`store_columns::commit_error` recovers the layout's own error).
-fn all_rows_in(
-    tx: &rusqlite::Transaction<'_>,
-    run: &RunBuilder,
-    store_root: &std::path::Path,
-) -> rusqlite::Result<()> {
-    crate::store_columns::ingest_hook(tx, store_root, &run.uid)
 }
