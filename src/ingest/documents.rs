@@ -394,8 +394,12 @@ pub fn parse_event(line: &str) -> Option<(EventDoc, Vec<u8>)> {
         /// Checked against the open run on the `Value` path.
         #[serde(borrow, default)]
         run_start: Option<&'a RawValue>,
-        #[serde(borrow, default)]
+        /// `Some("null")` for `"filled": null`: present, unlike a missing key.
+        #[serde(borrow, default, deserialize_with = "present")]
         filled: Option<&'a RawValue>,
+    }
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+        <&RawValue>::deserialize(d).map(Some)
     }
     // The pair's brackets and name by hand, the body in one typed pass: most lines of a long
     // run are events, and a second pass over each (as a `[name, RawValue]` pair) cost more
@@ -423,8 +427,6 @@ pub fn parse_event(line: &str) -> Option<(EventDoc, Vec<u8>)> {
         || !is_object(event.data)
         || !event.timestamps.is_some_and(is_object)
         || !time.contains(['.', 'e', 'E'])
-        // `"filled": null` reads as no `filled`: the `Value` path keeps the null.
-        || (event.filled.is_none() && body.contains("\"filled\""))
     {
         return None;
     }
@@ -876,6 +878,13 @@ mod tests {
         );
         let (kind, body) = parse_line(line).unwrap().unwrap();
         assert_eq!(canonical, super::canonical(kind, &body));
+        // A null `filled` is there (kept for export as null), not missing.
+        let null = r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2.0,
+            "data": {}, "timestamps": {}, "filled": null}]"#;
+        assert_eq!(parse_event(null).unwrap().0.filled.as_deref(), Some("null"));
+        let missing = r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2.0,
+            "data": {}, "timestamps": {}}]"#;
+        assert_eq!(parse_event(missing).unwrap().0.filled, None);
         for slow in [
             r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1.5, "time": 2, "data": {}}]"#,
             r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2, "data": []}]"#,
@@ -887,7 +896,6 @@ mod tests {
             // What the row cannot give back exactly, for `export` (the `Value` path keeps it):
             // another key, an integer time, timestamps missing or null.
             r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2.0, "data": {}, "timestamps": {}, "other": {}}]"#,
-            r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2.0, "data": {}, "timestamps": {}, "filled": null}]"#,
             r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2, "data": {}, "timestamps": {}}]"#,
             r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2.0, "data": {}}]"#,
             r#"["event", {"uid": "e1", "descriptor": "d", "seq_num": 1, "time": 2.0, "data": {}, "timestamps": null}]"#,
