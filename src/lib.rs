@@ -24,6 +24,7 @@ pub mod localtime;
 pub mod lock;
 pub mod lookup;
 pub mod migrations;
+pub mod pgurl;
 pub mod reindex;
 pub mod render;
 pub mod schema;

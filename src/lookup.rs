@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use crate::db::{self, Access, DbError};
 use crate::escape::escape;
 use crate::exit::{ExitStatus, HasExitStatus};
-use crate::index::IndexDb;
+use crate::index::{self, Index};
 use crate::layout::{Layout, ListError, NameError, SafeName};
 use crate::settings::Settings;
 
@@ -319,7 +319,7 @@ fn search_all(layout: &Layout, query: &str, settings: &Settings) -> Result<Searc
         candidates: Vec::new(),
         read: BTreeMap::new(),
     };
-    let index = open_index(layout, settings);
+    let index = open_index(settings);
     let mut fresh: Vec<&str> = Vec::new();
     for id in &ids {
         let why = match &index {
@@ -380,14 +380,14 @@ fn search_all(layout: &Layout, query: &str, settings: &Settings) -> Result<Searc
 
 /// The index and what it holds about each beamtime, or why it cannot be used.
 fn open_index(
-    layout: &Layout,
     settings: &Settings,
-) -> Result<(IndexDb, Vec<crate::index::IndexedBeamtime>), String> {
-    let path = layout.index_db();
-    if !path.is_file() {
+) -> Result<(Box<dyn Index>, Vec<crate::index::IndexedBeamtime>), String> {
+    if let crate::settings::IndexLocation::Sqlite(path) = settings.index_location()
+        && !path.is_file()
+    {
         return Err("there is no index.db".into());
     }
-    let index = IndexDb::open(&path, Access::ReadOnly, &settings.sqlite)
+    let index = index::open(settings, Access::ReadOnly)
         .map_err(|e| format!("the index cannot be read ({e})"))?;
     let states = index
         .beamtime_runs()
@@ -448,7 +448,7 @@ fn unknown_run(layout: &Layout, query: &str, scope: &Scope, settings: &Settings)
 /// The beamtime other than `not` whose database holds run `uid` exactly, if the index (when
 /// there is one) names it; checked in that beamtime's database.
 fn elsewhere(layout: &Layout, uid: &str, not: &SafeName, settings: &Settings) -> Option<String> {
-    let index = IndexDb::open(&layout.index_db(), Access::ReadOnly, &settings.sqlite).ok()?;
+    let index = index::open(settings, Access::ReadOnly).ok()?;
     let rows = index.runs_with_prefix(uid, 1).ok()?;
     let (found, bt) = rows.into_iter().next()?;
     let id = SafeName::new("beamtime id", &bt).ok()?;

@@ -23,7 +23,7 @@ use serde_json::Value as Json;
 
 use crate::beamtime;
 use crate::db::{self, Access, DbError};
-use crate::index::{BeamtimeEntry, IndexDb, IndexedRun, Researcher};
+use crate::index::{self, BeamtimeEntry, Index, IndexError, IndexedRun, Researcher, Scalar};
 use crate::ingest::writer::{RESEARCHER_KEYS, json_to_sql};
 use crate::layout::{Layout, SafeName};
 use crate::lock::{self, LockError};
@@ -58,11 +58,8 @@ pub enum ReindexError {
     Open(#[from] DbError),
     #[error(transparent)]
     Migrations(#[from] files::FilesError),
-    #[error("{path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    #[error(transparent)]
+    Write(#[from] IndexError),
     #[error("{path}: cannot create data_root: {source}")]
     DataRoot {
         path: PathBuf,
@@ -83,9 +80,8 @@ impl crate::exit::HasExitStatus for ReindexError {
             ReindexError::Migrations(e) => crate::exit::HasExitStatus::exit_status(e),
             ReindexError::Beamtimes(e) => crate::exit::HasExitStatus::exit_status(e),
             ReindexError::Model(e) => crate::exit::HasExitStatus::exit_status(e),
-            ReindexError::Write { .. } | ReindexError::DataRoot { .. } => {
-                crate::exit::ExitStatus::Failure
-            }
+            ReindexError::Write(e) => crate::exit::HasExitStatus::exit_status(e),
+            ReindexError::DataRoot { .. } => crate::exit::ExitStatus::Failure,
         }
     }
 }
@@ -125,7 +121,7 @@ struct Watermark {
     db: FileStamp,
     wal: FileStamp,
     read_at_ns: i128,
-    /// The index's [`IndexDb::signature`] when the beamtime was read into it.
+    /// The index's [`Index::signature`] when the beamtime was read into it.
     index: String,
 }
 
@@ -224,28 +220,24 @@ pub fn reindex(
         lock::Wait::No,
         std::time::Duration::from_millis(u64::from(settings.sqlite.busy_timeout_ms)),
     )?;
-    let mut index = IndexDb::open(&index_path, Access::ReadWrite, &settings.sqlite)?;
-    let write_err = |source| ReindexError::Write {
-        path: index_path.clone(),
-        source,
-    };
+    let mut index = index::open(settings, Access::ReadWrite)?;
     let promoted = declared::promoted(settings.schema.models_dir.as_deref())?;
     let sources: BTreeMap<String, String> = promoted
         .iter()
         .map(|p| (p.column.clone(), p.source_text()))
         .collect();
-    let signature = index.signature(&sources).map_err(write_err)?;
+    let signature = index.signature(&sources)?;
     // A beamtime indexed under another index schema (a promoted column added or renamed, a
     // migration that rebuilt runs_index) is read again, all of them: the full-text rows of
     // every beamtime point at runs_index rows by rowid.
-    let schema_changed = index.watermarks().map_err(write_err)?.values().any(|w| {
+    let schema_changed = index.watermarks()?.values().any(|w| {
         w.as_deref().and_then(Watermark::decode).map(|w| w.index) != Some(signature.clone())
     });
     if full || schema_changed {
-        index.clear_watermarks().map_err(write_err)?;
-        index.clear_text().map_err(write_err)?;
+        index.clear_watermarks()?;
+        index.clear_text()?;
     }
-    let stored = index.watermarks().map_err(write_err)?;
+    let stored = index.watermarks()?;
     let beamtime_migrations =
         files::load(DbKind::Beamtime, settings.schema.migrations_dir.as_deref())?;
 
@@ -265,7 +257,7 @@ pub fn reindex(
         let path = layout.beamtime_db(id);
         let watermark = stored.get(id.as_str()).cloned().flatten();
         let wanted = Wanted {
-            index: &index,
+            index: index.as_ref(),
             promoted: &promoted,
             signature: &signature,
         };
@@ -279,7 +271,7 @@ pub fn reindex(
         ) {
             Ok(Read::Unchanged) => report.unchanged += 1,
             Ok(Read::Changed(entry)) => {
-                let replaced = index.replace_beamtime(&entry, now()).map_err(write_err)?;
+                let replaced = index.replace_beamtime(&entry, now())?;
                 for (uid, other) in replaced.duplicates {
                     report.duplicates.push((id.to_string(), uid, other));
                 }
@@ -290,9 +282,10 @@ pub fn reindex(
         progress(done + 1, total);
     }
     let present: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-    report.removed = index.forget_beamtimes_except(&present).map_err(write_err)?;
+    let under = layout.beamtimes_dir().display().to_string();
+    report.removed = index.forget_beamtimes_except(&present, &under)?;
     if report.changed > 0 || !report.removed.is_empty() {
-        index.forget_unreferenced_researchers().map_err(write_err)?;
+        index.forget_unreferenced_researchers()?;
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -307,7 +300,7 @@ fn now() -> f64 {
 
 /// What the index wants of each beamtime.
 struct Wanted<'a> {
-    index: &'a IndexDb,
+    index: &'a dyn Index,
     /// The model's promoted columns (their RunStart keys).
     promoted: &'a [Promoted],
     signature: &'a str,
@@ -507,7 +500,7 @@ fn read_runs(
             } else {
                 stored
             };
-            extras.insert(column.clone(), value);
+            extras.insert(column.clone(), Scalar::from(value));
         }
         Ok((
             IndexedRun {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::pgurl::{self, PasswordSources, PgUrl};
 use crate::tomlfile::{self, TomlError};
 
 /// The settings every command runs with.
@@ -25,6 +26,21 @@ pub struct Settings {
     pub schema: SchemaSettings,
     pub sqlite: SqliteSettings,
     pub ingest: IngestSettings,
+    pub index: IndexSettings,
+}
+
+/// `[index]`: where the master index is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IndexSettings {
+    /// `url = "postgresql://..."` (or `$BEAMDB_INDEX_URL`); `None`: index.db under data_root.
+    pub url: Option<PgUrl>,
+}
+
+/// Where the index is, as [`Settings::index_location`] resolves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexLocation {
+    Sqlite(PathBuf),
+    Postgres(PgUrl),
 }
 
 /// Where a setting's value came from.
@@ -142,6 +158,7 @@ impl Default for Settings {
                     level: DEFAULT_ZSTD_LEVEL,
                 },
             },
+            index: IndexSettings::default(),
         }
     }
 }
@@ -151,6 +168,10 @@ impl Default for Settings {
 pub struct Env {
     pub settings_file: Option<OsString>,
     pub data_root: Option<OsString>,
+    /// `$BEAMDB_INDEX_URL`.
+    pub index_url: Option<OsString>,
+    /// `$PGPASSWORD` and the password file, for a PostgreSQL index.
+    pub pg_passwords: PasswordSources,
     pub cwd: PathBuf,
 }
 
@@ -159,6 +180,8 @@ impl Env {
         Ok(Env {
             settings_file: std::env::var_os("BEAMDB_SETTINGS").filter(|v| !v.is_empty()),
             data_root: std::env::var_os("BEAMDB_DATA_ROOT").filter(|v| !v.is_empty()),
+            index_url: std::env::var_os("BEAMDB_INDEX_URL").filter(|v| !v.is_empty()),
+            pg_passwords: PasswordSources::from_process(),
             cwd: std::env::current_dir()?,
         })
     }
@@ -186,6 +209,8 @@ pub enum SettingsError {
         "$BEAMDB_DATA_ROOT {path:?} contains a control character (a newline?); set it to a plain path"
     )]
     EnvPath { path: PathBuf },
+    #[error("$BEAMDB_INDEX_URL {url:?}: {why}")]
+    IndexUrl { url: String, why: String },
     /// The file's own message names file, line and key; it is the whole error.
     #[error(transparent)]
     Invalid(#[from] TomlError),
@@ -233,6 +258,17 @@ impl Settings {
             settings.data_root_origin = Origin::Env;
         } else if settings.source.is_none() {
             settings.data_root = env.cwd.join(&settings.data_root);
+        }
+        if let Some(text) = &env.index_url {
+            let text = text.to_string_lossy();
+            let url = parse_index_url(&text).map_err(|why| SettingsError::IndexUrl {
+                url: pgurl::redact(&text),
+                why,
+            })?;
+            settings.index.url = Some(url);
+        }
+        if let Some(url) = &mut settings.index.url {
+            url.find_password(&env.pg_passwords);
         }
         Ok(settings)
     }
@@ -305,6 +341,12 @@ impl Settings {
                 };
             }
         }
+        if let Some(index) = raw.index
+            && let Some(url) = index.url
+        {
+            let parsed = parse_index_url(url.get_ref()).map_err(|why| bad(url.span(), why))?;
+            settings.index.url = Some(parsed);
+        }
         if let Some(ingest) = raw.ingest {
             let level = match &ingest.compression_level {
                 None => DEFAULT_ZSTD_LEVEL,
@@ -361,7 +403,32 @@ impl Settings {
     }
 }
 
+/// `[index] url`: a PostgreSQL URL in a build that can use one. The message never holds the
+/// password.
+fn parse_index_url(text: &str) -> Result<PgUrl, String> {
+    if !pgurl::is_postgres(text) {
+        return Err(format!(
+            "beamdb keeps the index in index.db under data_root, or in PostgreSQL; a url must be postgresql://... ({}); leave url out for index.db",
+            pgurl::URL_FORM
+        ));
+    }
+    if !cfg!(feature = "postgres") {
+        return Err(
+            "this beamdb was built without the `postgres` feature, so it cannot use a PostgreSQL index; build it with `cargo build --release --features postgres`, or leave [index] url out to use index.db under data_root".into(),
+        );
+    }
+    PgUrl::parse_alone(text).map_err(|why| format!("{why}; {}", pgurl::URL_FORM))
+}
+
 impl Settings {
+    /// Where the index is: the PostgreSQL URL, else index.db under data_root.
+    pub fn index_location(&self) -> IndexLocation {
+        match &self.index.url {
+            Some(url) => IndexLocation::Postgres(url.clone()),
+            None => IndexLocation::Sqlite(crate::layout::Layout::new(&self.data_root).index_db()),
+        }
+    }
+
     /// `data_root`, for a command that reads what is there (everything but `initdb`, which
     /// creates it, and `ingest`, which creates a beamtime): refused, naming the path and
     /// where the setting came from, when it is not a beamdb data root. A typo or an unmounted
@@ -534,6 +601,13 @@ struct RawSettings {
     schema: Option<RawSchema>,
     sqlite: Option<RawSqlite>,
     ingest: Option<RawIngest>,
+    index: Option<RawIndex>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIndex {
+    url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -569,6 +643,8 @@ mod tests {
         Env {
             settings_file: None,
             data_root: None,
+            index_url: None,
+            pg_passwords: PasswordSources::default(),
             cwd: cwd.to_path_buf(),
         }
     }

@@ -10,7 +10,7 @@ use crate::cli::RunsArgs;
 use crate::db::Access;
 use crate::escape::escape;
 use crate::exit::{ExitStatus, fail};
-use crate::index::{CONDITION_FORM, Condition, IndexDb, RunFilter, RunRow};
+use crate::index::{self, CONDITION_FORM, Condition, RunFilter, RunRow, Scalar};
 use crate::layout::{Layout, SafeName};
 use crate::lookup::locate;
 use crate::schema::declared;
@@ -64,31 +64,27 @@ pub fn run(ctx: &Ctx, args: &RunsArgs) -> Result<ExitStatus> {
         promoted,
         limit: args.limit,
     };
-    let path = Layout::new(&ctx.settings.data_root).index_db();
-    if !path.exists() {
+    if !index::exists(&ctx.settings) {
         return Err(fail(
             ExitStatus::Failure,
             format!(
                 "{}: no index yet; run `beamdb reindex` first",
-                path.display()
+                Layout::new(&ctx.settings.data_root).index_db().display()
             ),
         ));
     }
-    let index = IndexDb::open(&path, Access::ReadOnly, &ctx.settings.sqlite)?;
+    let index = index::open(&ctx.settings, Access::ReadOnly)?;
+    let place = index.location();
     // `--where` on a RunStart key reads the key table, `--text` the full-text table: both
     // are made by reindex. A fresh index with no run has nothing to find, whatever the filter.
     let searches = filter.text.is_some() || !filter.conditions.is_empty();
-    let nothing_indexed = searches
-        && !index.has_text()
-        && index
-            .has_no_runs()
-            .with_context(|| format!("{}: cannot query the index", path.display()))?;
+    let nothing_indexed =
+        searches && !index.has_text() && index.has_no_runs().context("cannot query the index")?;
     if searches && !index.has_text() && !nothing_indexed {
         return Err(fail(
             ExitStatus::Failure,
             format!(
-                "{}: the index has no search tables yet (--where, --text); run `beamdb reindex` first",
-                path.display()
+                "{place}: the index has no search tables yet (--where, --text); run `beamdb reindex` first"
             ),
         ));
     }
@@ -97,7 +93,7 @@ pub fn run(ctx: &Ctx, args: &RunsArgs) -> Result<ExitStatus> {
     } else {
         index
             .query_runs(&filter)
-            .with_context(|| format!("{}: cannot query the index", path.display()))?
+            .context("cannot query the index")?
     };
 
     let text = if args.json {
@@ -299,14 +295,13 @@ fn locations(layout: &Layout, beamtime: &str, uid: &str) -> (Json, Json) {
     }
 }
 
-fn sql_to_json(value: &rusqlite::types::Value) -> Json {
-    use rusqlite::types::Value;
+fn sql_to_json(value: &Scalar) -> Json {
     match value {
-        Value::Null => Json::Null,
-        Value::Integer(i) => (*i).into(),
-        Value::Real(f) => (*f).into(),
-        Value::Text(s) => s.clone().into(),
-        Value::Blob(b) => format!("<{} bytes>", b.len()).into(),
+        Scalar::Null => Json::Null,
+        Scalar::Int(i) => (*i).into(),
+        Scalar::Real(f) => (*f).into(),
+        Scalar::Text(s) => s.clone().into(),
+        Scalar::Blob(b) => format!("<{} bytes>", b.len()).into(),
     }
 }
 

@@ -18,6 +18,7 @@ mod listen;
 mod migrations;
 mod models;
 mod mutation;
+mod postgres;
 mod reading;
 mod reindex;
 mod scale;

@@ -1,220 +1,50 @@
-//! The master index database: the one module that reads and writes `index.db`.
+//! The index in SQLite: `index.db` under data_root, as a single host keeps it.
 //!
-//! Its interface is small on purpose (replace one beamtime, forget beamtimes, query runs) so
-//! that the index can move to another database server without touching its callers. The SQL
-//! stays portable where that costs nothing (upserts). Search is where it does not: the
-//! RunStart is kept as JSONB, `--text` uses FTS5 and `--where` an index of RunStart scalars
-//! (`beamdb_run_keys`); a PostgreSQL index would use jsonb and tsvector behind the same
-//! `query_runs`.
+//! The SQL stays portable where that costs nothing (upserts). Search is where it does not:
+//! the RunStart is kept as SQLite's JSONB, `--text` uses FTS5 and `--where` an index of
+//! RunStart scalars (`beamdb_run_keys`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, TransactionBehavior, params, params_from_iter};
 
+use super::{
+    BeamtimeEntry, CompareOp, Condition, ConditionValue, Index, IndexError, IndexedBeamtime,
+    IndexedRun, KEYS_TABLE, Replaced, Researcher, RunFilter, RunRow, Scalar, TEXT_TABLE,
+    core_run_columns, core_value, scalar_keys, searchable_text,
+};
 use crate::db::{self, Access, DbError};
 use crate::schema::introspect;
 use crate::settings::SqliteSettings;
 
-/// A researcher as found in runs or beamtime metadata.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Researcher {
-    pub name: String,
-    pub email: Option<String>,
-    pub orcid: Option<String>,
-    pub affiliation: Option<String>,
-}
-
-/// One run as the index stores it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct IndexedRun {
-    pub uid: String,
-    pub sample_name: Option<String>,
-    pub plan_name: Option<String>,
-    pub scan_id: Option<i64>,
-    pub time_start: Option<f64>,
-    pub time_stop: Option<f64>,
-    pub exit_status: Option<String>,
-    pub num_events: Option<i64>,
-    pub researcher: Option<String>,
-    /// Promoted metadata: extra `runs_index` columns, by name.
-    pub extra: BTreeMap<String, rusqlite::types::Value>,
-    /// The RunStart document as JSON text: what `runs --where` on an unpromoted key and
-    /// `runs --text` search.
-    pub metadata: Option<String>,
-}
-
-/// Everything the index keeps about one beamtime, read in one snapshot.
-#[derive(Debug, Clone, Default)]
-pub struct BeamtimeEntry {
-    pub id: String,
-    pub db_path: String,
-    pub watermark: String,
-    pub researcher: Option<String>,
-    pub researchers: Vec<Researcher>,
-    pub runs: Vec<IndexedRun>,
-}
-
-/// One beamtime as the index holds it, for readers that must know whether it is current.
-#[derive(Debug, Clone)]
-pub struct IndexedBeamtime {
-    pub id: String,
-    /// What reindex recorded (see `reindex::unchanged_since`); `None` forces a re-read.
-    pub watermark: Option<String>,
-    /// The runs its database held when it was read.
-    pub num_runs: i64,
-    /// The runs indexed under it. Fewer than `num_runs` when another beamtime already held
-    /// some of their uids (`runs_index.uid` is unique): the index alone cannot name those.
-    pub indexed_runs: i64,
-}
-
-/// What replacing a beamtime's rows did.
-#[derive(Debug, Default)]
-pub struct Replaced {
-    /// Runs not indexed because another beamtime already holds the same uid: (uid, other).
-    pub duplicates: Vec<(String, String)>,
-}
-
-/// Filters for [`IndexDb::query_runs`]; `None` means "any".
-#[derive(Debug, Clone, Default)]
-pub struct RunFilter {
-    pub beamtimes: Vec<String>,
-    /// Exact name, or a glob when it contains `*`, `?` or `[`.
-    pub sample: Option<String>,
-    pub researcher: Option<String>,
-    pub plan: Option<String>,
-    pub since: Option<f64>,
-    pub until: Option<f64>,
-    /// `success`, `abort`, `fail`, or `incomplete` for runs with no stop document.
-    pub exit_status: Option<String>,
-    /// `--where` conditions on RunStart keys, all of which must hold.
-    pub conditions: Vec<Condition>,
-    /// `--text` words: full-text search over the RunStart; results are ranked by it.
-    pub text: Option<String>,
-    /// Promoted columns by the RunStart key that fills them (dotted), so that a condition on
-    /// that key uses the column and its index.
-    pub promoted: BTreeMap<String, String>,
-    pub limit: Option<u64>,
-}
-
-/// One `--where KEY OP VALUE`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Condition {
-    /// The RunStart key, split at dots.
-    pub key: Vec<String>,
-    pub op: CompareOp,
-    pub value: ConditionValue,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompareOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum ConditionValue {
-    /// Compared as a number (an unquoted value that reads as one, or true/false as 1/0).
-    Number(f64),
-    Text(String),
-    /// `*` and `?` in an unquoted value: SQLite GLOB (case-sensitive), with `=` or `!=`.
-    Glob(String),
-}
-
-/// What `--where` accepts, for the message when it cannot read one.
-pub const CONDITION_FORM: &str = "write KEY OP VALUE as one argument, e.g. --where proposal=p-1, --where 'temperature >= 300', --where 'sample.name=P3HT*' (OP is one of = != < <= > >=; KEY is a RunStart key, dotted for a nested one; * and ? in VALUE match any text and any one character, with = or !=; quote VALUE ('007') to compare it as text)";
-
-impl Condition {
-    /// Parses `KEY OP VALUE`; the error says what is wrong (the caller adds [`CONDITION_FORM`]).
-    pub fn parse(text: &str) -> Result<Condition, String> {
-        // The first operator character splits key from value; two-character operators first.
-        let at = text
-            .find(['=', '!', '<', '>'])
-            .ok_or_else(|| "it has no operator".to_string())?;
-        let (key, rest) = text.split_at(at);
-        let (op, value) = [
-            ("!=", CompareOp::Ne),
-            ("<=", CompareOp::Le),
-            (">=", CompareOp::Ge),
-            ("==", CompareOp::Eq),
-            ("=", CompareOp::Eq),
-            ("<", CompareOp::Lt),
-            (">", CompareOp::Gt),
-        ]
-        .into_iter()
-        .find_map(|(symbol, op)| rest.strip_prefix(symbol).map(|v| (op, v)))
-        .ok_or_else(|| format!("`{}` is not an operator", &rest[..1]))?;
-        let key = key.trim();
-        let parts: Vec<String> = key.split('.').map(str::to_string).collect();
-        let plain = |p: &String| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ':' | '@' | '/'))
-        };
-        if key.is_empty() {
-            return Err("the key is empty".into());
-        }
-        if !parts.iter().all(plain) {
-            return Err(format!(
-                "`{key}` is not a RunStart key (letters, digits, _ - : @ /, dots between nested keys)"
-            ));
-        }
-        let value = value.trim();
-        if value.is_empty() {
-            return Err("the value is empty (compare with '' to match an empty text)".into());
-        }
-        if value.starts_with(['=', '<', '>', '!']) {
-            return Err(format!("`{value}` starts with a second operator"));
-        }
-        let quoted = value.len() >= 2
-            && ((value.starts_with('\'') && value.ends_with('\''))
-                || (value.starts_with('"') && value.ends_with('"')));
-        let value = if quoted {
-            ConditionValue::Text(value[1..value.len() - 1].to_string())
-        } else if let Some(n) = value.parse::<f64>().ok().filter(|n| n.is_finite()) {
-            ConditionValue::Number(n)
-        } else if value.parse::<f64>().is_ok() && value.contains(|c: char| c.is_ascii_digit()) {
-            // `1e999` reads as infinity: compared as text it would silently match nothing.
-            return Err(format!(
-                "`{value}` is a number too large to compare; quote it ('{value}') to compare it as text"
-            ));
-        } else if value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false") {
-            ConditionValue::Number(if value.eq_ignore_ascii_case("true") {
-                1.0
-            } else {
-                0.0
-            })
-        } else if value.contains(['*', '?']) {
-            if !matches!(op, CompareOp::Eq | CompareOp::Ne) {
-                return Err(format!(
-                    "`{value}` is a pattern (* or ?), which works only with = and !="
-                ));
-            }
-            ConditionValue::Glob(value.to_string())
-        } else {
-            ConditionValue::Text(value.to_string())
-        };
-        Ok(Condition {
-            key: parts,
-            op,
-            value,
+impl ToSql for Scalar {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Scalar::Null => ToSqlOutput::Owned(Value::Null),
+            Scalar::Int(i) => ToSqlOutput::Owned(Value::Integer(*i)),
+            Scalar::Real(f) => ToSqlOutput::Owned(Value::Real(*f)),
+            Scalar::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            Scalar::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
         })
     }
+}
 
-    fn sql_op(&self) -> &'static str {
-        match (&self.value, self.op) {
-            (ConditionValue::Glob(_), CompareOp::Ne) => "NOT GLOB",
-            (ConditionValue::Glob(_), _) => "GLOB",
-            (_, CompareOp::Eq) => "=",
-            (_, CompareOp::Ne) => "<>",
-            (_, CompareOp::Lt) => "<",
-            (_, CompareOp::Le) => "<=",
-            (_, CompareOp::Gt) => ">",
-            (_, CompareOp::Ge) => ">=",
+impl FromSql for Scalar {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        Ok(Scalar::from(Value::column_result(value)?))
+    }
+}
+
+impl From<Value> for Scalar {
+    fn from(value: Value) -> Scalar {
+        match value {
+            Value::Null => Scalar::Null,
+            Value::Integer(i) => Scalar::Int(i),
+            Value::Real(f) => Scalar::Real(f),
+            Value::Text(t) => Scalar::Text(t),
+            Value::Blob(b) => Scalar::Blob(b),
         }
     }
 }
@@ -236,98 +66,10 @@ fn fts_query(words: &str) -> String {
         .join(" ")
 }
 
-/// The words of a RunStart that `--text` finds: every string and number in it (keys are left
-/// out, or every run would match `sample`), nested values included.
-pub fn searchable_text(metadata: &str) -> String {
-    fn walk(value: &serde_json::Value, out: &mut String) {
-        match value {
-            serde_json::Value::String(s) => {
-                out.push_str(s);
-                out.push(' ');
-            }
-            serde_json::Value::Number(n) => {
-                out.push_str(&n.to_string());
-                out.push(' ');
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
-            serde_json::Value::Object(map) => map.values().for_each(|v| walk(v, out)),
-            serde_json::Value::Bool(_) | serde_json::Value::Null => {}
-        }
-    }
-    let mut out = String::new();
-    if let Ok(doc) = serde_json::from_str::<serde_json::Value>(metadata) {
-        walk(&doc, &mut out);
-    }
-    out
-}
-
-/// The full-text table over runs_index: beamdb's own (not in the models), derived data that
-/// `reindex` keeps in step with `runs_index` (its rowid is the run's runs_index rowid).
-pub const TEXT_TABLE: &str = "beamdb_run_text";
-
-/// Every scalar of every RunStart, one row per (run, key, value), indexed by key and value:
-/// `runs --where` on a key nobody promoted is an index lookup, not a scan of 100,000 JSON
-/// documents. Derived data like [`TEXT_TABLE`]: `run` is the runs_index rowid.
-pub const KEYS_TABLE: &str = "beamdb_run_keys";
-
-/// At most this many values of one RunStart are kept in [`KEYS_TABLE`] (a document with a
-/// huge array must not blow up the index).
-const MAX_KEYS_PER_RUN: usize = 2000;
-
-/// The RunStart's scalars as (dotted key, value): nested objects give dotted keys, the items
-/// of an array of scalars each count under the array's key. Numbers and booleans (1/0) are
-/// numbers, strings are text; null and nested arrays are left out.
-pub fn scalar_keys(metadata: &str) -> Vec<(String, rusqlite::types::Value)> {
-    use rusqlite::types::Value;
-    fn walk(prefix: &str, value: &serde_json::Value, depth: usize, out: &mut Vec<(String, Value)>) {
-        if out.len() >= MAX_KEYS_PER_RUN || depth > 8 {
-            return;
-        }
-        let scalar = match value {
-            serde_json::Value::Number(n) => n.as_f64().map(Value::Real),
-            serde_json::Value::Bool(b) => Some(Value::Real(if *b { 1.0 } else { 0.0 })),
-            serde_json::Value::String(s) => Some(Value::Text(s.clone())),
-            serde_json::Value::Null => None,
-            serde_json::Value::Array(items) => {
-                for item in items.iter().filter(|i| !i.is_array() && !i.is_object()) {
-                    walk(prefix, item, depth + 1, out);
-                }
-                None
-            }
-            serde_json::Value::Object(map) => {
-                for (key, item) in map {
-                    let path = if prefix.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{prefix}.{key}")
-                    };
-                    walk(&path, item, depth + 1, out);
-                }
-                None
-            }
-        };
-        if let Some(scalar) = scalar
-            && !prefix.is_empty()
-        {
-            out.push((prefix.to_string(), scalar));
-        }
-    }
-    let mut out = Vec::new();
-    if let Ok(doc) = serde_json::from_str::<serde_json::Value>(metadata) {
-        walk("", &doc, 0, &mut out);
-    }
-    out
-}
-
-/// One row of a query: the run and where it lives.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunRow {
-    pub beamtime: String,
-    pub run: IndexedRun,
-}
-
+/// `index.db`, open.
 pub struct IndexDb {
     conn: Connection,
+    path: PathBuf,
     /// `runs_index` columns beyond the built-in ones (promoted metadata), in table order.
     extra_columns: Vec<String>,
     /// Promoted columns of numeric affinity (INTEGER, REAL, NUMERIC).
@@ -339,42 +81,6 @@ pub struct IndexDb {
 
 /// The columns of `runs_index` that reindex always writes, in this order: the built-in index
 /// model's, so that the list cannot drift from the model (promoted columns come after them).
-pub fn core_run_columns() -> &'static [String] {
-    static CORE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    CORE.get_or_init(|| {
-        crate::schema::declared::builtin(crate::schema::DbKind::Index)
-            .ok()
-            .and_then(|s| s.tables.get("runs_index").cloned())
-            .map(|t| t.columns.into_iter().map(|c| c.name).collect())
-            .unwrap_or_default()
-    })
-}
-
-/// The value of each core column for one run, by name (the names of [`core_run_columns`]).
-fn core_value(
-    column: &str,
-    run: &IndexedRun,
-    beamtime: &str,
-    researcher_id: Option<i64>,
-) -> rusqlite::types::Value {
-    use rusqlite::types::Value;
-    match column {
-        "uid" => Value::from(run.uid.clone()),
-        "beamtime_id" => Value::from(beamtime.to_string()),
-        "researcher_id" => researcher_id.map_or(Value::Null, Value::from),
-        "sample_name" => opt(run.sample_name.clone()),
-        "plan_name" => opt(run.plan_name.clone()),
-        "scan_id" => run.scan_id.map_or(Value::Null, Value::from),
-        "time_start" => run.time_start.map_or(Value::Null, Value::from),
-        "time_stop" => run.time_stop.map_or(Value::Null, Value::from),
-        "exit_status" => opt(run.exit_status.clone()),
-        "num_events" => run.num_events.map_or(Value::Null, Value::from),
-        "metadata" => opt(run.metadata.clone()),
-        // A column added to the built-in model before reindex learns to fill it.
-        _ => Value::Null,
-    }
-}
-
 impl IndexDb {
     /// Opens `index.db`; `access` is `ReadOnly` for queries.
     pub fn open(path: &Path, access: Access, sqlite: &SqliteSettings) -> Result<IndexDb, DbError> {
@@ -405,6 +111,7 @@ impl IndexDb {
             == 2;
         Ok(IndexDb {
             conn,
+            path: path.to_path_buf(),
             extra_columns,
             numeric_columns,
             has_text,
@@ -412,7 +119,7 @@ impl IndexDb {
     }
 
     /// Whether `runs_index` holds no run (a fresh `initdb`: nothing to search yet).
-    pub fn has_no_runs(&self) -> rusqlite::Result<bool> {
+    fn has_no_runs_sql(&self) -> rusqlite::Result<bool> {
         self.conn
             .query_row("SELECT NOT EXISTS (SELECT 1 FROM runs_index)", [], |row| {
                 row.get(0)
@@ -420,7 +127,7 @@ impl IndexDb {
     }
 
     /// Whether the index can answer `--text` and `--where` (reindex creates what it needs).
-    pub fn has_text(&self) -> bool {
+    fn has_text_inner(&self) -> bool {
         self.has_text
     }
 
@@ -428,7 +135,7 @@ impl IndexDb {
     /// signature is read again (a new promoted column must be filled, and a migration that
     /// rebuilt `runs_index` renumbered the rows the full-text table points at). `sources`
     /// are the promoted columns' RunStart keys.
-    pub fn signature(&self, sources: &BTreeMap<String, String>) -> rusqlite::Result<String> {
+    fn signature_sql(&self, sources: &BTreeMap<String, String>) -> rusqlite::Result<String> {
         let version: Option<i64> = if self.conn.query_row(
             "SELECT count(*) FROM sqlite_schema WHERE name = ?1",
             [introspect::HISTORY_TABLE],
@@ -456,7 +163,7 @@ impl IndexDb {
     }
 
     /// Empties the full-text table; every beamtime must then be read again.
-    pub fn clear_text(&mut self) -> rusqlite::Result<()> {
+    fn clear_text_sql(&mut self) -> rusqlite::Result<()> {
         self.conn.execute_batch(&format!(
             "DELETE FROM {TEXT_TABLE}; DELETE FROM {KEYS_TABLE};"
         ))?;
@@ -464,12 +171,12 @@ impl IndexDb {
     }
 
     /// Promoted metadata columns of `runs_index`.
-    pub fn extra_columns(&self) -> &[String] {
+    fn extra_columns_inner(&self) -> &[String] {
         &self.extra_columns
     }
 
     /// The watermark stored for every indexed beamtime.
-    pub fn watermarks(&self) -> rusqlite::Result<BTreeMap<String, Option<String>>> {
+    fn watermarks_sql(&self) -> rusqlite::Result<BTreeMap<String, Option<String>>> {
         let mut stmt = self.conn.prepare("SELECT id, watermark FROM beamtimes")?;
         let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         rows.collect()
@@ -477,7 +184,7 @@ impl IndexDb {
 
     /// Replaces everything the index holds about `entry.id` in one transaction: a reader of
     /// the index sees the old beamtime or the new one, never half of it.
-    pub fn replace_beamtime(
+    fn replace_beamtime_sql(
         &mut self,
         entry: &BeamtimeEntry,
         now: f64,
@@ -566,14 +273,13 @@ impl IndexDb {
             "INSERT INTO {KEYS_TABLE} (run, uid, key, num, text) VALUES (?1, ?2, ?3, ?4, ?5)"
         ))?;
         for run in &entry.runs {
-            use rusqlite::types::Value;
             let researcher_id = id_of(&run.researcher);
-            let mut values: Vec<Value> = core_run_columns()
+            let mut values: Vec<Scalar> = core_run_columns()
                 .iter()
                 .map(|c| core_value(c, run, &entry.id, researcher_id))
                 .collect();
             for column in &self.extra_columns {
-                values.push(run.extra.get(column).cloned().unwrap_or(Value::Null));
+                values.push(run.extra.get(column).cloned().unwrap_or(Scalar::Null));
             }
             if insert.execute(params_from_iter(values))? == 0 {
                 let other: String = owner.query_row([&run.uid], |row| row.get(0))?;
@@ -589,8 +295,8 @@ impl IndexDb {
             text.execute(params![rowid, run.uid, body])?;
             for (key, value) in run.metadata.as_deref().map(scalar_keys).unwrap_or_default() {
                 let (num, txt) = match value {
-                    Value::Text(t) => (Value::Null, Value::Text(t)),
-                    other => (other, Value::Null),
+                    Scalar::Text(t) => (Scalar::Null, Scalar::Text(t)),
+                    other => (other, Scalar::Null),
                 };
                 keys.execute(params![rowid, run.uid, key, num, txt])?;
             }
@@ -603,9 +309,10 @@ impl IndexDb {
         Ok(replaced)
     }
 
-    /// Removes beamtimes (and, by cascade, their runs) that are not in `keep`; returns their ids.
-    pub fn forget_beamtimes_except(&mut self, keep: &[String]) -> rusqlite::Result<Vec<String>> {
-        let indexed: Vec<String> = self.watermarks()?.into_keys().collect();
+    /// Removes beamtimes (and, by cascade, their runs) that are not in `keep`; returns their
+    /// ids. Every beamtime in index.db is this data root's (the file lives under it).
+    fn forget_beamtimes_except_sql(&mut self, keep: &[String]) -> rusqlite::Result<Vec<String>> {
+        let indexed: Vec<String> = self.watermarks_sql()?.into_keys().collect();
         let gone: Vec<String> = indexed
             .into_iter()
             .filter(|id| !keep.contains(id))
@@ -637,14 +344,14 @@ impl IndexDb {
     }
 
     /// Forces the next reindex to re-read every beamtime.
-    pub fn clear_watermarks(&mut self) -> rusqlite::Result<()> {
+    fn clear_watermarks_sql(&mut self) -> rusqlite::Result<()> {
         self.conn
             .execute("UPDATE beamtimes SET watermark = NULL", [])?;
         Ok(())
     }
 
     /// Deletes researchers no run or beamtime refers to any more.
-    pub fn forget_unreferenced_researchers(&mut self) -> rusqlite::Result<usize> {
+    fn forget_unreferenced_researchers_sql(&mut self) -> rusqlite::Result<usize> {
         self.conn.execute(
             "DELETE FROM researchers WHERE id NOT IN (
                SELECT researcher_id FROM runs_index WHERE researcher_id IS NOT NULL
@@ -654,7 +361,7 @@ impl IndexDb {
     }
 
     /// Runs matching `filter`, newest first.
-    pub fn query_runs(&self, filter: &RunFilter) -> rusqlite::Result<Vec<RunRow>> {
+    fn query_runs_sql(&self, filter: &RunFilter) -> rusqlite::Result<Vec<RunRow>> {
         use rusqlite::types::Value;
         let mut clauses: Vec<String> = Vec::new();
         let mut values: Vec<Value> = Vec::new();
@@ -793,7 +500,7 @@ impl IndexDb {
         let rows = stmt.query_map(params_from_iter(values), |row| {
             let mut extra = BTreeMap::new();
             for (i, column) in self.extra_columns.iter().enumerate() {
-                extra.insert(column.clone(), row.get::<_, Value>(11 + i)?);
+                extra.insert(column.clone(), row.get::<_, Scalar>(11 + i)?);
             }
             Ok(RunRow {
                 beamtime: row.get(0)?,
@@ -841,7 +548,7 @@ impl IndexDb {
 
     /// Runs whose uid is `query` or starts with it, as (uid, beamtime id), sorted, at most
     /// `limit` (the uid index is read as a range: cheap whatever the index's size).
-    pub fn runs_with_prefix(
+    fn runs_with_prefix_sql(
         &self,
         query: &str,
         limit: usize,
@@ -857,7 +564,7 @@ impl IndexDb {
     }
 
     /// Every indexed run as (uid, beamtime id): the candidates of a "did you mean".
-    pub fn all_run_uids(&self) -> rusqlite::Result<Vec<(String, String)>> {
+    fn all_run_uids_sql(&self) -> rusqlite::Result<Vec<(String, String)>> {
         let mut stmt = self
             .conn
             .prepare("SELECT uid, beamtime_id FROM runs_index")?;
@@ -866,7 +573,7 @@ impl IndexDb {
     }
 
     /// Each indexed beamtime, with its watermark and run counts, sorted by id.
-    pub fn beamtime_runs(&self) -> rusqlite::Result<Vec<IndexedBeamtime>> {
+    fn beamtime_runs_sql(&self) -> rusqlite::Result<Vec<IndexedBeamtime>> {
         let mut stmt = self.conn.prepare(
             "SELECT b.id, b.watermark, coalesce(b.num_runs, 0),
                     (SELECT count(*) FROM runs_index r WHERE r.beamtime_id = b.id)
@@ -884,7 +591,7 @@ impl IndexDb {
     }
 
     /// How many beamtimes and runs the index holds.
-    pub fn counts(&self) -> rusqlite::Result<(i64, i64)> {
+    fn counts_sql(&self) -> rusqlite::Result<(i64, i64)> {
         self.conn.query_row(
             "SELECT (SELECT count(*) FROM beamtimes), (SELECT count(*) FROM runs_index)",
             [],
@@ -893,8 +600,95 @@ impl IndexDb {
     }
 }
 
-fn opt(text: Option<String>) -> rusqlite::types::Value {
-    text.map_or(rusqlite::types::Value::Null, rusqlite::types::Value::from)
+impl IndexDb {
+    fn err(&self, source: rusqlite::Error) -> IndexError {
+        IndexError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+impl Index for IndexDb {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn has_no_runs(&self) -> Result<bool, IndexError> {
+        self.has_no_runs_sql().map_err(|e| self.err(e))
+    }
+
+    fn has_text(&self) -> bool {
+        self.has_text_inner()
+    }
+
+    fn signature(&self, sources: &BTreeMap<String, String>) -> Result<String, IndexError> {
+        self.signature_sql(sources).map_err(|e| self.err(e))
+    }
+
+    fn clear_text(&mut self) -> Result<(), IndexError> {
+        self.clear_text_sql().map_err(|e| self.err(e))
+    }
+
+    fn extra_columns(&self) -> &[String] {
+        self.extra_columns_inner()
+    }
+
+    fn watermarks(&self) -> Result<BTreeMap<String, Option<String>>, IndexError> {
+        self.watermarks_sql().map_err(|e| self.err(e))
+    }
+
+    fn replace_beamtime(
+        &mut self,
+        entry: &BeamtimeEntry,
+        now: f64,
+    ) -> Result<Replaced, IndexError> {
+        self.replace_beamtime_sql(entry, now)
+            .map_err(|e| self.err(e))
+    }
+
+    fn forget_beamtimes_except(
+        &mut self,
+        keep: &[String],
+        _under: &str,
+    ) -> Result<Vec<String>, IndexError> {
+        self.forget_beamtimes_except_sql(keep)
+            .map_err(|e| self.err(e))
+    }
+
+    fn clear_watermarks(&mut self) -> Result<(), IndexError> {
+        self.clear_watermarks_sql().map_err(|e| self.err(e))
+    }
+
+    fn forget_unreferenced_researchers(&mut self) -> Result<usize, IndexError> {
+        self.forget_unreferenced_researchers_sql()
+            .map_err(|e| self.err(e))
+    }
+
+    fn query_runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, IndexError> {
+        self.query_runs_sql(filter).map_err(|e| self.err(e))
+    }
+
+    fn runs_with_prefix(
+        &self,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, IndexError> {
+        self.runs_with_prefix_sql(query, limit)
+            .map_err(|e| self.err(e))
+    }
+
+    fn all_run_uids(&self) -> Result<Vec<(String, String)>, IndexError> {
+        self.all_run_uids_sql().map_err(|e| self.err(e))
+    }
+
+    fn beamtime_runs(&self) -> Result<Vec<IndexedBeamtime>, IndexError> {
+        self.beamtime_runs_sql().map_err(|e| self.err(e))
+    }
+
+    fn counts(&self) -> Result<(i64, i64), IndexError> {
+        self.counts_sql().map_err(|e| self.err(e))
+    }
 }
 
 /// `column = ?`, or `column GLOB ?` when the pattern has glob characters.
@@ -955,91 +749,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_core_column_has_a_value() {
-        let run = IndexedRun {
-            uid: "u".into(),
-            sample_name: Some("s".into()),
-            plan_name: Some("p".into()),
-            scan_id: Some(1),
-            time_start: Some(1.0),
-            time_stop: Some(2.0),
-            exit_status: Some("success".into()),
-            num_events: Some(3),
-            researcher: Some("r".into()),
-            extra: BTreeMap::new(),
-            metadata: Some("{}".into()),
-        };
-        assert!(core_run_columns().len() >= 11);
-        for column in core_run_columns() {
-            assert_ne!(
-                core_value(column, &run, "bt", Some(7)),
-                rusqlite::types::Value::Null,
-                "reindex does not fill built-in column runs_index.{column}"
-            );
-        }
-    }
-
-    #[test]
-    fn conditions_parse_numbers_text_patterns_and_dotted_keys() {
-        let c = Condition::parse("temperature >= 300").unwrap();
-        assert_eq!(
-            (c.key, c.op, c.value),
-            (
-                vec!["temperature".to_string()],
-                CompareOp::Ge,
-                ConditionValue::Number(300.0)
-            )
-        );
-        let c = Condition::parse("sample.name=P3HT*").unwrap();
-        assert_eq!(c.key, ["sample", "name"]);
-        assert_eq!(c.value, ConditionValue::Glob("P3HT*".into()));
-        assert_eq!(c.sql_op(), "GLOB");
-        assert_eq!(
-            Condition::parse("code='007'").unwrap().value,
-            ConditionValue::Text("007".into())
-        );
-        assert_eq!(Condition::parse("a!=b").unwrap().op, CompareOp::Ne);
-        assert_eq!(
-            Condition::parse("ok==true").unwrap().value,
-            ConditionValue::Number(1.0)
-        );
-        for bad in ["x", "=1", "x=", "x=>1", "x<a*", "a..b=1", "a b=1"] {
-            assert!(Condition::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn fts_query_quotes_every_word_and_keeps_prefixes() {
         assert_eq!(fts_query("P3HT anneal"), "\"P3HT\" \"anneal\"");
         assert_eq!(fts_query("anne* p-1 a\"b"), "\"anne\"* \"p-1\" \"a\"\"b\"");
         assert_eq!(fts_query("*"), "\"*\"");
-    }
-
-    #[test]
-    fn scalar_keys_are_dotted_with_array_items_under_their_key() {
-        use rusqlite::types::Value;
-        let mut keys = scalar_keys(
-            r#"{"sample": {"name": "P3HT", "t": 300}, "detectors": ["det", "ccd", [1]], "ok": true, "none": null}"#,
-        );
-        keys.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(
-            keys,
-            [
-                ("detectors".to_string(), Value::Text("det".into())),
-                ("detectors".to_string(), Value::Text("ccd".into())),
-                ("ok".to_string(), Value::Real(1.0)),
-                ("sample.name".to_string(), Value::Text("P3HT".into())),
-                ("sample.t".to_string(), Value::Real(300.0)),
-            ]
-        );
-        assert!(scalar_keys("not json").is_empty());
-    }
-
-    #[test]
-    fn searchable_text_has_values_not_keys() {
-        let text = searchable_text(
-            r#"{"sample": {"name": "P3HT"}, "t": 300, "tags": ["a", "b"], "ok": true}"#,
-        );
-        assert_eq!(text, "P3HT 300 a b ");
     }
 }
