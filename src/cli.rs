@@ -14,7 +14,9 @@ use crate::schema::DbKind;
 /// with a Zarr store beside it for detector frames; a master index database lists the runs
 /// of all beamtimes. Settings come from --settings PATH, $BEAMDB_SETTINGS or
 /// ./settings.toml (first found), otherwise built-in defaults; $BEAMDB_DATA_ROOT overrides
-/// data_root. See settings.example.toml and docs/.
+/// data_root, $BEAMDB_INDEX_URL the index's place ([index] url: a postgresql:// database
+/// instead of index.db, in a build with the `postgres` feature; its password from
+/// $PGPASSWORD or ~/.pgpass, never printed). See settings.example.toml and docs/.
 #[derive(Debug, Parser)]
 #[command(name = "beamdb", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
 pub struct Cli {

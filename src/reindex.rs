@@ -32,7 +32,7 @@ use crate::migrations::runner::{self, RunnerError};
 use crate::migrations::upgrade::{self, UpgradeError};
 use crate::schema::DbKind;
 use crate::schema::declared::{self, Promoted};
-use crate::settings::Settings;
+use crate::settings::{IndexLocation, Settings};
 
 /// What one reindex did: the summary line cron keeps.
 #[derive(Debug, Default)]
@@ -60,6 +60,10 @@ pub enum ReindexError {
     Migrations(#[from] files::FilesError),
     #[error(transparent)]
     Write(#[from] IndexError),
+    #[error(
+        "another beamdb reindex of data root {root} is running (it holds the lock in the PostgreSQL index {url}); try again later"
+    )]
+    ServerLocked { url: String, root: String },
     #[error("{path}: cannot create data_root: {source}")]
     DataRoot {
         path: PathBuf,
@@ -82,8 +86,19 @@ impl crate::exit::HasExitStatus for ReindexError {
             ReindexError::Model(e) => crate::exit::HasExitStatus::exit_status(e),
             ReindexError::Write(e) => crate::exit::HasExitStatus::exit_status(e),
             ReindexError::DataRoot { .. } => crate::exit::ExitStatus::Failure,
+            ReindexError::ServerLocked { .. } => crate::exit::ExitStatus::Locked,
         }
     }
+}
+
+/// What one reindex holds to its end (never read: dropping it releases the locks).
+#[allow(dead_code)]
+enum Held {
+    /// The reindex lock file, and the migrate lock shared.
+    Files(lock::LockGuard, lock::LockGuard),
+    /// A PostgreSQL session advisory lock for this data root.
+    #[cfg(feature = "postgres")]
+    Server(index::pg::ReindexLock),
 }
 
 /// Why one beamtime was skipped.
@@ -207,19 +222,47 @@ pub fn reindex(
         path: layout.root().to_path_buf(),
         source,
     })?;
-    let _one_at_a_time = lock::try_exclusive(&layout.reindex_lock(), "reindex")?;
-    let index_path = layout.index_db();
-    let index_migrations = files::load(DbKind::Index, settings.schema.migrations_dir.as_deref())?;
-    // Held shared to the end (no migrate meanwhile); an upgrade of the index happens before,
-    // under it exclusively.
-    let (_, _no_migrate) = upgrade::ensure(
-        &layout.migrate_lock(),
-        &index_path,
-        &index_migrations,
-        &settings.sqlite,
-        lock::Wait::No,
-        std::time::Duration::from_millis(u64::from(settings.sqlite.busy_timeout_ms)),
-    )?;
+    let _held = match settings.index_location() {
+        IndexLocation::Sqlite(index_path) => {
+            let one_at_a_time = lock::try_exclusive(&layout.reindex_lock(), "reindex")?;
+            let index_migrations =
+                files::load(DbKind::Index, settings.schema.migrations_dir.as_deref())?;
+            // Held shared to the end (no migrate meanwhile); an upgrade of the index happens
+            // before, under it exclusively.
+            let (_, no_migrate) = upgrade::ensure(
+                &layout.migrate_lock(),
+                &index_path,
+                &index_migrations,
+                &settings.sqlite,
+                lock::Wait::No,
+                std::time::Duration::from_millis(u64::from(settings.sqlite.busy_timeout_ms)),
+            )?;
+            Held::Files(one_at_a_time, no_migrate)
+        }
+        // A lock file on one host is invisible to another: in a shared index, the server
+        // holds the lock, one per data root, so two hosts' reindexes of their own data roots
+        // run side by side and two of the same data root do not.
+        #[cfg(feature = "postgres")]
+        IndexLocation::Postgres(url) => {
+            let root = std::fs::canonicalize(layout.root())
+                .unwrap_or_else(|_| layout.root().to_path_buf())
+                .display()
+                .to_string();
+            match index::pg::try_reindex_lock(&url, &root).map_err(IndexError::from)? {
+                Some(lock) => Held::Server(lock),
+                None => {
+                    return Err(ReindexError::ServerLocked {
+                        url: url.to_string(),
+                        root,
+                    });
+                }
+            }
+        }
+        #[cfg(not(feature = "postgres"))]
+        IndexLocation::Postgres(_) => {
+            unreachable!("settings refuse a postgresql:// url without the postgres feature")
+        }
+    };
     let mut index = index::open(settings, Access::ReadWrite)?;
     let promoted = declared::promoted(settings.schema.models_dir.as_deref())?;
     let sources: BTreeMap<String, String> = promoted

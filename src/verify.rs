@@ -108,6 +108,8 @@ pub enum VerifyError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Files(#[from] FilesError),
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -122,6 +124,7 @@ impl crate::exit::HasExitStatus for VerifyError {
             VerifyError::Store(e) => crate::exit::HasExitStatus::exit_status(e),
             VerifyError::Lock(e) => crate::exit::HasExitStatus::exit_status(e),
             VerifyError::Files(e) => crate::exit::HasExitStatus::exit_status(e),
+            VerifyError::Index(e) => crate::exit::HasExitStatus::exit_status(e),
             VerifyError::Sqlite { .. } | VerifyError::Io { .. } => crate::exit::ExitStatus::Failure,
         }
     }
@@ -137,6 +140,9 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> VerifyError + '_ {
 /// Checks index.db's own integrity (it can always be rebuilt with `reindex --full`).
 pub fn check_index(layout: &Layout, settings: &Settings) -> Result<Report, VerifyError> {
     let mut report = Report::default();
+    if let crate::settings::IndexLocation::Postgres(_) = settings.index_location() {
+        return check_server_index(settings).map(|()| report);
+    }
     let path = layout.index_db();
     if !path.exists() {
         return Ok(report);
@@ -158,6 +164,14 @@ pub fn check_index(layout: &Layout, settings: &Settings) -> Result<Report, Verif
         Err(e) => return Err(e.into()),
     }
     Ok(report)
+}
+
+/// A PostgreSQL index: the server keeps its own integrity; verify proves it can be reached
+/// and read (a fault is exit 1, naming the server), as reindex and runs will need.
+fn check_server_index(settings: &Settings) -> Result<(), VerifyError> {
+    let index = crate::index::open(settings, Access::ReadOnly)?;
+    index.counts()?;
+    Ok(())
 }
 
 /// Checks one beamtime, reading only (its database is opened read-only, nothing is created).

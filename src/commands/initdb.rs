@@ -10,6 +10,7 @@ use crate::layout::{Layout, SafeName};
 use crate::lock;
 use crate::migrations::{files, upgrade};
 use crate::schema::DbKind;
+use crate::settings::IndexLocation;
 
 pub fn run(ctx: &Ctx, args: &InitdbArgs) -> Result<ExitStatus> {
     // Every id is checked before anything is written.
@@ -23,19 +24,42 @@ pub fn run(ctx: &Ctx, args: &InitdbArgs) -> Result<ExitStatus> {
     std::fs::create_dir_all(layout.root())
         .with_context(|| format!("{}: cannot create data_root", layout.root().display()))?;
 
-    let patience = std::time::Duration::from_millis(u64::from(settings.sqlite.busy_timeout_ms));
-    let index = files::load(DbKind::Index, settings.schema.migrations_dir.as_deref())?;
-    let index_path = layout.index_db();
-    let (ensured, _shared) = upgrade::ensure(
-        &layout.migrate_lock(),
-        &index_path,
-        &index,
-        &settings.sqlite,
-        lock::Wait::Yes,
-        patience,
-    )?;
-    report(ctx, "index", &index_path, &ensured);
-    drop(_shared);
+    match settings.index_location() {
+        IndexLocation::Sqlite(index_path) => {
+            let patience =
+                std::time::Duration::from_millis(u64::from(settings.sqlite.busy_timeout_ms));
+            let index = files::load(DbKind::Index, settings.schema.migrations_dir.as_deref())?;
+            let (ensured, _shared) = upgrade::ensure(
+                &layout.migrate_lock(),
+                &index_path,
+                &index,
+                &settings.sqlite,
+                lock::Wait::Yes,
+                patience,
+            )?;
+            report(ctx, "index", &index_path, &ensured);
+        }
+        #[cfg(feature = "postgres")]
+        IndexLocation::Postgres(url) => {
+            let applied = crate::index::pg::migrate(&url)?;
+            // What marks a data root as beamdb's when there is no index.db in it.
+            std::fs::create_dir_all(layout.beamtimes_dir()).with_context(|| {
+                format!("{}: cannot create it", layout.beamtimes_dir().display())
+            })?;
+            if applied.is_empty() {
+                ctx.note(format_args!("index: PostgreSQL {url} is up to date"));
+            } else {
+                ctx.note(format_args!(
+                    "index: PostgreSQL {url}: applied {}",
+                    applied.join(", ")
+                ));
+            }
+        }
+        #[cfg(not(feature = "postgres"))]
+        IndexLocation::Postgres(_) => {
+            unreachable!("settings refuse a postgresql:// url without the postgres feature")
+        }
+    }
 
     let migrations = files::load(DbKind::Beamtime, settings.schema.migrations_dir.as_deref())?;
     for id in &ids {

@@ -24,6 +24,28 @@ struct Target {
 pub fn run(ctx: &Ctx, args: &MigrateArgs) -> Result<ExitStatus> {
     let settings = &ctx.settings;
     let layout = Layout::new(&settings.data_root);
+    #[cfg(feature = "postgres")]
+    if let crate::settings::IndexLocation::Postgres(url) = settings.index_location()
+        && args.beamtimes.is_empty()
+    {
+        // The PostgreSQL index migrates in one transaction under the server's lock; what
+        // --dry-run and --check would print is its pending list, which `initdb` applies too.
+        if args.dry_run || args.check {
+            ctx.note(format_args!(
+                "index: PostgreSQL {url}: --dry-run and --check look at SQLite databases only; `beamdb migrate` applies what the PostgreSQL index lacks"
+            ));
+        } else {
+            let applied = crate::index::pg::migrate(&url)?;
+            ctx.note(format_args!(
+                "index: PostgreSQL {url}: {}",
+                if applied.is_empty() {
+                    "up to date".to_string()
+                } else {
+                    format!("applied {}", applied.join(", "))
+                }
+            ));
+        }
+    }
     let targets = targets(&layout, args)?;
     if targets.is_empty() {
         ctx.note(format_args!(

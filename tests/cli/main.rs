@@ -18,6 +18,8 @@ mod listen;
 mod migrations;
 mod models;
 mod mutation;
+#[cfg(feature = "postgres")]
+mod pg_server;
 mod postgres;
 mod reading;
 mod reindex;

@@ -71,3 +71,508 @@ fn settings_postgres_url_in_a_build_without_the_feature_exits_2() {
 fn toml_string(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
+
+#[cfg(feature = "postgres")]
+mod server {
+    use super::{SECRET, assert_no_secret};
+    use crate::common::{Fixture, run};
+    use crate::models::run_jsonl;
+    use crate::pg_server::{Server, free_port, server};
+
+    /// A data root whose settings point the index at a fresh database of the test server.
+    struct PgFixture {
+        fx: Fixture,
+        server: &'static Server,
+        db: String,
+    }
+
+    impl PgFixture {
+        fn new(server: &'static Server) -> PgFixture {
+            let db = server.database();
+            PgFixture::on(server, db)
+        }
+
+        fn on(server: &'static Server, db: String) -> PgFixture {
+            let fx = Fixture::new();
+            fx.write(
+                "settings.toml",
+                &format!("[index]\nurl = \"{}\"\n", server.url(&db)),
+            );
+            PgFixture { fx, server, db }
+        }
+
+        fn beamdb(&self, args: &[&str]) -> assert_cmd::Command {
+            let mut cmd = self.fx.beamdb(args);
+            cmd.env("PGPASSWORD", &self.server.password);
+            cmd
+        }
+
+        /// `beamdb ARGS` started in the background, its output piped.
+        fn spawn(&self, args: &[&str]) -> std::process::Child {
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("beamdb"))
+                .current_dir(self.fx.path())
+                .env_clear()
+                .env("PGPASSWORD", &self.server.password)
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn beamdb")
+        }
+
+        fn ok(&self, args: &[&str]) -> String {
+            let (code, out, err) = run(&mut self.beamdb(args));
+            assert_eq!(code, 0, "beamdb {args:?}: {out}{err}");
+            out
+        }
+
+        fn count(&self, sql: &str) -> i64 {
+            self.server
+                .admin(&self.db)
+                .query_one(sql, &[])
+                .expect(sql)
+                .get(0)
+        }
+
+        /// The uids `runs --json ARGS` lists, in its order.
+        fn found(&self, args: &[&str]) -> Vec<String> {
+            let mut all = vec!["runs", "--json"];
+            all.extend_from_slice(args);
+            uids(&self.ok(&all))
+        }
+    }
+
+    fn uids(json: &str) -> Vec<String> {
+        let runs: Vec<serde_json::Value> = serde_json::from_str(json).expect("runs --json");
+        runs.iter()
+            .map(|r| r["uid"].as_str().expect("uid").to_string())
+            .collect()
+    }
+
+    /// The sample runs of tests/cli/search.rs, and two hostile ones, in bt-1 and bt-2.
+    /// Runs beamdb with some arguments: (exit code, stdout, stderr).
+    type Beamdb<'a> = &'a dyn Fn(&[&str]) -> (i32, String, String);
+
+    fn ingest_sample(fx: &Fixture, beamdb: Beamdb<'_>) {
+        let runs = [
+            (
+                "a",
+                serde_json::json!({"temperature": 300, "sample": {"name": "P3HT-a"}, "purpose": "anneal the P3HT film", "proposal": "p-1"}),
+            ),
+            (
+                "b",
+                serde_json::json!({"temperature": 350.5, "sample": {"name": "PS"}, "purpose": "anneal PS"}),
+            ),
+            (
+                "c",
+                serde_json::json!({"temperature": "300", "sample": {"name": "P3HT-b"}, "purpose": "quench P3HT"}),
+            ),
+            ("d", serde_json::json!({"sample": "P3HT-c", "cold": true})),
+            (
+                "e",
+                serde_json::json!({"purpose": "anneal anneal anneal", "notes": ["anneal", "again"]}),
+            ),
+            (
+                "g",
+                serde_json::json!({"purpose": "x'); DROP TABLE runs_index; --", "odd": "nul\u{0}byte", "sample": {"name": "50%_off"}}),
+            ),
+        ];
+        let text: String = runs
+            .iter()
+            .enumerate()
+            .map(|(i, (uid, extra))| {
+                run_jsonl(uid, 1_795_000_000.0 + i as f64 * 100.0, extra.clone())
+            })
+            .collect();
+        let path = fx.write("runs.jsonl", &text);
+        let (code, out, err) = beamdb(&["ingest", "--beamtime", "bt-1", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}{err}");
+        let other = fx.write(
+            "other.jsonl",
+            &run_jsonl(
+                "f",
+                1_795_001_000.0,
+                serde_json::json!({"purpose": "anneal P3HT again", "temperature": 400}),
+            ),
+        );
+        let (code, out, err) = beamdb(&["ingest", "--beamtime", "bt-2", other.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+
+    #[test]
+    fn postgres_initdb_ingest_reindex_runs_json_and_verify_work() {
+        let Some(server) = server() else { return };
+        let pg = PgFixture::new(server);
+        pg.ok(&["initdb"]);
+        // Twice: the second finds it up to date.
+        pg.ok(&["initdb"]);
+        ingest_sample(&pg.fx, &|args| run(&mut pg.beamdb(args)));
+        pg.ok(&["reindex"]);
+        let all = pg.found(&[]);
+        assert_eq!(all.len(), 7, "{all:?}");
+        assert_eq!(pg.count("SELECT count(*) FROM runs_index"), 7);
+        assert_eq!(pg.count("SELECT count(*) FROM beamtimes"), 2);
+        assert_eq!(
+            pg.count(
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'runs_index' AND column_name = 'metadata' AND data_type = 'jsonb'"
+            ),
+            1
+        );
+        assert_eq!(
+            pg.count(
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'runs_index' AND column_name = 'time_start' AND data_type = 'double precision'"
+            ),
+            1
+        );
+        assert!(
+            !pg.fx.data_root().join("index.db").exists(),
+            "a PostgreSQL index must not leave an index.db"
+        );
+        // Unchanged: the next reindex reads nothing again.
+        let out = pg.ok(&["reindex"]);
+        assert!(
+            out.contains("0 changed") || !out.contains("2 changed"),
+            "{out}"
+        );
+        pg.ok(&["verify"]);
+        // show finds a run through the index.
+        pg.ok(&["show", "a"]);
+    }
+
+    /// The filters of tests/cli/search.rs and more: PostgreSQL finds what SQLite finds.
+    #[test]
+    fn postgres_runs_filters_agree_with_sqlite_on_the_sample_data() {
+        let Some(server) = server() else { return };
+        let db = server.database();
+        let fx = Fixture::new();
+        let url = server.url(&db);
+        let sqlite = |args: &[&str]| run(&mut fx.beamdb(args));
+        let pg = |args: &[&str]| {
+            run(fx
+                .beamdb(args)
+                .env("BEAMDB_INDEX_URL", &url)
+                .env("PGPASSWORD", &server.password))
+        };
+        ingest_sample(&fx, &sqlite);
+        for reindex in [&sqlite as Beamdb<'_>, &pg] {
+            let (code, out, err) = reindex(&["reindex"]);
+            assert_eq!(code, 0, "{out}{err}");
+        }
+        let filters: &[&[&str]] = &[
+            &[],
+            &["--where", "temperature >= 300"],
+            &["--where", "temperature=300"],
+            &["--where", "temperature='300'"],
+            &["--where", "temperature<300.5"],
+            &["--where", "temperature!=300"],
+            &["--where", "sample.name=P3HT*"],
+            &["--where", "sample.name!=P3HT*"],
+            &["--where", "sample.name=P3HT-?"],
+            &["--where", "sample.name=50%_off"],
+            &["--where", "sample.name=50*"],
+            &["--where", "sample.name > P"],
+            &["--where", "sample.name < Q"],
+            &["--where", "cold=true"],
+            &["--where", "notes=again"],
+            &["--where", "purpose=anneal*", "--where", "temperature>300"],
+            &["--where", "proposal=p-1"],
+            &["--where", "purpose=x'); DROP TABLE runs_index; --"],
+            // (A NUL character: PostgreSQL's text cannot hold one, so there it is dropped
+            // and `odd=nulbyte` would find g; docs/postgres.md says so.)
+            &["--where", "nothing=here"],
+            &["--text", "P3HT"],
+            &["--text", "anneal P3HT"],
+            &["--text", "anne*"],
+            &["--text", "p-1"],
+            &["--text", "film"],
+            &["--text", "DROP"],
+            &["--text", "50"],
+            &["--text", "%"],
+            &["--beamtime", "bt-2"],
+            &["--plan", "count"],
+            &["--plan", "c*"],
+            &["--limit", "2"],
+            &["--status", "success"],
+            &["--status", "incomplete"],
+            &["--since", "2026-11-20"],
+        ];
+        for filter in filters {
+            let mut args = vec!["runs", "--json"];
+            args.extend_from_slice(filter);
+            let (code_s, out_s, err_s) = sqlite(&args);
+            let (code_p, out_p, err_p) = pg(&args);
+            assert_eq!(
+                code_s, code_p,
+                "{filter:?}: sqlite {err_s} / postgres {err_p}"
+            );
+            if code_s != 0 {
+                continue;
+            }
+            let (mut s, mut p) = (uids(&out_s), uids(&out_p));
+            if filter.first() == Some(&"--text") {
+                // Ranked by relevance in SQLite, by time in PostgreSQL: the same runs.
+                s.sort();
+                p.sort();
+            }
+            assert_eq!(s, p, "{filter:?}");
+            // And the same rows, field for field.
+            if filter.first() != Some(&"--text") {
+                let s: serde_json::Value = serde_json::from_str(&out_s).unwrap();
+                let p: serde_json::Value = serde_json::from_str(&out_p).unwrap();
+                assert_eq!(s, p, "{filter:?}");
+            }
+        }
+        let (code, _, _) = pg(&["runs", "--where", "x=1"]);
+        assert_eq!(code, 0);
+        // The hostile value was data: every table is still there.
+        assert_eq!(
+            server
+                .admin(&db)
+                .query_one("SELECT count(*) FROM runs_index", &[])
+                .unwrap()
+                .get::<_, i64>(0),
+            7
+        );
+    }
+
+    #[test]
+    fn postgres_where_keys_and_values_cannot_inject_sql() {
+        let Some(server) = server() else { return };
+        let pg = PgFixture::new(server);
+        ingest_sample(&pg.fx, &|args| run(&mut pg.beamdb(args)));
+        pg.ok(&["reindex"]);
+        for bad_key in [
+            "a\"b=1",
+            "x;DROP TABLE runs_index=1",
+            "a') OR 1=1 --=1",
+            "a b=1",
+        ] {
+            let (code, out, err) = run(&mut pg.beamdb(&["runs", "--where", bad_key]));
+            assert_eq!(code, 2, "{bad_key}: {out}{err}");
+        }
+        for value in [
+            "x' OR '1'='1",
+            "1; DROP TABLE runs_index",
+            "$1",
+            "\\",
+            "[a-",
+            "*'*",
+        ] {
+            let (code, out, err) =
+                run(&mut pg.beamdb(&["runs", "--json", "--where", &format!("purpose={value}")]));
+            assert_eq!(code, 0, "{value}: {out}{err}");
+            let (code, out, err) = run(&mut pg.beamdb(&["runs", "--json", "--text", value]));
+            assert_eq!(code, 0, "{value}: {out}{err}");
+        }
+        assert_eq!(pg.count("SELECT count(*) FROM runs_index"), 7);
+    }
+
+    /// Two beamlines, each its own data root, reindex into one database at the same time;
+    /// each later forgets only its own beamtimes.
+    #[test]
+    fn postgres_two_data_roots_reindex_concurrently_into_one_database() {
+        let Some(server) = server() else { return };
+        let db = server.database();
+        let one = PgFixture::on(server, db.clone());
+        let two = PgFixture::on(server, db.clone());
+        for (pg, prefix) in [(&one, "one"), (&two, "two")] {
+            for n in 0..6 {
+                let text = run_jsonl(
+                    &format!("{prefix}-{n}"),
+                    1_795_000_000.0 + n as f64,
+                    serde_json::json!({"beamline": prefix}),
+                );
+                let path = pg.fx.write(&format!("{n}.jsonl"), &text);
+                pg.ok(&[
+                    "ingest",
+                    "--beamtime",
+                    &format!("{prefix}-bt-{n}"),
+                    path.to_str().unwrap(),
+                ]);
+            }
+        }
+        one.ok(&["initdb"]);
+        let mut children: Vec<std::process::Child> = [&one, &two]
+            .iter()
+            .map(|pg| pg.spawn(&["reindex"]))
+            .collect();
+        for child in children.drain(..) {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert_eq!(one.count("SELECT count(*) FROM runs_index"), 12);
+        assert_eq!(one.found(&["--where", "beamline=two"]).len(), 6);
+        // Beamline one loses a beamtime: its reindex forgets it, and nothing of two's.
+        std::fs::remove_dir_all(one.fx.data_root().join("beamtimes/one-bt-0")).unwrap();
+        one.ok(&["reindex"]);
+        assert_eq!(one.count("SELECT count(*) FROM runs_index"), 11);
+        assert_eq!(one.count("SELECT count(*) FROM beamtimes"), 11);
+        assert_eq!(two.found(&["--where", "beamline=two"]).len(), 6);
+    }
+
+    /// The lock is the server's, so a reindex on another host would see it too.
+    #[test]
+    fn postgres_second_reindex_of_one_data_root_exits_75() {
+        let Some(server) = server() else { return };
+        let pg = PgFixture::new(server);
+        pg.ok(&["initdb"]);
+        let root = std::fs::canonicalize(pg.fx.data_root()).unwrap();
+        let (namespace, key) = beamdb::index::pg::reindex_lock_keys(&root.display().to_string());
+        let mut other = server.admin(&pg.db);
+        other
+            .execute("SELECT pg_advisory_lock($1, $2)", &[&namespace, &key])
+            .unwrap();
+        let (code, out, err) = run(&mut pg.beamdb(&["reindex"]));
+        assert_eq!(code, 75, "{out}{err}");
+        assert!(err.contains("try again later"), "{err}");
+        other
+            .execute("SELECT pg_advisory_unlock($1, $2)", &[&namespace, &key])
+            .unwrap();
+        pg.ok(&["reindex"]);
+    }
+
+    #[test]
+    fn postgres_unreachable_server_exits_1_naming_the_host_without_the_password() {
+        let fx = Fixture::new();
+        std::fs::create_dir_all(fx.data_root().join("beamtimes")).unwrap();
+        let port = free_port();
+        let url = format!("postgresql://beamdb:{SECRET}@127.0.0.1:{port}/index?connect_timeout=3");
+        for args in [&["reindex"][..], &["runs"], &["initdb"], &["verify"]] {
+            let (code, out, err) = run(fx.beamdb(args).env("BEAMDB_INDEX_URL", &url));
+            assert_eq!(code, 1, "{args:?}: {out}{err}");
+            assert!(
+                err.contains(&format!("127.0.0.1:{port}")),
+                "{args:?}: {err}"
+            );
+            assert!(err.contains("cannot reach"), "{args:?}: {err}");
+            assert_no_secret(&out, &err);
+        }
+    }
+
+    #[test]
+    fn postgres_wrong_password_and_missing_database_exit_1_saying_what_to_do() {
+        let Some(server) = server() else { return };
+        let db = server.database();
+        let fx = Fixture::new();
+        std::fs::create_dir_all(fx.data_root().join("beamtimes")).unwrap();
+        let wrong = format!(
+            "postgresql://beamdb_admin:{SECRET}@127.0.0.1:{}/{db}",
+            server.port
+        );
+        let (code, out, err) = run(fx.beamdb(&["reindex"]).env("BEAMDB_INDEX_URL", &wrong));
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains("password") && err.contains(".pgpass"), "{err}");
+        assert_no_secret(&out, &err);
+        // The same wrong password from PGPASSWORD.
+        let (code, out, err) = run(fx
+            .beamdb(&["runs"])
+            .env("BEAMDB_INDEX_URL", server.url(&db))
+            .env("PGPASSWORD", SECRET));
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains("password"), "{err}");
+        assert_no_secret(&out, &err);
+        // The right password from a password file.
+        let passfile = fx.write(
+            "pgpass",
+            &format!(
+                "127.0.0.1:{}:*:beamdb_admin:{}\n",
+                server.port, server.password
+            ),
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (code, out, err) = run(fx
+            .beamdb(&["initdb"])
+            .env("BEAMDB_INDEX_URL", server.url(&db))
+            .env("PGPASSFILE", &passfile));
+        assert_eq!(code, 0, "{out}{err}");
+        // A database that does not exist.
+        let missing = server.url("no_such_db");
+        let (code, out, err) = run(fx
+            .beamdb(&["reindex"])
+            .env("BEAMDB_INDEX_URL", &missing)
+            .env("PGPASSWORD", &server.password));
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            err.contains("no_such_db") && err.contains("createdb"),
+            "{err}"
+        );
+        assert!(!err.contains(&server.password), "{err}");
+    }
+
+    /// The server drops the reindex's connection while it writes: exit 1, no beamtime half
+    /// replaced, and the next reindex indexes everything.
+    #[test]
+    fn postgres_connection_killed_mid_reindex_leaves_no_half_beamtime() {
+        let Some(server) = server() else { return };
+        let pg = PgFixture::new(server);
+        pg.ok(&["initdb"]);
+        let beamtimes = 40;
+        for n in 0..beamtimes {
+            let text: String = (0..25)
+                .map(|r| {
+                    run_jsonl(
+                        &format!("bt{n}-r{r}"),
+                        1_795_000_000.0 + f64::from(r),
+                        serde_json::json!({"purpose": "kill test", "n": n}),
+                    )
+                })
+                .collect();
+            let path = pg.fx.write(&format!("{n}.jsonl"), &text);
+            pg.ok(&[
+                "ingest",
+                "--beamtime",
+                &format!("bt-{n:02}"),
+                path.to_str().unwrap(),
+            ]);
+        }
+        let child = pg.spawn(&["reindex"]);
+        // Kill its backends as soon as it has written something.
+        let mut admin = server.admin(&pg.db);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let written: i64 = admin
+                .query_one("SELECT count(*) FROM beamtimes", &[])
+                .unwrap()
+                .get(0);
+            if written > 0 {
+                admin
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'beamdb' AND datname = current_database()",
+                        &[],
+                    )
+                    .unwrap();
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reindex wrote nothing"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            // It finished before the kill: nothing to check about a half state.
+            println!("reindex finished before its connection was killed");
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert!(
+                err.contains("run the command again") || err.contains("reindex"),
+                "{err}"
+            );
+        }
+        // Every beamtime in the index holds all of its runs.
+        let half = pg.count(
+            "SELECT count(*) FROM beamtimes b WHERE b.num_runs <> (SELECT count(*) FROM runs_index r WHERE r.beamtime_id = b.id)",
+        );
+        assert_eq!(half, 0, "a beamtime is half replaced");
+        pg.ok(&["reindex"]);
+        assert_eq!(pg.count("SELECT count(*) FROM beamtimes"), beamtimes);
+        assert_eq!(pg.count("SELECT count(*) FROM runs_index"), beamtimes * 25);
+    }
+}

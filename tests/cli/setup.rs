@@ -60,14 +60,14 @@ fn setup_installs_only_the_missing_system_packages() {
     assert_eq!(code, 0, "{err}");
     assert!(apt.contains("apt-get update"), "{apt}");
     assert!(
-        apt.contains("apt-get install -y -qq libhdf5-dev python3-venv g++"),
+        apt.contains("apt-get install -y -qq libhdf5-dev python3-venv g++ postgresql"),
         "{apt}"
     );
     // A fresh machine: all three.
     let (code, apt, _) = install(&[], 0, false);
     assert_eq!(code, 0);
     assert!(
-        apt.contains("install -y -qq libhdf5-dev pkg-config python3-venv g++"),
+        apt.contains("install -y -qq libhdf5-dev pkg-config python3-venv g++ postgresql"),
         "{apt}"
     );
 }
@@ -75,7 +75,13 @@ fn setup_installs_only_the_missing_system_packages() {
 #[test]
 fn setup_does_nothing_when_everything_is_installed() {
     let (code, apt, err) = install(
-        &["libhdf5-dev", "pkg-config", "python3-venv", "g++"],
+        &[
+            "libhdf5-dev",
+            "pkg-config",
+            "python3-venv",
+            "g++",
+            "postgresql",
+        ],
         0,
         false,
     );
@@ -93,7 +99,9 @@ fn setup_uses_sudo_when_not_root_and_says_what_to_run_without_it() {
     assert_eq!(code, 1);
     assert_eq!(apt, "");
     assert!(
-        err.contains("as root, run: apt-get install libhdf5-dev pkg-config python3-venv g++"),
+        err.contains(
+            "as root, run: apt-get install libhdf5-dev pkg-config python3-venv g++ postgresql"
+        ),
         "{err}"
     );
 }
