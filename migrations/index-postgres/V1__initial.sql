@@ -1,5 +1,5 @@
--- V1__initial: the index in PostgreSQL, rendered from config/models/index.toml
--- (src/index/pg_schema.rs; a unit test keeps this file equal to the model).
+-- V1__initial: the index in PostgreSQL, the same change as index/V1__initial.sql (rendered by
+-- beamdb from the SQLite migrations: src/index/pg_schema.rs).
 
 CREATE TABLE "beamtimes" (
     "id" TEXT NOT NULL PRIMARY KEY,
@@ -31,8 +31,7 @@ CREATE TABLE "runs_index" (
     "time_start" DOUBLE PRECISION,
     "time_stop" DOUBLE PRECISION,
     "exit_status" TEXT,
-    "num_events" BIGINT,
-    "metadata" JSONB
+    "num_events" BIGINT
 );
 CREATE INDEX "runs_index_beamtime" ON "runs_index" ("beamtime_id");
 CREATE INDEX "runs_index_plan" ON "runs_index" ("plan_name");

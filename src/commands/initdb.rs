@@ -41,7 +41,8 @@ pub fn run(ctx: &Ctx, args: &InitdbArgs) -> Result<ExitStatus> {
         }
         #[cfg(feature = "postgres")]
         IndexLocation::Postgres(url) => {
-            let applied = crate::index::pg::migrate(&url)?;
+            let applied =
+                crate::index::pg::migrate(&url, settings.schema.migrations_dir.as_deref())?;
             // What marks a data root as beamdb's when there is no index.db in it.
             std::fs::create_dir_all(layout.beamtimes_dir()).with_context(|| {
                 format!("{}: cannot create it", layout.beamtimes_dir().display())

@@ -25,8 +25,11 @@ pub fn run(ctx: &Ctx, args: &MakeMigrationsArgs) -> Result<ExitStatus> {
     };
     let mut used = vec![false; args.renames.len()];
     let mut status = ExitStatus::Success;
-    for kind in kinds {
-        status = status.worst(one_kind(ctx, args, kind, &mut used)?);
+    for kind in &kinds {
+        status = status.worst(one_kind(ctx, args, *kind, &mut used)?);
+    }
+    if kinds.contains(&DbKind::Index) {
+        status = status.worst(postgres_twins(ctx, args)?);
     }
     if let Some(unused) = args.renames.iter().zip(&used).find(|(_, used)| !**used) {
         return Err(fail(
@@ -41,6 +44,70 @@ pub fn run(ctx: &Ctx, args: &MakeMigrationsArgs) -> Result<ExitStatus> {
         ));
     }
     Ok(status)
+}
+
+/// The index's PostgreSQL migrations (`{migrations_dir}/index-postgres/`), one for each
+/// SQLite one and rendered from the same change: `--check` reports any missing or different
+/// (exit 3); otherwise the missing ones are written (never over an existing file).
+fn postgres_twins(ctx: &Ctx, args: &MakeMigrationsArgs) -> Result<ExitStatus> {
+    use crate::index::pg_schema;
+    let dir = ctx.settings.schema.migrations_dir.as_deref();
+    // A facility's own migrations get PostgreSQL twins once it keeps them (the folder exists)
+    // or uses a PostgreSQL index; a SQLite-only facility's folder stays as it was.
+    let wanted = match dir {
+        None => true,
+        Some(d) => {
+            d.join(pg_schema::DIR).is_dir()
+                || matches!(
+                    ctx.settings.index_location(),
+                    crate::settings::IndexLocation::Postgres(_)
+                )
+        }
+    };
+    if !wanted {
+        return Ok(ExitStatus::Success);
+    }
+    let sqlite = files::load(DbKind::Index, dir)?;
+    let want = pg_schema::from_sqlite(&sqlite)
+        .map_err(|why| fail(ExitStatus::Usage, format!("index (PostgreSQL): {why}")))?;
+    let have = pg_schema::load(dir).map_err(|why| fail(ExitStatus::Failure, why))?;
+    let differing: Vec<&MigrationFile> = want
+        .iter()
+        .filter(|w| !have.iter().any(|h| h.stem() == w.stem() && h.sql == w.sql))
+        .collect();
+    if differing.is_empty() {
+        ctx.note("index (PostgreSQL): the migrations match the SQLite ones; nothing to write");
+        return Ok(ExitStatus::Success);
+    }
+    let Some(dir) = dir.filter(|_| !args.check) else {
+        crate::outln!(
+            "index (PostgreSQL): the migrations in {} lack or differ from these, rendered from the SQLite ones; run `beamdb make-migrations --target index` to write them:",
+            pg_schema::DIR
+        );
+        for file in differing {
+            crate::outln!("  {}", file.stem());
+        }
+        return Ok(ExitStatus::CheckFailed);
+    };
+    let folder = dir.join(pg_schema::DIR);
+    std::fs::create_dir_all(&folder)
+        .with_context(|| format!("{}: cannot create it", folder.display()))?;
+    for file in differing {
+        let path = folder.join(format!("{}.sql", file.stem()));
+        if path.exists() {
+            return Err(fail(
+                ExitStatus::Failure,
+                format!(
+                    "{}: already exists and differs from what the SQLite migration renders; beamdb never overwrites a migration: if it was never applied, move it aside and run again",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::write(&path, &file.sql)
+            .with_context(|| format!("{}: cannot write it", path.display()))?;
+        crate::outln!("index (PostgreSQL): wrote {}", path.display());
+    }
+    Ok(ExitStatus::Success)
 }
 
 fn describe_flag(flag: &RenameArg) -> String {

@@ -35,7 +35,8 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> Result<ExitStatus> {
                 "index: PostgreSQL {url}: --dry-run and --check look at SQLite databases only; `beamdb migrate` applies what the PostgreSQL index lacks"
             ));
         } else {
-            let applied = crate::index::pg::migrate(&url)?;
+            let applied =
+                crate::index::pg::migrate(&url, settings.schema.migrations_dir.as_deref())?;
             ctx.note(format_args!(
                 "index: PostgreSQL {url}: {}",
                 if applied.is_empty() {

@@ -463,7 +463,11 @@ pub fn open(settings: &Settings, access: Access) -> Result<Box<dyn Index>, Index
             Ok(Box::new(IndexDb::open(&path, access, &settings.sqlite)?))
         }
         #[cfg(feature = "postgres")]
-        IndexLocation::Postgres(url) => Ok(Box::new(pg::PgIndex::open(&url, access)?)),
+        IndexLocation::Postgres(url) => Ok(Box::new(pg::PgIndex::open(
+            &url,
+            access,
+            settings.schema.migrations_dir.as_deref(),
+        )?)),
         #[cfg(not(feature = "postgres"))]
         IndexLocation::Postgres(_) => unreachable!(
             "settings refuse a postgresql:// url in a build without the postgres feature"

@@ -212,23 +212,44 @@ pub fn connect(url: &PgUrl) -> Result<Client, PgError> {
         .map_err(|source| PgError::new(url, "cannot connect", source))
 }
 
-/// The index migrations for PostgreSQL, as refinery runs them.
-fn migrations() -> Vec<refinery::Migration> {
-    super::pg_schema::MIGRATIONS
-        .iter()
-        .filter_map(|(name, sql)| refinery::Migration::unapplied(name, sql).ok())
-        .collect()
-}
-
 /// What `initdb`/`migrate` did to a PostgreSQL index: the migrations applied.
-pub fn migrate(url: &PgUrl) -> Result<Vec<String>, PgError> {
+/// `migrations_dir` is `[schema] migrations_dir` (its `index-postgres/`), `None` the
+/// built-in migrations.
+pub fn migrate(
+    url: &PgUrl,
+    migrations_dir: Option<&std::path::Path>,
+) -> Result<Vec<String>, PgError> {
+    let files = super::pg_schema::load(migrations_dir)
+        .map_err(|why| PgError::other(url, why, "fix [schema] migrations_dir"))?;
+    if files.is_empty() {
+        return Err(PgError::other(
+            url,
+            format!(
+                "[schema] migrations_dir has no {}/ migrations for a PostgreSQL index",
+                super::pg_schema::DIR
+            ),
+            "run `beamdb make-migrations --target index`, which writes them beside the SQLite ones",
+        ));
+    }
+    let migrations: Vec<refinery::Migration> = files
+        .iter()
+        .map(|f| {
+            refinery::Migration::unapplied(&f.stem(), &f.sql).map_err(|e| {
+                PgError::other(
+                    url,
+                    format!("{}: {e}", f.stem()),
+                    "fix the migration's name",
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
     let mut client = connect(url)?;
     // Two hosts starting at once must not both create the tables: the second waits here,
     // then finds them applied. (The lock ends with the session at the latest.)
     client
         .execute("SELECT pg_advisory_lock($1, 0)", &[&LOCK_NAMESPACE])
         .map_err(|e| PgError::new(url, "cannot take the migration lock", e))?;
-    let mut runner = refinery::Runner::new(&migrations())
+    let mut runner = refinery::Runner::new(&migrations)
         .set_grouped(true)
         .set_abort_divergent(true)
         .set_abort_missing(true);
@@ -296,9 +317,13 @@ fn lock_key(text: &str) -> i32 {
 
 impl PgIndex {
     /// Connects; a read-write open first applies what migrations are pending.
-    pub fn open(url: &PgUrl, access: Access) -> Result<PgIndex, IndexError> {
+    pub fn open(
+        url: &PgUrl,
+        access: Access,
+        migrations_dir: Option<&std::path::Path>,
+    ) -> Result<PgIndex, IndexError> {
         if access == Access::ReadWrite {
-            migrate(url)?;
+            migrate(url, migrations_dir)?;
         }
         let client = connect(url)?;
         let mut index = PgIndex {

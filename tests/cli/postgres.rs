@@ -50,6 +50,76 @@ fn settings_bad_index_urls_exit_2_naming_the_key_without_the_password() {
     }
 }
 
+/// A facility's own migrations folder with `index-postgres/`: the promoted column of its
+/// model becomes a migration in each dialect, and `--check` checks each.
+pub fn facility_with_postgres_twins(fx: &Fixture) {
+    crate::common::config_repo(fx);
+    std::fs::create_dir_all(fx.path().join("m/index-postgres")).unwrap();
+    let (code, out, err) =
+        run(&mut fx.beamdb(&["make-migrations", "--target", "index", "--check"]));
+    assert_eq!(code, 3, "the twins of V1 and V2 are missing: {out}{err}");
+    assert!(
+        out.contains("V1__initial") && out.contains("V2__runstart_metadata"),
+        "{out}"
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("index (PostgreSQL): wrote"), "{out}");
+    let path = fx.path().join("models/beamtime.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let plan = "  { name = \"plan_name\", type = \"TEXT\" },\n";
+    assert!(text.contains(plan));
+    std::fs::write(
+        &path,
+        text.replacen(
+            plan,
+            &format!("{plan}  {{ name = \"proposal\", type = \"TEXT\", nullable = true }},\n  {{ name = \"energy\", type = \"REAL\", nullable = true }},\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 3, "{out}{err}");
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--name", "proposal"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let twin = std::fs::read_to_string(fx.path().join("m/index-postgres/V3__proposal.sql"))
+        .expect("the PostgreSQL twin of V3");
+    assert!(
+        twin.contains("ALTER TABLE \"runs_index\" ADD COLUMN \"proposal\" TEXT;")
+            && twin.contains("ALTER TABLE \"runs_index\" ADD COLUMN \"energy\" DOUBLE PRECISION;")
+            && twin.contains("CREATE INDEX \"runs_index_proposal\""),
+        "{twin}"
+    );
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn make_migrations_writes_and_checks_the_postgres_twins_of_index_migrations() {
+    let fx = Fixture::new();
+    facility_with_postgres_twins(&fx);
+    // A twin gone: --check says which, exit 3; make-migrations writes it again.
+    std::fs::remove_file(fx.path().join("m/index-postgres/V3__proposal.sql")).unwrap();
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations", "--check"]));
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains("V3__proposal"), "{out}");
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations"]));
+    assert_eq!(code, 0, "{out}{err}");
+    // A twin edited by hand is never overwritten.
+    std::fs::write(
+        fx.path().join("m/index-postgres/V3__proposal.sql"),
+        "SELECT 1;\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&mut fx.beamdb(&["make-migrations"]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("never overwrites"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(fx.path().join("m/index-postgres/V3__proposal.sql")).unwrap(),
+        "SELECT 1;\n"
+    );
+}
+
 #[cfg(not(feature = "postgres"))]
 #[test]
 fn settings_postgres_url_in_a_build_without_the_feature_exits_2() {
@@ -414,6 +484,49 @@ mod server {
         assert_eq!(two.found(&["--where", "beamline=two"]).len(), 6);
     }
 
+    /// A facility's promoted columns reach the PostgreSQL index through its own migrations.
+    #[test]
+    fn postgres_promoted_columns_reach_the_index_through_the_facility_migrations() {
+        let Some(server) = server() else { return };
+        let db = server.database();
+        let fx = Fixture::new();
+        super::facility_with_postgres_twins(&fx);
+        let settings = fx.path().join("settings.toml");
+        let text = std::fs::read_to_string(&settings).unwrap();
+        std::fs::write(
+            &settings,
+            format!("{text}\n[index]\nurl = \"{}\"\n", server.url(&db)),
+        )
+        .unwrap();
+        let pg = PgFixture { fx, server, db };
+        let run_text = run_jsonl(
+            "r-1",
+            1_795_000_000.0,
+            serde_json::json!({"proposal": "p-1", "energy": 8.5}),
+        );
+        let path = pg.fx.write("r.jsonl", &run_text);
+        pg.ok(&["ingest", "--beamtime", "bt-1", path.to_str().unwrap()]);
+        pg.ok(&["reindex"]);
+        let out = pg.ok(&[
+            "runs",
+            "--json",
+            "--where",
+            "proposal=p-1",
+            "--where",
+            "energy>8",
+        ]);
+        let runs: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        assert_eq!(runs.len(), 1, "{out}");
+        assert_eq!(runs[0]["proposal"], "p-1", "{out}");
+        assert_eq!(runs[0]["energy"], 8.5, "{out}");
+        assert_eq!(
+            pg.count(
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'runs_index' AND column_name = 'energy' AND data_type = 'double precision'"
+            ),
+            1
+        );
+    }
+
     /// The lock is the server's, so a reindex on another host would see it too.
     #[test]
     fn postgres_second_reindex_of_one_data_root_exits_75() {
@@ -561,6 +674,7 @@ mod server {
             println!("reindex finished before its connection was killed");
         } else {
             assert_eq!(out.status.code(), Some(1), "{err}");
+            assert!(!err.contains(&server.password), "{err}");
             assert!(
                 err.contains("run the command again") || err.contains("reindex"),
                 "{err}"
