@@ -122,11 +122,24 @@ fn hint(url: &PgUrl, error: &postgres::Error) -> String {
             "the database has no beamdb index yet: run `beamdb initdb` (or `beamdb reindex`)"
                 .to_string()
         }
-        _ if error.is_closed() || error.code().is_none() => format!(
+        None if error.is_closed() || io_cause(error) => format!(
             "cannot reach the server at {server} (is it running, and does the firewall let this host in?); nothing half-written was kept: run the command again when it is reachable"
         ),
         _ => "see the server's log for more".to_string(),
     }
+}
+
+/// Whether the driver's error comes from the network (refused, reset, timed out).
+fn io_cause(error: &postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    // A connect timeout is the driver's own error, without an io::Error under it.
+    error.to_string().contains("timeout") || error.to_string().contains("connecting")
 }
 
 /// The open index.
@@ -545,7 +558,8 @@ impl Index for PgIndex {
         keep: &[String],
         under: &str,
     ) -> Result<Vec<String>, IndexError> {
-        let prefix = format!("{}%", like_literal(under.trim_end_matches('/')));
+        // `under/` and not `under`: /data/beamtimes must not claim /data/beamtimes2/....
+        let prefix = format!("{}/%", like_literal(under.trim_end_matches('/')));
         let result = (|| {
             let mut tx = self.client.get_mut().transaction()?;
             let rows = tx.query(

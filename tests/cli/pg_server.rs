@@ -45,13 +45,45 @@ pub fn free_port() -> u16 {
 }
 
 fn start() -> Result<Server, String> {
+    Server::start_private()
+}
+
+impl Server {
+    /// A server of its own, for a test that stops it (the shared one must stay up).
+    pub fn start_private() -> Result<Server, String> {
+        start_in(free_port())
+    }
+
+    /// Stops the server (PostgreSQL's fast shutdown: open transactions roll back).
+    pub fn stop(&self) {
+        let status = std::process::Command::new("bash")
+            .arg(repo("scripts/pg-server"))
+            .arg("stop")
+            .arg(&self.dir)
+            .status()
+            .expect("run scripts/pg-server stop");
+        assert!(status.success(), "scripts/pg-server stop failed");
+    }
+
+    /// Starts it again, on the same port, with the same data.
+    pub fn restart(&self) {
+        let restarted = start_in_dir(&self.dir, self.port).expect("restart PostgreSQL");
+        assert_eq!(restarted.port, self.port);
+    }
+}
+
+fn start_in(port: u16) -> Result<Server, String> {
     let dir = tempfile::Builder::new()
         .prefix("beamdb-pg-")
         .tempdir()
         .map_err(|e| format!("no temp dir: {e}"))?
         // The watcher started by pg-server removes it when this process ends.
         .keep();
-    let port = free_port();
+    start_in_dir(&dir, port)
+}
+
+fn start_in_dir(dir: &std::path::Path, port: u16) -> Result<Server, String> {
+    let dir = dir.to_path_buf();
     let out = std::process::Command::new("bash")
         .arg(repo("scripts/pg-server"))
         .arg("start")

@@ -484,6 +484,72 @@ mod server {
         assert_eq!(two.found(&["--where", "beamline=two"]).len(), 6);
     }
 
+    /// The server restarts while a reindex writes: exit 1 saying so, no beamtime half
+    /// replaced; once it is back, the next reindex indexes everything.
+    #[test]
+    fn postgres_server_restarted_mid_reindex_then_the_next_reindex_completes() {
+        if server().is_none() {
+            return;
+        }
+        let own: &'static Server = Box::leak(Box::new(
+            Server::start_private().expect("a second PostgreSQL"),
+        ));
+        let pg = PgFixture::new(own);
+        pg.ok(&["initdb"]);
+        let beamtimes = 40;
+        for n in 0..beamtimes {
+            let text: String = (0..25)
+                .map(|r| {
+                    run_jsonl(
+                        &format!("bt{n}-r{r}"),
+                        1_795_000_000.0 + f64::from(r),
+                        serde_json::json!({"purpose": "restart test", "n": n}),
+                    )
+                })
+                .collect();
+            let path = pg.fx.write(&format!("{n}.jsonl"), &text);
+            pg.ok(&[
+                "ingest",
+                "--beamtime",
+                &format!("bt-{n:02}"),
+                path.to_str().unwrap(),
+            ]);
+        }
+        let child = pg.spawn(&["reindex"]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if pg.count("SELECT count(*) FROM beamtimes") > 0 {
+                own.stop();
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reindex wrote nothing"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        own.restart();
+        println!("reindex across the restart: {:?}: {err}", out.status.code());
+        if !out.status.success() {
+            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert!(
+                err.contains("shut down or restarted") || err.contains("cannot reach"),
+                "{err}"
+            );
+            assert!(!err.contains(&own.password), "{err}");
+        }
+        let half = pg.count(
+            "SELECT count(*) FROM beamtimes b WHERE b.num_runs <> (SELECT count(*) FROM runs_index r WHERE r.beamtime_id = b.id)",
+        );
+        assert_eq!(half, 0, "a beamtime is half replaced");
+        pg.ok(&["reindex"]);
+        assert_eq!(pg.count("SELECT count(*) FROM beamtimes"), beamtimes);
+        assert_eq!(pg.count("SELECT count(*) FROM runs_index"), beamtimes * 25);
+        own.stop();
+    }
+
     /// A facility's promoted columns reach the PostgreSQL index through its own migrations.
     #[test]
     fn postgres_promoted_columns_reach_the_index_through_the_facility_migrations() {
@@ -669,10 +735,8 @@ mod server {
         }
         let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() {
-            // It finished before the kill: nothing to check about a half state.
-            println!("reindex finished before its connection was killed");
-        } else {
+        println!("reindex across the kill: {:?}: {err}", out.status.code());
+        if !out.status.success() {
             assert_eq!(out.status.code(), Some(1), "{err}");
             assert!(!err.contains(&server.password), "{err}");
             assert!(
