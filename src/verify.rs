@@ -769,6 +769,7 @@ pub fn repair(
                     &safe,
                     committed.as_ref().map(|d| Committed {
                         digest: d.as_deref(),
+                        group: None,
                     }),
                     || writer::committed_frames(conn, uid).map_err(sql),
                 );

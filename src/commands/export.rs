@@ -18,6 +18,11 @@ use crate::lookup;
 pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
     let layout = Layout::new(&ctx.settings.data_root);
     let id = lookup::find_beamtime(&layout, &args.beamtime)?;
+    // Inline frames are read back from the store; that reading is not done over S3 yet.
+    crate::frames::location(&ctx.settings.frames, &layout, &id).filesystem(
+        "export",
+        "it reads inline frames back from the store, which it does on the filesystem only",
+    )?;
     let db_path = layout.beamtime_db(&id);
     let conn = db::open(&db_path, Access::ReadOnly, &ctx.settings.sqlite)?;
     let sql = |e| crate::exit::Error::from(e).context(format!("{}", db_path.display()));

@@ -58,6 +58,8 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitStatus> {
 
     for id in &ids {
         let label = format!("beamtime {id}");
+        crate::frames::location(&settings.frames, &layout, id)
+            .filesystem("verify", "its frame checks read the filesystem store")?;
         let report = match verify::check(&layout, id, settings, options) {
             Ok(report) => report,
             Err(e) => {

@@ -238,6 +238,9 @@ const STAGE_ROWS: usize = 1000;
 pub struct RunBuilder {
     pub uid: SafeName,
     pub mode: Mode,
+    /// The run's group under `runs/` in the frame store (`FrameStore::new_group`): the uid,
+    /// or on S3 a version of its own.
+    pub group: String,
     start: Map<String, Value>,
     digest: Sha256,
     descriptors: HashMap<String, Descriptor>,
@@ -295,6 +298,7 @@ impl RunBuilder {
         let mut digest = Sha256::new();
         doc.digest_into(&mut digest);
         Ok(RunBuilder {
+            group: uid.to_string(),
             uid,
             mode,
             start: doc.body.clone(),
@@ -503,7 +507,7 @@ impl RunBuilder {
                     ));
                 }
                 self.stacks.push(Stack {
-                    zarr_path: FrameStore::array_path(&self.uid, &stream, &leaf),
+                    zarr_path: FrameStore::array_path(&self.group, &stream, &leaf),
                     stream,
                     field: field.to_string(),
                     shape,
@@ -1152,7 +1156,10 @@ impl RunBuilder {
             Mode::Compare { .. } => Target::Staging,
         };
         if self.frames.is_none() {
-            self.frames = Some(cx.store.begin(&self.uid, target, cx.compression)?);
+            self.frames = Some(
+                cx.store
+                    .begin(&self.uid, &self.group, target, cx.compression)?,
+            );
         }
         let s = &self.stacks[stack];
         let dtype = s.dtype.unwrap_or(Dtype::FLOAT64);

@@ -20,6 +20,9 @@ mod models;
 mod mutation;
 mod reading;
 mod reindex;
+#[cfg(feature = "s3")]
+mod s3;
+mod s3_settings;
 mod scale;
 mod search;
 mod setup;
