@@ -58,13 +58,15 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitStatus> {
 
     for id in &ids {
         let label = format!("beamtime {id}");
-        crate::frames::location(&settings.frames, &layout, id)
-            .filesystem("verify", "its frame checks read the filesystem store")?;
         let report = match verify::check(&layout, id, settings, options) {
             Ok(report) => report,
             Err(e) => {
                 crate::errln!("error: {label}: {e}");
-                status = status.worst(ExitStatus::Failure);
+                // An S3 store that cannot be used as set up is a settings error (2).
+                status = status.worst(match &e {
+                    verify::VerifyError::Store(store) => store.exit_status(),
+                    _ => ExitStatus::Failure,
+                });
                 continue;
             }
         };

@@ -425,3 +425,181 @@ fn s3_server_gone_fails_after_retries_and_commits_nothing() {
     assert!(started.elapsed() < Duration::from_secs(120));
     assert!(!s3.fx.beamtime_db("bt").exists(), "nothing created");
 }
+
+/// The run whose frames are counted (5 NPY frames).
+const COUNT_RUN: &str = "682a43b9-a2ae-49de-8435-1bc6638aee60";
+
+/// `verify` checks every committed run's group and frames on S3; a version no committed row
+/// owns (what a killed ingest leaves) is found and `verify --repair` deletes it, and a lost
+/// chunk object is reported, not repaired by deleting anything.
+#[test]
+fn s3_verify_finds_unowned_versions_and_repair_deletes_them_but_no_committed_frame() {
+    let Some(s3) = S3::new("verify") else {
+        return;
+    };
+    let (maps, inputs) = npy_and_hdf5();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let committed = s3.groups("bt");
+    // A killed ingest's version of a committed run, and of a run never committed.
+    let runs = format!("/{}/facility/frames/bt/frames.zarr/runs", s3.bucket);
+    for planted in [
+        format!("{runs}/{COUNT_RUN}@1234abcd/zarr.json"),
+        format!("{runs}/{COUNT_RUN}@1234abcd/primary/ccd/c/0/0/0"),
+        format!("{runs}/never-committed@99/zarr.json"),
+    ] {
+        assert_eq!(http(s3.port, "PUT", &planted).unwrap().0, 200);
+    }
+    let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(out.contains(&format!("{COUNT_RUN}@1234abcd")), "{out}");
+    assert!(out.contains("never-committed@99"), "{out}");
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--repair"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(s3.groups("bt"), committed, "{out}");
+    let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+    // A committed frame lost from the store: reported with its array, nothing deleted.
+    let group = committed
+        .iter()
+        .find(|g| g.starts_with(COUNT_RUN))
+        .unwrap()
+        .clone();
+    let chunk = format!("facility/frames/bt/frames.zarr/runs/{group}/primary/ccd/c/2/0/0");
+    let delete = format!(
+        "import boto3, os; boto3.client('s3', endpoint_url=os.environ['BEAMDB_TEST_S3_ENDPOINT'], region_name='us-east-1').delete_object(Bucket='{}', Key='{chunk}')",
+        s3.bucket
+    );
+    let out = s3.python().args(["-c", &delete]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!s3.keys().contains(&chunk));
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--repair"]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("primary/ccd") && out.contains("missing (indexes 2)"),
+        "{out}"
+    );
+    assert_eq!(s3.groups("bt"), committed);
+}
+
+/// `beamdb ingest` of the sample runs, as a process of its own (to be killed).
+fn spawn_ingest(s3: &S3, maps: &[String], inputs: &[PathBuf]) -> std::process::Child {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("beamdb"));
+    cmd.current_dir(s3.fx.path())
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .args(ingest_args(maps, inputs, &[]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd.spawn().expect("spawn ingest")
+}
+
+/// SIGKILL at several points of an S3 ingest: whatever it leaves, `verify --repair` cleans,
+/// every committed run stays whole (verify is clean afterwards), and ingesting again
+/// completes the beamtime with every frame equal to its source.
+#[test]
+fn s3_kill_during_ingest_leaves_nothing_that_verify_repair_does_not_clean() {
+    let Some(s3) = S3::new("kill") else {
+        return;
+    };
+    let (maps, inputs) = npy_and_hdf5();
+    for delay in [30u64, 120, 250, 500, 900, 1400] {
+        let mut child = spawn_ingest(&s3, &maps, &inputs);
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        if !s3.fx.beamtime_db("bt").exists() {
+            continue;
+        }
+        let (code, out, err) = run(&mut s3.beamdb(&["verify", "--repair"]));
+        assert!(code == 0 || code == 4, "after {delay} ms: {out}{err}");
+        let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+        assert_eq!(code, 0, "after {delay} ms: verify after repair: {out}{err}");
+        let conn = s3.fx.open(&s3.fx.beamtime_db("bt"));
+        let runs = count(&conn, "SELECT count(*) FROM runs");
+        assert_eq!(s3.groups("bt").len() as i64, runs, "after {delay} ms");
+    }
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 0, "{out}{err}");
+    check_frames_over_s3(&s3, &maps, &inputs);
+    let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// `--replace` writes a new version, the commit switches to it, and the old version is
+/// deleted after the commit; readers of the committed rows never see a missing object.
+#[test]
+fn s3_replace_writes_a_new_version_and_deletes_the_old_one_after_the_commit() {
+    let Some(s3) = S3::new("replace") else {
+        return;
+    };
+    let map = shared_map();
+    let source = repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl"));
+    let args = |extra: &[&str], file: &PathBuf| -> Vec<String> {
+        let mut a: Vec<String> = ["ingest", "--beamtime", "bt", "--root-map", &map]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.push(file.display().to_string());
+        a
+    };
+    let beamdb = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        run(&mut s3.beamdb(&a))
+    };
+    let (code, out, err) = beamdb(args(&[], &source));
+    assert_eq!(code, 0, "{out}{err}");
+    let first = s3.groups("bt");
+    assert_eq!(first.len(), 1);
+    let changed = s3.fx.edited_copy(&source, "changed.jsonl", |t| {
+        t.replace("\"num_points\": 5", "\"num_points\": 6")
+            .replace("\"index\": 4}", "\"index\": 0}")
+    });
+    let (code, out, err) = beamdb(args(&[], &changed));
+    assert_eq!(code, 4, "{out}{err}");
+    assert_eq!(s3.groups("bt"), first, "a refused run writes nothing");
+    let (code, out, err) = beamdb(args(&["--replace"], &changed));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("replaced the stored run"), "{out}");
+    let second = s3.groups("bt");
+    assert_eq!(second.len(), 1, "the old version is deleted: {second:?}");
+    assert_ne!(second, first);
+    let conn = s3.fx.open(&s3.fx.beamtime_db("bt"));
+    let named: String = conn
+        .query_row(
+            "SELECT value FROM beamtime_meta WHERE key = 'frames_group:' || ?1",
+            [COUNT_RUN],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(named, second[0]);
+    let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+    // The fifth frame is now a copy of the first, read back over S3.
+    let check = format!(
+        r#"
+import os, zarr
+opts = {{"endpoint_url": os.environ["BEAMDB_TEST_S3_ENDPOINT"]}}
+a = zarr.open_array("{}/runs/{}/primary/ccd", mode="r", storage_options=opts)
+assert (a[4] == a[0]).all() and a.shape[0] == 5, a.shape
+print("ok")
+"#,
+        s3.store_url("bt"),
+        second[0]
+    );
+    let out = s3.python().args(["-c", &check]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
