@@ -102,6 +102,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether an S3 request failed after its retries (the store, not the input, at
+    /// fault; the run is rejected whole and ingest goes on with the next).
+    pub fn is_remote_failure(&self) -> bool {
+        matches!(self, StoreError::Remote { .. })
+    }
+
     /// Whether the disk is full or a file-size limit (RLIMIT_FSIZE) was hit: decided by the
     /// error's kind and OS code, never by its text.
     pub fn is_storage_full(&self) -> bool {

@@ -226,6 +226,10 @@ impl<'a> Ingester<'a> {
                         State::Skipping
                     })
                 }
+                Err(RunError::Store(e)) if e.is_remote_failure() => {
+                    self.reject_remote(&mut run, e, report);
+                    Ok(State::Skipping)
+                }
                 Err(RunError::Store(e)) => {
                     run.discard()?;
                     Err(e.into())
@@ -300,7 +304,15 @@ impl<'a> Ingester<'a> {
                         group: committed_group.as_deref(),
                     }),
                     || writer::committed_frames(conn, run.uid.as_str()).map_err(IngestError::Db),
-                )?;
+                );
+                let recovered = match recovered {
+                    Err(IngestError::Store(e)) if e.is_remote_failure() => {
+                        let mut run = run;
+                        self.reject_remote(&mut run, e, report);
+                        return Ok(State::Skipping);
+                    }
+                    other => other?,
+                };
                 let mut run = Box::new(run);
                 run.recovered = recovered;
                 run.group = self.store.new_group(&run.uid);
@@ -328,6 +340,22 @@ impl<'a> Ingester<'a> {
         Ok(())
     }
 
+    /// Rejects a run whose S3 store failed after its retries (exit 4, the next run goes
+    /// on). Deleting what it uploaded may fail too (the store is gone): that is left for the
+    /// next ingest of the run or `verify --repair`, as a killed ingest's would be.
+    fn reject_remote(
+        &mut self,
+        run: &mut RunBuilder,
+        e: StoreError,
+        report: &mut dyn FnMut(Report),
+    ) {
+        let _ = run.discard();
+        report(Report::Run(Outcome::Rejected {
+            uid: Some(run.uid.to_string()),
+            why: Rejected::without_position(Problem::Remote(e)),
+        }));
+    }
+
     /// Puts the committed frames of `uid` back after a replacement (digest `replacement`)
     /// failed; the committed digest is read again, as the failed commit left it.
     fn swap_back(&mut self, uid: &SafeName, replacement: &str) -> Result<(), IngestError> {
@@ -351,6 +379,10 @@ impl<'a> Ingester<'a> {
             Ok(finished) => finished,
             Err(RunError::Rejected(why)) => {
                 return self.reject(&mut run, Some(uid.to_string()), why, report);
+            }
+            Err(RunError::Store(e)) if e.is_remote_failure() => {
+                self.reject_remote(&mut run, e, report);
+                return Ok(());
             }
             Err(RunError::Store(e)) => {
                 run.discard()?;
@@ -397,6 +429,17 @@ impl<'a> Ingester<'a> {
                     uid: Some(uid.to_string()),
                     why,
                 }));
+                return Ok(());
+            }
+            Err(IngestError::Store(e)) if e.is_remote_failure() => {
+                // Nothing was committed: the committed version (if any) stays, and this
+                // version goes with the others no committed row owns.
+                if staged {
+                    let _ = self.swap_back(&uid, &rows.content_digest);
+                } else {
+                    let _ = self.store.discard_uncommitted(&uid);
+                }
+                self.reject_remote(&mut run, e, report);
                 return Ok(());
             }
             Err(e) => {

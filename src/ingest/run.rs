@@ -75,6 +75,13 @@ pub enum Problem {
     },
     #[error("the database refused the run: {0}")]
     Database(String),
+    /// The S3 frame store failed mid-run after its retries (network, 5xx): the run is not
+    /// stored. What it uploaded is deleted, or left for `verify --repair` when the store
+    /// cannot be reached even for that.
+    #[error(
+        "{0}; the run is not stored (nothing of it is committed): ingest it again once the store answers; `beamdb verify --repair` deletes what it uploaded"
+    )]
+    Remote(StoreError),
     #[error(
         "the stop document's num_events says {says} for stream {stream:?}, but {has} arrived; the run is not whole (documents missing from the input, or rejected above), so it is not stored"
     )]

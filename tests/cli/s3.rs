@@ -603,3 +603,117 @@ print("ok")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A moto server of one test's own, stopped (by PID) when dropped.
+struct OwnServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnServer {
+    fn start() -> OwnServer {
+        let port = free_port().unwrap();
+        let child = Command::new(python())
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto");
+        let started = Instant::now();
+        while http(port, "GET", "/").is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        OwnServer { child, port }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The server goes away mid-ingest: the run being written is retried with backoff, then
+/// rejected whole (exit 4) with a message naming the store; the run committed before it
+/// stays, and nothing of the failed run is committed.
+#[test]
+fn s3_server_stopped_mid_ingest_rejects_the_run_whole_with_exit_4() {
+    let Some(s3) = S3::new("stopped-mid-ingest") else {
+        return;
+    };
+    let mut own = OwnServer::start();
+    assert_eq!(http(own.port, "PUT", "/mid").unwrap().0, 200);
+    s3.settings("mid", &format!("http://127.0.0.1:{}", own.port));
+    let scalar = repo("tests/data/bluesky/7fbdf1df-8554-4a45-8123-cc03d61f67fc.jsonl");
+    let frames = repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl"));
+    let map = shared_map();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("beamdb"))
+        .current_dir(s3.fx.path())
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .args(["ingest", "--beamtime", "bt", "--root-map", &map, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(&scalar).unwrap()).unwrap();
+    stdin.flush().unwrap();
+    // The first run lands (its stop commits it), then the server goes.
+    let started = Instant::now();
+    loop {
+        let landed = s3.fx.beamtime_db("bt").exists() && {
+            let conn = s3.fx.open(&s3.fx.beamtime_db("bt"));
+            conn.query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
+                .unwrap_or(0)
+                == 1
+        };
+        if landed {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first run never landed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    own.stop();
+    stdin.write_all(&std::fs::read(&frames).unwrap()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("rejected  {COUNT_RUN}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("s3://mid/facility/frames/bt/frames.zarr"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+    let conn = s3.fx.open(&s3.fx.beamtime_db("bt"));
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 1);
+    assert_eq!(count(&conn, "SELECT count(*) FROM image_refs"), 0);
+}
