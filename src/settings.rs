@@ -883,4 +883,26 @@ mod tests {
         };
         assert_eq!(parsed, defaults);
     }
+
+    #[cfg(feature = "s3")]
+    #[test]
+    fn frames_url_gives_bucket_prefix_and_where_it_was_set() {
+        let s = Settings::from_toml(
+            "[frames]\nurl = \"s3://beam-frames/facility/bl1/\"\nendpoint = \"http://127.0.0.1:9000/\"\nallow_http = true\nregion = \"eu-west-1\"\n",
+            Path::new("s.toml"),
+        )
+        .unwrap();
+        let s3 = s.frames.s3.unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("beam-frames", "facility/bl1")
+        );
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s3.url(), "s3://beam-frames/facility/bl1");
+        assert_eq!(s3.at.line, 2);
+        let bare =
+            Settings::from_toml("[frames]\nurl = \"s3://bucket\"\n", Path::new("s.toml")).unwrap();
+        assert_eq!(bare.frames.s3.unwrap().url(), "s3://bucket");
+    }
 }

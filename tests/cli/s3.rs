@@ -717,3 +717,38 @@ fn s3_server_stopped_mid_ingest_rejects_the_run_whole_with_exit_4() {
     assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 1);
     assert_eq!(count(&conn, "SELECT count(*) FROM image_refs"), 0);
 }
+
+/// What does not work on an S3 store yet is refused before anything is written (exit 2);
+/// show reads the rows and names the run's group by its URL.
+#[test]
+fn s3_export_is_refused_with_exit_2_and_writes_nothing() {
+    let Some(s3) = S3::new("export") else {
+        return;
+    };
+    let map = shared_map();
+    let source = repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl"));
+    let (code, out, err) = run(&mut s3.beamdb(&[
+        "ingest",
+        "--beamtime",
+        "bt",
+        "--root-map",
+        &map,
+        path(&source),
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&mut s3.beamdb(&["export", "--beamtime", "bt", "-o", "out"]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("does not work on an S3 frame store"), "{err}");
+    assert!(!s3.fx.path().join("out").exists());
+    let (code, out, err) = run(&mut s3.beamdb(&["show", COUNT_RUN, "--json"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let group = &s3.groups("bt")[0];
+    assert_eq!(
+        shown["frames"],
+        format!("{}/runs/{group}", s3.store_url("bt"))
+    );
+    assert_eq!(shown["frames_store"], s3.store_url("bt"));
+    assert_eq!(shown["frames_exist"], true);
+    assert!(!out.contains(SECRET) && !err.contains(SECRET));
+}
