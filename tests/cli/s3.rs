@@ -752,3 +752,50 @@ fn s3_export_is_refused_with_exit_2_and_writes_nothing() {
     assert_eq!(shown["frames_exist"], true);
     assert!(!out.contains(SECRET) && !err.contains(SECRET));
 }
+
+/// Hostile names cannot become S3 keys outside the run's own version group, nor forge a
+/// version of another run: a uid with `@` (the version separator) or `/`, and a field named
+/// like a path, are refused or skipped as on the filesystem; every key stays under the
+/// beamtime's store and every group belongs to a committed run.
+#[test]
+fn s3_hostile_uid_and_field_names_never_become_keys_outside_the_runs_group() {
+    let Some(s3) = S3::new("hostile") else {
+        return;
+    };
+    let map = shared_map();
+    let source = repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl"));
+    let forged = s3.fx.edited_copy(&source, "forged.jsonl", |t| {
+        t.replace(COUNT_RUN, "682a43b9@1234abcd")
+    });
+    let slashed = s3.fx.edited_copy(&source, "slashed.jsonl", |t| {
+        t.replace(COUNT_RUN, "../../other/frames.zarr/runs/x")
+    });
+    let field = s3.fx.edited_copy(&source, "field.jsonl", |t| {
+        t.replace(COUNT_RUN, "field-run")
+            .replace("\"ccd\"", "\"../../../../escape\"")
+    });
+    for file in [&source, &forged, &slashed, &field] {
+        let (code, out, err) =
+            run(&mut s3.beamdb(&["ingest", "--beamtime", "bt", "--root-map", &map, path(file)]));
+        assert!(code == 0 || code == 4, "{out}{err}");
+    }
+    let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+    for key in s3.keys() {
+        assert!(
+            key.starts_with("facility/frames/bt/frames.zarr/"),
+            "{key} escaped the store"
+        );
+        assert!(!key.contains(".."), "{key}");
+    }
+    let conn = s3.fx.open(&s3.fx.beamtime_db("bt"));
+    let runs = count(&conn, "SELECT count(*) FROM runs");
+    assert_eq!(s3.groups("bt").len() as i64, runs);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM runs WHERE uid LIKE '%@%' OR uid LIKE '%/%'"
+        ),
+        0
+    );
+}
