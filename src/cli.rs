@@ -196,7 +196,7 @@ pub enum Command {
     /// group runs/{uid}@{version} is the one a committed run's rows name, and each committed
     /// run's group carries its layout marker and digest and holds every frame's chunk object;
     /// --repair deletes the versions no committed run owns (a killed or failed ingest's) and
-    /// never a committed one; --deep does not decode frames there yet.
+    /// never a committed one; --deep reads and decodes every frame there too.
     ///
     /// Exit status 0: no problems (or all repaired); 4: problems found (or left); 2: the S3
     /// store cannot be used as set up (no credentials, no such bucket).

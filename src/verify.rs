@@ -445,11 +445,15 @@ impl Beamtime<'_> {
                 ),
             }
         }
-        if self.options.deep {
-            report.notes.push(
-                "--deep: frames on S3 are checked by their objects, not decoded (not implemented yet)".into(),
-            );
-        }
+        // --deep: every frame is also read back and decoded, over S3.
+        let mut inspector = match self.options.deep.then(|| Inspector::open_store(store)) {
+            Some(Ok(inspector)) => Some(inspector),
+            Some(Err(e)) => {
+                unreachable(report, store.group_display(""), e);
+                return Ok(());
+            }
+            None => None,
+        };
         let db = self.layout.beamtime_db(self.id).display().to_string();
         for (uid, run) in runs {
             let Some(group) = owned.get(uid) else {
@@ -518,6 +522,18 @@ impl Beamtime<'_> {
                         .entry(inside.to_string())
                         .or_default()
                         .push(frame.index);
+                } else if let Some(problem) = inspector
+                    .as_mut()
+                    .and_then(|i| i.frame_problem(&frame.array, &frame, 0, true))
+                {
+                    report.find(
+                        format!("{at}/{inside}"),
+                        format!(
+                            "frame {}: {problem}; re-ingest the run with --replace",
+                            frame.index
+                        ),
+                        Fix::None,
+                    );
                 }
             }
             for (array, indexes) in missing {

@@ -259,9 +259,11 @@ impl Remote {
         Ok(n)
     }
 
-    /// A zarrs storage over the bucket, for reading arrays (verify, export).
-    pub fn zarrs_storage(&self) -> zarrs::storage::ReadableStorage {
-        let store = zarrs_object_store::AsyncObjectStore::new(self.store.clone());
+    /// A zarrs storage over the objects under `key/` (a store's root), for reading arrays
+    /// (verify --deep, export).
+    pub fn zarrs_storage(&self, key: &str) -> zarrs::storage::ReadableStorage {
+        let prefixed = object_store::prefix::PrefixStore::new(self.store.clone(), key);
+        let store = zarrs_object_store::AsyncObjectStore::new(prefixed);
         Arc::new(
             zarrs::storage::storage_adapter::async_to_sync::AsyncToSyncStorageAdapter::new(
                 Arc::new(store),

@@ -198,6 +198,20 @@ impl S3 {
         groups
     }
 
+    /// Runs `code` in Python with `c`, a boto3 client of the test server, and `bucket`.
+    fn boto(&self, code: &str) {
+        let script = format!(
+            "import boto3, os\nc = boto3.client('s3', endpoint_url=os.environ['BEAMDB_TEST_S3_ENDPOINT'], region_name='us-east-1')\nbucket = '{}'\n{code}\n",
+            self.bucket
+        );
+        let out = self.python().args(["-c", &script]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Python with the interop venv, the credentials and the endpoint (for s3fs).
     fn python(&self) -> Command {
         let mut cmd = Command::new(python());
@@ -442,6 +456,9 @@ fn s3_verify_finds_unowned_versions_and_repair_deletes_them_but_no_committed_fra
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
     assert_eq!(code, 0, "{out}{err}");
+    // --deep reads and decodes every frame over S3.
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--deep"]));
+    assert_eq!(code, 0, "{out}{err}");
     let committed = s3.groups("bt");
     // A killed ingest's version of a committed run, and of a run never committed.
     let runs = format!("/{}/facility/frames/bt/frames.zarr/runs", s3.bucket);
@@ -468,17 +485,18 @@ fn s3_verify_finds_unowned_versions_and_repair_deletes_them_but_no_committed_fra
         .unwrap()
         .clone();
     let chunk = format!("facility/frames/bt/frames.zarr/runs/{group}/primary/ccd/c/2/0/0");
-    let delete = format!(
-        "import boto3, os; boto3.client('s3', endpoint_url=os.environ['BEAMDB_TEST_S3_ENDPOINT'], region_name='us-east-1').delete_object(Bucket='{}', Key='{chunk}')",
-        s3.bucket
-    );
-    let out = s3.python().args(["-c", &delete]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s3.boto(&format!("c.delete_object(Bucket=bucket, Key='{chunk}')"));
     assert!(!s3.keys().contains(&chunk));
+    // A damaged chunk (bytes that do not decode) is found by --deep only.
+    let damaged = format!("facility/frames/bt/frames.zarr/runs/{group}/primary/ccd/c/3/0/0");
+    s3.boto(&format!(
+        "c.put_object(Bucket=bucket, Key='{damaged}', Body=b'not zstd')"
+    ));
+    let (_, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert!(!out.contains("frame 3:"), "{out}{err}");
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--deep"]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(out.contains("frame 3:"), "{out}");
     let (code, out, err) = run(&mut s3.beamdb(&["verify", "--repair"]));
     assert_eq!(code, 4, "{out}{err}");
     assert!(
@@ -718,15 +736,19 @@ fn s3_server_stopped_mid_ingest_rejects_the_run_whole_with_exit_4() {
     assert_eq!(count(&conn, "SELECT count(*) FROM image_refs"), 0);
 }
 
-/// What does not work on an S3 store yet is refused before anything is written (exit 2);
-/// show reads the rows and names the run's group by its URL.
+/// The run with an inline 10×10 image (read back from the store by export).
+const INLINE_RUN: &str = "98786b6e-de87-4ab0-9fb5-338308b26fd2";
+
+/// `export` reads the inline frames back over S3 and gives back every document as it went
+/// in; `--self-contained` (resources naming a local store folder) is refused (exit 2, nothing
+/// written); `show` names the run's group by its URL.
 #[test]
-fn s3_export_is_refused_with_exit_2_and_writes_nothing() {
+fn s3_export_reads_frames_back_over_s3_and_refuses_self_contained() {
     let Some(s3) = S3::new("export") else {
         return;
     };
     let map = shared_map();
-    let source = repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl"));
+    let source = repo(&format!("tests/data/bluesky/{INLINE_RUN}.jsonl"));
     let (code, out, err) = run(&mut s3.beamdb(&[
         "ingest",
         "--beamtime",
@@ -736,11 +758,32 @@ fn s3_export_is_refused_with_exit_2_and_writes_nothing() {
         path(&source),
     ]));
     assert_eq!(code, 0, "{out}{err}");
-    let (code, out, err) = run(&mut s3.beamdb(&["export", "--beamtime", "bt", "-o", "out"]));
+    let (code, out, err) = run(&mut s3.beamdb(&["export", "--beamtime", "bt", INLINE_RUN]));
+    assert_eq!(code, 0, "{out}{err}");
+    let docs = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let want = docs(&std::fs::read_to_string(&source).unwrap());
+    assert_eq!(
+        docs(&out),
+        want,
+        "the export differs from the documents that went in"
+    );
+    let (code, out, err) = run(&mut s3.beamdb(&[
+        "export",
+        "--beamtime",
+        "bt",
+        "--self-contained",
+        "-o",
+        "out",
+    ]));
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("does not work on an S3 frame store"), "{err}");
     assert!(!s3.fx.path().join("out").exists());
-    let (code, out, err) = run(&mut s3.beamdb(&["show", COUNT_RUN, "--json"]));
+    let (code, out, err) = run(&mut s3.beamdb(&["show", INLINE_RUN, "--json"]));
     assert_eq!(code, 0, "{out}{err}");
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     let group = &s3.groups("bt")[0];
