@@ -601,6 +601,20 @@ fn s3_replace_writes_a_new_version_and_deletes_the_old_one_after_the_commit() {
     assert_eq!(named, second[0]);
     let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
     assert_eq!(code, 0, "{out}{err}");
+    // --replace of identical documents: one version stays, named by the rows.
+    let (code, out, err) = beamdb(args(&["--replace"], &changed));
+    assert_eq!(code, 0, "{out}{err}");
+    let third = s3.groups("bt");
+    assert_eq!(third.len(), 1, "{third:?}");
+    let named: String = conn
+        .query_row(
+            "SELECT value FROM beamtime_meta WHERE key = 'frames_group:' || ?1",
+            [COUNT_RUN],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(named, third[0]);
+    let second = third;
     // The fifth frame is now a copy of the first, read back over S3.
     let check = format!(
         r#"
