@@ -13,7 +13,7 @@ use crate::layout::{Layout, SafeName};
 use crate::lock::{self, LockGuard};
 use crate::migrations::files::MigrationFile;
 use crate::migrations::upgrade::{self, UpgradeError};
-use crate::settings::SqliteSettings;
+use crate::settings::{FramesSettings, SqliteSettings};
 
 const GENERATION_KEY: &str = "generation";
 
@@ -48,6 +48,7 @@ pub fn ensure(
     id: &SafeName,
     migrations: &[MigrationFile],
     sqlite: &SqliteSettings,
+    frames: &FramesSettings,
 ) -> Result<(Ensured, LockGuard), BeamtimeError> {
     // The folder is created by upgrade::ensure, under the migrate lock.
     let (ensured, guard) = upgrade::ensure(
@@ -58,7 +59,7 @@ pub fn ensure(
         lock::Wait::Yes,
         std::time::Duration::from_millis(u64::from(sqlite.busy_timeout_ms)),
     )?;
-    frames::create_store(&layout.frames_store(id))?;
+    frames::create_at(&frames::location(frames, layout, id))?;
     Ok((ensured, guard))
 }
 

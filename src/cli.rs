@@ -194,7 +194,14 @@ pub enum Command {
     /// repaired (restore from a backup; re-ingest with --replace). After repairing, the
     /// beamtime is checked again.
     ///
-    /// Exit status 0: no problems (or all repaired); 4: problems found (or left).
+    /// On an S3 frame store ([frames] url, docs/s3.md) the frame checks are: every version
+    /// group runs/{uid}@{version} is the one a committed run's rows name, and each committed
+    /// run's group carries its layout marker and digest and holds every frame's chunk object;
+    /// --repair deletes the versions no committed run owns (a killed or failed ingest's) and
+    /// never a committed one; --deep reads and decodes every frame there too.
+    ///
+    /// Exit status 0: no problems (or all repaired); 4: problems found (or left); 2: the S3
+    /// store cannot be used as set up (no credentials, no such bucket).
     #[command(after_help = EXIT_CODES_HELP)]
     Verify(VerifyArgs),
 

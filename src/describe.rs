@@ -145,7 +145,7 @@ pub fn describe(
     uid: &SafeName,
 ) -> Result<RunInfo, DescribeError> {
     let layout = Layout::new(&settings.data_root);
-    let location = lookup::locate(&layout, beamtime, uid);
+    let location = lookup::locate(&layout, &settings.frames, &settings.sqlite, beamtime, uid);
     let mut conn = db::open(&location.database, Access::ReadOnly, &settings.sqlite)?;
     let read = |source| DescribeError::Read {
         path: location.database.clone(),
@@ -195,7 +195,10 @@ fn read_run(
                 exit_status: row.get(7)?,
                 reason,
                 num_events: row.get(8)?,
-                group_exists: location.run_group.is_dir(),
+                group_exists: match &location.remote {
+                    Some(remote) => remote.run_group.is_some(),
+                    None => location.run_group.is_dir(),
+                },
                 location,
                 streams: Vec::new(),
                 problems: Vec::new(),
@@ -317,6 +320,16 @@ fn check_frames(layout: &Layout, beamtime: &SafeName, uid: &SafeName, info: &mut
                 path.display()
             ));
         }
+    }
+    if info.location.remote.is_some() {
+        // The frames of an S3 store are checked by `beamdb verify`, which reads them there;
+        // show reads the rows only.
+        if !info.group_exists {
+            info.problems.push(
+                "no committed row names the run's group in the S3 frame store; `beamdb verify` says more".into(),
+            );
+        }
+        return;
     }
     let total: i64 = info.streams.iter().map(|s| s.frames).sum();
     if total > 0 && !info.group_exists {

@@ -65,8 +65,10 @@ pub struct Source<'a> {
     pub conn: &'a Connection,
     /// The database's path, for messages.
     pub db_path: &'a Path,
-    /// The beamtime's frame store.
+    /// The beamtime's frame store's folder (for `--self-contained`, a filesystem store).
     pub store: &'a Path,
+    /// The beamtime's frame store, where inline frames are read back from (filesystem or S3).
+    pub frames: &'a crate::frames::FrameStore,
     /// Point external frames at the store (`export --self-contained`): the resources and
     /// datums become BEAMDB_ZARR ones naming each frame's array and index.
     pub self_contained: bool,
@@ -204,7 +206,7 @@ pub fn run_documents(
         );
     }
 
-    let mut inspector = match Inspector::open(src.store) {
+    let mut inspector = match Inspector::open_store(src.frames) {
         Ok(i) => Some(i),
         Err(e) => {
             out.missing

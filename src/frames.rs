@@ -1,8 +1,11 @@
 //! The Zarr v3 frame store beside each beamtime database. With `store_columns` (the run
 //! groups' xarray layout, written from the rows), the only module that knows zarrs.
 //!
-//! The store is opened through one function that takes its location, so that moving frames
-//! to another store backend later touches this file only.
+//! The store is opened through one function that takes its location ([`location`], then
+//! [`FrameStore::open`]): the filesystem store beside `beamtime.db` (the default), or, with
+//! the `s3` feature, S3-compatible object storage (`s3`, docs/s3.md). Code above this
+//! module does not care which, except that an S3 store names each version of a run's group
+//! (`runs/{uid}@{version}`) where the filesystem store has `runs/{uid}`.
 //!
 //! Layout: `runs/{run_uid}/{stream}/{field}`, one array per field, shape `[n, *frame]`, one
 //! chunk per frame. A run's frames are written into the run's own group, which is then a
@@ -30,8 +33,11 @@ use zarrs::array::{
 use zarrs::filesystem::FilesystemStore;
 use zarrs::group::GroupBuilder;
 
-use crate::layout::SafeName;
-use crate::settings::Compression;
+use crate::layout::{Layout, SafeName};
+use crate::settings::{Compression, FramesSettings};
+
+#[cfg(feature = "s3")]
+pub mod s3;
 
 /// A frame-store operation that failed, with the path it was about.
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +73,41 @@ pub enum StoreError {
         old: PathBuf,
         why: String,
     },
+    /// An S3 request failed after its retries (network, 5xx, timeout): a runtime failure.
+    #[error("{url}: {action}: {message}")]
+    Remote {
+        url: String,
+        action: &'static str,
+        /// The client's message (with any request signature cut out).
+        message: String,
+    },
+    /// The S3 store cannot be used as set up: a missing bucket, missing or refused
+    /// credentials. A settings error (exit 2) naming what to fix.
+    #[error("frame store {url}: {why} (setting: {setting})")]
+    RemoteSetup {
+        url: String,
+        setting: &'static str,
+        why: String,
+    },
+    /// What this command cannot do yet on an S3 frame store: refused before anything is
+    /// touched, never done halfway.
+    #[error(
+        "frame store {url}: `beamdb {command}` does not work on an S3 frame store yet ({why}); docs/s3.md lists what does"
+    )]
+    RemoteUnsupported {
+        url: String,
+        command: &'static str,
+        why: &'static str,
+    },
 }
 
 impl StoreError {
+    /// Whether an S3 request failed after its retries (the store, not the input, at
+    /// fault; the run is rejected whole and ingest goes on with the next).
+    pub fn is_remote_failure(&self) -> bool {
+        matches!(self, StoreError::Remote { .. })
+    }
+
     /// Whether the disk is full or a file-size limit (RLIMIT_FSIZE) was hit: decided by the
     /// error's kind and OS code, never by its text.
     pub fn is_storage_full(&self) -> bool {
@@ -85,9 +123,16 @@ impl StoreError {
         )
     }
 
-    /// Every store failure is a runtime failure (1): the input was not at fault.
+    /// A store that cannot be used as set up, or a command that refuses an S3 store, is a
+    /// usage error (2); every other store failure is a runtime failure (1): the input was
+    /// not at fault.
     pub fn exit_status(&self) -> crate::exit::ExitStatus {
-        crate::exit::ExitStatus::Failure
+        match self {
+            StoreError::RemoteSetup { .. } | StoreError::RemoteUnsupported { .. } => {
+                crate::exit::ExitStatus::Usage
+            }
+            _ => crate::exit::ExitStatus::Failure,
+        }
     }
 }
 
@@ -455,8 +500,156 @@ fn blosc_level(level: i32) -> i32 {
 /// neither is provably whole.
 #[derive(Debug, Clone)]
 pub struct FrameStore {
+    /// The store's root folder; for an S3 store, the local scratch folder where a run's
+    /// metadata and layout are put together before they are uploaded.
     root: PathBuf,
+    /// The staging folder (replacements, run locks); for an S3 store, the run locks only.
     staging: PathBuf,
+    #[cfg(feature = "s3")]
+    remote: Option<RemoteStore>,
+}
+
+/// Where a beamtime's frame store is. [`location`] is the one place that decides it.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// `frames.zarr` beside `beamtime.db`, and the staging folder beside it.
+    Filesystem { root: PathBuf, staging: PathBuf },
+    /// `{url}/{beamtime_id}/frames.zarr` on S3-compatible storage; run locks stay local.
+    #[cfg(feature = "s3")]
+    S3 {
+        settings: crate::settings::S3Settings,
+        beamtime: String,
+        locks: PathBuf,
+    },
+}
+
+/// Where beamtime `id`'s frame store is, by the `[frames]` settings.
+pub fn location(frames: &FramesSettings, layout: &Layout, id: &SafeName) -> Location {
+    match &frames.s3 {
+        #[cfg(feature = "s3")]
+        Some(settings) => Location::S3 {
+            settings: settings.clone(),
+            beamtime: id.to_string(),
+            locks: layout.frames_staging(id),
+        },
+        _ => Location::Filesystem {
+            root: layout.frames_store(id),
+            staging: layout.frames_staging(id),
+        },
+    }
+}
+
+impl Location {
+    /// The store as users are told about it: a path, or an `s3://` URL (never a secret).
+    pub fn display(&self) -> String {
+        match self {
+            Location::Filesystem { root, .. } => root.display().to_string(),
+            #[cfg(feature = "s3")]
+            Location::S3 {
+                settings, beamtime, ..
+            } => format!("{}/{beamtime}/frames.zarr", settings.url()),
+        }
+    }
+
+    /// The filesystem store's root and staging folder; an S3 store is refused (exit 2) for
+    /// `command`, which does not work on one yet (`why`), before anything is touched.
+    pub fn filesystem(
+        &self,
+        command: &'static str,
+        why: &'static str,
+    ) -> Result<(&Path, &Path), StoreError> {
+        #[cfg(not(feature = "s3"))]
+        let _ = (command, why);
+        match self {
+            Location::Filesystem { root, staging } => Ok((root, staging)),
+            #[cfg(feature = "s3")]
+            Location::S3 { .. } => Err(StoreError::RemoteUnsupported {
+                url: self.display(),
+                command,
+                why,
+            }),
+        }
+    }
+}
+
+/// Creates an empty store at `location` unless one is there (see [`create_store`]); for an
+/// S3 store, checks the bucket and the credentials first (exit 2 naming what to fix).
+pub fn create_at(location: &Location) -> Result<(), StoreError> {
+    match location {
+        Location::Filesystem { root, .. } => create_store(root),
+        #[cfg(feature = "s3")]
+        Location::S3 {
+            settings, beamtime, ..
+        } => {
+            let client = s3::Remote::connect(settings)?;
+            let key = client.store_key(beamtime);
+            client.check(&key)?;
+            create_remote_store(&client, &key)
+        }
+    }
+}
+
+/// The store's own two groups as objects, unless they are there.
+#[cfg(feature = "s3")]
+fn create_remote_store(client: &s3::Remote, key: &str) -> Result<(), StoreError> {
+    for (which, description) in STORE_GROUPS {
+        let object = if which.is_empty() {
+            format!("{key}/zarr.json")
+        } else {
+            format!("{key}/{which}/zarr.json")
+        };
+        if !client.exists(&object)? {
+            let metadata = serde_json::json!({
+                "zarr_format": 3,
+                "node_type": "group",
+                "attributes": { "description": description },
+            });
+            let text =
+                serde_json::to_vec_pretty(&metadata).map_err(zarr_error(Path::new(&object)))?;
+            client.put(&object, text)?;
+        }
+    }
+    Ok(())
+}
+
+/// An S3 store as a [`FrameStore`] holds it.
+#[cfg(feature = "s3")]
+#[derive(Debug, Clone)]
+struct RemoteStore {
+    client: Arc<s3::Remote>,
+    /// `{prefix}/{beamtime}/frames.zarr`.
+    key: String,
+    /// Removed when the last clone of the store goes.
+    _scratch: Arc<Scratch>,
+}
+
+/// A local folder of this process's own, removed when dropped.
+#[cfg(feature = "s3")]
+#[derive(Debug)]
+struct Scratch(PathBuf);
+
+#[cfg(feature = "s3")]
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(feature = "s3")]
+impl RemoteStore {
+    /// Deletes every version group of run `uid` but `keep` (the committed one, if any).
+    /// Returns whether anything was deleted.
+    fn collect(&self, uid: &str, keep: Option<&str>) -> Result<bool, StoreError> {
+        let mut deleted = false;
+        for group in self.client.list_dirs(&format!("{}/runs", self.key))? {
+            if version_group_uid(&group) == Some(uid) && Some(group.as_str()) != keep {
+                self.client
+                    .delete_prefix(&format!("{}/runs/{group}", self.key))?;
+                deleted = true;
+            }
+        }
+        Ok(deleted)
+    }
 }
 
 /// Where [`FrameStore::begin`] writes a run's frames.
@@ -498,6 +691,8 @@ pub struct FrameRef {
 pub struct Committed<'a> {
     /// `runs.content_digest` (`None`: stored without one).
     pub digest: Option<&'a str>,
+    /// The run group the committed rows name, on an S3 store (see [`committed_group`]).
+    pub group: Option<&'a str>,
 }
 
 /// Whether `dir` is provably a whole copy of committed run `uid`: its group records the
@@ -544,22 +739,184 @@ fn prove_whole(
 impl FrameStore {
     /// Opens the store at `root` (creating it when missing), with `staging` for replacements.
     /// A store whose group metadata zarr-python cannot open is refused, not written into.
-    pub fn open(root: &Path, staging: &Path) -> Result<FrameStore, StoreError> {
-        create_store(root)?;
-        Ok(FrameStore {
-            root: root.to_path_buf(),
-            staging: staging.to_path_buf(),
-        })
+    /// For an S3 store: checks the bucket and the credentials once, here (exit 2 naming
+    /// the setting), and creates the store's own groups when missing.
+    pub fn open(location: &Location) -> Result<FrameStore, StoreError> {
+        Self::open_at(location, true)
     }
 
-    /// The store's root folder (`frames.zarr`).
+    /// The store at `location` as it is, creating nothing (for `verify`); an S3 store's
+    /// bucket and credentials are still checked (exit 2 naming the setting).
+    pub fn existing_at(location: &Location) -> Result<FrameStore, StoreError> {
+        Self::open_at(location, false)
+    }
+
+    fn open_at(location: &Location, create: bool) -> Result<FrameStore, StoreError> {
+        match location {
+            Location::Filesystem { root, staging } if !create => {
+                Ok(FrameStore::existing(root, staging))
+            }
+            Location::Filesystem { root, staging } => {
+                create_store(root)?;
+                Ok(FrameStore {
+                    root: root.to_path_buf(),
+                    staging: staging.to_path_buf(),
+                    #[cfg(feature = "s3")]
+                    remote: None,
+                })
+            }
+            #[cfg(feature = "s3")]
+            Location::S3 {
+                settings,
+                beamtime,
+                locks,
+            } => {
+                let client = s3::Remote::connect(settings)?;
+                let key = client.store_key(beamtime);
+                client.check(&key)?;
+                if create {
+                    create_remote_store(&client, &key)?;
+                }
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let scratch = std::env::temp_dir()
+                    .join(format!("beamdb-frames-{}-{nanos}", std::process::id()));
+                std::fs::create_dir_all(scratch.join("runs"))
+                    .map_err(io_error(&scratch, "cannot create a scratch folder"))?;
+                Ok(FrameStore {
+                    root: scratch.clone(),
+                    staging: locks.clone(),
+                    remote: Some(RemoteStore {
+                        client,
+                        key,
+                        _scratch: Arc::new(Scratch(scratch)),
+                    }),
+                })
+            }
+        }
+    }
+
+    /// The store's root folder (`frames.zarr`); for an S3 store, the local folder where a
+    /// run's metadata is put together before [`FrameStore::publish`] uploads it.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// The array path of a run's field inside the store (what `image_refs.zarr_group` holds).
-    pub fn array_path(uid: &SafeName, stream: &SafeName, field: &str) -> String {
-        format!("runs/{uid}/{stream}/{field}")
+    /// The name under `runs/` of the group a new ingest of `uid` writes: the uid itself on
+    /// the filesystem (a replacement is staged and renamed into place), a version of its own
+    /// on S3 (`{uid}@{version}`: nothing is ever renamed there).
+    pub fn new_group(&self, uid: &SafeName) -> String {
+        #[cfg(feature = "s3")]
+        if self.remote.is_some() {
+            return s3::group_name(uid.as_str());
+        }
+        uid.to_string()
+    }
+
+    /// Whether the store is on S3 (each ingest of a run a version of its own).
+    pub fn is_remote(&self) -> bool {
+        #[cfg(feature = "s3")]
+        if self.remote.is_some() {
+            return true;
+        }
+        false
+    }
+
+    /// Uploads run group `group`, which the run's frames and layout were written into under
+    /// [`FrameStore::root`], to the S3 store: every object, then the run group's `zarr.json`
+    /// (the marker) last; a no-op on the filesystem, where the group is in place already.
+    /// Called before the commit: no committed row ever names an object that is not there.
+    pub fn publish(&self, group: &str) -> Result<(), StoreError> {
+        #[cfg(feature = "s3")]
+        if let Some(remote) = &self.remote {
+            let dir = self.root.join("runs").join(group);
+            let mut files = Vec::new();
+            list_files(&dir, &mut files).map_err(io_error(&dir, "cannot list"))?;
+            let marker = dir.join("zarr.json");
+            let key_of = |file: &Path| -> String {
+                let inside = file.strip_prefix(&dir).unwrap_or(file);
+                format!("{}/runs/{group}/{}", remote.key, inside.to_string_lossy())
+            };
+            let upload = |file: &PathBuf| -> Result<(), StoreError> {
+                let bytes = std::fs::read(file).map_err(io_error(file, "cannot read"))?;
+                remote.client.put(&key_of(file), bytes)
+            };
+            files
+                .par_iter()
+                .filter(|f| **f != marker)
+                .try_for_each(upload)?;
+            if marker.is_file() {
+                upload(&marker)?;
+            }
+            return remove_tree(&dir);
+        }
+        let _ = group;
+        Ok(())
+    }
+
+    /// On an S3 store, the names of the groups under `runs/` (each a version of a run);
+    /// `None` for a filesystem store.
+    pub fn remote_groups(&self) -> Result<Option<Vec<String>>, StoreError> {
+        #[cfg(feature = "s3")]
+        if let Some(remote) = &self.remote {
+            return remote
+                .client
+                .list_dirs(&format!("{}/runs", remote.key))
+                .map(Some);
+        }
+        Ok(None)
+    }
+
+    /// On an S3 store, every object under run group `group`, as keys relative to the group
+    /// (`zarr.json`, `primary/det/c/0/0/0`); empty for a filesystem store.
+    pub fn remote_objects(&self, group: &str) -> Result<Vec<String>, StoreError> {
+        #[cfg(feature = "s3")]
+        if let Some(remote) = &self.remote {
+            let prefix = format!("{}/runs/{group}", remote.key);
+            let keys = remote.client.list_keys(&prefix)?;
+            return Ok(keys
+                .iter()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .map(|k| k.trim_start_matches('/').to_string())
+                .collect());
+        }
+        let _ = group;
+        Ok(Vec::new())
+    }
+
+    /// On an S3 store, object `relative` of run group `group` (`None`: not there, or a
+    /// filesystem store).
+    pub fn remote_object(
+        &self,
+        group: &str,
+        relative: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        #[cfg(feature = "s3")]
+        if let Some(remote) = &self.remote {
+            return remote
+                .client
+                .get(&format!("{}/runs/{group}/{relative}", remote.key));
+        }
+        let _ = (group, relative);
+        Ok(None)
+    }
+
+    /// Run group `group` as users are told about it: its `s3://` URL, or its path.
+    pub fn group_display(&self, group: &str) -> String {
+        #[cfg(feature = "s3")]
+        if let Some(remote) = &self.remote {
+            return remote
+                .client
+                .url_of(&format!("{}/runs/{group}", remote.key));
+        }
+        self.root.join("runs").join(group).display().to_string()
+    }
+
+    /// The array path of a run's field inside the store (what `image_refs.zarr_group`
+    /// holds), in run group `group` (see [`FrameStore::new_group`]).
+    pub fn array_path(group: &str, stream: &SafeName, field: &str) -> String {
+        format!("runs/{group}/{stream}/{field}")
     }
 
     /// The lock file of one run's ingest (see `lock::run_lock`).
@@ -628,6 +985,17 @@ impl FrameStore {
         committed: Option<Committed<'_>>,
         frames: impl FnOnce() -> Result<Vec<FrameRef>, E>,
     ) -> Result<Recovered, E> {
+        // On S3 every version group but the committed one is a leftover: none was ever
+        // committed, so deleting them cannot lose a committed frame.
+        #[cfg(feature = "s3")]
+        if let Some(remote) = &self.remote {
+            let keep = committed.as_ref().and_then(|c| c.group);
+            return Ok(if remote.collect(uid.as_str(), keep)? {
+                Recovered::RemovedLeftover
+            } else {
+                Recovered::Nothing
+            });
+        }
         // Never committed frames, by the protocol: `.new` is renamed into place before the
         // commit, and `.trash` only ever holds what was already decided against.
         remove_tree(&self.new_dir(uid))?;
@@ -675,16 +1043,23 @@ impl FrameStore {
     pub fn begin(
         &self,
         uid: &SafeName,
+        group: &str,
         target: Target,
         compression: Compression,
     ) -> Result<RunFrames, StoreError> {
         let dir = match target {
+            _ if self.is_remote() => self.root.join("runs").join(group),
             Target::InPlace => self.run_dir(uid),
             Target::Staging => self.new_dir(uid),
         };
         std::fs::create_dir_all(&dir).map_err(io_error(&dir, "cannot create the run's group"))?;
         let store = filesystem_store(&dir)?;
         Ok(RunFrames {
+            #[cfg(feature = "s3")]
+            remote: self
+                .remote
+                .as_ref()
+                .map(|r| (r.client.clone(), format!("{}/runs/{group}", r.key))),
             dir,
             store,
             arrays: Vec::new(),
@@ -698,6 +1073,10 @@ impl FrameStore {
     /// Moves a staged replacement of `uid` into place; the old frames go to staging until
     /// [`FrameStore::drop_old`] (after the commit) or [`FrameStore::swap_back`] (if it failed).
     pub fn swap_in(&self, uid: &SafeName) -> Result<(), StoreError> {
+        if self.is_remote() {
+            // Nothing moves on S3: the commit that names the new version is the switch.
+            return Ok(());
+        }
         let run = self.run_dir(uid);
         let old = self.old_dir(uid);
         if std::fs::symlink_metadata(&run).is_ok() {
@@ -716,11 +1095,21 @@ impl FrameStore {
     /// After a failed commit of a new run (no committed run of this uid): whatever was
     /// written into `runs/{uid}` goes (through the trash name).
     pub fn discard_uncommitted(&self, uid: &SafeName) -> Result<(), StoreError> {
+        #[cfg(feature = "s3")]
+        if let Some(remote) = &self.remote {
+            return remote.collect(uid.as_str(), None).map(|_| ());
+        }
         self.trash(uid, &self.run_dir(uid)).map(|_| ())
     }
 
-    /// After the replacement's commit: the previous frames go (through the trash name).
-    pub fn drop_old(&self, uid: &SafeName) -> Result<(), StoreError> {
+    /// After the replacement's commit: the previous frames go (through the trash name; on
+    /// S3, every version of the run but the committed `group`).
+    pub fn drop_old(&self, uid: &SafeName, group: &str) -> Result<(), StoreError> {
+        #[cfg(feature = "s3")]
+        if let Some(remote) = &self.remote {
+            return remote.collect(uid.as_str(), Some(group)).map(|_| ());
+        }
+        let _ = group;
         self.trash(uid, &self.old_dir(uid)).map(|_| ())
     }
 
@@ -731,8 +1120,14 @@ impl FrameStore {
         &self,
         uid: &SafeName,
         committed: Option<&str>,
+        committed_group: Option<&str>,
         replacement: &str,
     ) -> Result<(), StoreError> {
+        #[cfg(feature = "s3")]
+        if let Some(remote) = &self.remote {
+            return remote.collect(uid.as_str(), committed_group).map(|_| ());
+        }
+        let _ = committed_group;
         let run = self.run_dir(uid);
         let old = self.old_dir(uid);
         // Never committed, whether or not it was moved into place.
@@ -819,6 +1214,10 @@ struct Stack {
 /// The frames of one run being written. Frames may be stored from many threads at once;
 /// array metadata is written once, by [`RunFrames::finish`], when the final lengths are known.
 pub struct RunFrames {
+    /// On S3: the client, and the key of the run's version group, where each chunk is
+    /// uploaded as it is encoded (the metadata is written in `dir`, then published).
+    #[cfg(feature = "s3")]
+    remote: Option<(Arc<s3::Remote>, String)>,
     dir: PathBuf,
     store: Arc<FilesystemStore>,
     arrays: Vec<Stack>,
@@ -937,6 +1336,14 @@ impl RunFrames {
                 &self.options,
             )
             .map_err(|e| fail(e.to_string()))?;
+        #[cfg(feature = "s3")]
+        if let Some((client, key)) = &self.remote {
+            let object = format!(
+                "{key}/{}",
+                array.chunk_key(&chunk).as_str().trim_start_matches('/')
+            );
+            return client.put(&object, encoded.to_vec());
+        }
         let path = self.dir.join(array.chunk_key(&chunk).as_str());
         write_file(&path, &encoded).map_err(io_error(&path, "cannot write the frame"))?;
         if let Ok(mut written) = self.written.lock() {
@@ -1025,8 +1432,27 @@ impl RunFrames {
 
     /// Removes everything written for this run.
     pub fn discard(&self) -> Result<(), StoreError> {
+        #[cfg(feature = "s3")]
+        if let Some((client, key)) = &self.remote {
+            remove_tree(&self.dir)?;
+            return client.delete_prefix(key).map(|_| ());
+        }
         remove_tree(&self.dir)
     }
+}
+
+/// Every file under `dir` (recursively) into `files`.
+#[cfg(feature = "s3")]
+fn list_files(dir: &Path, files: &mut Vec<PathBuf>) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            list_files(&entry.path(), files)?;
+        } else {
+            files.push(entry.path());
+        }
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` (creating its directories), without syncing.
@@ -1059,8 +1485,10 @@ pub struct ArrayInfo {
 /// nothing for writing and creates nothing, so that it works on a read-only data root.
 pub struct Inspector {
     root: PathBuf,
-    store: Arc<FilesystemStore>,
-    arrays: HashMap<String, Result<Array<FilesystemStore>, String>>,
+    store: zarrs::storage::ReadableStorage,
+    /// Whether `root` is a folder on this machine (not an S3 store read through zarrs).
+    local: bool,
+    arrays: HashMap<String, Result<Array<dyn zarrs::storage::ReadableStorageTraits>, String>>,
     /// Group metadata already judged (path inside the store → problem).
     groups: HashMap<String, Option<String>>,
 }
@@ -1070,14 +1498,34 @@ impl Inspector {
         Ok(Inspector {
             root: root.to_path_buf(),
             store: filesystem_store(root)?,
+            local: true,
             arrays: HashMap::new(),
             groups: HashMap::new(),
         })
     }
 
-    fn array(&mut self, path: &str) -> Result<&Array<FilesystemStore>, String> {
+    /// Read-only access to `store`'s frames wherever they are: on S3 through zarrs' object
+    /// store adapter (group metadata is then judged by `verify`'s own S3 checks, not here).
+    pub fn open_store(store: &FrameStore) -> Result<Inspector, StoreError> {
+        #[cfg(feature = "s3")]
+        if let Some(remote) = &store.remote {
+            return Ok(Inspector {
+                root: PathBuf::from(remote.client.url_of(&remote.key)),
+                store: remote.client.zarrs_storage(&remote.key),
+                local: false,
+                arrays: HashMap::new(),
+                groups: HashMap::new(),
+            });
+        }
+        Inspector::open(&store.root)
+    }
+
+    fn array(
+        &mut self,
+        path: &str,
+    ) -> Result<&Array<dyn zarrs::storage::ReadableStorageTraits>, String> {
         if !self.arrays.contains_key(path) {
-            let opened = if self.root.join(path).join("zarr.json").is_file() {
+            let opened = if !self.local || self.root.join(path).join("zarr.json").is_file() {
                 Array::open(self.store.clone(), &format!("/{path}")).map_err(|e| e.to_string())
             } else {
                 Err("no such array (its zarr.json is missing)".to_string())
@@ -1182,7 +1630,8 @@ impl Inspector {
         decode: bool,
     ) -> Option<String> {
         let parts: Vec<&str> = path.split('/').collect();
-        for depth in trusted.max(1)..parts.len() {
+        let judged = if self.local { parts.len() } else { 0 };
+        for depth in trusted.max(1)..judged {
             let group = parts[..depth].join("/");
             let root = &self.root;
             let problem = self
@@ -1225,6 +1674,12 @@ impl Inspector {
             Err(e) => Some(format!("frame unreadable ({e})")),
         }
     }
+}
+
+/// The run uid of S3 run group `name` (`{uid}@{version}`), when it is one.
+pub fn version_group_uid(name: &str) -> Option<&str> {
+    let (uid, version) = name.rsplit_once('@')?;
+    (!version.is_empty() && version.chars().all(|c| c.is_ascii_hexdigit())).then_some(uid)
 }
 
 /// The run uids that have a group under `runs/`, sorted (the folders only).
@@ -1284,6 +1739,8 @@ impl FrameStore {
         FrameStore {
             root: root.to_path_buf(),
             staging: staging.to_path_buf(),
+            #[cfg(feature = "s3")]
+            remote: None,
         }
     }
 
@@ -1383,14 +1840,17 @@ mod tests {
     #[test]
     fn swap_back_after_a_swap_in_that_moved_nothing_keeps_the_committed_frames() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            FrameStore::open(&dir.path().join("frames.zarr"), &dir.path().join("st")).unwrap();
+        let store = FrameStore::open(&Location::Filesystem {
+            root: dir.path().join("frames.zarr"),
+            staging: dir.path().join("st"),
+        })
+        .unwrap();
         let uid = SafeName::new("run uid", "r1").unwrap();
         let run = store.run_dir(&uid);
         group_with_digest(&run, "committed");
         group_with_digest(&store.new_dir(&uid), "replacement");
         store
-            .swap_back(&uid, Some("committed"), "replacement")
+            .swap_back(&uid, Some("committed"), None, "replacement")
             .unwrap();
         assert!(run.join("primary/det/c/0/0/0").is_file());
         assert_eq!(FrameStore::digest_at(&run).as_deref(), Some("committed"));
@@ -1399,7 +1859,7 @@ mod tests {
         let uid = SafeName::new("run uid", "r2").unwrap();
         group_with_digest(&store.run_dir(&uid), "replacement");
         store
-            .swap_back(&uid, Some("committed"), "replacement")
+            .swap_back(&uid, Some("committed"), None, "replacement")
             .unwrap();
         assert!(!store.run_dir(&uid).exists());
         // Moved aside: the committed frames come back.
@@ -1407,7 +1867,7 @@ mod tests {
         group_with_digest(&store.old_dir(&uid), "committed");
         group_with_digest(&store.run_dir(&uid), "replacement");
         store
-            .swap_back(&uid, Some("committed"), "replacement")
+            .swap_back(&uid, Some("committed"), None, "replacement")
             .unwrap();
         assert_eq!(
             FrameStore::digest_at(&store.run_dir(&uid)).as_deref(),

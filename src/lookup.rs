@@ -25,7 +25,7 @@ use crate::escape::escape;
 use crate::exit::{ExitStatus, HasExitStatus};
 use crate::index::{self, Index};
 use crate::layout::{Layout, ListError, NameError, SafeName};
-use crate::settings::Settings;
+use crate::settings::{FramesSettings, Settings};
 
 /// The shortest uid prefix accepted (as git's abbreviated hashes: long enough to be unique
 /// in practice, short enough to type). A shorter text must be a whole uid.
@@ -76,6 +76,38 @@ pub struct RunLocation {
     /// The run's group inside it (`frames.zarr/runs/{uid}`), whether or not it exists (a run
     /// without frames has none).
     pub run_group: PathBuf,
+    /// On an S3 frame store: the store's and the run's group's `s3://` URLs (the paths
+    /// above are then not where anything is).
+    pub remote: Option<RemoteLocation>,
+}
+
+/// Where a run is on an S3 frame store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteLocation {
+    /// `s3://bucket/prefix/{beamtime}/frames.zarr`.
+    pub store: String,
+    /// `{store}/runs/{uid}@{version}`: the version the committed rows name; `None` when no
+    /// committed row names one (the run is not in the beamtime, or its database cannot be read).
+    pub run_group: Option<String>,
+}
+
+impl RunLocation {
+    /// The frame store as users are told about it: a path or an `s3://` URL.
+    pub fn store_text(&self) -> String {
+        match &self.remote {
+            Some(remote) => remote.store.clone(),
+            None => self.store.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// The run's group as users are told about it; `None` on S3 when no committed row names
+    /// one.
+    pub fn run_group_text(&self) -> Option<String> {
+        match &self.remote {
+            Some(remote) => remote.run_group.clone(),
+            None => Some(self.run_group.to_string_lossy().into_owned()),
+        }
+    }
 }
 
 /// Why a lookup failed. Everything a user can have mistyped is a usage error (exit 2).
@@ -146,13 +178,38 @@ impl HasExitStatus for LookupError {
 /// Where run `uid` of beamtime `beamtime` is stored, as absolute paths. The one function
 /// that says where a run's frames are: `runs --json` and `show` print what it returns, so
 /// that a store elsewhere (object storage) changes this place only.
-pub fn locate(layout: &Layout, beamtime: &SafeName, uid: &SafeName) -> RunLocation {
+///
+/// On an S3 store a run's group is the version its committed rows name, which is read from
+/// the beamtime database (`sqlite`: how to open it).
+pub fn locate(
+    layout: &Layout,
+    frames: &FramesSettings,
+    sqlite: &crate::settings::SqliteSettings,
+    beamtime: &SafeName,
+    uid: &SafeName,
+) -> RunLocation {
     let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     let store = absolute(layout.frames_store(beamtime));
+    let database = absolute(layout.beamtime_db(beamtime));
+    let remote = frames.s3.as_ref().map(|_| {
+        let store = crate::frames::location(frames, layout, beamtime).display();
+        let group = crate::db::open(&database, crate::db::Access::ReadOnly, sqlite)
+            .ok()
+            .and_then(|conn| {
+                crate::ingest::writer::committed_group(&conn, uid.as_str())
+                    .ok()
+                    .flatten()
+            });
+        RemoteLocation {
+            run_group: group.map(|g| format!("{store}/runs/{g}")),
+            store,
+        }
+    });
     RunLocation {
-        database: absolute(layout.beamtime_db(beamtime)),
+        database,
         run_group: store.join("runs").join(uid.as_str()),
         store,
+        remote,
     }
 }
 

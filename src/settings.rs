@@ -27,6 +27,8 @@ pub struct Settings {
     pub sqlite: SqliteSettings,
     pub ingest: IngestSettings,
     pub index: IndexSettings,
+    /// `[frames]`: where the beamtimes' frame stores are.
+    pub frames: FramesSettings,
 }
 
 /// `[index]`: where the master index is.
@@ -41,6 +43,42 @@ pub struct IndexSettings {
 pub enum IndexLocation {
     Sqlite(PathBuf),
     Postgres(PgUrl),
+}
+
+/// `[frames]`: the frame stores on the filesystem beside each `beamtime.db` (the default), or
+/// on S3-compatible object storage (`url = "s3://bucket/prefix"`, the `s3` feature).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FramesSettings {
+    /// `None`: the filesystem store `{data_root}/beamtimes/{id}/frames.zarr`.
+    pub s3: Option<S3Settings>,
+}
+
+/// An S3-compatible frame store. Credentials are not settings: they come only from the
+/// standard AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    /// The server's URL (`http://127.0.0.1:9000`); `None`: AWS itself (or `$AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// `None`: `$AWS_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// Whether a plain-http endpoint is allowed (a test server, a server on the facility LAN).
+    pub allow_http: bool,
+    /// Where `[frames] url` was set: messages about the store name it.
+    pub at: SetAt,
+}
+
+impl S3Settings {
+    /// `s3://bucket/prefix`, as set (it holds no secret: credentials are never settings).
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
 }
 
 /// Where a setting's value came from.
@@ -159,6 +197,7 @@ impl Default for Settings {
                 },
             },
             index: IndexSettings::default(),
+            frames: FramesSettings::default(),
         }
     }
 }
@@ -399,6 +438,9 @@ impl Settings {
             }
             settings.ingest.allowed_roots = allowed_roots;
         }
+        if let Some(frames) = raw.frames {
+            settings.frames = frames_settings(frames, &set_at, &bad)?;
+        }
         Ok(settings)
     }
 }
@@ -602,12 +644,131 @@ struct RawSettings {
     sqlite: Option<RawSqlite>,
     ingest: Option<RawIngest>,
     index: Option<RawIndex>,
+    frames: Option<RawFrames>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawIndex {
     url: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFrames {
+    url: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+    allow_http: Option<Spanned<bool>>,
+}
+
+/// `[frames]`, checked: an `s3://bucket/prefix` url (only in a build with the `s3` feature),
+/// and the keys that go with it only beside it.
+fn frames_settings(
+    raw: RawFrames,
+    set_at: &dyn Fn(std::ops::Range<usize>) -> SetAt,
+    bad: &dyn Fn(std::ops::Range<usize>, String) -> TomlError,
+) -> Result<FramesSettings, TomlError> {
+    let Some(url) = raw.url else {
+        let stray = [
+            raw.endpoint.as_ref().map(|v| ("endpoint", v.span())),
+            raw.region.as_ref().map(|v| ("region", v.span())),
+            raw.allow_http.as_ref().map(|v| ("allow_http", v.span())),
+        ];
+        if let Some((key, span)) = stray.into_iter().flatten().next() {
+            return Err(bad(
+                span,
+                format!(
+                    "frames.{key} is only used with an S3 store; set `url = \"s3://bucket/prefix\"` beside it, or remove it (frames then stay beside each beamtime.db)"
+                ),
+            ));
+        }
+        return Ok(FramesSettings::default());
+    };
+    let text = url.get_ref();
+    let Some(rest) = text.strip_prefix("s3://") else {
+        return Err(bad(
+            url.span(),
+            format!(
+                "{text:?} is not an S3 url; give `s3://bucket/prefix`, or leave frames.url unset to keep frames beside each beamtime.db"
+            ),
+        ));
+    };
+    if !cfg!(feature = "s3") {
+        return Err(bad(
+            url.span(),
+            "this beamdb was built without the `s3` feature, so it cannot store frames on S3; build it with `cargo build --features s3`, or leave frames.url unset to keep frames beside each beamtime.db".into(),
+        ));
+    }
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let prefix = prefix.trim_matches('/');
+    // S3's bucket naming rules, as far as they matter here: what would not survive as the
+    // host part of a URL or as a key is refused before any request is made.
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !bucket_ok {
+        return Err(bad(
+            url.span(),
+            format!(
+                "bucket {bucket:?} is not an S3 bucket name (3 to 63 lowercase letters, digits, '-' and '.'); give `s3://bucket/prefix`"
+            ),
+        ));
+    }
+    let prefix_ok = prefix.split('/').all(|part| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    });
+    if !prefix.is_empty() && !prefix_ok {
+        return Err(bad(
+            url.span(),
+            format!(
+                "prefix {prefix:?} must be folder names of letters, digits, '-', '_' and '.' joined by '/'"
+            ),
+        ));
+    }
+    let endpoint = match raw.endpoint {
+        Some(e) if e.get_ref().starts_with("http://") || e.get_ref().starts_with("https://") => {
+            Some(e.get_ref().trim_end_matches('/').to_string())
+        }
+        Some(e) => {
+            return Err(bad(
+                e.span(),
+                format!(
+                    "endpoint {:?} is not a URL; give the server's `https://host:port` (or `http://` with allow_http = true)",
+                    e.get_ref()
+                ),
+            ));
+        }
+        None => None,
+    };
+    let allow_http = raw.allow_http.as_ref().is_some_and(|v| *v.get_ref());
+    if let Some(e) = &endpoint
+        && e.starts_with("http://")
+        && !allow_http
+    {
+        return Err(bad(
+            url.span(),
+            format!(
+                "endpoint {e} is plain http, which sends requests unencrypted; set frames.allow_http = true if that is meant (a test server, a trusted network), or use https"
+            ),
+        ));
+    }
+    Ok(FramesSettings {
+        s3: Some(S3Settings {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            endpoint,
+            region: raw.region.map(|r| r.into_inner()),
+            allow_http,
+            at: set_at(url.span()),
+        }),
+    })
 }
 
 #[derive(Deserialize)]
@@ -797,5 +958,27 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(parsed, defaults);
+    }
+
+    #[cfg(feature = "s3")]
+    #[test]
+    fn frames_url_gives_bucket_prefix_and_where_it_was_set() {
+        let s = Settings::from_toml(
+            "[frames]\nurl = \"s3://beam-frames/facility/bl1/\"\nendpoint = \"http://127.0.0.1:9000/\"\nallow_http = true\nregion = \"eu-west-1\"\n",
+            Path::new("s.toml"),
+        )
+        .unwrap();
+        let s3 = s.frames.s3.unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("beam-frames", "facility/bl1")
+        );
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s3.url(), "s3://beam-frames/facility/bl1");
+        assert_eq!(s3.at.line, 2);
+        let bare =
+            Settings::from_toml("[frames]\nurl = \"s3://bucket\"\n", Path::new("s.toml")).unwrap();
+        assert_eq!(bare.frames.s3.unwrap().url(), "s3://bucket");
     }
 }

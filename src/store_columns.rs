@@ -332,8 +332,13 @@ pub struct Written {
 /// Writes run `uid`'s layout into the store at `root` from the rows `conn` sees (the run's
 /// transaction during ingest; a read snapshot during `migrate`). The run group's marker is
 /// written last; everything written before it is overwritten by the next call.
-pub fn write_run_layout(conn: &Connection, root: &Path, uid: &str) -> Result<Written, LayoutError> {
-    let run_dir = root.join("runs").join(uid);
+pub fn write_run_layout(
+    conn: &Connection,
+    root: &Path,
+    uid: &str,
+    group: &str,
+) -> Result<Written, LayoutError> {
+    let run_dir = root.join("runs").join(group);
     let digest: Option<Option<String>> = conn
         .query_row(
             "SELECT content_digest FROM runs WHERE uid = ?1",
@@ -385,7 +390,7 @@ pub fn write_run_layout(conn: &Connection, root: &Path, uid: &str) -> Result<Wri
             continue;
         }
         let (group, children, skipped) =
-            write_stream(conn, &store, &run_dir, uid, stream, &mut unsynced)?;
+            write_stream(conn, &store, &run_dir, (uid, group), stream, &mut unsynced)?;
         run_meta.insert(stream.clone(), {
             let mut g = group.clone();
             g["consolidated_metadata"]["metadata"] = json!({});
@@ -709,7 +714,7 @@ fn write_stream(
     conn: &Connection,
     store: &Arc<FilesystemStore>,
     run_dir: &Path,
-    uid: &str,
+    (uid, run_group): (&str, &str),
     stream: &str,
     unsynced: &mut Vec<PathBuf>,
 ) -> Result<StreamWritten, LayoutError> {
@@ -764,7 +769,7 @@ fn write_stream(
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
             })
             .map_err(db(uid))?;
-        let prefix = format!("runs/{uid}/{stream}/");
+        let prefix = format!("runs/{run_group}/{stream}/");
         for row in rows {
             let (zarr_group, key) = row.map_err(db(uid))?;
             let Some(leaf) = zarr_group.strip_prefix(&prefix).map(str::to_string) else {
@@ -1226,7 +1231,7 @@ pub fn upgrade_store(
         }
         if !dry_run {
             let tx = conn.transaction().map_err(db(&uid))?;
-            let written = write_run_layout(&tx, root, &uid);
+            let written = write_run_layout(&tx, root, &uid, &uid);
             tx.rollback().map_err(db(&uid))?;
             if let Err(e) = written {
                 upgrade.failed.push((uid, e));

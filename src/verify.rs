@@ -18,7 +18,7 @@
 //! has are moved beside it, under `{beamtime}/quarantine/`, then its rows are deleted in one
 //! transaction — and the user re-ingests it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -193,6 +193,8 @@ pub fn check(
         Err(e) => return Err(e.into()),
     };
     let migrations = files::load(DbKind::Beamtime, settings.schema.migrations_dir.as_deref())?;
+    // An S3 store is checked over the network: its bucket and credentials first (exit 2).
+    let remote = FrameStore::existing_at(&frames::location(&settings.frames, layout, id))?;
     let checked = Beamtime {
         layout,
         id,
@@ -200,6 +202,7 @@ pub fn check(
         sqlite: &settings.sqlite,
         options,
         locked: false,
+        remote: remote.is_remote().then_some(&remote),
     }
     .check(&migrations, &mut report);
     if let Err(e) = checked {
@@ -247,6 +250,8 @@ struct Beamtime<'a> {
     options: Options,
     /// Set when the caller holds the run locks itself (repair).
     locked: bool,
+    /// The beamtime's S3 frame store, when its frames are there.
+    remote: Option<&'a FrameStore>,
 }
 
 /// One committed run, as far as the checks need it.
@@ -285,6 +290,11 @@ impl Beamtime<'_> {
         }
         let runs = self.runs()?;
         self.counts(&runs, report)?;
+        if let Some(store) = self.remote {
+            self.remote_frames(store, &runs, report)?;
+            tx.finish()?;
+            return Ok(());
+        }
         self.store_metadata(report);
         let mut inspector = match Inspector::open(&self.store_root()) {
             Ok(i) => i,
@@ -398,6 +408,163 @@ impl Beamtime<'_> {
                 fix,
             );
         }
+    }
+
+    /// The frames of an S3 store: every version group under `runs/` is owned by a committed
+    /// run (else it is a leftover that `--repair` deletes), and each committed run's group
+    /// holds its layout marker with the committed digest, and every frame's chunk object and
+    /// array metadata the run's image_refs name.
+    fn remote_frames(
+        &self,
+        store: &FrameStore,
+        runs: &BTreeMap<String, RunRow>,
+        report: &mut Report,
+    ) -> rusqlite::Result<()> {
+        let owned = writer::owned_groups(self.conn)?;
+        let unreachable = |report: &mut Report, at: String, e: StoreError| {
+            report.find(
+                at,
+                format!("{e}; run `beamdb verify` again once the store answers"),
+                Fix::None,
+            );
+        };
+        let groups = match store.remote_groups() {
+            Ok(groups) => groups.unwrap_or_default(),
+            Err(e) => {
+                unreachable(report, store.group_display(""), e);
+                return Ok(());
+            }
+        };
+        let owners: HashSet<&str> = owned.values().map(String::as_str).collect();
+        for group in &groups {
+            if owners.contains(group.as_str()) {
+                continue;
+            }
+            let at = store.group_display(group);
+            match frames::version_group_uid(group) {
+                Some(uid) if self.busy(uid) => report
+                    .notes
+                    .push(format!("{at}: an ingest of run {uid} is writing it")),
+                Some(uid) => report.find(
+                    at,
+                    "no committed run owns this version of the run's frames (an ingest was killed or failed before its commit, or a --replace was interrupted before deleting the version it replaced); `beamdb verify --repair` deletes it",
+                    Fix::Clean {
+                        uid: uid.to_string(),
+                    },
+                ),
+                None => report.find(
+                    at,
+                    "not a group beamdb writes (runs/{uid}@{version}); beamdb leaves it alone: remove it by hand if nothing needs it",
+                    Fix::None,
+                ),
+            }
+        }
+        // --deep: every frame is also read back and decoded, over S3.
+        let mut inspector = match self.options.deep.then(|| Inspector::open_store(store)) {
+            Some(Ok(inspector)) => Some(inspector),
+            Some(Err(e)) => {
+                unreachable(report, store.group_display(""), e);
+                return Ok(());
+            }
+            None => None,
+        };
+        let db = self.layout.beamtime_db(self.id).display().to_string();
+        for (uid, run) in runs {
+            let Some(group) = owned.get(uid) else {
+                report.find(
+                    format!("{db}: run {uid}"),
+                    "no version of the run's frames is recorded for the S3 store (the run was stored with frames on the filesystem); re-ingest it with --replace",
+                    Fix::None,
+                );
+                continue;
+            };
+            let at = store.group_display(group);
+            let objects: HashSet<String> = match store.remote_objects(group) {
+                Ok(objects) => objects.into_iter().collect(),
+                Err(e) => {
+                    unreachable(report, at, e);
+                    continue;
+                }
+            };
+            let marker = match store.remote_object(group, "zarr.json") {
+                Ok(bytes) => bytes.and_then(|b| serde_json::from_slice::<Value>(&b).ok()),
+                Err(e) => {
+                    unreachable(report, at, e);
+                    continue;
+                }
+            };
+            let beamdb = marker.as_ref().map(|m| &m["attributes"]["beamdb"]);
+            let problem = match beamdb {
+                None => Some("its group metadata (zarr.json) is missing or not JSON".to_string()),
+                Some(b) if b["content_digest"].as_str() != run.digest.as_deref() => {
+                    Some("its group does not carry the committed run's content digest".into())
+                }
+                Some(b) if b["layout"].as_u64() != Some(crate::store_columns::LAYOUT_VERSION) => {
+                    Some("its group has no layout marker".into())
+                }
+                Some(_) => None,
+            };
+            if let Some(problem) = problem {
+                report.find(
+                    &at,
+                    format!("{problem}; re-ingest the run with --replace"),
+                    Fix::None,
+                );
+            }
+            let prefix = format!("runs/{group}/");
+            let mut missing: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+            for frame in writer::committed_frames(self.conn, uid)? {
+                let Some(inside) = frame.array.strip_prefix(&prefix) else {
+                    report.find(
+                        format!("{db}: image_refs of run {uid}"),
+                        format!(
+                            "{} is not inside the run's group {group}; re-ingest the run with --replace",
+                            frame.array
+                        ),
+                        Fix::None,
+                    );
+                    continue;
+                };
+                let dims = frame
+                    .frame_shape
+                    .as_deref()
+                    .and_then(|t| serde_json::from_str::<Vec<u64>>(t).ok())
+                    .map_or(0, |s| s.len());
+                let chunk = format!("{inside}/c/{}{}", frame.index, "/0".repeat(dims));
+                if !objects.contains(&chunk) || !objects.contains(&format!("{inside}/zarr.json")) {
+                    missing
+                        .entry(inside.to_string())
+                        .or_default()
+                        .push(frame.index);
+                } else if let Some(problem) = inspector
+                    .as_mut()
+                    .and_then(|i| i.frame_problem(&frame.array, &frame, 0, true))
+                {
+                    report.find(
+                        format!("{at}/{inside}"),
+                        format!(
+                            "frame {}: {problem}; re-ingest the run with --replace",
+                            frame.index
+                        ),
+                        Fix::None,
+                    );
+                }
+            }
+            for (array, indexes) in missing {
+                let shown: Vec<String> = indexes.iter().take(10).map(i64::to_string).collect();
+                report.find(
+                    format!("{at}/{array}"),
+                    format!(
+                        "{} frame(s) missing (indexes {}{}); the run's documents can restore them: re-ingest it with --replace",
+                        indexes.len(),
+                        shown.join(", "),
+                        if indexes.len() > 10 { ", …" } else { "" }
+                    ),
+                    Fix::None,
+                );
+            }
+        }
+        Ok(())
     }
 
     fn runs(&self) -> rusqlite::Result<BTreeMap<String, RunRow>> {
@@ -739,7 +906,7 @@ pub fn repair(
     };
     let root = layout.frames_store(id);
     let staging = layout.frames_staging(id);
-    let store = FrameStore::existing(&root, &staging);
+    let store = FrameStore::existing_at(&frames::location(&settings.frames, layout, id))?;
     for fix in fixes {
         if let Fix::StoreMetadata { path } = fix {
             let keep = layout.quarantine_dir(id).join(format!(
@@ -775,14 +942,16 @@ pub fn repair(
             Err(e) => return Err(e.into()),
         };
         let committed = writer::committed_digest(&conn, uid).map_err(sql)?;
+        let committed_group = writer::committed_group(&conn, uid).map_err(sql)?;
         match fix {
             Fix::Clean { .. } => {
-                let before = present(&root, &staging, uid);
+                let before = present(&store, &root, &staging, uid)?;
                 let conn = &conn;
                 let recovered = store.recover(
                     &safe,
                     committed.as_ref().map(|d| Committed {
                         digest: d.as_deref(),
+                        group: committed_group.as_deref(),
                     }),
                     || writer::committed_frames(conn, uid).map_err(sql),
                 );
@@ -794,7 +963,7 @@ pub fn repair(
                     }
                     Err(e) => return Err(e),
                 };
-                let after = present(&root, &staging, uid);
+                let after = present(&store, &root, &staging, uid)?;
                 let gone: Vec<String> = before.difference(&after).cloned().collect();
                 if !gone.is_empty() {
                     // Only what recovery proved: the kept copy holds every committed frame.
@@ -828,6 +997,7 @@ pub fn repair(
                     sqlite: &settings.sqlite,
                     options: Options::default(),
                     locked: true,
+                    remote: None,
                 };
                 let mut inspector = Inspector::open(&root)?;
                 bt.image_refs(&mut inspector, Some(uid), &mut report)
@@ -845,8 +1015,21 @@ pub fn repair(
     Ok(repaired)
 }
 
-/// The frame-store paths of run `uid` that exist (relative names, for messages).
-fn present(root: &Path, staging: &Path, uid: &str) -> BTreeSet<String> {
+/// The frame-store paths of run `uid` that exist (relative names, for messages; on S3, the
+/// URLs of the run's version groups).
+fn present(
+    store: &FrameStore,
+    root: &Path,
+    staging: &Path,
+    uid: &str,
+) -> Result<BTreeSet<String>, StoreError> {
+    if let Some(groups) = store.remote_groups()? {
+        return Ok(groups
+            .iter()
+            .filter(|g| frames::version_group_uid(g) == Some(uid))
+            .map(|g| store.group_display(g))
+            .collect());
+    }
     let mut found = BTreeSet::new();
     if root.join("runs").join(uid).exists() {
         found.insert(format!("frames.zarr/runs/{uid}"));
@@ -856,7 +1039,7 @@ fn present(root: &Path, staging: &Path, uid: &str) -> BTreeSet<String> {
             found.insert(format!("frames.staging/{uid}.{suffix}"));
         }
     }
-    found
+    Ok(found)
 }
 
 /// Saves run `uid`'s rows to a JSON file and moves its frames beside it (both under

@@ -18,6 +18,16 @@ use crate::lookup;
 pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
     let layout = Layout::new(&ctx.settings.data_root);
     let id = lookup::find_beamtime(&layout, &args.beamtime)?;
+    let location = crate::frames::location(&ctx.settings.frames, &layout, &id);
+    if args.self_contained {
+        // Its resources point readers at a store on this machine (BEAMDB_ZARR).
+        location.filesystem(
+            "export --self-contained",
+            "its BEAMDB_ZARR resources name a store folder on this machine",
+        )?;
+    }
+    // Inline frames are read back from the store, wherever it is.
+    let frames = crate::frames::FrameStore::existing_at(&location)?;
     let db_path = layout.beamtime_db(&id);
     let conn = db::open(&db_path, Access::ReadOnly, &ctx.settings.sqlite)?;
     let sql = |e| crate::exit::Error::from(e).context(format!("{}", db_path.display()));
@@ -106,6 +116,7 @@ pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
             conn,
             db_path,
             store: &store,
+            frames: &frames,
             self_contained: args.self_contained,
         };
         // One snapshot per run: an ingest --replace committing meanwhile is seen whole or

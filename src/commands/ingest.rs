@@ -34,14 +34,23 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
     let migrations = files::load(DbKind::Beamtime, settings.schema.migrations_dir.as_deref())?;
     // The migrate lock, held shared to the end: a migrate must not rebuild tables under an
     // ingest. An upgrade of the beamtime happens under it exclusively, before this.
-    let (ensured, lock) = beamtime::ensure(&layout, &id, &migrations, &settings.sqlite)?;
+    // The frame store first: an S3 bucket that is missing, or credentials it refuses, are
+    // told (exit 2) before a beamtime database is created for nothing.
+    let location = crate::frames::location(&settings.frames, &layout, &id);
+    let store = FrameStore::open(&location)?;
+    let (ensured, lock) = beamtime::ensure(
+        &layout,
+        &id,
+        &migrations,
+        &settings.sqlite,
+        &settings.frames,
+    )?;
     let created = matches!(ensured, beamtime::Ensured::Created);
     if let Some(line) = ensured.describe(&format!("beamtime {id}"), &layout.beamtime_db(&id)) {
         ctx.note(line);
     }
     let db_path = layout.beamtime_db(&id);
     let mut conn = db::open(&db_path, Access::ReadWrite, &settings.sqlite)?;
-    let store = FrameStore::open(&layout.frames_store(&id), &layout.frames_staging(&id))?;
     let options = Options {
         roots,
         compression: settings.ingest.compression,

@@ -64,7 +64,8 @@ pub fn run(ctx: &Ctx, args: &InitdbArgs) -> Result<ExitStatus> {
 
     let migrations = files::load(DbKind::Beamtime, settings.schema.migrations_dir.as_deref())?;
     for id in &ids {
-        let (ensured, _shared) = beamtime::ensure(&layout, id, &migrations, &settings.sqlite)?;
+        let (ensured, _shared) =
+            beamtime::ensure(&layout, id, &migrations, &settings.sqlite, &settings.frames)?;
         report(
             ctx,
             &format!("beamtime {id}"),

@@ -51,6 +51,7 @@ pub fn run(ctx: &Ctx, args: &ListenArgs) -> Result<ExitStatus> {
         layout,
         migrations,
         sqlite: settings.sqlite.clone(),
+        frames: settings.frames.clone(),
         roots,
         compression: settings.ingest.compression,
         promoted: declared::promoted(settings.schema.models_dir.as_deref())?,

@@ -219,7 +219,13 @@ fn upgrade_store(
     target: &Target,
 ) -> ExitStatus {
     let label = &target.label;
-    let root = layout.frames_store(id);
+    // An S3 store has no run group of an older layout: ingest writes every version of a run
+    // there with the layout, and nothing older was ever written to S3.
+    let location = crate::frames::location(&ctx.settings.frames, layout, id);
+    let Ok((root, _)) = location.filesystem("migrate", "") else {
+        return ExitStatus::Success;
+    };
+    let root = root.to_path_buf();
     let read_only = args.dry_run || args.check;
     let mut conn = match crate::db::open(
         &target.path,

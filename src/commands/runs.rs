@@ -14,6 +14,7 @@ use crate::index::{self, CONDITION_FORM, Condition, RunFilter, RunRow, Scalar};
 use crate::layout::{Layout, SafeName};
 use crate::lookup::locate;
 use crate::schema::declared;
+use crate::settings::Settings;
 
 pub fn run(ctx: &Ctx, args: &RunsArgs) -> Result<ExitStatus> {
     let now = Clock::now(&Local);
@@ -98,7 +99,7 @@ pub fn run(ctx: &Ctx, args: &RunsArgs) -> Result<ExitStatus> {
 
     let text = if args.json {
         let layout = Layout::new(&ctx.settings.data_root);
-        to_json(&rows, index.extra_columns(), &layout)
+        to_json(&rows, index.extra_columns(), &layout, &ctx.settings)
     } else {
         if rows.is_empty() {
             ctx.note("no runs match");
@@ -247,7 +248,12 @@ pub(super) fn iso_time(seconds: Option<f64>) -> Json {
 }
 
 /// The `--json` output: an array of objects whose keys are stable (scripts rely on them).
-fn to_json(rows: &[RunRow], extra_columns: &[String], layout: &Layout) -> String {
+fn to_json(
+    rows: &[RunRow],
+    extra_columns: &[String],
+    layout: &Layout,
+    settings: &Settings,
+) -> String {
     let array: Vec<Json> = rows
         .iter()
         .map(|row| {
@@ -264,7 +270,7 @@ fn to_json(rows: &[RunRow], extra_columns: &[String], layout: &Layout) -> String
             object.insert("time_stop".into(), run.time_stop.into());
             object.insert("exit_status".into(), run.exit_status.clone().into());
             object.insert("num_events".into(), run.num_events.into());
-            let (database, frames) = locations(layout, &row.beamtime, &run.uid);
+            let (database, frames) = locations(layout, settings, &row.beamtime, &run.uid);
             object.insert("database".into(), database);
             object.insert("frames".into(), frames);
             for column in extra_columns {
@@ -281,15 +287,17 @@ fn to_json(rows: &[RunRow], extra_columns: &[String], layout: &Layout) -> String
 
 /// The run's database and its group in the frame store, as absolute paths ([`locate`] is
 /// the one place that knows them); null for ids no beamtime could have (a hand-edited index).
-fn locations(layout: &Layout, beamtime: &str, uid: &str) -> (Json, Json) {
+fn locations(layout: &Layout, settings: &Settings, beamtime: &str, uid: &str) -> (Json, Json) {
     match (
         SafeName::new("beamtime id", beamtime),
         SafeName::new("run uid", uid),
     ) {
         (Ok(beamtime), Ok(uid)) => {
-            let at = locate(layout, &beamtime, &uid);
-            let text = |p: &std::path::Path| Json::String(p.to_string_lossy().into_owned());
-            (text(&at.database), text(&at.run_group))
+            let at = locate(layout, &settings.frames, &settings.sqlite, &beamtime, &uid);
+            (
+                Json::String(at.database.to_string_lossy().into_owned()),
+                at.run_group_text().map_or(Json::Null, Json::String),
+            )
         }
         _ => (Json::Null, Json::Null),
     }

@@ -49,8 +49,13 @@ fn to_json(info: &RunInfo, via: &Via) -> String {
     o.insert("reason".into(), info.reason.clone().into());
     o.insert("num_events".into(), info.num_events.into());
     o.insert("database".into(), path_json(&info.location.database));
-    o.insert("frames_store".into(), path_json(&info.location.store));
-    o.insert("frames".into(), path_json(&info.location.run_group));
+    o.insert("frames_store".into(), info.location.store_text().into());
+    o.insert(
+        "frames".into(),
+        info.location
+            .run_group_text()
+            .map_or(Json::Null, Json::from),
+    );
     o.insert("frames_exist".into(), info.group_exists.into());
     o.insert("problems".into(), info.problems.clone().into());
     let streams: Vec<Json> = info
@@ -157,15 +162,16 @@ fn to_table(info: &RunInfo, via: &Via) -> String {
         ),
         None => "-".into(),
     };
+    let group = info
+        .location
+        .run_group_text()
+        .unwrap_or_else(|| format!("{}/runs/{}@?", info.location.store_text(), info.uid));
     let frames = if info.group_exists {
-        info.location.run_group.display().to_string()
+        group
     } else if info.streams.iter().any(|s| s.frames > 0) {
-        format!("{} (MISSING)", info.location.run_group.display())
+        format!("{group} (MISSING)")
     } else {
-        format!(
-            "{} (none: the run has no frames)",
-            info.location.run_group.display()
-        )
+        format!("{group} (none: the run has no frames)")
     };
     let mut summary: Vec<(&str, String)> = vec![
         ("run", esc(&info.uid)),

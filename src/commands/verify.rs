@@ -62,7 +62,11 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitStatus> {
             Ok(report) => report,
             Err(e) => {
                 crate::errln!("error: {label}: {e}");
-                status = status.worst(ExitStatus::Failure);
+                // An S3 store that cannot be used as set up is a settings error (2).
+                status = status.worst(match &e {
+                    verify::VerifyError::Store(store) => store.exit_status(),
+                    _ => ExitStatus::Failure,
+                });
                 continue;
             }
         };

@@ -226,6 +226,10 @@ impl<'a> Ingester<'a> {
                         State::Skipping
                     })
                 }
+                Err(RunError::Store(e)) if e.is_remote_failure() => {
+                    self.reject_remote(&mut run, e, report);
+                    Ok(State::Skipping)
+                }
                 Err(RunError::Store(e)) => {
                     run.discard()?;
                     Err(e.into())
@@ -275,6 +279,12 @@ impl<'a> Ingester<'a> {
             Some(uid) => writer::committed_digest(self.conn, uid)?,
             None => None,
         };
+        let committed_group = match (uid, &committed) {
+            (Some(uid), Some(_)) if self.store.is_remote() => {
+                writer::committed_group(self.conn, uid)?
+            }
+            _ => None,
+        };
         let mode = match (&committed, self.options.replace) {
             (None, _) => Mode::Write(Target::InPlace),
             (Some(_), true) => Mode::Write(Target::Staging),
@@ -291,11 +301,21 @@ impl<'a> Ingester<'a> {
                     &run.uid,
                     committed.as_ref().map(|d| Committed {
                         digest: d.as_deref(),
+                        group: committed_group.as_deref(),
                     }),
                     || writer::committed_frames(conn, run.uid.as_str()).map_err(IngestError::Db),
-                )?;
+                );
+                let recovered = match recovered {
+                    Err(IngestError::Store(e)) if e.is_remote_failure() => {
+                        let mut run = run;
+                        self.reject_remote(&mut run, e, report);
+                        return Ok(State::Skipping);
+                    }
+                    other => other?,
+                };
                 let mut run = Box::new(run);
                 run.recovered = recovered;
+                run.group = self.store.new_group(&run.uid);
                 Ok(State::Open(run))
             }
             Err(why) => {
@@ -320,13 +340,30 @@ impl<'a> Ingester<'a> {
         Ok(())
     }
 
+    /// Rejects a run whose S3 store failed after its retries (exit 4, the next run goes
+    /// on). Deleting what it uploaded may fail too (the store is gone): that is left for the
+    /// next ingest of the run or `verify --repair`, as a killed ingest's would be.
+    fn reject_remote(
+        &mut self,
+        run: &mut RunBuilder,
+        e: StoreError,
+        report: &mut dyn FnMut(Report),
+    ) {
+        let _ = run.discard();
+        report(Report::Run(Outcome::Rejected {
+            uid: Some(run.uid.to_string()),
+            why: Rejected::without_position(Problem::Remote(e)),
+        }));
+    }
+
     /// Puts the committed frames of `uid` back after a replacement (digest `replacement`)
     /// failed; the committed digest is read again, as the failed commit left it.
     fn swap_back(&mut self, uid: &SafeName, replacement: &str) -> Result<(), IngestError> {
         let committed = writer::committed_digest(self.conn, uid.as_str())?.flatten();
+        let group = writer::committed_group(self.conn, uid.as_str())?;
         Ok(self
             .store
-            .swap_back(uid, committed.as_deref(), replacement)?)
+            .swap_back(uid, committed.as_deref(), group.as_deref(), replacement)?)
     }
 
     /// Frames out, then rows in; on any failure the run's frames are removed again.
@@ -342,6 +379,10 @@ impl<'a> Ingester<'a> {
             Ok(finished) => finished,
             Err(RunError::Rejected(why)) => {
                 return self.reject(&mut run, Some(uid.to_string()), why, report);
+            }
+            Err(RunError::Store(e)) if e.is_remote_failure() => {
+                self.reject_remote(&mut run, e, report);
+                return Ok(());
             }
             Err(RunError::Store(e)) => {
                 run.discard()?;
@@ -371,12 +412,11 @@ impl<'a> Ingester<'a> {
             self.swap_back(&uid, &rows.content_digest)?;
             return Err(e.into());
         }
-        let root = self.store.root();
-        let written = write(self.conn, &run, &rows, &self.promoted, root);
+        let written = write(self.conn, &run, &rows, &self.promoted, &self.store);
         match written {
             Ok(Ok(())) => {
                 if staged {
-                    self.store.drop_old(&uid)?;
+                    self.store.drop_old(&uid, &run.group)?;
                 }
             }
             Ok(Err(why)) => {
@@ -389,6 +429,17 @@ impl<'a> Ingester<'a> {
                     uid: Some(uid.to_string()),
                     why,
                 }));
+                return Ok(());
+            }
+            Err(IngestError::Store(e)) if e.is_remote_failure() => {
+                // Nothing was committed: the committed version (if any) stays, and this
+                // version goes with the others no committed row owns.
+                if staged {
+                    let _ = self.swap_back(&uid, &rows.content_digest);
+                } else {
+                    let _ = self.store.discard_uncommitted(&uid);
+                }
+                self.reject_remote(&mut run, e, report);
                 return Ok(());
             }
             Err(e) => {
@@ -440,20 +491,26 @@ impl<'a> Ingester<'a> {
 /// The run's rows in one transaction: `Ok(Err(_))` when the run is refused (its counts), the
 /// transaction rolled back. The store layout (`store_columns`: the `time` coordinate, columnar
 /// scalars) is written from the rows inside it, after every row is in and before the commit,
-/// so that a run lands with its layout or not at all; its error rolls the run back too.
+/// so that a run lands with its layout or not at all; its error rolls the run back too. On
+/// S3 the version is uploaded and recorded as the run's group before the commit, too.
 fn write(
     conn: &mut Connection,
     run: &RunBuilder,
     rows: &rows::RunRows,
     promoted: &[crate::schema::declared::Promoted],
-    store_root: &std::path::Path,
+    store: &FrameStore,
 ) -> Result<Result<(), Rejected>, IngestError> {
     let tx = conn.transaction()?;
     writer::write_run(&tx, rows, promoted)?;
     if let Err(why) = run::check_counts(rows) {
         return Ok(Err(why));
     }
-    crate::store_columns::write_run_layout(&tx, store_root, run.uid.as_str())?;
+    crate::store_columns::write_run_layout(&tx, store.root(), run.uid.as_str(), &run.group)?;
+    // On S3: every object of the version is uploaded before the commit that names it.
+    store.publish(&run.group)?;
+    if store.is_remote() {
+        writer::record_group(&tx, run.uid.as_str(), &run.group)?;
+    }
     tx.commit()?;
     Ok(Ok(()))
 }

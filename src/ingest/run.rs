@@ -75,6 +75,13 @@ pub enum Problem {
     },
     #[error("the database refused the run: {0}")]
     Database(String),
+    /// The S3 frame store failed mid-run after its retries (network, 5xx): the run is not
+    /// stored. What it uploaded is deleted, or left for `verify --repair` when the store
+    /// cannot be reached even for that.
+    #[error(
+        "{0}; the run is not stored (nothing of it is committed): ingest it again once the store answers; `beamdb verify --repair` deletes what it uploaded"
+    )]
+    Remote(StoreError),
     #[error(
         "the stop document's num_events says {says} for stream {stream:?}, but {has} arrived; the run is not whole (documents missing from the input, or rejected above), so it is not stored"
     )]
@@ -238,6 +245,9 @@ const STAGE_ROWS: usize = 1000;
 pub struct RunBuilder {
     pub uid: SafeName,
     pub mode: Mode,
+    /// The run's group under `runs/` in the frame store (`FrameStore::new_group`): the uid,
+    /// or on S3 a version of its own.
+    pub group: String,
     start: Map<String, Value>,
     digest: Sha256,
     descriptors: HashMap<String, Descriptor>,
@@ -295,6 +305,7 @@ impl RunBuilder {
         let mut digest = Sha256::new();
         doc.digest_into(&mut digest);
         Ok(RunBuilder {
+            group: uid.to_string(),
             uid,
             mode,
             start: doc.body.clone(),
@@ -503,7 +514,7 @@ impl RunBuilder {
                     ));
                 }
                 self.stacks.push(Stack {
-                    zarr_path: FrameStore::array_path(&self.uid, &stream, &leaf),
+                    zarr_path: FrameStore::array_path(&self.group, &stream, &leaf),
                     stream,
                     field: field.to_string(),
                     shape,
@@ -1152,7 +1163,10 @@ impl RunBuilder {
             Mode::Compare { .. } => Target::Staging,
         };
         if self.frames.is_none() {
-            self.frames = Some(cx.store.begin(&self.uid, target, cx.compression)?);
+            self.frames = Some(
+                cx.store
+                    .begin(&self.uid, &self.group, target, cx.compression)?,
+            );
         }
         let s = &self.stacks[stack];
         let dtype = s.dtype.unwrap_or(Dtype::FLOAT64);

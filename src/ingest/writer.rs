@@ -80,6 +80,45 @@ pub fn committed_digest(conn: &Connection, uid: &str) -> rusqlite::Result<Option
     .optional()
 }
 
+/// The `beamtime_meta` key that records which run group of an S3 frame store the committed
+/// run `uid` owns (`runs/{uid}@{version}`). Written in the run's own transaction, so the
+/// commit is the switch from one version to the next; on the filesystem there is no such
+/// row (the group is `runs/{uid}`). A key whose run is gone owns nothing.
+fn group_key(uid: &str) -> String {
+    format!("frames_group:{uid}")
+}
+
+/// The run group the committed run `uid` owns in an S3 frame store, if any.
+pub fn committed_group(conn: &Connection, uid: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT m.value FROM beamtime_meta m JOIN runs r ON r.uid = ?2 WHERE m.key = ?1",
+        params![group_key(uid), uid],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Records `group` as the run group of run `uid` (inside the run's transaction).
+pub fn record_group(conn: &Connection, uid: &str, group: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO beamtime_meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![group_key(uid), group],
+    )?;
+    Ok(())
+}
+
+/// Every run group committed runs own in an S3 frame store, by run uid.
+pub fn owned_groups(
+    conn: &Connection,
+) -> rusqlite::Result<std::collections::BTreeMap<String, String>> {
+    let mut stmt = conn.prepare(
+        "SELECT r.uid, m.value FROM beamtime_meta m JOIN runs r ON m.key = 'frames_group:' || r.uid",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
 /// An `image_refs` row as the frame checks take it (`verify` and recovery): the recorded
 /// numpy dtype is translated here, once, to the Zarr data type the array must hold.
 pub fn frame_ref(

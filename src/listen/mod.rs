@@ -41,6 +41,8 @@ pub struct Config {
     pub layout: Layout,
     pub migrations: Vec<MigrationFile>,
     pub sqlite: SqliteSettings,
+    /// `[frames]`: where the beamtimes' frame stores are.
+    pub frames: crate::settings::FramesSettings,
     pub roots: RootMap,
     pub compression: Compression,
     /// The model's promoted metadata columns and the RunStart keys that fill them.
@@ -390,7 +392,13 @@ impl Lander<'_> {
         let layout = &config.layout;
         let id = &landing.beamtime;
         // Per landing, not for the listener's life: a `migrate` may run between two runs.
-        let (ensured, _lock) = beamtime::ensure(layout, id, &config.migrations, &config.sqlite)?;
+        let (ensured, _lock) = beamtime::ensure(
+            layout,
+            id,
+            &config.migrations,
+            &config.sqlite,
+            &config.frames,
+        )?;
         match ensured {
             Ensured::Created => report(Event::BeamtimeCreated {
                 id: id.to_string(),
@@ -455,7 +463,7 @@ impl Lander<'_> {
         let config = self.config;
         let layout = &config.layout;
         let id = &landing.beamtime;
-        let store = FrameStore::open(&layout.frames_store(id), &layout.frames_staging(id))?;
+        let store = FrameStore::open(&crate::frames::location(&config.frames, layout, id))?;
         let options = Options {
             roots: config.roots.clone(),
             compression: config.compression,

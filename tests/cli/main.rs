@@ -23,6 +23,9 @@ mod pg_server;
 mod postgres;
 mod reading;
 mod reindex;
+#[cfg(feature = "s3")]
+mod s3;
+mod s3_settings;
 mod scale;
 mod search;
 mod setup;

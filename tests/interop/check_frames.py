@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import os
 import zarr
 
 
@@ -179,7 +180,12 @@ def main():
     for p in (Path(a) for a in rest if "=" not in a):
         files.extend(sorted(p.glob("*.jsonl")) if p.is_dir() else [p])
     expected = expected_values(files, mappings)
-    root = zarr.open_group(store, mode="r")
+    # A store on S3 (s3://...) is read through s3fs; the test server's endpoint comes from
+    # the environment, the credentials from the standard AWS variables.
+    options = None
+    if store.startswith("s3://"):
+        options = {"endpoint_url": os.environ["BEAMDB_TEST_S3_ENDPOINT"]}
+    root = zarr.open_group(store, mode="r", storage_options=options)
     conn = sqlite3.connect(db)
     rows = conn.execute(
         "SELECT stream_uid, seq_num, field_name, zarr_group, index_in_stack, dtype, frame_shape,"

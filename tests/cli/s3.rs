@@ -1,0 +1,858 @@
+//! Frames on S3-compatible storage (the `s3` feature, docs/s3.md), against a real server:
+//! moto's server mode from the interop venv (tests/requirements.txt), one per test process,
+//! on loopback and a private port, each test with a bucket of its own.
+//!
+//! Without the server (no venv, or moto missing) a test prints one line saying how to run it
+//! and passes, unless `BEAMDB_REQUIRE_SERVERS` is set (CI), where it fails.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::common::{Fixture, count, path, python, repo, run, shared_map};
+
+/// The test server: its endpoint; it is stopped by its watchdog when this process ends.
+struct Server {
+    endpoint: String,
+    port: u16,
+}
+
+static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+
+/// The server, started on first use; `None` (after saying why) when it cannot be started
+/// and servers are not required.
+fn server() -> Option<&'static Server> {
+    match SERVER.get_or_init(start_server) {
+        Ok(server) => Some(server),
+        Err(why) => {
+            assert!(
+                std::env::var_os("BEAMDB_REQUIRE_SERVERS").is_none(),
+                "the S3 test server is required (BEAMDB_REQUIRE_SERVERS) but {why}"
+            );
+            eprintln!("skipped: {why}; run bash scripts/test (it installs and starts moto)");
+            None
+        }
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts `python -m moto.server` on a free loopback port under a watchdog shell that stops
+/// it (by PID) as soon as this test process is gone, however it ended: nothing outlives the
+/// tests, and a server leaked anyway listens only on loopback with throw-away data in memory.
+fn start_server() -> Result<Server, String> {
+    let python = match std::env::var("BEAMDB_TEST_PYTHON") {
+        Ok(p) if !p.is_empty() => p,
+        _ => return Err("BEAMDB_TEST_PYTHON is not set".into()),
+    };
+    let has_moto = Command::new(&python)
+        .args(["-c", "import moto.server"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_moto {
+        return Err(format!("{python} cannot import moto.server"));
+    }
+    let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+    let log = std::env::temp_dir().join(format!("beamdb-moto-{}.log", std::process::id()));
+    let watchdog = r#"
+        "$0" -m moto.server -H 127.0.0.1 -p "$1" >"$2" 2>&1 &
+        server=$!
+        while kill -0 "$3" 2>/dev/null && kill -0 "$server" 2>/dev/null; do sleep 0.5; done
+        kill "$server" 2>/dev/null
+    "#;
+    Command::new("sh")
+        .args(["-c", watchdog, &python, &port.to_string()])
+        .arg(&log)
+        .arg(std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start sh: {e}"))?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if http(port, "GET", "/").is_ok() {
+            return Ok(Server {
+                endpoint: format!("http://127.0.0.1:{port}"),
+                port,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!(
+        "moto did not answer on port {port} within 30 s ({})",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    ))
+}
+
+/// One plain HTTP/1.0 request to moto (which does not check signatures in server mode):
+/// (status, body).
+fn http(port: u16, method: &str, target: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "{method} {target} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A fixture whose settings put frames in a new bucket of the test server.
+struct S3 {
+    fx: Fixture,
+    bucket: String,
+    endpoint: String,
+    port: u16,
+}
+
+const KEY: &str = "beamdb-test-key";
+const SECRET: &str = "beamdb-test-secret-never-printed";
+
+impl S3 {
+    /// `None` when the server is not there (the test then passes after saying so).
+    fn new(name: &str) -> Option<S3> {
+        let server = server()?;
+        let bucket = format!("t-{}", name.replace('_', "-"));
+        let (status, body) =
+            http(server.port, "PUT", &format!("/{bucket}")).expect("create bucket");
+        assert_eq!(status, 200, "creating bucket {bucket}: {body}");
+        let s3 = S3 {
+            fx: Fixture::new(),
+            bucket,
+            endpoint: server.endpoint.clone(),
+            port: server.port,
+        };
+        s3.settings(&s3.bucket.clone(), &s3.endpoint.clone());
+        Some(s3)
+    }
+
+    /// Writes settings.toml pointing at `bucket` on `endpoint`, prefix `facility/frames`.
+    fn settings(&self, bucket: &str, endpoint: &str) {
+        self.fx.write(
+            "settings.toml",
+            &format!(
+                "[frames]\nurl = \"s3://{bucket}/facility/frames\"\nendpoint = \"{endpoint}\"\nallow_http = true\n"
+            ),
+        );
+    }
+
+    /// `beamdb ARGS` with the test credentials in the standard AWS variables.
+    fn beamdb(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut cmd = self.fx.beamdb(args);
+        cmd.env("AWS_ACCESS_KEY_ID", KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET);
+        cmd
+    }
+
+    /// The beamtime's store URL.
+    fn store_url(&self, bt: &str) -> String {
+        format!("s3://{}/facility/frames/{bt}/frames.zarr", self.bucket)
+    }
+
+    /// Every object key in the bucket.
+    fn keys(&self) -> Vec<String> {
+        let (status, body) = http(
+            self.port,
+            "GET",
+            &format!("/{}?list-type=2&max-keys=100000", self.bucket),
+        )
+        .expect("list bucket");
+        assert_eq!(status, 200, "{body}");
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect()
+    }
+
+    /// The run groups (names under runs/) that hold any object.
+    fn groups(&self, bt: &str) -> Vec<String> {
+        let prefix = format!("facility/frames/{bt}/frames.zarr/runs/");
+        let mut groups: Vec<String> = self
+            .keys()
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .filter_map(|rest| rest.split_once('/').map(|(g, _)| g.to_string()))
+            .collect();
+        groups.sort();
+        groups.dedup();
+        groups
+    }
+
+    /// Runs `code` in Python with `c`, a boto3 client of the test server, and `bucket`.
+    fn boto(&self, code: &str) {
+        let script = format!(
+            "import boto3, os\nc = boto3.client('s3', endpoint_url=os.environ['BEAMDB_TEST_S3_ENDPOINT'], region_name='us-east-1')\nbucket = '{}'\n{code}\n",
+            self.bucket
+        );
+        let out = self.python().args(["-c", &script]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Python with the interop venv, the credentials and the endpoint (for s3fs).
+    fn python(&self) -> Command {
+        let mut cmd = Command::new(python());
+        cmd.env("AWS_ACCESS_KEY_ID", KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("BEAMDB_TEST_S3_ENDPOINT", &self.endpoint);
+        cmd
+    }
+}
+
+/// The shared NPY runs and the HDF5 sample runs, with their root maps.
+fn npy_and_hdf5() -> (Vec<String>, Vec<PathBuf>) {
+    let data = repo("tests/data");
+    let maps = vec![
+        shared_map(),
+        format!(
+            "/srv/beamline/shared/hdf5={}",
+            data.join("hdf5/shared/hdf5").display()
+        ),
+    ];
+    let inputs = vec![data.join("bluesky"), data.join("hdf5/shared")];
+    (maps, inputs)
+}
+
+fn ingest_args<'a>(maps: &'a [String], inputs: &'a [PathBuf], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["ingest", "--beamtime", "bt"];
+    args.extend_from_slice(extra);
+    for m in maps {
+        args.extend(["--root-map", m.as_str()]);
+    }
+    args.extend(inputs.iter().map(|p| path(p)));
+    args
+}
+
+fn check_frames_over_s3(s3: &S3, maps: &[String], inputs: &[PathBuf]) {
+    let out = s3
+        .python()
+        .arg(repo("tests/interop/check_frames.py"))
+        .arg(s3.fx.beamtime_db("bt"))
+        .arg(s3.store_url("bt"))
+        .args(maps)
+        .args(inputs)
+        .output()
+        .expect("run the interop check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("checked "), "{stdout}");
+}
+
+#[test]
+fn s3_ingest_npy_and_hdf5_puts_every_frame_on_s3_and_nothing_in_the_local_frames_folder() {
+    let Some(s3) = S3::new("ingest-npy-hdf5") else {
+        return;
+    };
+    let (code, out, err) = run(&mut s3.beamdb(&["initdb", "--beamtime", "bt"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (maps, inputs) = npy_and_hdf5();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !out.contains("rejected 1") && out.contains("rejected 0"),
+        "{out}"
+    );
+    let bt = s3.fx.data_root().join("beamtimes/bt");
+    assert!(
+        !bt.join("frames.zarr").exists(),
+        "nothing may be written to the local frames folder"
+    );
+    let conn = s3.fx.open(&s3.fx.beamtime_db("bt"));
+    let runs = count(&conn, "SELECT count(*) FROM runs");
+    assert!(runs >= 4, "{out}");
+    // Every committed run names its group, every group is named by a committed run, and
+    // every image_ref points into its run's group.
+    let groups = s3.groups("bt");
+    assert_eq!(groups.len() as i64, runs, "{groups:?}");
+    let mut stmt = conn
+        .prepare("SELECT r.uid, m.value FROM runs r JOIN beamtime_meta m ON m.key = 'frames_group:' || r.uid")
+        .unwrap();
+    let named: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(named.len() as i64, runs);
+    for (uid, group) in &named {
+        assert!(group.starts_with(&format!("{uid}@")), "{group}");
+        assert!(groups.contains(group), "{group} not in {groups:?}");
+    }
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM image_refs i JOIN streams s ON s.uid = i.stream_uid
+             JOIN beamtime_meta m ON m.key = 'frames_group:' || s.run_uid
+             WHERE i.zarr_group NOT LIKE 'runs/' || m.value || '/%'"
+        ),
+        0
+    );
+    // The layout's objects: consolidated metadata with the marker, columns, dimension names.
+    let keys = s3.keys();
+    for (_, group) in &named {
+        let run = format!("facility/frames/bt/frames.zarr/runs/{group}");
+        assert!(keys.contains(&format!("{run}/zarr.json")), "{run}");
+        assert!(
+            keys.contains(&format!("{run}/primary/time/zarr.json")),
+            "{run}"
+        );
+    }
+    assert!(keys.contains(&"facility/frames/bt/frames.zarr/zarr.json".to_string()));
+    assert!(keys.contains(&"facility/frames/bt/frames.zarr/runs/zarr.json".to_string()));
+    check_frames_over_s3(&s3, &maps, &inputs);
+    // Again: nothing to do, nothing written.
+    let before = s3.keys().len();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("landed 0"), "{out}");
+    assert_eq!(s3.keys().len(), before);
+}
+
+#[test]
+fn s3_xarray_opens_a_stream_over_s3_from_the_url_runs_json_gives() {
+    let Some(s3) = S3::new("xarray") else {
+        return;
+    };
+    let (maps, inputs) = npy_and_hdf5();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&mut s3.beamdb(&["reindex"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&mut s3.beamdb(&["runs", "--json"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains(SECRET) && !err.contains(SECRET));
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(!runs.is_empty(), "{out}");
+    let script = r#"
+import os, sys, json, sqlite3
+import xarray as xr
+opts = {"endpoint_url": os.environ["BEAMDB_TEST_S3_ENDPOINT"]}
+db = sys.argv[1]
+conn = sqlite3.connect(db)
+checked = 0
+for run in json.load(sys.stdin):
+    url = run["frames"]
+    assert url.startswith("s3://"), url
+    n = conn.execute("SELECT count(*) FROM events e JOIN streams s ON s.uid = e.stream_uid WHERE s.run_uid = ? AND s.name = 'primary'", (run["uid"],)).fetchone()[0]
+    if n == 0:
+        continue
+    ds = xr.open_zarr(url, group="primary", storage_options=opts)
+    assert ds.sizes["time"] == n, (url, dict(ds.sizes), n)
+    tree = xr.open_datatree(url, engine="zarr", storage_options=opts)
+    assert "primary" in tree.children, list(tree.children)
+    checked += 1
+print(f"opened {checked}")
+"#;
+    let mut child = s3
+        .python()
+        .args(["-c", script])
+        .arg(s3.fx.beamtime_db("bt"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(out.as_bytes())
+        .unwrap();
+    let done = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(
+        stdout.starts_with("opened ") && !stdout.starts_with("opened 0"),
+        "{stdout}"
+    );
+}
+
+/// Settings that cannot work are exit 2 naming what to fix, before anything is created.
+#[test]
+fn s3_missing_bucket_or_credentials_is_exit_2_naming_the_setting() {
+    let Some(s3) = S3::new("bad-setup") else {
+        return;
+    };
+    let (maps, inputs) = npy_and_hdf5();
+    // No credentials at all.
+    let (code, out, err) = run(&mut s3.fx.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    assert!(!s3.fx.beamtime_db("bt").exists(), "nothing created");
+    // A bucket that does not exist.
+    s3.settings("no-such-bucket-here", &s3.endpoint);
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("no-such-bucket-here") && err.contains("frames] url"),
+        "{err}"
+    );
+    assert!(!err.contains(SECRET), "{err}");
+    assert!(!s3.fx.beamtime_db("bt").exists(), "nothing created");
+}
+
+/// A server that is gone: retried with backoff, then exit 1 naming the store; the secret
+/// never appears.
+#[test]
+fn s3_server_gone_fails_after_retries_and_commits_nothing() {
+    let Some(s3) = S3::new("server-gone") else {
+        return;
+    };
+    let port = free_port().unwrap();
+    s3.settings(&s3.bucket, &format!("http://127.0.0.1:{port}"));
+    let (maps, inputs) = npy_and_hdf5();
+    let started = Instant::now();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&format!("s3://{}", s3.bucket)), "{err}");
+    assert!(!err.contains(SECRET) && !out.contains(SECRET), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(120));
+    assert!(!s3.fx.beamtime_db("bt").exists(), "nothing created");
+}
+
+/// The run whose frames are counted (5 NPY frames).
+const COUNT_RUN: &str = "682a43b9-a2ae-49de-8435-1bc6638aee60";
+
+/// `verify` checks every committed run's group and frames on S3; a version no committed row
+/// owns (what a killed ingest leaves) is found and `verify --repair` deletes it, and a lost
+/// chunk object is reported, not repaired by deleting anything.
+#[test]
+fn s3_verify_finds_unowned_versions_and_repair_deletes_them_but_no_committed_frame() {
+    let Some(s3) = S3::new("verify") else {
+        return;
+    };
+    let (maps, inputs) = npy_and_hdf5();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+    // --deep reads and decodes every frame over S3.
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--deep"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let committed = s3.groups("bt");
+    // A killed ingest's version of a committed run, and of a run never committed.
+    let runs = format!("/{}/facility/frames/bt/frames.zarr/runs", s3.bucket);
+    for planted in [
+        format!("{runs}/{COUNT_RUN}@1234abcd/zarr.json"),
+        format!("{runs}/{COUNT_RUN}@1234abcd/primary/ccd/c/0/0/0"),
+        format!("{runs}/never-committed@99/zarr.json"),
+    ] {
+        assert_eq!(http(s3.port, "PUT", &planted).unwrap().0, 200);
+    }
+    let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(out.contains(&format!("{COUNT_RUN}@1234abcd")), "{out}");
+    assert!(out.contains("never-committed@99"), "{out}");
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--repair"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(s3.groups("bt"), committed, "{out}");
+    let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+    // A committed frame lost from the store: reported with its array, nothing deleted.
+    let group = committed
+        .iter()
+        .find(|g| g.starts_with(COUNT_RUN))
+        .unwrap()
+        .clone();
+    let chunk = format!("facility/frames/bt/frames.zarr/runs/{group}/primary/ccd/c/2/0/0");
+    s3.boto(&format!("c.delete_object(Bucket=bucket, Key='{chunk}')"));
+    assert!(!s3.keys().contains(&chunk));
+    // A damaged chunk (bytes that do not decode) is found by --deep only.
+    let damaged = format!("facility/frames/bt/frames.zarr/runs/{group}/primary/ccd/c/3/0/0");
+    s3.boto(&format!(
+        "c.put_object(Bucket=bucket, Key='{damaged}', Body=b'not zstd')"
+    ));
+    let (_, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert!(!out.contains("frame 3:"), "{out}{err}");
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--deep"]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(out.contains("frame 3:"), "{out}");
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--repair"]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("primary/ccd") && out.contains("missing (indexes 2)"),
+        "{out}"
+    );
+    assert_eq!(s3.groups("bt"), committed);
+}
+
+/// `beamdb ingest` of the sample runs, as a process of its own (to be killed).
+fn spawn_ingest(s3: &S3, maps: &[String], inputs: &[PathBuf]) -> std::process::Child {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("beamdb"));
+    cmd.current_dir(s3.fx.path())
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .args(ingest_args(maps, inputs, &[]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd.spawn().expect("spawn ingest")
+}
+
+/// SIGKILL at several points of an S3 ingest: whatever it leaves, `verify --repair` cleans,
+/// every committed run stays whole (verify is clean afterwards), and ingesting again
+/// completes the beamtime with every frame equal to its source.
+#[test]
+fn s3_kill_during_ingest_leaves_nothing_that_verify_repair_does_not_clean() {
+    let Some(s3) = S3::new("kill") else {
+        return;
+    };
+    let (maps, inputs) = npy_and_hdf5();
+    for delay in [30u64, 120, 250, 500, 900, 1400] {
+        let mut child = spawn_ingest(&s3, &maps, &inputs);
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        if !s3.fx.beamtime_db("bt").exists() {
+            continue;
+        }
+        let (code, out, err) = run(&mut s3.beamdb(&["verify", "--repair"]));
+        assert!(code == 0 || code == 4, "after {delay} ms: {out}{err}");
+        let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+        assert_eq!(code, 0, "after {delay} ms: verify after repair: {out}{err}");
+        let conn = s3.fx.open(&s3.fx.beamtime_db("bt"));
+        let runs = count(&conn, "SELECT count(*) FROM runs");
+        assert_eq!(s3.groups("bt").len() as i64, runs, "after {delay} ms");
+    }
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 0, "{out}{err}");
+    check_frames_over_s3(&s3, &maps, &inputs);
+    let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// `--replace` writes a new version, the commit switches to it, and the old version is
+/// deleted after the commit; readers of the committed rows never see a missing object.
+#[test]
+fn s3_replace_writes_a_new_version_and_deletes_the_old_one_after_the_commit() {
+    let Some(s3) = S3::new("replace") else {
+        return;
+    };
+    let map = shared_map();
+    let source = repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl"));
+    let args = |extra: &[&str], file: &PathBuf| -> Vec<String> {
+        let mut a: Vec<String> = ["ingest", "--beamtime", "bt", "--root-map", &map]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.push(file.display().to_string());
+        a
+    };
+    let beamdb = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        run(&mut s3.beamdb(&a))
+    };
+    let (code, out, err) = beamdb(args(&[], &source));
+    assert_eq!(code, 0, "{out}{err}");
+    let first = s3.groups("bt");
+    assert_eq!(first.len(), 1);
+    let changed = s3.fx.edited_copy(&source, "changed.jsonl", |t| {
+        t.replace("\"num_points\": 5", "\"num_points\": 6")
+            .replace("\"index\": 4}", "\"index\": 0}")
+    });
+    let (code, out, err) = beamdb(args(&[], &changed));
+    assert_eq!(code, 4, "{out}{err}");
+    assert_eq!(s3.groups("bt"), first, "a refused run writes nothing");
+    let (code, out, err) = beamdb(args(&["--replace"], &changed));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("replaced the stored run"), "{out}");
+    let second = s3.groups("bt");
+    assert_eq!(second.len(), 1, "the old version is deleted: {second:?}");
+    assert_ne!(second, first);
+    let conn = s3.fx.open(&s3.fx.beamtime_db("bt"));
+    let named: String = conn
+        .query_row(
+            "SELECT value FROM beamtime_meta WHERE key = 'frames_group:' || ?1",
+            [COUNT_RUN],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(named, second[0]);
+    let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+    // --replace of identical documents: one version stays, named by the rows.
+    let (code, out, err) = beamdb(args(&["--replace"], &changed));
+    assert_eq!(code, 0, "{out}{err}");
+    let third = s3.groups("bt");
+    assert_eq!(third.len(), 1, "{third:?}");
+    let named: String = conn
+        .query_row(
+            "SELECT value FROM beamtime_meta WHERE key = 'frames_group:' || ?1",
+            [COUNT_RUN],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(named, third[0]);
+    let second = third;
+    // The fifth frame is now a copy of the first, read back over S3.
+    let check = format!(
+        r#"
+import os, zarr
+opts = {{"endpoint_url": os.environ["BEAMDB_TEST_S3_ENDPOINT"]}}
+a = zarr.open_array("{}/runs/{}/primary/ccd", mode="r", storage_options=opts)
+assert (a[4] == a[0]).all() and a.shape[0] == 5, a.shape
+print("ok")
+"#,
+        s3.store_url("bt"),
+        second[0]
+    );
+    let out = s3.python().args(["-c", &check]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A moto server of one test's own, stopped (by PID) when dropped.
+struct OwnServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnServer {
+    fn start() -> OwnServer {
+        let port = free_port().unwrap();
+        let child = Command::new(python())
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto");
+        let started = Instant::now();
+        while http(port, "GET", "/").is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        OwnServer { child, port }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The server goes away mid-ingest: the run being written is retried with backoff, then
+/// rejected whole (exit 4) with a message naming the store; the run committed before it
+/// stays, and nothing of the failed run is committed.
+#[test]
+fn s3_server_stopped_mid_ingest_rejects_the_run_whole_with_exit_4() {
+    let Some(s3) = S3::new("stopped-mid-ingest") else {
+        return;
+    };
+    let mut own = OwnServer::start();
+    assert_eq!(http(own.port, "PUT", "/mid").unwrap().0, 200);
+    s3.settings("mid", &format!("http://127.0.0.1:{}", own.port));
+    let scalar = repo("tests/data/bluesky/7fbdf1df-8554-4a45-8123-cc03d61f67fc.jsonl");
+    let frames = repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl"));
+    let map = shared_map();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("beamdb"))
+        .current_dir(s3.fx.path())
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .args(["ingest", "--beamtime", "bt", "--root-map", &map, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(&scalar).unwrap()).unwrap();
+    stdin.flush().unwrap();
+    // The first run lands (its stop commits it), then the server goes.
+    let started = Instant::now();
+    loop {
+        let landed = s3.fx.beamtime_db("bt").exists() && {
+            let conn = s3.fx.open(&s3.fx.beamtime_db("bt"));
+            conn.query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
+                .unwrap_or(0)
+                == 1
+        };
+        if landed {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first run never landed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    own.stop();
+    stdin.write_all(&std::fs::read(&frames).unwrap()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("rejected  {COUNT_RUN}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("s3://mid/facility/frames/bt/frames.zarr"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+    let conn = s3.fx.open(&s3.fx.beamtime_db("bt"));
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 1);
+    assert_eq!(count(&conn, "SELECT count(*) FROM image_refs"), 0);
+}
+
+/// The run with an inline 10×10 image (read back from the store by export).
+const INLINE_RUN: &str = "98786b6e-de87-4ab0-9fb5-338308b26fd2";
+
+/// `export` reads the inline frames back over S3 and gives back every document as it went
+/// in; `--self-contained` (resources naming a local store folder) is refused (exit 2, nothing
+/// written); `show` names the run's group by its URL.
+#[test]
+fn s3_export_reads_frames_back_over_s3_and_refuses_self_contained() {
+    let Some(s3) = S3::new("export") else {
+        return;
+    };
+    let map = shared_map();
+    let source = repo(&format!("tests/data/bluesky/{INLINE_RUN}.jsonl"));
+    let (code, out, err) = run(&mut s3.beamdb(&[
+        "ingest",
+        "--beamtime",
+        "bt",
+        "--root-map",
+        &map,
+        path(&source),
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&mut s3.beamdb(&["export", "--beamtime", "bt", INLINE_RUN]));
+    assert_eq!(code, 0, "{out}{err}");
+    let docs = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let want = docs(&std::fs::read_to_string(&source).unwrap());
+    assert_eq!(
+        docs(&out),
+        want,
+        "the export differs from the documents that went in"
+    );
+    let (code, out, err) = run(&mut s3.beamdb(&[
+        "export",
+        "--beamtime",
+        "bt",
+        "--self-contained",
+        "-o",
+        "out",
+    ]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("does not work on an S3 frame store"), "{err}");
+    assert!(!s3.fx.path().join("out").exists());
+    let (code, out, err) = run(&mut s3.beamdb(&["show", INLINE_RUN, "--json"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let group = &s3.groups("bt")[0];
+    assert_eq!(
+        shown["frames"],
+        format!("{}/runs/{group}", s3.store_url("bt"))
+    );
+    assert_eq!(shown["frames_store"], s3.store_url("bt"));
+    assert_eq!(shown["frames_exist"], true);
+    assert!(!out.contains(SECRET) && !err.contains(SECRET));
+}
+
+/// Hostile names cannot become S3 keys outside the run's own version group, nor forge a
+/// version of another run: a uid with `@` (the version separator) or `/`, and a field named
+/// like a path, are refused or skipped as on the filesystem; every key stays under the
+/// beamtime's store and every group belongs to a committed run.
+#[test]
+fn s3_hostile_uid_and_field_names_never_become_keys_outside_the_runs_group() {
+    let Some(s3) = S3::new("hostile") else {
+        return;
+    };
+    let map = shared_map();
+    let source = repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl"));
+    let forged = s3.fx.edited_copy(&source, "forged.jsonl", |t| {
+        t.replace(COUNT_RUN, "682a43b9@1234abcd")
+    });
+    let slashed = s3.fx.edited_copy(&source, "slashed.jsonl", |t| {
+        t.replace(COUNT_RUN, "../../other/frames.zarr/runs/x")
+    });
+    let field = s3.fx.edited_copy(&source, "field.jsonl", |t| {
+        t.replace(COUNT_RUN, "field-run")
+            .replace("\"ccd\"", "\"../../../../escape\"")
+    });
+    for file in [&source, &forged, &slashed, &field] {
+        let (code, out, err) =
+            run(&mut s3.beamdb(&["ingest", "--beamtime", "bt", "--root-map", &map, path(file)]));
+        assert!(code == 0 || code == 4, "{out}{err}");
+    }
+    let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+    for key in s3.keys() {
+        assert!(
+            key.starts_with("facility/frames/bt/frames.zarr/"),
+            "{key} escaped the store"
+        );
+        assert!(!key.contains(".."), "{key}");
+    }
+    let conn = s3.fx.open(&s3.fx.beamtime_db("bt"));
+    let runs = count(&conn, "SELECT count(*) FROM runs");
+    assert_eq!(s3.groups("bt").len() as i64, runs);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM runs WHERE uid LIKE '%@%' OR uid LIKE '%/%'"
+        ),
+        0
+    );
+}
