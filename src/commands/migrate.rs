@@ -25,15 +25,26 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> Result<ExitStatus> {
     let settings = &ctx.settings;
     let layout = Layout::new(&settings.data_root);
     #[cfg(feature = "postgres")]
+    let mut server_status = ExitStatus::Success;
+    #[cfg(not(feature = "postgres"))]
+    let server_status = ExitStatus::Success;
+    #[cfg(feature = "postgres")]
     if let crate::settings::IndexLocation::Postgres(url) = settings.index_location()
         && args.beamtimes.is_empty()
     {
-        // The PostgreSQL index migrates in one transaction under the server's lock; what
-        // --dry-run and --check would print is its pending list, which `initdb` applies too.
+        // The PostgreSQL index migrates in one transaction under the server's lock (no
+        // backup: the server's own backups cover it).
         if args.dry_run || args.check {
-            ctx.note(format_args!(
-                "index: PostgreSQL {url}: --dry-run and --check look at SQLite databases only; `beamdb migrate` applies what the PostgreSQL index lacks"
-            ));
+            let pending =
+                crate::index::pg::pending(&url, settings.schema.migrations_dir.as_deref())?;
+            if pending.is_empty() {
+                crate::outln!("index: PostgreSQL {url}: up to date");
+            } else {
+                crate::outln!("index: PostgreSQL {url}: pending {}", pending.join(", "));
+                if args.check {
+                    server_status = ExitStatus::CheckFailed;
+                }
+            }
         } else {
             let applied =
                 crate::index::pg::migrate(&url, settings.schema.migrations_dir.as_deref())?;
@@ -53,7 +64,7 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> Result<ExitStatus> {
             "nothing to migrate under {} (run `beamdb initdb` first)",
             layout.root().display()
         ));
-        return Ok(ExitStatus::Success);
+        return Ok(server_status);
     }
     let lock = if args.dry_run || args.check {
         None
@@ -67,7 +78,7 @@ pub fn run(ctx: &Ctx, args: &MigrateArgs) -> Result<ExitStatus> {
 
     let migrations_dir = settings.schema.migrations_dir.as_deref();
     let models_dir = settings.schema.models_dir.as_deref();
-    let mut status = ExitStatus::Success;
+    let mut status = server_status;
     for kind in DbKind::ALL {
         let of_kind: Vec<&Target> = targets.iter().filter(|t| t.kind == kind).collect();
         if of_kind.is_empty() {

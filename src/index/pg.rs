@@ -225,6 +225,34 @@ pub fn connect(url: &PgUrl) -> Result<Client, PgError> {
         .map_err(|source| PgError::new(url, "cannot connect", source))
 }
 
+/// The migrations a PostgreSQL index lacks (all of them when it has none), as stems, read
+/// without writing anything: `migrate --dry-run` and `--check`.
+pub fn pending(
+    url: &PgUrl,
+    migrations_dir: Option<&std::path::Path>,
+) -> Result<Vec<String>, PgError> {
+    let files = super::pg_schema::load(migrations_dir)
+        .map_err(|why| PgError::other(url, why, "fix [schema] migrations_dir"))?;
+    let mut client = connect(url)?;
+    let read = |client: &mut Client| -> Result<Vec<i32>, postgres::Error> {
+        let exists: Option<String> = client
+            .query_one("SELECT to_regclass($1)::text", &[&HISTORY_TABLE])?
+            .get(0);
+        if exists.is_none() {
+            return Ok(Vec::new());
+        }
+        let rows = client.query(&format!("SELECT version FROM {HISTORY_TABLE}"), &[])?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    };
+    let applied =
+        read(&mut client).map_err(|e| PgError::new(url, "cannot read the index's history", e))?;
+    Ok(files
+        .iter()
+        .filter(|f| !applied.contains(&f.version))
+        .map(|f| f.stem())
+        .collect())
+}
+
 /// What `initdb`/`migrate` did to a PostgreSQL index: the migrations applied.
 /// `migrations_dir` is `[schema] migrations_dir` (its `index-postgres/`), `None` the
 /// built-in migrations.

@@ -273,9 +273,27 @@ mod server {
     fn postgres_initdb_ingest_reindex_runs_json_and_verify_work() {
         let Some(server) = server() else { return };
         let pg = PgFixture::new(server);
+        // Before initdb every migration is pending: --check says so (3), --dry-run writes nothing.
+        std::fs::create_dir_all(pg.fx.data_root().join("beamtimes")).unwrap();
+        let (code, out, err) = run(&mut pg.beamdb(&["migrate", "--check"]));
+        assert_eq!(code, 3, "{out}{err}");
+        assert!(
+            out.contains("pending V1__initial, V2__runstart_metadata"),
+            "{out}"
+        );
+        let (code, out, err) = run(&mut pg.beamdb(&["migrate", "--dry-run"]));
+        assert_eq!(code, 0, "{out}{err}");
+        assert_eq!(
+            pg.count("SELECT count(*) FROM pg_tables WHERE tablename = 'runs_index'"),
+            0
+        );
         pg.ok(&["initdb"]);
         // Twice: the second finds it up to date.
         pg.ok(&["initdb"]);
+        let (code, out, err) = run(&mut pg.beamdb(&["migrate", "--check"]));
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("up to date"), "{out}");
+        pg.ok(&["migrate"]);
         ingest_sample(&pg.fx, &|args| run(&mut pg.beamdb(args)));
         pg.ok(&["reindex"]);
         let all = pg.found(&[]);
