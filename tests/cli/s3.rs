@@ -160,7 +160,9 @@ impl S3 {
     fn beamdb(&self, args: &[&str]) -> assert_cmd::Command {
         let mut cmd = self.fx.beamdb(args);
         cmd.env("AWS_ACCESS_KEY_ID", KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET);
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            // The scratch folder in the fixture: a killed ingest leaves nothing in /tmp.
+            .env("TMPDIR", self.fx.path());
         cmd
     }
 
@@ -513,6 +515,7 @@ fn spawn_ingest(s3: &S3, maps: &[String], inputs: &[PathBuf]) -> std::process::C
         .env_clear()
         .env("AWS_ACCESS_KEY_ID", KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("TMPDIR", s3.fx.path())
         .args(ingest_args(maps, inputs, &[]))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -549,6 +552,29 @@ fn s3_kill_during_ingest_leaves_nothing_that_verify_repair_does_not_clean() {
     check_frames_over_s3(&s3, &maps, &inputs);
     let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
     assert_eq!(code, 0, "{out}{err}");
+    // Nothing local but the database: no frames.zarr, and no frame in a scratch folder a
+    // killed ingest left (metadata only).
+    assert!(!s3.fx.data_root().join("beamtimes/bt/frames.zarr").exists());
+    for entry in std::fs::read_dir(s3.fx.path()).unwrap() {
+        let dir = entry.unwrap().path();
+        if dir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("beamdb-frames-")
+        {
+            let found = Command::new("find")
+                .arg(&dir)
+                .args(["-path", "*/ccd/c/*", "-type", "f"])
+                .output()
+                .unwrap();
+            assert!(
+                found.stdout.is_empty(),
+                "a frame in a scratch folder: {}",
+                String::from_utf8_lossy(&found.stdout)
+            );
+        }
+    }
 }
 
 /// `--replace` writes a new version, the commit switches to it, and the old version is
@@ -700,6 +726,7 @@ fn s3_server_stopped_mid_ingest_rejects_the_run_whole_with_exit_4() {
         .env_clear()
         .env("AWS_ACCESS_KEY_ID", KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("TMPDIR", s3.fx.path())
         .args(["ingest", "--beamtime", "bt", "--root-map", &map, "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
