@@ -670,8 +670,15 @@ struct OwnServer {
 
 impl OwnServer {
     fn start() -> OwnServer {
+        Self::start_with(&[])
+    }
+
+    /// With `env` for moto (`INITIAL_NO_AUTH_ACTION_COUNT=0`: check every request's
+    /// credentials, as a real server does).
+    fn start_with(env: &[(&str, &str)]) -> OwnServer {
         let port = free_port().unwrap();
         let child = Command::new(python())
+            .envs(env.iter().copied())
             .args([
                 "-m",
                 "moto.server",
@@ -882,4 +889,24 @@ fn s3_hostile_uid_and_field_names_never_become_keys_outside_the_runs_group() {
         ),
         0
     );
+}
+
+/// Credentials the server refuses: exit 2 naming the AWS variables, before anything is
+/// created, and the secret never printed.
+#[test]
+fn s3_refused_credentials_are_exit_2_naming_the_variables() {
+    let Some(s3) = S3::new("refused-credentials") else {
+        return;
+    };
+    let own = OwnServer::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    s3.settings("locked", &format!("http://127.0.0.1:{}", own.port));
+    let (maps, inputs) = npy_and_hdf5();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("refused the credentials") && err.contains("AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
+    assert!(!err.contains(SECRET) && !out.contains(SECRET), "{err}");
+    assert!(!s3.fx.beamtime_db("bt").exists(), "nothing created");
 }
