@@ -910,3 +910,193 @@ fn s3_refused_credentials_are_exit_2_naming_the_variables() {
     assert!(!err.contains(SECRET) && !out.contains(SECRET), "{err}");
     assert!(!s3.fx.beamtime_db("bt").exists(), "nothing created");
 }
+
+/// A TCP proxy in front of the test server that, once told to, answers every request with
+/// `503 Service Unavailable` (and drops the connections it was forwarding): a server that
+/// fails mid-ingest, as an overloaded S3 gateway does.
+struct FaultProxy {
+    port: u16,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FaultProxy {
+    fn start(target: u16) -> FaultProxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = failing.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let flag = flag.clone();
+                std::thread::spawn(move || {
+                    if flag.load(Ordering::SeqCst) {
+                        answer_503(client);
+                        return;
+                    }
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                        return;
+                    };
+                    let pump = |mut from: TcpStream, mut to: TcpStream, flag: std::sync::Arc<std::sync::atomic::AtomicBool>| {
+                        let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+                        let mut buf = [0u8; 65536];
+                        loop {
+                            if flag.load(Ordering::SeqCst) {
+                                let _ = from.shutdown(std::net::Shutdown::Both);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                                return;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => {
+                                    let _ = to.shutdown(std::net::Shutdown::Write);
+                                    return;
+                                }
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => return,
+                            }
+                        }
+                    };
+                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    let f2 = flag.clone();
+                    let up = std::thread::spawn(move || pump(c2, s2, f2));
+                    pump(server, client, flag);
+                    let _ = up.join();
+                });
+            }
+        });
+        FaultProxy { port, failing }
+    }
+
+    fn fail(&self) {
+        self.failing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn heal(&self) {
+        self.failing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Reads one request (headers and body) and answers 503.
+fn answer_503(mut client: TcpStream) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 65536];
+    let body_start = loop {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+        if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&seen[..body_start]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut have = seen.len() - body_start;
+    while have < length {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => have += n,
+        }
+    }
+    let _ = client.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+}
+
+/// The server answers 503 while a run's frames are being uploaded: the requests are retried
+/// with backoff, then that run is rejected whole (exit 4) and nothing of it is committed; the
+/// run before it stays; once the server is well, `verify --repair` deletes what the failed
+/// run uploaded and the beamtime verifies clean.
+#[test]
+fn s3_a_5xx_mid_run_is_retried_then_the_run_is_rejected_whole() {
+    let Some(s3) = S3::new("fault-5xx") else {
+        return;
+    };
+    let proxy = FaultProxy::start(s3.port);
+    s3.settings(&s3.bucket, &format!("http://127.0.0.1:{}", proxy.port));
+    let scalar = repo("tests/data/bluesky/7fbdf1df-8554-4a45-8123-cc03d61f67fc.jsonl");
+    let frames =
+        std::fs::read_to_string(repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl"))).unwrap();
+    let (body, stop) = frames.trim_end().rsplit_once('\n').unwrap();
+    let map = shared_map();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("beamdb"))
+        .current_dir(s3.fx.path())
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("TMPDIR", s3.fx.path())
+        .args(["ingest", "--beamtime", "bt", "--root-map", &map, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(&scalar).unwrap()).unwrap();
+    // The second run up to its stop: opened (its versions listed), frames not yet stored.
+    stdin.write_all(body.as_bytes()).unwrap();
+    stdin.write_all(b"\n").unwrap();
+    stdin.flush().unwrap();
+    let started = Instant::now();
+    while !(s3.fx.beamtime_db("bt").exists()
+        && s3
+            .fx
+            .open(&s3.fx.beamtime_db("bt"))
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+            == 1)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first run never landed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.fail();
+    stdin.write_all(stop.as_bytes()).unwrap();
+    stdin.write_all(b"\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("rejected  {COUNT_RUN}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("503") && stdout.contains("retries"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+    let conn = s3.fx.open(&s3.fx.beamtime_db("bt"));
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 1);
+    assert_eq!(count(&conn, "SELECT count(*) FROM image_refs"), 0);
+    proxy.heal();
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--repair"]));
+    assert!(code == 0, "{out}{err}");
+    let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(s3.groups("bt").len(), 1);
+}
