@@ -416,7 +416,9 @@ fn s3_missing_bucket_or_credentials_is_exit_2_naming_the_setting() {
     let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
     assert_eq!(code, 2, "{out}{err}");
     assert!(
-        err.contains("no-such-bucket-here") && err.contains("frames] url"),
+        err.contains("no-such-bucket-here")
+            && err.contains("frames] url")
+            && err.contains("settings.toml:2"),
         "{err}"
     );
     assert!(!err.contains(SECRET), "{err}");
