@@ -1102,3 +1102,68 @@ fn s3_a_5xx_mid_run_is_retried_then_the_run_is_rejected_whole() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(s3.groups("bt").len(), 1);
 }
+
+/// `listen` lands runs from bluesky RunEngines (through the real 0MQ proxy) on S3 as ingest
+/// does: every run whole, every frame read back over S3 equal to what the detector wrote,
+/// nothing in the local frames folder, verify clean.
+#[test]
+fn s3_listen_lands_every_run_on_s3() {
+    use crate::listen::{
+        Killed, Listener, bluesky_python, proxy, publish, published, root_map, stored,
+        wait_published,
+    };
+    let Some(s3) = S3::new("listen") else {
+        return;
+    };
+    let Some(python) = bluesky_python() else {
+        return;
+    };
+    let frames = s3.fx.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let record = s3.fx.path().join("published.jsonl");
+    let ports = (free_port().unwrap(), free_port().unwrap());
+    let map = root_map(&frames);
+    let tmp = s3.fx.path().display().to_string();
+    let listener = Listener::start_with(
+        &s3.fx,
+        ports.1,
+        &["--beamtime", "bt", "--root-map", &map],
+        None,
+        &[
+            ("AWS_ACCESS_KEY_ID", KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET),
+            ("TMPDIR", &tmp),
+        ],
+    );
+    let _proxy = proxy(&python, ports);
+    listener.wait_stderr("connected to", Duration::from_secs(30));
+    let mut publisher = Killed(publish(&python, ports.0, &frames, &record, "beamline"));
+    assert_eq!(wait_published(&mut publisher.0).trim(), "published 5 runs");
+    for line in listener.run_lines(5, Duration::from_secs(120)) {
+        assert!(line.starts_with("landed "), "{line}");
+    }
+    let (code, _, stderr) = listener.terminate();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains(SECRET));
+    assert_eq!(stored(&s3.fx), published(&record));
+    assert!(!s3.fx.data_root().join("beamtimes/bt/frames.zarr").exists());
+    assert_eq!(s3.groups("bt").len(), 5);
+    let out = s3
+        .python()
+        .arg(repo("tests/interop/check_frames.py"))
+        .arg(s3.fx.beamtime_db("bt"))
+        .arg(s3.store_url("bt"))
+        .arg(&record)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("checked 12 frames"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, out, err) = run(s3
+        .beamdb(&["verify"])
+        .env("BEAMDB_DATA_ROOT", s3.fx.data_root()));
+    assert_eq!(code, 0, "{out}{err}");
+}
