@@ -843,7 +843,19 @@ fn s3_export_reads_frames_back_over_s3_and_refuses_self_contained() {
     );
     assert_eq!(shown["frames_store"], s3.store_url("bt"));
     assert_eq!(shown["frames_exist"], true);
+    assert_eq!(shown["problems"], serde_json::json!([]), "{out}");
     assert!(!out.contains(SECRET) && !err.contains(SECRET));
+    // The table names the run's group by its URL too.
+    let (code, out, err) = run(&mut s3.beamdb(&["show", INLINE_RUN]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("{}/runs/{group}", s3.store_url("bt"))),
+        "{out}"
+    );
+    assert!(
+        !out.contains("MISSING") && !out.contains("PROBLEM"),
+        "{out}"
+    );
 }
 
 /// Hostile names cannot become S3 keys outside the run's own version group, nor forge a
