@@ -791,7 +791,7 @@ const INLINE_RUN: &str = "98786b6e-de87-4ab0-9fb5-338308b26fd2";
 
 /// `export` reads the inline frames back over S3 and gives back every document as it went
 /// in; `--self-contained` (resources naming a local store folder) is refused (exit 2, nothing
-/// written); `show` names the run's group by its URL.
+/// written); `migrate` has nothing to convert; `show` names the run's group by its URL.
 #[test]
 fn s3_export_reads_frames_back_over_s3_and_refuses_self_contained() {
     let Some(s3) = S3::new("export") else {
@@ -845,6 +845,11 @@ fn s3_export_reads_frames_back_over_s3_and_refuses_self_contained() {
     assert_eq!(shown["frames_exist"], true);
     assert_eq!(shown["problems"], serde_json::json!([]), "{out}");
     assert!(!out.contains(SECRET) && !err.contains(SECRET));
+    // migrate: the databases at head; no store layout to convert on S3.
+    for args in [&["migrate", "--check"][..], &["migrate"][..]] {
+        let (code, out, err) = run(&mut s3.beamdb(args));
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    }
     // The table names the run's group by its URL too.
     let (code, out, err) = run(&mut s3.beamdb(&["show", INLINE_RUN]));
     assert_eq!(code, 0, "{out}{err}");
