@@ -68,6 +68,7 @@ fn start_server() -> Result<Server, String> {
         server=$!
         while kill -0 "$3" 2>/dev/null && kill -0 "$server" 2>/dev/null; do sleep 0.5; done
         kill "$server" 2>/dev/null
+        rm -f "$2"
     "#;
     Command::new("sh")
         .args(["-c", watchdog, &python, &port.to_string()])
