@@ -254,7 +254,13 @@ fn read_streams(conn: &Connection, info: &mut RunInfo) -> rusqlite::Result<()> {
             Ok((
                 r.get::<_, String>(0)?,
                 FramesInfo {
-                    path: info.location.store.join(r.get::<_, String>(1)?),
+                    path: match &info.location.remote {
+                        // On S3: the array's URL.
+                        Some(remote) => {
+                            PathBuf::from(format!("{}/{}", remote.store, r.get::<_, String>(1)?))
+                        }
+                        None => info.location.store.join(r.get::<_, String>(1)?),
+                    },
                     array: r.get(1)?,
                     dtype: r.get(2)?,
                     codec: r.get(3)?,
@@ -328,6 +334,14 @@ fn check_frames(layout: &Layout, beamtime: &SafeName, uid: &SafeName, info: &mut
             info.problems.push(
                 "no committed row names the run's group in the S3 frame store; `beamdb verify` says more".into(),
             );
+        }
+        // The arrays the committed rows name (the store itself is `verify`'s to read).
+        for stream in &mut info.streams {
+            for descriptor in &mut stream.descriptors {
+                for field in &mut descriptor.fields {
+                    field.array = field.frames.first().map(|f| f.array.clone());
+                }
+            }
         }
         return;
     }

@@ -498,6 +498,12 @@ fn blosc_level(level: i32) -> i32 {
 /// [`FrameStore::recover`] still proves, from the committed rows, which of `runs/{uid}` and
 /// `.old` holds every committed frame before it moves or deletes either, and keeps both when
 /// neither is provably whole.
+///
+/// On S3 nothing is renamed (object stores cannot): every ingest of a run writes a version
+/// group of its own (`runs/{uid}@{version}`, [`FrameStore::new_group`]), uploaded whole by
+/// [`FrameStore::publish`] before the commit that records it (`ingest::writer::record_group`);
+/// `swap_in` does nothing, and `recover`, `drop_old`, `swap_back` and `discard_uncommitted`
+/// delete the run's versions that the committed rows do not name (docs/s3.md).
 #[derive(Debug, Clone)]
 pub struct FrameStore {
     /// The store's root folder; for an S3 store, the local scratch folder where a run's

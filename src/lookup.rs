@@ -180,7 +180,8 @@ impl HasExitStatus for LookupError {
 /// that a store elsewhere (object storage) changes this place only.
 ///
 /// On an S3 store a run's group is the version its committed rows name, which is read from
-/// the beamtime database (`sqlite`: how to open it).
+/// the beamtime database (`sqlite`: how to open it); [`Locator`] reads each beamtime's once,
+/// for many runs.
 pub fn locate(
     layout: &Layout,
     frames: &FramesSettings,
@@ -188,28 +189,59 @@ pub fn locate(
     beamtime: &SafeName,
     uid: &SafeName,
 ) -> RunLocation {
-    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
-    let store = absolute(layout.frames_store(beamtime));
-    let database = absolute(layout.beamtime_db(beamtime));
-    let remote = frames.s3.as_ref().map(|_| {
-        let store = crate::frames::location(frames, layout, beamtime).display();
-        let group = crate::db::open(&database, crate::db::Access::ReadOnly, sqlite)
-            .ok()
-            .and_then(|conn| {
-                crate::ingest::writer::committed_group(&conn, uid.as_str())
-                    .ok()
-                    .flatten()
-            });
-        RemoteLocation {
-            run_group: group.map(|g| format!("{store}/runs/{g}")),
-            store,
+    Locator::new(layout, frames, sqlite).locate(beamtime, uid)
+}
+
+/// [`locate`] for many runs: on an S3 store each beamtime's committed groups are read once.
+pub struct Locator<'a> {
+    layout: &'a Layout,
+    frames: &'a FramesSettings,
+    sqlite: &'a crate::settings::SqliteSettings,
+    /// Beamtime id → run uid → its committed group (S3 only).
+    groups: std::collections::HashMap<String, BTreeMap<String, String>>,
+}
+
+impl<'a> Locator<'a> {
+    pub fn new(
+        layout: &'a Layout,
+        frames: &'a FramesSettings,
+        sqlite: &'a crate::settings::SqliteSettings,
+    ) -> Locator<'a> {
+        Locator {
+            layout,
+            frames,
+            sqlite,
+            groups: std::collections::HashMap::new(),
         }
-    });
-    RunLocation {
-        database,
-        run_group: store.join("runs").join(uid.as_str()),
-        store,
-        remote,
+    }
+
+    pub fn locate(&mut self, beamtime: &SafeName, uid: &SafeName) -> RunLocation {
+        let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+        let store = absolute(self.layout.frames_store(beamtime));
+        let database = absolute(self.layout.beamtime_db(beamtime));
+        let remote = self.frames.s3.as_ref().map(|_| {
+            let store = crate::frames::location(self.frames, self.layout, beamtime).display();
+            let sqlite = self.sqlite;
+            // A database that cannot be read names no group: `frames` is then null.
+            let groups = self.groups.entry(beamtime.to_string()).or_insert_with(|| {
+                db::open(&database, Access::ReadOnly, sqlite)
+                    .ok()
+                    .and_then(|conn| crate::ingest::writer::owned_groups(&conn).ok())
+                    .unwrap_or_default()
+            });
+            RemoteLocation {
+                run_group: groups
+                    .get(uid.as_str())
+                    .map(|g| format!("{store}/runs/{g}")),
+                store,
+            }
+        });
+        RunLocation {
+            database,
+            run_group: store.join("runs").join(uid.as_str()),
+            store,
+            remote,
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::escape::escape;
 use crate::exit::{ExitStatus, fail};
 use crate::index::{self, CONDITION_FORM, Condition, RunFilter, RunRow, Scalar};
 use crate::layout::{Layout, SafeName};
-use crate::lookup::locate;
+use crate::lookup::Locator;
 use crate::schema::declared;
 use crate::settings::Settings;
 
@@ -254,6 +254,7 @@ fn to_json(
     layout: &Layout,
     settings: &Settings,
 ) -> String {
+    let mut locator = Locator::new(layout, &settings.frames, &settings.sqlite);
     let array: Vec<Json> = rows
         .iter()
         .map(|row| {
@@ -270,7 +271,7 @@ fn to_json(
             object.insert("time_stop".into(), run.time_stop.into());
             object.insert("exit_status".into(), run.exit_status.clone().into());
             object.insert("num_events".into(), run.num_events.into());
-            let (database, frames) = locations(layout, settings, &row.beamtime, &run.uid);
+            let (database, frames) = locations(&mut locator, &row.beamtime, &run.uid);
             object.insert("database".into(), database);
             object.insert("frames".into(), frames);
             for column in extra_columns {
@@ -285,15 +286,15 @@ fn to_json(
     text
 }
 
-/// The run's database and its group in the frame store, as absolute paths ([`locate`] is
+/// The run's database and its group in the frame store, as absolute paths ([`Locator`] is
 /// the one place that knows them); null for ids no beamtime could have (a hand-edited index).
-fn locations(layout: &Layout, settings: &Settings, beamtime: &str, uid: &str) -> (Json, Json) {
+fn locations(locator: &mut Locator<'_>, beamtime: &str, uid: &str) -> (Json, Json) {
     match (
         SafeName::new("beamtime id", beamtime),
         SafeName::new("run uid", uid),
     ) {
         (Ok(beamtime), Ok(uid)) => {
-            let at = locate(layout, &settings.frames, &settings.sqlite, &beamtime, &uid);
+            let at = locator.locate(&beamtime, &uid);
             (
                 Json::String(at.database.to_string_lossy().into_owned()),
                 at.run_group_text().map_or(Json::Null, Json::String),

@@ -144,9 +144,11 @@ impl Remote {
                 url: self.settings.url(),
                 setting: "[frames] url",
                 why: format!(
-                    "bucket {} does not exist on {}; create it, or fix the bucket in frames.url",
+                    "bucket {} does not exist on {}; create it, or fix the bucket in frames.url ({}:{})",
                     self.settings.bucket,
-                    self.endpoint()
+                    self.endpoint(),
+                    self.settings.at.file.display(),
+                    self.settings.at.line
                 ),
             }),
             Err(

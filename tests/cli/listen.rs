@@ -15,7 +15,7 @@ use crate::common::{Fixture, assert_whole, count, path, python, repo, run};
 
 /// The venv's Python when it has bluesky and ophyd. Locally, a venv without them skips the
 /// test with a message; under CI (scripts/test installs tests/requirements.txt) it fails.
-fn bluesky_python() -> Option<String> {
+pub(crate) fn bluesky_python() -> Option<String> {
     let python = python();
     let ok = Command::new(&python)
         .args(["-c", "import bluesky, ophyd, zmq, event_model"])
@@ -34,7 +34,7 @@ fn bluesky_python() -> Option<String> {
     None
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -42,7 +42,7 @@ fn free_port() -> u16 {
 }
 
 /// A child process killed when the test ends, whatever happens.
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -51,7 +51,7 @@ impl Drop for Killed {
     }
 }
 
-fn proxy(python: &str, ports: (u16, u16)) -> Killed {
+pub(crate) fn proxy(python: &str, ports: (u16, u16)) -> Killed {
     let script = Path::new(python).with_file_name("bluesky-0MQ-proxy");
     let child = Command::new(script)
         .args([
@@ -68,7 +68,7 @@ fn proxy(python: &str, ports: (u16, u16)) -> Killed {
 }
 
 /// `beamdb listen` with its stdout lines on a channel and its stderr collected.
-struct Listener {
+pub(crate) struct Listener {
     child: Killed,
     lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
@@ -81,6 +81,17 @@ impl Listener {
 
     /// With a file size limit (bytes): past it a write fails with EFBIG, as on a full disk.
     fn start_limited(fx: &Fixture, out_port: u16, extra: &[&str], fsize: Option<u64>) -> Listener {
+        Listener::start_with(fx, out_port, extra, fsize, &[])
+    }
+
+    /// With these environment variables too (the S3 tests' credentials).
+    pub(crate) fn start_with(
+        fx: &Fixture,
+        out_port: u16,
+        extra: &[&str],
+        fsize: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> Listener {
         let zmq = format!("tcp://127.0.0.1:{out_port}");
         let mut args = vec!["listen", "--zmq", &zmq];
         args.extend_from_slice(extra);
@@ -88,6 +99,7 @@ impl Listener {
         cmd.current_dir(fx.path())
             .env_clear()
             .env("BEAMDB_DATA_ROOT", fx.data_root())
+            .envs(env.iter().copied())
             .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -141,7 +153,7 @@ impl Listener {
         self.stderr.lock().expect("stderr").clone()
     }
 
-    fn wait_stderr(&self, needle: &str, within: Duration) {
+    pub(crate) fn wait_stderr(&self, needle: &str, within: Duration) {
         let until = Instant::now() + within;
         while !self.stderr().contains(needle) {
             assert!(
@@ -154,7 +166,7 @@ impl Listener {
     }
 
     /// The next `n` run lines.
-    fn run_lines(&self, n: usize, within: Duration) -> Vec<String> {
+    pub(crate) fn run_lines(&self, n: usize, within: Duration) -> Vec<String> {
         let until = Instant::now() + within;
         let mut got = Vec::new();
         while got.len() < n {
@@ -172,7 +184,7 @@ impl Listener {
     }
 
     /// SIGTERM; the exit code and any run lines printed on the way out.
-    fn terminate(mut self) -> (i32, Vec<String>, String) {
+    pub(crate) fn terminate(mut self) -> (i32, Vec<String>, String) {
         let pid = self.child.0.id() as libc::pid_t;
         // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
         unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -190,7 +202,13 @@ impl Listener {
     }
 }
 
-fn publish(python: &str, in_port: u16, frames: &Path, record: &Path, scenario: &str) -> Child {
+pub(crate) fn publish(
+    python: &str,
+    in_port: u16,
+    frames: &Path,
+    record: &Path,
+    scenario: &str,
+) -> Child {
     Command::new(python)
         .arg(repo("tests/interop/publish_runs.py"))
         .args([&in_port.to_string(), path(frames), path(record), scenario])
@@ -200,7 +218,7 @@ fn publish(python: &str, in_port: u16, frames: &Path, record: &Path, scenario: &
         .expect("publish_runs.py")
 }
 
-fn wait_published(child: &mut Child) -> String {
+pub(crate) fn wait_published(child: &mut Child) -> String {
     let mut out = String::new();
     let stdout = child.stdout.as_mut().expect("stdout");
     let mut reader = BufReader::new(stdout);
@@ -210,7 +228,7 @@ fn wait_published(child: &mut Child) -> String {
 }
 
 /// The published documents, by kind, per run uid: events per run and the stop's exit status.
-fn published(record: &Path) -> Vec<(String, i64, Option<String>)> {
+pub(crate) fn published(record: &Path) -> Vec<(String, i64, Option<String>)> {
     let text = std::fs::read_to_string(record).expect("record");
     let mut runs: Vec<(String, i64, Option<String>)> = Vec::new();
     let mut run_of_descriptor = std::collections::HashMap::new();
@@ -240,7 +258,7 @@ fn published(record: &Path) -> Vec<(String, i64, Option<String>)> {
     runs
 }
 
-fn stored(fx: &Fixture) -> Vec<(String, i64, Option<String>)> {
+pub(crate) fn stored(fx: &Fixture) -> Vec<(String, i64, Option<String>)> {
     let conn = fx.open(&fx.beamtime_db("bt"));
     let mut stmt = conn
         .prepare(
@@ -253,7 +271,7 @@ fn stored(fx: &Fixture) -> Vec<(String, i64, Option<String>)> {
         .collect()
 }
 
-fn root_map(frames: &Path) -> String {
+pub(crate) fn root_map(frames: &Path) -> String {
     format!("{}={}", path(frames), path(frames))
 }
 

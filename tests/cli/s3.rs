@@ -68,6 +68,7 @@ fn start_server() -> Result<Server, String> {
         server=$!
         while kill -0 "$3" 2>/dev/null && kill -0 "$server" 2>/dev/null; do sleep 0.5; done
         kill "$server" 2>/dev/null
+        rm -f "$2"
     "#;
     Command::new("sh")
         .args(["-c", watchdog, &python, &port.to_string()])
@@ -160,7 +161,9 @@ impl S3 {
     fn beamdb(&self, args: &[&str]) -> assert_cmd::Command {
         let mut cmd = self.fx.beamdb(args);
         cmd.env("AWS_ACCESS_KEY_ID", KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET);
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            // The scratch folder in the fixture: a killed ingest leaves nothing in /tmp.
+            .env("TMPDIR", self.fx.path());
         cmd
     }
 
@@ -414,7 +417,9 @@ fn s3_missing_bucket_or_credentials_is_exit_2_naming_the_setting() {
     let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
     assert_eq!(code, 2, "{out}{err}");
     assert!(
-        err.contains("no-such-bucket-here") && err.contains("frames] url"),
+        err.contains("no-such-bucket-here")
+            && err.contains("frames] url")
+            && err.contains("settings.toml:2"),
         "{err}"
     );
     assert!(!err.contains(SECRET), "{err}");
@@ -513,6 +518,7 @@ fn spawn_ingest(s3: &S3, maps: &[String], inputs: &[PathBuf]) -> std::process::C
         .env_clear()
         .env("AWS_ACCESS_KEY_ID", KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("TMPDIR", s3.fx.path())
         .args(ingest_args(maps, inputs, &[]))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -549,6 +555,29 @@ fn s3_kill_during_ingest_leaves_nothing_that_verify_repair_does_not_clean() {
     check_frames_over_s3(&s3, &maps, &inputs);
     let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
     assert_eq!(code, 0, "{out}{err}");
+    // Nothing local but the database: no frames.zarr, and no frame in a scratch folder a
+    // killed ingest left (metadata only).
+    assert!(!s3.fx.data_root().join("beamtimes/bt/frames.zarr").exists());
+    for entry in std::fs::read_dir(s3.fx.path()).unwrap() {
+        let dir = entry.unwrap().path();
+        if dir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("beamdb-frames-")
+        {
+            let found = Command::new("find")
+                .arg(&dir)
+                .args(["-path", "*/ccd/c/*", "-type", "f"])
+                .output()
+                .unwrap();
+            assert!(
+                found.stdout.is_empty(),
+                "a frame in a scratch folder: {}",
+                String::from_utf8_lossy(&found.stdout)
+            );
+        }
+    }
 }
 
 /// `--replace` writes a new version, the commit switches to it, and the old version is
@@ -644,8 +673,15 @@ struct OwnServer {
 
 impl OwnServer {
     fn start() -> OwnServer {
+        Self::start_with(&[])
+    }
+
+    /// With `env` for moto (`INITIAL_NO_AUTH_ACTION_COUNT=0`: check every request's
+    /// credentials, as a real server does).
+    fn start_with(env: &[(&str, &str)]) -> OwnServer {
         let port = free_port().unwrap();
         let child = Command::new(python())
+            .envs(env.iter().copied())
             .args([
                 "-m",
                 "moto.server",
@@ -700,6 +736,7 @@ fn s3_server_stopped_mid_ingest_rejects_the_run_whole_with_exit_4() {
         .env_clear()
         .env("AWS_ACCESS_KEY_ID", KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("TMPDIR", s3.fx.path())
         .args(["ingest", "--beamtime", "bt", "--root-map", &map, "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -755,7 +792,7 @@ const INLINE_RUN: &str = "98786b6e-de87-4ab0-9fb5-338308b26fd2";
 
 /// `export` reads the inline frames back over S3 and gives back every document as it went
 /// in; `--self-contained` (resources naming a local store folder) is refused (exit 2, nothing
-/// written); `show` names the run's group by its URL.
+/// written); `migrate` has nothing to convert; `show` names the run's group by its URL.
 #[test]
 fn s3_export_reads_frames_back_over_s3_and_refuses_self_contained() {
     let Some(s3) = S3::new("export") else {
@@ -807,7 +844,24 @@ fn s3_export_reads_frames_back_over_s3_and_refuses_self_contained() {
     );
     assert_eq!(shown["frames_store"], s3.store_url("bt"));
     assert_eq!(shown["frames_exist"], true);
+    assert_eq!(shown["problems"], serde_json::json!([]), "{out}");
     assert!(!out.contains(SECRET) && !err.contains(SECRET));
+    // migrate: the databases at head; no store layout to convert on S3.
+    for args in [&["migrate", "--check"][..], &["migrate"][..]] {
+        let (code, out, err) = run(&mut s3.beamdb(args));
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    }
+    // The table names the run's group by its URL too.
+    let (code, out, err) = run(&mut s3.beamdb(&["show", INLINE_RUN]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("{}/runs/{group}", s3.store_url("bt"))),
+        "{out}"
+    );
+    assert!(
+        !out.contains("MISSING") && !out.contains("PROBLEM"),
+        "{out}"
+    );
 }
 
 /// Hostile names cannot become S3 keys outside the run's own version group, nor forge a
@@ -855,4 +909,279 @@ fn s3_hostile_uid_and_field_names_never_become_keys_outside_the_runs_group() {
         ),
         0
     );
+}
+
+/// Credentials the server refuses: exit 2 naming the AWS variables, before anything is
+/// created, and the secret never printed.
+#[test]
+fn s3_refused_credentials_are_exit_2_naming_the_variables() {
+    let Some(s3) = S3::new("refused-credentials") else {
+        return;
+    };
+    let own = OwnServer::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    s3.settings("locked", &format!("http://127.0.0.1:{}", own.port));
+    let (maps, inputs) = npy_and_hdf5();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("refused the credentials") && err.contains("AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
+    assert!(!err.contains(SECRET) && !out.contains(SECRET), "{err}");
+    assert!(!s3.fx.beamtime_db("bt").exists(), "nothing created");
+}
+
+/// A TCP proxy in front of the test server that, once told to, answers every request with
+/// `503 Service Unavailable` (and drops the connections it was forwarding): a server that
+/// fails mid-ingest, as an overloaded S3 gateway does.
+struct FaultProxy {
+    port: u16,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FaultProxy {
+    fn start(target: u16) -> FaultProxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = failing.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let flag = flag.clone();
+                std::thread::spawn(move || {
+                    if flag.load(Ordering::SeqCst) {
+                        answer_503(client);
+                        return;
+                    }
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                        return;
+                    };
+                    let pump = |mut from: TcpStream, mut to: TcpStream, flag: std::sync::Arc<std::sync::atomic::AtomicBool>| {
+                        let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+                        let mut buf = [0u8; 65536];
+                        loop {
+                            if flag.load(Ordering::SeqCst) {
+                                let _ = from.shutdown(std::net::Shutdown::Both);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                                return;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => {
+                                    let _ = to.shutdown(std::net::Shutdown::Write);
+                                    return;
+                                }
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => return,
+                            }
+                        }
+                    };
+                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    let f2 = flag.clone();
+                    let up = std::thread::spawn(move || pump(c2, s2, f2));
+                    pump(server, client, flag);
+                    let _ = up.join();
+                });
+            }
+        });
+        FaultProxy { port, failing }
+    }
+
+    fn fail(&self) {
+        self.failing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn heal(&self) {
+        self.failing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Reads one request (headers and body) and answers 503.
+fn answer_503(mut client: TcpStream) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 65536];
+    let body_start = loop {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+        if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&seen[..body_start]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut have = seen.len() - body_start;
+    while have < length {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => have += n,
+        }
+    }
+    let _ = client.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+}
+
+/// The server answers 503 while a run's frames are being uploaded: the requests are retried
+/// with backoff, then that run is rejected whole (exit 4) and nothing of it is committed; the
+/// run before it stays; once the server is well, `verify --repair` deletes what the failed
+/// run uploaded and the beamtime verifies clean.
+#[test]
+fn s3_a_5xx_mid_run_is_retried_then_the_run_is_rejected_whole() {
+    let Some(s3) = S3::new("fault-5xx") else {
+        return;
+    };
+    let proxy = FaultProxy::start(s3.port);
+    s3.settings(&s3.bucket, &format!("http://127.0.0.1:{}", proxy.port));
+    let scalar = repo("tests/data/bluesky/7fbdf1df-8554-4a45-8123-cc03d61f67fc.jsonl");
+    let frames =
+        std::fs::read_to_string(repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl"))).unwrap();
+    let (body, stop) = frames.trim_end().rsplit_once('\n').unwrap();
+    let map = shared_map();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("beamdb"))
+        .current_dir(s3.fx.path())
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("TMPDIR", s3.fx.path())
+        .args(["ingest", "--beamtime", "bt", "--root-map", &map, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(&scalar).unwrap()).unwrap();
+    // The second run up to its stop: opened (its versions listed), frames not yet stored.
+    stdin.write_all(body.as_bytes()).unwrap();
+    stdin.write_all(b"\n").unwrap();
+    stdin.flush().unwrap();
+    let started = Instant::now();
+    while !(s3.fx.beamtime_db("bt").exists()
+        && s3
+            .fx
+            .open(&s3.fx.beamtime_db("bt"))
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+            == 1)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first run never landed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.fail();
+    stdin.write_all(stop.as_bytes()).unwrap();
+    stdin.write_all(b"\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("rejected  {COUNT_RUN}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("503") && stdout.contains("retries"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+    let conn = s3.fx.open(&s3.fx.beamtime_db("bt"));
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 1);
+    assert_eq!(count(&conn, "SELECT count(*) FROM image_refs"), 0);
+    proxy.heal();
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--repair"]));
+    assert!(code == 0, "{out}{err}");
+    let (code, out, err) = run(&mut s3.beamdb(&["verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(s3.groups("bt").len(), 1);
+}
+
+/// `listen` lands runs from bluesky RunEngines (through the real 0MQ proxy) on S3 as ingest
+/// does: every run whole, every frame read back over S3 equal to what the detector wrote,
+/// nothing in the local frames folder, verify clean.
+#[test]
+fn s3_listen_lands_every_run_on_s3() {
+    use crate::listen::{
+        Killed, Listener, bluesky_python, proxy, publish, published, root_map, stored,
+        wait_published,
+    };
+    let Some(s3) = S3::new("listen") else {
+        return;
+    };
+    let Some(python) = bluesky_python() else {
+        return;
+    };
+    let frames = s3.fx.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let record = s3.fx.path().join("published.jsonl");
+    let ports = (free_port().unwrap(), free_port().unwrap());
+    let map = root_map(&frames);
+    let tmp = s3.fx.path().display().to_string();
+    let listener = Listener::start_with(
+        &s3.fx,
+        ports.1,
+        &["--beamtime", "bt", "--root-map", &map],
+        None,
+        &[
+            ("AWS_ACCESS_KEY_ID", KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET),
+            ("TMPDIR", &tmp),
+        ],
+    );
+    let _proxy = proxy(&python, ports);
+    listener.wait_stderr("connected to", Duration::from_secs(30));
+    let mut publisher = Killed(publish(&python, ports.0, &frames, &record, "beamline"));
+    assert_eq!(wait_published(&mut publisher.0).trim(), "published 5 runs");
+    for line in listener.run_lines(5, Duration::from_secs(120)) {
+        assert!(line.starts_with("landed "), "{line}");
+    }
+    let (code, _, stderr) = listener.terminate();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains(SECRET));
+    assert_eq!(stored(&s3.fx), published(&record));
+    assert!(!s3.fx.data_root().join("beamtimes/bt/frames.zarr").exists());
+    assert_eq!(s3.groups("bt").len(), 5);
+    let out = s3
+        .python()
+        .arg(repo("tests/interop/check_frames.py"))
+        .arg(s3.fx.beamtime_db("bt"))
+        .arg(s3.store_url("bt"))
+        .arg(&record)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("checked 12 frames"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, out, err) = run(s3
+        .beamdb(&["verify"])
+        .env("BEAMDB_DATA_ROOT", s3.fx.data_root()));
+    assert_eq!(code, 0, "{out}{err}");
 }
