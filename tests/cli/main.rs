@@ -9,6 +9,8 @@ mod concurrency;
 mod crash;
 mod detectors;
 mod export;
+#[cfg(all(feature = "postgres", feature = "s3"))]
+mod facility;
 mod foundation;
 mod generate;
 mod hdf5;

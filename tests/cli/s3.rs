@@ -119,9 +119,9 @@ fn http(port: u16, method: &str, target: &str) -> std::io::Result<(u16, String)>
 }
 
 /// A fixture whose settings put frames in a new bucket of the test server.
-struct S3 {
-    fx: Fixture,
-    bucket: String,
+pub(crate) struct S3 {
+    pub(crate) fx: Fixture,
+    pub(crate) bucket: String,
     endpoint: String,
     port: u16,
 }
@@ -131,7 +131,7 @@ const SECRET: &str = "beamdb-test-secret-never-printed";
 
 impl S3 {
     /// `None` when the server is not there (the test then passes after saying so).
-    fn new(name: &str) -> Option<S3> {
+    pub(crate) fn new(name: &str) -> Option<S3> {
         let server = server()?;
         let bucket = format!("t-{}", name.replace('_', "-"));
         let (status, body) =
@@ -158,7 +158,7 @@ impl S3 {
     }
 
     /// `beamdb ARGS` with the test credentials in the standard AWS variables.
-    fn beamdb(&self, args: &[&str]) -> assert_cmd::Command {
+    pub(crate) fn beamdb(&self, args: &[&str]) -> assert_cmd::Command {
         let mut cmd = self.fx.beamdb(args);
         cmd.env("AWS_ACCESS_KEY_ID", KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET)
@@ -168,12 +168,12 @@ impl S3 {
     }
 
     /// The beamtime's store URL.
-    fn store_url(&self, bt: &str) -> String {
+    pub(crate) fn store_url(&self, bt: &str) -> String {
         format!("s3://{}/facility/frames/{bt}/frames.zarr", self.bucket)
     }
 
     /// Every object key in the bucket.
-    fn keys(&self) -> Vec<String> {
+    pub(crate) fn keys(&self) -> Vec<String> {
         let (status, body) = http(
             self.port,
             "GET",
@@ -188,7 +188,7 @@ impl S3 {
     }
 
     /// The run groups (names under runs/) that hold any object.
-    fn groups(&self, bt: &str) -> Vec<String> {
+    pub(crate) fn groups(&self, bt: &str) -> Vec<String> {
         let prefix = format!("facility/frames/{bt}/frames.zarr/runs/");
         let mut groups: Vec<String> = self
             .keys()
@@ -226,7 +226,7 @@ impl S3 {
 }
 
 /// The shared NPY runs and the HDF5 sample runs, with their root maps.
-fn npy_and_hdf5() -> (Vec<String>, Vec<PathBuf>) {
+pub(crate) fn npy_and_hdf5() -> (Vec<String>, Vec<PathBuf>) {
     let data = repo("tests/data");
     let maps = vec![
         shared_map(),
@@ -239,7 +239,11 @@ fn npy_and_hdf5() -> (Vec<String>, Vec<PathBuf>) {
     (maps, inputs)
 }
 
-fn ingest_args<'a>(maps: &'a [String], inputs: &'a [PathBuf], extra: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn ingest_args<'a>(
+    maps: &'a [String],
+    inputs: &'a [PathBuf],
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec!["ingest", "--beamtime", "bt"];
     args.extend_from_slice(extra);
     for m in maps {
@@ -249,7 +253,7 @@ fn ingest_args<'a>(maps: &'a [String], inputs: &'a [PathBuf], extra: &[&'a str])
     args
 }
 
-fn check_frames_over_s3(s3: &S3, maps: &[String], inputs: &[PathBuf]) {
+pub(crate) fn check_frames_over_s3(s3: &S3, maps: &[String], inputs: &[PathBuf]) {
     let out = s3
         .python()
         .arg(repo("tests/interop/check_frames.py"))
@@ -512,7 +516,7 @@ fn s3_verify_finds_unowned_versions_and_repair_deletes_them_but_no_committed_fra
 }
 
 /// `beamdb ingest` of the sample runs, as a process of its own (to be killed).
-fn spawn_ingest(s3: &S3, maps: &[String], inputs: &[PathBuf]) -> std::process::Child {
+pub(crate) fn spawn_ingest(s3: &S3, maps: &[String], inputs: &[PathBuf]) -> std::process::Child {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("beamdb"));
     cmd.current_dir(s3.fx.path())
         .env_clear()
