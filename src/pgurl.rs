@@ -40,21 +40,24 @@ pub enum Host {
     Socket(PathBuf),
 }
 
-/// A parsed `postgresql://` URL. Its `Display` and `Debug` are [`redact`]ed: printing one
-/// never shows the password.
+/// A parsed `postgresql://` URL. Its `Display` and `Debug` are built from the parsed parts,
+/// never from the text: printing one never shows the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PgUrl {
-    text: String,
     pub user: String,
     pub host: Host,
     pub port: u16,
+    /// Whether the URL spelled the port (shown only then).
+    port_given: bool,
     pub dbname: String,
     pub connect_timeout_s: Option<u64>,
+    /// `sslmode` and `application_name` as written: not secret, shown.
+    shown_params: Vec<(&'static str, String)>,
     password: Option<Secret>,
 }
 
 /// What a URL may spell, for the message when it spells something else.
-pub const URL_FORM: &str = "write it as postgresql://USER@HOST:PORT/DATABASE (HOST may be left out for the local socket: postgresql://USER@/DATABASE?host=/run/postgresql); put the password in ~/.pgpass or $PGPASSWORD rather than in the URL";
+pub const URL_FORM: &str = "write it as postgresql://USER@HOST:PORT/DATABASE (HOST may be left out for the local socket: postgresql://USER@/DATABASE?host=/run/postgresql); put the password in ~/.pgpass or $PGPASSWORD rather than in the URL (in a URL, %-escape any of # ? / & @ : % in it, e.g. # as %23)";
 
 /// Whether `text` names a PostgreSQL server (rather than, say, a path).
 pub fn is_postgres(text: &str) -> bool {
@@ -62,63 +65,68 @@ pub fn is_postgres(text: &str) -> bool {
     lower.starts_with("postgresql://") || lower.starts_with("postgres://")
 }
 
-/// `text` with any password in it removed: `scheme://user:secret@host` becomes
-/// `scheme://user@host`, and a `password=` query parameter is dropped. The one function
-/// that renders a URL for a person: every message, log line and JSON field that names the
-/// index goes through it. Works on text that is not a valid URL too (a parse error must not
-/// echo the password it could not parse).
+/// `text` as it may be shown to a person: a URL that parses is rebuilt from its parts
+/// (without the password); any other `scheme://` text is shown as its scheme only, since
+/// where a password ends in text that does not parse cannot be known (a `#`, `?`, `/` or
+/// `&` in it moves every boundary). Text without `://` (a path) is returned as is. The one
+/// function that renders an index location given as text; a parsed [`PgUrl`] prints itself.
 pub fn redact(text: &str) -> String {
-    let (scheme, rest) = match text.find("://") {
-        Some(at) => text.split_at(at + 3),
-        None => ("", text),
-    };
-    // The authority ends at the first '/', '?' or '#'; its userinfo ends at its last '@'.
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rfind('@') {
-        Some(at) => {
-            let (userinfo, host) = authority.split_at(at);
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{user}{host}")
-        }
-        // No `@`: `user:secret` reads as host and port. A port is digits; anything else
-        // after the last colon (outside an [IPv6 address]) may be a password.
-        None => {
-            let after = authority.rfind(']').map_or(0, |at| at + 1);
-            match authority[after..].rfind(':').map(|at| at + after) {
-                Some(at) if !authority[at + 1..].chars().all(|c| c.is_ascii_digit()) => {
-                    format!("{}:***", &authority[..at])
-                }
-                _ => authority.to_string(),
-            }
-        }
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let kept: Vec<&str> = query
-                .split('&')
-                .filter(|p| !p.to_ascii_lowercase().starts_with("password="))
-                .collect();
-            if kept.is_empty() {
-                path.to_string()
-            } else {
-                format!("{path}?{}", kept.join("&"))
-            }
-        }
-        None => tail.to_string(),
-    };
-    format!("{scheme}{authority}{tail}")
+    match text.find("://") {
+        None => text.to_string(),
+        Some(at) => match PgUrl::parse_alone(text) {
+            Ok(url) => url.to_string(),
+            Err(_) => format!("{}://(not shown: it does not parse)", &text[..at]),
+        },
+    }
 }
 
-impl fmt::Debug for PgUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PgUrl({})", redact(&self.text))
+/// `text` %-escaped so that it reads back as one URL part.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
     }
+    out
 }
 
 impl fmt::Display for PgUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&redact(&self.text))
+        write!(f, "postgresql://{}@", percent_encode(&self.user))?;
+        let mut params: Vec<(&str, String)> = Vec::new();
+        match &self.host {
+            Host::Tcp(h) if h.contains(':') => write!(f, "[{h}]")?,
+            Host::Tcp(h) => f.write_str(&percent_encode(h))?,
+            Host::Socket(dir) => params.push(("host", dir.display().to_string())),
+        }
+        if self.port_given {
+            write!(f, ":{}", self.port)?;
+        }
+        write!(f, "/{}", percent_encode(&self.dbname))?;
+        if let Some(s) = self.connect_timeout_s {
+            params.push(("connect_timeout", s.to_string()));
+        }
+        params.extend(self.shown_params.iter().map(|(k, v)| (*k, v.clone())));
+        for (i, (key, value)) in params.iter().enumerate() {
+            let sep = if i == 0 { '?' } else { '&' };
+            // A socket directory keeps its slashes readable.
+            let value = if *key == "host" {
+                value.clone()
+            } else {
+                percent_encode(value)
+            };
+            write!(f, "{sep}{key}={value}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PgUrl({self})")
     }
 }
 
@@ -198,6 +206,11 @@ impl PgUrl {
         if text.chars().any(char::is_control) {
             return Err("it contains a control character".into());
         }
+        // Every other PostgreSQL tool ends the URL at a `#`: a password with one in it would
+        // be cut there, and where it ends could not be shown safely.
+        if text.contains('#') {
+            return Err("it contains a # (in a password, write it %-escaped as %23)".into());
+        }
         let rest = text
             .strip_prefix("postgresql://")
             .or_else(|| text.strip_prefix("postgres://"))
@@ -229,6 +242,7 @@ impl PgUrl {
                 None => (percent_decode(hostport)?, None),
             }
         };
+        let port_given = port.is_some_and(|p| !p.is_empty());
         let port = match port {
             None | Some("") => DEFAULT_PORT,
             // Not echoed: in `user:secret` without an `@`, the secret reads as the port.
@@ -236,17 +250,24 @@ impl PgUrl {
                 .parse::<u16>()
                 .ok()
                 .filter(|p| *p > 0)
-                .ok_or_else(|| "its port is not a number from 1 to 65535".to_string())?,
+                .ok_or_else(|| {
+                    "its port is not a number from 1 to 65535 (a password with / ? & in it must be %-escaped, or this reads part of it as the port)".to_string()
+                })?,
         };
         let dbname = percent_decode(path)?;
         if dbname.is_empty() {
             return Err("it names no database (the part after the last /)".into());
         }
         if dbname.contains('/') {
-            return Err(format!("its database name `{dbname}` contains a /"));
+            // Not echoed: a `/` in an unescaped password moves the rest of the URL here.
+            return Err(
+                "its database name contains a / (a password with / in it must be %-escaped as %2F)"
+                    .into(),
+            );
         }
         let mut socket = None;
         let mut connect_timeout_s = None;
+        let mut shown_params = Vec::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let value = percent_decode(value)?;
@@ -255,21 +276,30 @@ impl PgUrl {
                 "host" => return Err("its host= parameter is not a socket directory (an absolute path); put a host name before the port".into()),
                 "password" => password = Some(value),
                 "connect_timeout" => {
+                    // Values are not echoed: an unescaped `&` in a password starts a
+                    // parameter with the rest of it.
                     connect_timeout_s = Some(value.parse::<u64>().map_err(|_| {
-                        format!("its connect_timeout `{value}` is not a number of seconds")
+                        "its connect_timeout is not a number of seconds".to_string()
                     })?)
                 }
-                "sslmode" if matches!(value.as_str(), "disable" | "prefer" | "allow") => {}
-                "sslmode" => {
+                "sslmode" if matches!(value.as_str(), "disable" | "prefer" | "allow") => {
+                    shown_params.push(("sslmode", value));
+                }
+                "sslmode" if matches!(value.as_str(), "require" | "verify-ca" | "verify-full") => {
                     return Err(format!(
                         "sslmode={value} needs TLS, which this beamdb does not have; use a local or trusted network, or sslmode=disable"
                     ));
                 }
-                "application_name" => {}
-                other => {
-                    return Err(format!(
-                        "it has the parameter `{other}`, which beamdb does not know (it knows host, connect_timeout, sslmode, application_name)"
-                    ));
+                "sslmode" => {
+                    return Err("its sslmode is not one of disable, allow, prefer (require, verify-ca and verify-full need TLS, which this beamdb does not have)".into());
+                }
+                "application_name" => shown_params.push(("application_name", value)),
+                _ => {
+                    // The name is not echoed: after an unescaped `&` in a password it is
+                    // the rest of the password.
+                    return Err(
+                        "it has a parameter beamdb does not know (it knows host, connect_timeout, sslmode, application_name; a password with & in it must be %-escaped as %26)".into(),
+                    );
                 }
             }
         }
@@ -291,12 +321,13 @@ impl PgUrl {
             }
         };
         Ok(PgUrl {
-            text: text.to_string(),
             user,
             host,
             port,
+            port_given,
             dbname,
             connect_timeout_s,
+            shown_params,
             password: password.map(Secret),
         })
     }
@@ -385,12 +416,19 @@ mod tests {
         );
         assert_eq!(redact("postgresql://a:b:c@h/x"), "postgresql://a@h/x");
         assert_eq!(redact("postgresql://a:p@ss@h/x"), "postgresql://a@h/x");
-        // Not a valid URL: still no password.
-        assert_eq!(redact("postgresql://a:secret"), "postgresql://a:***");
-        assert_eq!(redact("postgresql://a:secret/db"), "postgresql://a:***/db");
-        assert_eq!(redact("postgresql://h:5432/db"), "postgresql://h:5432/db");
-        assert_eq!(redact("postgresql://[::1]/db"), "postgresql://[::1]/db");
-        assert!(!redact("postgresql://u:secret@").contains("secret"));
+        assert_eq!(
+            redact("postgres://bob@/idx?host=/tmp/sock"),
+            "postgresql://bob@/idx?host=/tmp/sock"
+        );
+        assert_eq!(redact("postgresql://u@[::1]/db"), "postgresql://u@[::1]/db");
+        // Not a valid URL: nothing after the scheme.
+        for bad in [
+            "postgresql://a:secret",
+            "postgresql://a:secret/db",
+            "postgresql://u:secret@",
+        ] {
+            assert_eq!(redact(bad), "postgresql://(not shown: it does not parse)");
+        }
         assert_eq!(redact("/srv/index.db"), "/srv/index.db");
     }
 
@@ -499,6 +537,50 @@ mod tests {
                 .map(|f| f[4].clone())
                 .as_deref(),
             Some("a:b")
+        );
+    }
+}
+
+#[cfg(test)]
+mod leak_tests {
+    use super::*;
+
+    /// Review #4: a password with an unescaped `#`, `?`, `/` or `&` in it, and every way the
+    /// URL is shown (Display, Debug, redact of the raw text, the parse error).
+    #[test]
+    fn no_form_of_a_url_ever_shows_any_part_of_its_password() {
+        let secret = "9secretTail";
+        for text in [
+            "postgresql://beamdb:Xy#9secretTail@db:5432/idx",
+            "postgresql://beamdb:Xy?9secretTail@db:5432/idx",
+            "postgresql://beamdb:Xy/9secretTail@db:5432/idx",
+            "postgresql://beamdb:Xy&9secretTail@db:5432/idx",
+            "postgresql://beamdb@db:5432/idx?password=Xy&9secretTail",
+            "postgresql://beamdb@db:5432/idx?password=Xy#9secretTail",
+            "postgresql://beamdb@db:5432/idx?connect_timeout=9secretTail",
+            "postgresql://beamdb@db:5432/idx?sslmode=9secretTail",
+            "postgresql://beamdb:9secretTail@db:5432/a/b",
+            "mysql://beamdb:9secretTail@db/idx",
+        ] {
+            assert!(!redact(text).contains(secret), "{text}: {}", redact(text));
+            match PgUrl::parse_alone(text) {
+                Ok(url) => {
+                    assert!(!url.to_string().contains(secret), "{text}: {url}");
+                    assert!(!format!("{url:?}").contains(secret), "{text}: {url:?}");
+                }
+                Err(why) => assert!(!why.contains(secret), "{text}: {why}"),
+            }
+        }
+        // A raw # is refused: it would end the URL for every other PostgreSQL tool.
+        assert!(PgUrl::parse_alone("postgresql://u:a#b@h/db").is_err());
+        // What is shown is built from the parsed parts and keeps the non-secret ones.
+        let url = PgUrl::parse_alone(
+            "postgresql://al%40ice:pw@db:5433/idx?password=x&connect_timeout=3&application_name=cron",
+        )
+        .unwrap();
+        assert_eq!(
+            url.to_string(),
+            "postgresql://al%40ice@db:5433/idx?connect_timeout=3&application_name=cron"
         );
     }
 }

@@ -24,6 +24,12 @@ fn settings_bad_index_urls_exit_2_naming_the_key_without_the_password() {
         format!("postgresql://u:{SECRET}@h/db?sslmode=require"),
         format!("postgresql://u:{SECRET}@h/db?options=-csearch_path%3Devil"),
         format!("postgresql://u:{SECRET}/db"),
+        // Review #4: an unescaped #, ?, / or & in a password moves every boundary.
+        format!("postgresql://u:Xy#{SECRET}@h:5432/db"),
+        format!("postgresql://u:Xy?{SECRET}@h:5432/db"),
+        format!("postgresql://u:Xy/{SECRET}@h:5432/db"),
+        format!("postgresql://u@h:5432/db?password=Xy&{SECRET}"),
+        format!("postgresql://u@h:5432/db?connect_timeout={SECRET}"),
         format!("/srv/{SECRET}/index.db"),
     ] {
         fx.write(
