@@ -45,6 +45,9 @@ pub struct Report {
     pub failed: Vec<(PathBuf, String)>,
     /// Runs whose uid another beamtime already holds: (beamtime, uid, other beamtime).
     pub duplicates: Vec<(String, String, String)>,
+    /// Promoted values the index could not hold as their column's type, indexed as NULL:
+    /// (beamtime, uid, column, why).
+    pub nulled: Vec<(String, String, String, String)>,
     pub seconds: f64,
 }
 
@@ -313,13 +316,23 @@ pub fn reindex(
             settings,
         ) {
             Ok(Read::Unchanged) => report.unchanged += 1,
-            Ok(Read::Changed(entry)) => {
-                let replaced = index.replace_beamtime(&entry, now())?;
-                for (uid, other) in replaced.duplicates {
-                    report.duplicates.push((id.to_string(), uid, other));
+            Ok(Read::Changed(entry)) => match index.replace_beamtime(&entry, now()) {
+                Ok(replaced) => {
+                    for (uid, other) in replaced.duplicates {
+                        report.duplicates.push((id.to_string(), uid, other));
+                    }
+                    for (uid, column, why) in replaced.nulled {
+                        report.nulled.push((id.to_string(), uid, column, why));
+                    }
+                    report.changed += 1;
                 }
-                report.changed += 1;
-            }
+                // The server refused this beamtime's data (a value, a constraint): it is
+                // reported and skipped, its previous rows kept, as for a beamtime that
+                // cannot be read; the others are still indexed. A lost connection or a
+                // broken schema stops the reindex (exit 1).
+                Err(err) if err.refused_data() => report.failed.push((path, err.to_string())),
+                Err(err) => return Err(err.into()),
+            },
             Err(err) => report.failed.push((path, err.to_string())),
         }
         progress(done + 1, total);

@@ -24,6 +24,12 @@ pub fn run(ctx: &Ctx, args: &ReindexArgs) -> Result<ExitStatus> {
             "warning: beamtime {beamtime}: run {uid} is already indexed under beamtime {other}; it is indexed once, under {other}"
         );
     }
+    for (beamtime, uid, column, why) in &report.nulled {
+        let uid = crate::escape::escape(uid);
+        crate::errln!(
+            "warning: beamtime {beamtime}: run {uid}: promoted column {column} is indexed as NULL: {why}; fix the value, or the column's type in the model"
+        );
+    }
     for id in &report.removed {
         ctx.note(format_args!(
             "removed beamtime {id} from the index (its database is gone)"
@@ -39,7 +45,7 @@ pub fn run(ctx: &Ctx, args: &ReindexArgs) -> Result<ExitStatus> {
         report.seconds
     );
     Ok(
-        if report.failed.is_empty() && report.duplicates.is_empty() {
+        if report.failed.is_empty() && report.duplicates.is_empty() && report.nulled.is_empty() {
             ExitStatus::Success
         } else {
             ExitStatus::BadInput

@@ -81,6 +81,9 @@ pub struct IndexedBeamtime {
 pub struct Replaced {
     /// Runs not indexed because another beamtime already holds the same uid: (uid, other).
     pub duplicates: Vec<(String, String)>,
+    /// Promoted values the index cannot hold as their column's type (PostgreSQL has no
+    /// SQLite affinity), indexed as NULL: (uid, column, why).
+    pub nulled: Vec<(String, String, String)>,
 }
 
 /// Filters for [`Index::query_runs`]; `None` means "any".
@@ -382,6 +385,18 @@ pub enum IndexError {
     #[cfg(feature = "postgres")]
     #[error(transparent)]
     Postgres(#[from] pg::PgError),
+}
+
+impl IndexError {
+    /// Whether the index refused one beamtime's data (a value, a constraint) rather than
+    /// failing as a whole: that beamtime is reported and skipped, the others indexed.
+    pub fn refused_data(&self) -> bool {
+        match self {
+            #[cfg(feature = "postgres")]
+            IndexError::Postgres(e) => e.refused_data(),
+            _ => false,
+        }
+    }
 }
 
 impl crate::exit::HasExitStatus for IndexError {

@@ -80,6 +80,23 @@ impl PgError {
     }
 }
 
+impl PgError {
+    /// Whether the server (or the driver, binding a value) refused the data itself — a
+    /// constraint, a value or cast it rejects — rather than the connection, the schema or
+    /// the rights failing: the one beamtime is skipped and the others indexed.
+    pub fn refused_data(&self) -> bool {
+        let Some(error) = &self.source else {
+            return false;
+        };
+        match error.code() {
+            // Class 22: data exception; class 23: integrity constraint violation.
+            Some(code) => code.code().starts_with("22") || code.code().starts_with("23"),
+            // A value the driver could not serialize: never sent.
+            None => !error.is_closed() && !io_cause(error),
+        }
+    }
+}
+
 impl crate::exit::HasExitStatus for PgError {
     fn exit_status(&self) -> crate::exit::ExitStatus {
         crate::exit::ExitStatus::Failure
@@ -154,6 +171,8 @@ pub struct PgIndex {
 
 /// A [`Scalar`] as a parameter of whatever type the server asks for: NULL fits any column,
 /// a number fits an integer, float or text column, as SQLite's affinity would take it.
+/// Anything else is an error, never the bytes of one type sent as another (the server
+/// would read text bytes as a float8). Promoted values go through [`coerce`] first.
 #[derive(Debug)]
 struct Param<'a>(&'a Scalar);
 
@@ -182,11 +201,14 @@ impl ToSql for Param<'_> {
             (Scalar::Real(f), t) if *t == Type::INT4 => {
                 i32::try_from(integral(*f)?)?.to_sql(ty, out)
             }
-            (Scalar::Int(i), _) => i.to_string().to_sql(ty, out),
-            (Scalar::Real(f), _) => f.to_string().to_sql(ty, out),
-            (Scalar::Text(t), _) => t.to_sql(ty, out),
+            (Scalar::Int(i), t) if is_text(t) => i.to_string().to_sql(ty, out),
+            (Scalar::Real(f), t) if is_text(t) => f.to_string().to_sql(ty, out),
+            (Scalar::Text(t), ty) if is_text(ty) => t.to_sql(ty, out),
             (Scalar::Blob(b), t) if *t == Type::BYTEA => b.to_sql(ty, out),
-            (Scalar::Blob(b), _) => String::from_utf8_lossy(b).into_owned().to_sql(ty, out),
+            (Scalar::Blob(b), t) if is_text(t) => {
+                String::from_utf8_lossy(b).into_owned().to_sql(ty, out)
+            }
+            (value, _) => Err(format!("a {} value cannot be sent as {ty}", kind(value)).into()),
         }
     }
 
@@ -195,6 +217,112 @@ impl ToSql for Param<'_> {
     }
 
     postgres::types::to_sql_checked!();
+}
+
+/// Whether a parameter of type `ty` takes a string's bytes as they are.
+fn is_text(ty: &Type) -> bool {
+    [
+        Type::TEXT,
+        Type::VARCHAR,
+        Type::BPCHAR,
+        Type::NAME,
+        Type::UNKNOWN,
+    ]
+    .contains(ty)
+}
+
+/// Whether [`Param`] binds a value of type `ty` itself; any other column type gets its
+/// value as text through a cast in the statement (`$n::text::numeric`).
+fn binds_natively(ty: &Type) -> bool {
+    is_text(ty)
+        || [
+            Type::INT2,
+            Type::INT4,
+            Type::INT8,
+            Type::FLOAT4,
+            Type::FLOAT8,
+            Type::BYTEA,
+        ]
+        .contains(ty)
+}
+
+fn kind(value: &Scalar) -> &'static str {
+    match value {
+        Scalar::Null => "NULL",
+        Scalar::Int(_) => "integer",
+        Scalar::Real(_) => "real",
+        Scalar::Text(_) => "text",
+        Scalar::Blob(_) => "blob",
+    }
+}
+
+/// A promoted value as a value of its PostgreSQL column's type `ty`, converted where the
+/// conversion is exact (what SQLite's affinity would convert: `"42"` into an integer
+/// column, `"7.25"` or `9` into a real one, a number into a text one); `Err` says why it
+/// cannot be, and the caller indexes NULL and warns. PostgreSQL has no affinity: a value
+/// of another type cannot be kept as it is, as SQLite keeps it.
+fn coerce(value: Scalar, ty: &Type) -> Result<Scalar, String> {
+    let shown = |t: &str| crate::escape::escape(t).into_owned();
+    let number = |t: &str| t.trim().parse::<f64>().ok().filter(|f| f.is_finite());
+    let integer = |f: f64| (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64);
+    let (min, max) = if *ty == Type::INT2 {
+        (i64::from(i16::MIN), i64::from(i16::MAX))
+    } else if *ty == Type::INT4 {
+        (i64::from(i32::MIN), i64::from(i32::MAX))
+    } else {
+        (i64::MIN, i64::MAX)
+    };
+    match value {
+        Scalar::Null => Ok(Scalar::Null),
+        Scalar::Blob(b) if *ty == Type::BYTEA => Ok(Scalar::Blob(b)),
+        Scalar::Text(t) if *ty == Type::BYTEA => Ok(Scalar::Blob(t.into_bytes())),
+        v if *ty == Type::BYTEA => Err(format!("a {} is not a blob", kind(&v))),
+        v @ (Scalar::Int(_) | Scalar::Real(_) | Scalar::Text(_)) if is_text(ty) => Ok(v),
+        Scalar::Blob(b) if is_text(ty) => Ok(Scalar::Text(String::from_utf8_lossy(&b).into())),
+        v if [Type::INT2, Type::INT4, Type::INT8].contains(ty) => {
+            let i = match &v {
+                Scalar::Int(i) => Some(*i),
+                Scalar::Real(f) => integer(*f),
+                Scalar::Text(t) => t
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .or_else(|| number(t).and_then(integer)),
+                _ => None,
+            };
+            match i {
+                Some(i) if (min..=max).contains(&i) => Ok(Scalar::Int(i)),
+                Some(i) => Err(format!("{i} is out of range for its {ty} column")),
+                None => Err(match v {
+                    Scalar::Text(t) => format!("`{}` is not an integer", shown(&t)),
+                    Scalar::Real(f) => format!("{f} is not a whole number, for its {ty} column"),
+                    other => format!("a {} is not an integer", kind(&other)),
+                }),
+            }
+        }
+        v if [Type::FLOAT4, Type::FLOAT8].contains(ty) => match v {
+            Scalar::Int(i) => Ok(Scalar::Real(i as f64)),
+            Scalar::Real(f) => Ok(Scalar::Real(f)),
+            Scalar::Text(t) => number(&t)
+                .map(Scalar::Real)
+                .ok_or_else(|| format!("`{}` is not a number", shown(&t))),
+            other => Err(format!("a {} is not a number", kind(&other))),
+        },
+        // NUMERIC: sent as text and cast by the server; only a number is sent.
+        v if *ty == Type::NUMERIC => match v {
+            Scalar::Int(i) => Ok(Scalar::Text(i.to_string())),
+            Scalar::Real(f) if f.is_finite() => Ok(Scalar::Text(f.to_string())),
+            Scalar::Text(t) if number(&t).is_some() => Ok(Scalar::Text(t.trim().to_string())),
+            Scalar::Text(t) => Err(format!("`{}` is not a number", shown(&t))),
+            other => Err(format!("a {} is not a number", kind(&other))),
+        },
+        // Another type a facility's own migration chose: its text, cast by the server (a
+        // cast it refuses fails the beamtime, which is reported and skipped).
+        Scalar::Int(i) => Ok(Scalar::Text(i.to_string())),
+        Scalar::Real(f) => Ok(Scalar::Text(f.to_string())),
+        Scalar::Text(t) => Ok(Scalar::Text(t)),
+        Scalar::Blob(_) => Err(format!("a blob cannot be sent as {ty}")),
+    }
 }
 
 fn param(value: &Scalar) -> Param<'_> {
@@ -828,11 +956,32 @@ fn replace_in_transaction(
             }
         })
         .collect();
-    let insert = tx.prepare(&format!(
-        "INSERT INTO runs_index ({}) VALUES ({}) ON CONFLICT (uid) DO NOTHING",
-        quoted.join(", "),
-        placeholders.join(", ")
-    ))?;
+    let insert_sql = |placeholders: &[String]| {
+        format!(
+            "INSERT INTO runs_index ({}) VALUES ({}) ON CONFLICT (uid) DO NOTHING",
+            quoted.join(", "),
+            placeholders.join(", ")
+        )
+    };
+    let mut insert = tx.prepare(&insert_sql(&placeholders))?;
+    // The columns' own types, as the server inferred them from the statement.
+    let types: Vec<Type> = insert.params().to_vec();
+    let mut placeholders = placeholders;
+    let mut cast = false;
+    for (i, ty) in types.iter().enumerate() {
+        if !binds_natively(ty) && columns[i] != METADATA_COLUMN {
+            placeholders[i] = format!(
+                "${}::text::{}.{}",
+                i + 1,
+                crate::render::ident(ty.schema()),
+                crate::render::ident(ty.name())
+            );
+            cast = true;
+        }
+    }
+    if cast {
+        insert = tx.prepare(&insert_sql(&placeholders))?;
+    }
     let owner = tx.prepare("SELECT beamtime_id FROM runs_index WHERE uid = $1")?;
     let text = tx.prepare(&format!(
         "INSERT INTO {TEXT_TABLE} (uid, body) VALUES ($1, $2)"
@@ -847,7 +996,15 @@ fn replace_in_transaction(
             .map(|c| core_value(c, run, &entry.id, researcher_id))
             .collect();
         for column in extra_columns {
-            values.push(run.extra.get(column).cloned().unwrap_or(Scalar::Null));
+            let value = run.extra.get(column).cloned().unwrap_or(Scalar::Null);
+            let value = match coerce(value, &types[values.len()]) {
+                Ok(value) => value,
+                Err(why) => {
+                    replaced.nulled.push((run.uid.clone(), column.clone(), why));
+                    Scalar::Null
+                }
+            };
+            values.push(value);
         }
         // Only valid JSON goes into the JSONB column, and without \u0000, which jsonb
         // refuses (text cannot hold NUL): those strings lose their NUL characters.

@@ -617,6 +617,86 @@ mod server {
         );
     }
 
+    /// Review #5: a promoted value PostgreSQL cannot hold as its column's type is indexed as
+    /// NULL with a warning naming beamtime, run and column (never as the raw bytes of another
+    /// type); one that converts exactly is converted; a beamtime the server refuses is
+    /// reported and skipped (exit 4) and the others are indexed.
+    #[test]
+    fn postgres_promoted_values_of_another_type_are_converted_or_nulled_and_a_refused_beamtime_is_skipped()
+     {
+        let Some(server) = server() else { return };
+        let db = server.database();
+        let fx = Fixture::new();
+        super::facility_with_postgres_twins(&fx);
+        let settings = fx.path().join("settings.toml");
+        let text = std::fs::read_to_string(&settings).unwrap();
+        std::fs::write(
+            &settings,
+            format!("{text}\n[index]\nurl = \"{}\"\n", server.url(&db)),
+        )
+        .unwrap();
+        let pg = PgFixture { fx, server, db };
+        let ingest = |bt: &str, runs: &[(&str, serde_json::Value)]| {
+            let text: String = runs
+                .iter()
+                .enumerate()
+                .map(|(i, (uid, extra))| run_jsonl(uid, 1_795_000_000.0 + i as f64, extra.clone()))
+                .collect();
+            let path = pg.fx.write(&format!("{bt}.jsonl"), &text);
+            pg.ok(&["ingest", "--beamtime", bt, path.to_str().unwrap()]);
+        };
+        ingest(
+            "bt-1",
+            &[
+                (
+                    "r-1",
+                    serde_json::json!({"proposal": "p-1", "energy": "12.5 keV"}),
+                ),
+                ("r-2", serde_json::json!({"proposal": 17, "energy": "7.25"})),
+                ("r-3", serde_json::json!({"proposal": "p-3", "energy": 9})),
+            ],
+        );
+        ingest(
+            "bt-2",
+            &[("r-4", serde_json::json!({"proposal": "poison"}))],
+        );
+        ingest("bt-3", &[("r-5", serde_json::json!({"proposal": "p-5"}))]);
+        pg.ok(&["initdb"]);
+        // The server refuses bt-2's run (a facility's own constraint, say).
+        pg.server
+            .admin(&pg.db)
+            .batch_execute(
+                "ALTER TABLE runs_index ADD CONSTRAINT no_poison CHECK (proposal IS DISTINCT FROM 'poison')",
+            )
+            .unwrap();
+        let (code, out, err) = run(&mut pg.beamdb(&["reindex"]));
+        assert_eq!(code, 4, "{out}{err}");
+        assert!(
+            err.contains("bt-2") && err.contains("no_poison"),
+            "the refused beamtime is named: {err}"
+        );
+        assert!(
+            err.contains("bt-1") && err.contains("r-1") && err.contains("energy"),
+            "the value not kept is named: {err}"
+        );
+        let json = pg.ok(&["runs", "--json"]);
+        let runs: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        let by_uid = |uid: &str| {
+            runs.iter()
+                .find(|r| r["uid"] == uid)
+                .unwrap_or_else(|| panic!("{uid} not indexed: {json}"))
+                .clone()
+        };
+        assert_eq!(by_uid("r-1")["energy"], serde_json::Value::Null, "{json}");
+        assert_eq!(by_uid("r-1")["proposal"], "p-1", "{json}");
+        assert_eq!(by_uid("r-2")["energy"], 7.25, "{json}");
+        assert_eq!(by_uid("r-2")["proposal"], "17", "{json}");
+        assert_eq!(by_uid("r-3")["energy"], 9.0, "{json}");
+        assert_eq!(by_uid("r-5")["proposal"], "p-5", "{json}");
+        assert!(runs.iter().all(|r| r["uid"] != "r-4"), "{json}");
+        assert_eq!(pg.count("SELECT count(*) FROM beamtimes"), 2);
+    }
+
     /// The lock is the server's, so a reindex on another host would see it too.
     #[test]
     fn postgres_second_reindex_of_one_data_root_exits_75() {
