@@ -402,14 +402,69 @@ mod tests {
         assert!(!text.contains(" REAL"), "{text}");
     }
 
+    /// Every column of `sql` (its `CREATE TABLE` bodies and `ALTER TABLE ... ADD COLUMN`s)
+    /// as (table, column) → its definition, and every `CREATE INDEX` statement.
+    fn shape(
+        sql: &str,
+    ) -> (
+        std::collections::BTreeMap<(String, String), String>,
+        std::collections::BTreeSet<String>,
+    ) {
+        let mut columns = std::collections::BTreeMap::new();
+        let mut indexes = std::collections::BTreeSet::new();
+        let mut table: Option<String> = None;
+        let quoted = |s: &str| -> Option<(String, String)> {
+            let s = s.trim().strip_prefix('"')?;
+            let (name, rest) = s.split_once('"')?;
+            Some((
+                name.to_string(),
+                rest.trim().trim_end_matches([',', ';']).to_string(),
+            ))
+        };
+        for line in sql.lines() {
+            if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
+                table = quoted(rest).map(|(t, _)| t);
+            } else if line.starts_with(')') {
+                table = None;
+            } else if let (Some(t), Some((c, def))) = (&table, quoted(line)) {
+                columns.insert((t.clone(), c), def);
+            } else if let Some(rest) = line.strip_prefix("ALTER TABLE ")
+                && let Some((t, rest)) = quoted(rest)
+                && let Some(rest) = rest.strip_prefix("ADD COLUMN ")
+                && let Some((c, def)) = quoted(rest)
+            {
+                columns.insert((t, c), def);
+            } else if (line.starts_with("CREATE INDEX") || line.starts_with("CREATE UNIQUE INDEX"))
+                // The model's tables are quoted; the search tables (beamdb_run_keys, not
+                // in the model) are not.
+                && line.contains(" ON \"")
+            {
+                indexes.insert(line.trim_end_matches(';').to_string());
+            }
+        }
+        (columns, indexes)
+    }
+
     #[test]
     fn pg_schema_head_equals_the_model_rendered_at_once() {
-        // Replaying the migrations in order gives the model: the same column types as
-        // rendering the model in one go.
+        // Replaying the migrations in order gives the model: every table's columns with the
+        // same definitions, and the same indexes, as rendering the model in one go.
         let head = create_schema_sql(
             &crate::schema::declared::builtin(crate::schema::DbKind::Index).unwrap(),
         )
         .unwrap();
-        assert!(head.contains("\"metadata\" JSONB"));
+        let replayed: String = load(None).unwrap().iter().map(|f| f.sql.clone()).collect();
+        let (head_columns, head_indexes) = shape(&head);
+        let (columns, indexes) = shape(&replayed);
+        assert!(
+            head_columns.len() > 20
+                && head_columns.contains_key(&("runs_index".into(), "metadata".into())),
+            "{head_columns:?}"
+        );
+        assert_eq!(columns, head_columns);
+        assert_eq!(indexes, head_indexes);
+        // The comparison sees a changed type.
+        let (changed, _) = shape(&replayed.replace("\"metadata\" JSONB", "\"metadata\" TEXT"));
+        assert_ne!(changed, head_columns);
     }
 }

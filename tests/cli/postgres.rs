@@ -324,10 +324,16 @@ mod server {
         );
         // Unchanged: the next reindex reads nothing again.
         let out = pg.ok(&["reindex"]);
-        assert!(
-            out.contains("0 changed") || !out.contains("2 changed"),
-            "{out}"
+        assert!(out.contains("scanned 2, changed 0, unchanged 2,"), "{out}");
+        // One beamtime changed: only it is read again.
+        let more = pg.fx.write(
+            "more.jsonl",
+            &run_jsonl("h", 1_795_002_000.0, serde_json::json!({"purpose": "late"})),
         );
+        pg.ok(&["ingest", "--beamtime", "bt-2", more.to_str().unwrap()]);
+        let out = pg.ok(&["reindex"]);
+        assert!(out.contains("scanned 2, changed 1, unchanged 1,"), "{out}");
+        assert_eq!(pg.count("SELECT count(*) FROM runs_index"), 8);
         pg.ok(&["verify"]);
         // show finds a run through the index.
         pg.ok(&["show", "a"]);
