@@ -89,8 +89,11 @@ impl PgError {
             return false;
         };
         match error.code() {
-            // Class 22: data exception; class 23: integrity constraint violation.
-            Some(code) => code.code().starts_with("22") || code.code().starts_with("23"),
+            // Class 22: data exception; class 23: integrity constraint violation; class
+            // 54: a program limit (a value too long for an index of the facility's).
+            Some(code) => ["22", "23", "54"]
+                .iter()
+                .any(|c| code.code().starts_with(c)),
             // A value the driver could not serialize: never sent.
             None => !error.is_closed() && !io_cause(error),
         }
@@ -424,7 +427,12 @@ pub fn migrate(
         .set_abort_missing(true);
     runner.set_migration_table_name(HISTORY_TABLE);
     let report = runner.run(&mut client);
+    let upkeep = match &report {
+        Ok(_) => client.batch_execute(&super::pg_schema::search_index_upkeep_sql()),
+        Err(_) => Ok(()),
+    };
     let _ = client.execute("SELECT pg_advisory_unlock($1, 0)", &[&LOCK_NAMESPACE]);
+    upkeep.map_err(|e| PgError::new(url, "cannot update the search indexes", e))?;
     match report {
         Ok(report) => Ok(report
             .applied_migrations()
@@ -638,6 +646,23 @@ fn text_patterns(words: &str) -> Vec<String> {
             format!("% {}{end}", like_literal(&phrase))
         })
         .collect()
+}
+
+/// `k.text {op} {mark}` in the C collation, with the prefix the index holds: for equal
+/// and ordered texts the first 256 characters compare the same way or equal (a prefix of
+/// a smaller text is not greater), so the index narrows and the whole text decides.
+fn text_side(op: &str, mark: &str) -> String {
+    let prefix = |cmp: &str| {
+        format!(
+            "left(k.text, 256) COLLATE \"C\" {cmp} left({mark}, 256) AND k.text COLLATE \"C\" {op} {mark}"
+        )
+    };
+    match op {
+        "=" => prefix("="),
+        "<" | "<=" => prefix("<="),
+        ">" | ">=" => prefix(">="),
+        _ => format!("k.text COLLATE \"C\" {op} {mark}"),
+    }
 }
 
 fn sql_op(condition: &Condition) -> &'static str {
@@ -1172,10 +1197,13 @@ impl PgIndex {
                     let side = if numeric {
                         format!("k.num {op} {mark}")
                     } else {
-                        format!("k.text COLLATE \"C\" {op} {mark}")
+                        text_side(op, &mark)
                     };
+                    // The indexes hold the first 256 characters (see
+                    // pg_schema::search_index_upkeep_sql): narrow by them, then compare
+                    // the whole key.
                     clauses.push(format!(
-                        "EXISTS (SELECT 1 FROM {KEYS_TABLE} k WHERE k.uid = r.uid AND k.key = {key} AND {side})"
+                        "EXISTS (SELECT 1 FROM {KEYS_TABLE} k WHERE k.uid = r.uid AND left(k.key, 256) = left({key}, 256) AND k.key = {key} AND {side})"
                     ));
                 }
             }

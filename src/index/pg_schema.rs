@@ -17,6 +17,28 @@ use crate::migrations::files::MigrationFile;
 use crate::render::ident;
 use crate::schema::{Column, Schema, SqlType};
 
+/// The search indexes as they are now, replacing V1's (whose text stays as applied, since
+/// refinery checks it): a btree row holds at most about 2.7 kB, so a longer RunStart string
+/// or key failed every reindex. The indexes hold the first 256 characters (at most 1 kB
+/// each); a query narrows by them and compares the whole text too. Idempotent and cheap
+/// once done: run after every migration, under the migration lock.
+pub fn search_index_upkeep_sql() -> String {
+    use super::KEYS_TABLE;
+    format!(
+        "DO $$ BEGIN
+         IF to_regclass('{KEYS_TABLE}_uid') IS NULL THEN
+         DROP INDEX IF EXISTS {KEYS_TABLE}_num;
+         DROP INDEX IF EXISTS {KEYS_TABLE}_text;
+         DROP INDEX IF EXISTS {KEYS_TABLE}_uid_key;
+         CREATE INDEX {KEYS_TABLE}_key_num ON {KEYS_TABLE} (left(key, 256), num) WHERE num IS NOT NULL;
+         CREATE INDEX {KEYS_TABLE}_key_text ON {KEYS_TABLE} (left(key, 256), (left(text, 256) COLLATE \"C\")) WHERE text IS NOT NULL;
+         CREATE INDEX {KEYS_TABLE}_uid ON {KEYS_TABLE} (uid);
+         END IF;
+         END $$;
+"
+    )
+}
+
 /// The derived search tables (not in the models; see `index::KEYS_TABLE`), keyed by run uid
 /// and dropped with their run: PostgreSQL has no rowid to point at.
 pub fn derived_tables_sql() -> String {

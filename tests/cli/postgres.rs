@@ -703,6 +703,61 @@ mod server {
         assert_eq!(pg.count("SELECT count(*) FROM beamtimes"), 2);
     }
 
+    /// Review #6: a RunStart string (or key) longer than a btree index row can hold (about
+    /// 2.7 kB) is indexed and found by --where, and the reindex goes on.
+    #[test]
+    fn postgres_long_runstart_strings_are_indexed_and_found() {
+        let Some(server) = server() else { return };
+        let pg = PgFixture::new(server);
+        pg.ok(&["initdb"]);
+        // Random-ish text: PostgreSQL compresses a repetitive one below the limit.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let long: String = (0..6000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'a' + (state % 26) as u8)
+            })
+            .collect();
+        // Equal to `long` but for its last character, and greater.
+        let near = format!("{}~", &long[..5999]);
+        let long_key = format!("k{}", &long[..3000]);
+        let text = run_jsonl(
+            "long-1",
+            1_795_000_000.0,
+            serde_json::json!({"notes": long, long_key.clone(): 1}),
+        ) + &run_jsonl(
+            "long-2",
+            1_795_000_100.0,
+            serde_json::json!({"notes": near}),
+        );
+        let path = pg.fx.write("long.jsonl", &text);
+        pg.ok(&["ingest", "--beamtime", "bt-1", path.to_str().unwrap()]);
+        pg.ok(&["reindex"]);
+        assert_eq!(pg.count("SELECT count(*) FROM runs_index"), 2);
+        assert_eq!(pg.found(&["--where", &format!("notes={long}")]), ["long-1"]);
+        assert_eq!(pg.found(&["--where", &format!("notes={near}")]), ["long-2"]);
+        assert_eq!(pg.found(&["--where", &format!("notes<{near}")]), ["long-1"]);
+        assert_eq!(
+            pg.found(&["--where", &format!("notes>={long}")]),
+            ["long-2", "long-1"]
+        );
+        assert_eq!(
+            pg.found(&["--where", &format!("notes!={long}")]),
+            ["long-2"]
+        );
+        assert_eq!(pg.found(&["--where", &format!("{long_key}=1")]), ["long-1"]);
+        assert_eq!(
+            pg.count("SELECT count(*) FROM pg_indexes WHERE indexname IN ('beamdb_run_keys_key_text', 'beamdb_run_keys_key_num', 'beamdb_run_keys_uid')"),
+            3
+        );
+        assert_eq!(
+            pg.count("SELECT count(*) FROM pg_indexes WHERE indexname = 'beamdb_run_keys_text'"),
+            0
+        );
+    }
+
     /// The lock is the server's, so a reindex on another host would see it too.
     #[test]
     fn postgres_second_reindex_of_one_data_root_exits_75() {
