@@ -585,8 +585,10 @@ pub fn glob_to_regex(glob: &str) -> String {
                     return "[^\\s\\S]".to_string();
                 }
                 out.push('[');
-                for (k, c) in chars[start..j].iter().enumerate() {
-                    if *c == '\\' || (*c == '[' && k > 0) {
+                // Every `[` is literal, the first too (`[[:x:]]` is the class `[`, `:`,
+                // `x` in SQLite; unescaped, PostgreSQL reads a POSIX class name).
+                for c in &chars[start..j] {
+                    if *c == '\\' || *c == '[' {
                         out.push('\\');
                     }
                     out.push(*c);
@@ -1282,6 +1284,10 @@ mod tests {
         assert_eq!(glob_to_regex("[^a]"), "^[^a]$");
         assert_eq!(glob_to_regex("[]]"), "^[]]$");
         assert_eq!(glob_to_regex("[abc"), "[^\\s\\S]");
+        // Review #18: a `[` first in a class is literal too (`[:x:]` would be a POSIX
+        // class name to PostgreSQL, an error): the class is `[`, `:`, `x`, then `]*`.
+        assert_eq!(glob_to_regex("[[:x:]]*"), "^[\\[:x:]\\].*$");
+        assert_eq!(glob_to_regex("[^[]"), "^[^\\[]$");
     }
 
     #[test]

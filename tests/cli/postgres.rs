@@ -370,6 +370,10 @@ mod server {
             &["--where", "sample.name=P3HT-?"],
             &["--where", "sample.name=50%_off"],
             &["--where", "sample.name=50*"],
+            // Review #18: a `[` first in a class (PostgreSQL would read `[:x:]` as a class
+            // name).
+            &["--where", "sample.name=[[:P]*"],
+            &["--where", "purpose=[[:x:]]*"],
             &["--where", "sample.name > P"],
             &["--where", "sample.name < Q"],
             &["--where", "cold=true"],
