@@ -142,11 +142,32 @@ fn hint(url: &PgUrl, error: &postgres::Error) -> String {
             "the database has no beamdb index yet: run `beamdb initdb` (or `beamdb reindex`)"
                 .to_string()
         }
+        None if password_missing(error) => format!(
+            "no password for user {}: the server asks for one and beamdb found none in the URL, $PGPASSWORD or the password file: put it in ~/.pgpass (a line {}:{}:{}:{}:PASSWORD, chmod 0600), or $PGPASSFILE, or $PGPASSWORD; see docs/postgres.md",
+            url.user,
+            url.host_name(),
+            url.port,
+            url.dbname,
+            url.user
+        ),
         None if error.is_closed() || io_cause(error) => format!(
             "cannot reach the server at {server} (is it running, and does the firewall let this host in?); nothing half-written was kept: run the command again when it is reachable"
         ),
         _ => "see the server's log for more".to_string(),
     }
+}
+
+/// Whether the driver refused to connect because the server asked for a password and none
+/// was configured (the driver has no typed kind for it, only these words).
+fn password_missing(error: &postgres::Error) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(error);
+    while let Some(c) = cause {
+        if c.to_string().contains("password missing") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Whether the driver's error comes from the network (refused, reset, timed out).

@@ -823,6 +823,19 @@ mod server {
         assert_eq!(code, 1, "{out}{err}");
         assert!(err.contains("password"), "{err}");
         assert_no_secret(&out, &err);
+        // Review #17: no password anywhere (no URL password, $PGPASSWORD, password file):
+        // the advice says where to put one, not "see the server's log".
+        let (code, out, err) = run(fx
+            .beamdb(&["runs"])
+            .env("BEAMDB_INDEX_URL", server.url(&db))
+            .env_remove("PGPASSWORD")
+            .env("PGPASSFILE", fx.path().join("no-such-pgpass"))
+            .env("HOME", fx.path()));
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            err.contains("no password") && err.contains(".pgpass") && !err.contains("server's log"),
+            "{err}"
+        );
         // The right password from a password file.
         let passfile = fx.write(
             "pgpass",
