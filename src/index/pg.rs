@@ -355,7 +355,29 @@ fn param(value: &Scalar) -> Param<'_> {
 
 /// Connects to the server `url` names.
 pub fn connect(url: &PgUrl) -> Result<Client, PgError> {
+    config(url)
+        .connect(NoTls)
+        .map_err(|source| PgError::new(url, "cannot connect", source))
+}
+
+/// How a silent network (a partition, a host gone) is noticed: TCP keepalives after a
+/// minute idle, and unacknowledged data given up after two minutes. Without them a reindex
+/// waits for the kernel's defaults (hours) holding its session lock, and every other
+/// reindex of that data root exits 75 meanwhile. A long query sends nothing unacknowledged,
+/// so it is not cut.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 6;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn config(url: &PgUrl) -> postgres::Config {
     let mut config = postgres::Config::new();
+    config
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES)
+        .tcp_user_timeout(TCP_USER_TIMEOUT);
     config
         .user(&url.user)
         .dbname(&url.dbname)
@@ -373,8 +395,6 @@ pub fn connect(url: &PgUrl) -> Result<Client, PgError> {
         config.password(password.expose());
     }
     config
-        .connect(NoTls)
-        .map_err(|source| PgError::new(url, "cannot connect", source))
 }
 
 /// The migrations a PostgreSQL index lacks (all of them when it has none), as stems, read
@@ -1294,6 +1314,22 @@ impl PgIndex {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn connections_notice_a_dead_network() {
+        // Review #22: a partition mid-reindex must not hang for hours holding the lock.
+        let url = crate::pgurl::PgUrl::parse_alone("postgresql://u@db:5432/idx").unwrap();
+        let config = super::config(&url);
+        assert!(config.get_keepalives());
+        assert!(config.get_keepalives_idle() <= std::time::Duration::from_secs(60));
+        assert!(config.get_keepalives_interval().is_some());
+        assert!(config.get_keepalives_retries().is_some());
+        assert!(
+            config
+                .get_tcp_user_timeout()
+                .is_some_and(|t| *t <= std::time::Duration::from_secs(300))
+        );
+    }
+
     use super::*;
 
     #[test]
