@@ -157,6 +157,29 @@ fn hint(url: &PgUrl, error: &postgres::Error) -> String {
     }
 }
 
+/// Column `i` of `row` as a `T`; a column of another type (a facility's migration changed
+/// it) is an error naming the column, never a panic.
+fn col<'a, T: postgres::types::FromSql<'a>>(
+    url: &PgUrl,
+    row: &'a postgres::Row,
+    i: usize,
+) -> Result<T, PgError> {
+    row.try_get(i).map_err(|e| {
+        let (name, ty) = row
+            .columns()
+            .get(i)
+            .map_or(("?".to_string(), "?".to_string()), |c| {
+                (c.name().to_string(), c.type_().to_string())
+            });
+        let why = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
+        PgError::other(
+            url,
+            format!("cannot read column {name} (PostgreSQL type {ty}) of the index: {why}"),
+            "a migration of the index gave it a type beamdb does not read: give it back the type of beamdb's own migrations/index-postgres",
+        )
+    })
+}
+
 /// Whether the driver refused to connect because the server asked for a password and none
 /// was configured (the driver has no typed kind for it, only these words).
 fn password_missing(error: &postgres::Error) -> bool {
@@ -409,12 +432,12 @@ pub fn pending(
     let read = |client: &mut Client| -> Result<Vec<i32>, postgres::Error> {
         let exists: Option<String> = client
             .query_one("SELECT to_regclass($1)::text", &[&HISTORY_TABLE])?
-            .get(0);
+            .try_get(0)?;
         if exists.is_none() {
             return Ok(Vec::new());
         }
         let rows = client.query(&format!("SELECT version FROM {HISTORY_TABLE}"), &[])?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        rows.iter().map(|r| r.try_get(0)).collect()
     };
     let applied =
         read(&mut client).map_err(|e| PgError::new(url, "cannot read the index's history", e))?;
@@ -569,8 +592,8 @@ impl PgIndex {
             )));
         }
         for row in rows {
-            let name: String = row.get(0);
-            let kind: String = row.get(1);
+            let name: String = col(url, &row, 0)?;
+            let kind: String = col(url, &row, 1)?;
             if core.contains(&name) {
                 continue;
             }
@@ -763,7 +786,9 @@ impl Index for PgIndex {
         let rows = client
             .query("SELECT id, watermark FROM beamtimes", &[])
             .map_err(|e| self.err("cannot read the index", e))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        rows.iter()
+            .map(|r| Ok((col(&self.url, r, 0)?, col(&self.url, r, 1)?)))
+            .collect()
     }
 
     fn replace_beamtime(
@@ -790,7 +815,10 @@ impl Index for PgIndex {
                 "SELECT id FROM beamtimes WHERE db_path LIKE $1 AND NOT (id = ANY($2)) ORDER BY id",
                 &[&prefix, &keep],
             )?;
-            let gone: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            let gone: Vec<String> = rows
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
             for id in &gone {
                 tx.execute(
                     "SELECT pg_advisory_xact_lock($1, $2)",
@@ -847,19 +875,20 @@ impl Index for PgIndex {
                 for (i, column) in self.extra_columns.iter().enumerate() {
                     extra.insert(column.clone(), scalar_at(row, 11 + i));
                 }
+                let url = &self.url;
                 Ok(RunRow {
-                    beamtime: row.get(0),
+                    beamtime: col(url, row, 0)?,
                     run: IndexedRun {
-                        uid: row.get(1),
-                        sample_name: row.get(2),
-                        plan_name: row.get(3),
-                        scan_id: row.get(4),
-                        time_start: row.get(5),
-                        time_stop: row.get(6),
-                        exit_status: row.get(7),
-                        num_events: row.get(8),
-                        researcher: row.get(9),
-                        metadata: row.get(10),
+                        uid: col(url, row, 1)?,
+                        sample_name: col(url, row, 2)?,
+                        plan_name: col(url, row, 3)?,
+                        scan_id: col(url, row, 4)?,
+                        time_start: col(url, row, 5)?,
+                        time_stop: col(url, row, 6)?,
+                        exit_status: col(url, row, 7)?,
+                        num_events: col(url, row, 8)?,
+                        researcher: col(url, row, 9)?,
+                        metadata: col(url, row, 10)?,
                         extra,
                     },
                 })
@@ -881,7 +910,9 @@ impl Index for PgIndex {
                 &[&pattern, &limit],
             )
             .map_err(|e| self.err("cannot read the index", e))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        rows.iter()
+            .map(|r| Ok((col(&self.url, r, 0)?, col(&self.url, r, 1)?)))
+            .collect()
     }
 
     fn all_run_uids(&self) -> Result<Vec<(String, String)>, IndexError> {
@@ -889,7 +920,9 @@ impl Index for PgIndex {
         let rows = this
             .query("SELECT uid, beamtime_id FROM runs_index", &[])
             .map_err(|e| self.err("cannot read the index", e))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        rows.iter()
+            .map(|r| Ok((col(&self.url, r, 0)?, col(&self.url, r, 1)?)))
+            .collect()
     }
 
     fn beamtime_runs(&self) -> Result<Vec<IndexedBeamtime>, IndexError> {
@@ -902,15 +935,17 @@ impl Index for PgIndex {
                 &[],
             )
             .map_err(|e| self.err("cannot read the index", e))?;
-        Ok(rows
-            .iter()
-            .map(|r| IndexedBeamtime {
-                id: r.get(0),
-                watermark: r.get(1),
-                num_runs: r.get(2),
-                indexed_runs: r.get(3),
+        let url = &self.url;
+        rows.iter()
+            .map(|r| {
+                Ok(IndexedBeamtime {
+                    id: col(url, r, 0)?,
+                    watermark: col(url, r, 1)?,
+                    num_runs: col(url, r, 2)?,
+                    indexed_runs: col(url, r, 3)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     fn counts(&self) -> Result<(i64, i64), IndexError> {
@@ -921,7 +956,7 @@ impl Index for PgIndex {
                 &[],
             )
             .map_err(|e| self.err("cannot read the index", e))?;
-        Ok((row.get(0), row.get(1)))
+        Ok((col(&self.url, &row, 0)?, col(&self.url, &row, 1)?))
     }
 }
 
@@ -1099,7 +1134,7 @@ fn replace_in_transaction(
         let params: Vec<Param<'_>> = values.iter().map(param).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
         if tx.execute(&insert, &refs)? == 0 {
-            let other: String = tx.query_one(&owner, &[&run.uid])?.get(0);
+            let other: String = tx.query_one(&owner, &[&run.uid])?.try_get(0)?;
             replaced.duplicates.push((run.uid.clone(), other));
             continue;
         }
@@ -1161,7 +1196,7 @@ fn upsert_researcher(
          RETURNING id",
         &[&r.name, &r.email, &r.orcid, &r.affiliation],
     )?;
-    Ok(row.get(0))
+    row.try_get(0)
 }
 
 impl PgIndex {

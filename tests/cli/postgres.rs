@@ -762,6 +762,31 @@ mod server {
         );
     }
 
+    /// Review #20: a core column of another type (a facility's own migration changed it)
+    /// is an error naming the column, exit 1, never a panic.
+    #[test]
+    fn postgres_core_column_of_another_type_is_an_error_not_a_panic() {
+        let Some(server) = server() else { return };
+        let pg = PgFixture::new(server);
+        pg.ok(&["initdb"]);
+        pg.server
+            .admin(&pg.db)
+            .batch_execute("ALTER TABLE runs_index ALTER COLUMN scan_id TYPE TEXT")
+            .unwrap();
+        let path = pg.fx.write(
+            "r.jsonl",
+            &run_jsonl("r-1", 1_795_000_000.0, serde_json::json!({})),
+        );
+        pg.ok(&["ingest", "--beamtime", "bt-1", path.to_str().unwrap()]);
+        pg.ok(&["reindex"]);
+        let (code, out, err) = run(&mut pg.beamdb(&["runs", "--json"]));
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            err.contains("scan_id") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+
     /// The lock is the server's, so a reindex on another host would see it too.
     #[test]
     fn postgres_second_reindex_of_one_data_root_exits_75() {
