@@ -1263,7 +1263,11 @@ impl PgIndex {
             match self.promoted_target(condition, &filter.promoted) {
                 Some((column, column_numeric)) => {
                     let mark = bind(value, &mut values);
-                    if numeric || column_numeric {
+                    if numeric {
+                        // As float8 on both sides, as SQLite compares numbers: 299.5 against
+                        // an INTEGER (bigint) column must not be bound as a bigint.
+                        clauses.push(format!("{column}::float8 {op} {mark}::float8"));
+                    } else if column_numeric {
                         clauses.push(format!("{column} {op} {mark}"));
                     } else {
                         clauses.push(format!("{column} COLLATE \"C\" {op} {mark}"));

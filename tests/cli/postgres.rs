@@ -79,7 +79,7 @@ pub fn facility_with_postgres_twins(fx: &Fixture) {
         &path,
         text.replacen(
             plan,
-            &format!("{plan}  {{ name = \"proposal\", type = \"TEXT\", nullable = true }},\n  {{ name = \"energy\", type = \"REAL\", nullable = true }},\n"),
+            &format!("{plan}  {{ name = \"proposal\", type = \"TEXT\", nullable = true }},\n  {{ name = \"energy\", type = \"REAL\", nullable = true }},\n  {{ name = \"shift\", type = \"INTEGER\", nullable = true }},\n"),
             1,
         ),
     )
@@ -602,11 +602,23 @@ mod server {
         let run_text = run_jsonl(
             "r-1",
             1_795_000_000.0,
-            serde_json::json!({"proposal": "p-1", "energy": 8.5}),
+            serde_json::json!({"proposal": "p-1", "energy": 8.5, "shift": 300}),
         );
         let path = pg.fx.write("r.jsonl", &run_text);
         pg.ok(&["ingest", "--beamtime", "bt-1", path.to_str().unwrap()]);
         pg.ok(&["reindex"]);
+        // Review #10: a non-whole number against an INTEGER column (was: exit 1).
+        for (filter, found) in [
+            ("shift>299.5", true),
+            ("shift<300.5", true),
+            ("shift=300", true),
+            ("shift=300.5", false),
+            ("shift>=300.25", false),
+            ("energy<8.75", true),
+        ] {
+            let uids = pg.found(&["--where", filter]);
+            assert_eq!(uids.len(), usize::from(found), "{filter}: {uids:?}");
+        }
         let out = pg.ok(&[
             "runs",
             "--json",
