@@ -276,18 +276,26 @@ pub fn reindex(
     // A beamtime indexed under another index schema (a promoted column added or renamed, a
     // migration that rebuilt runs_index) is read again, all of them: the full-text rows of
     // every beamtime point at runs_index rows by rowid.
-    let schema_changed = index.watermarks()?.values().any(|w| {
-        w.as_deref().and_then(Watermark::decode).map(|w| w.index) != Some(signature.clone())
-    });
+    // Only this data root's beamtimes: a shared PostgreSQL index holds other hosts' too,
+    // indexed under their own models, which this reindex must neither judge nor clear.
+    let (ids, odd) = layout.beamtimes()?;
+    let present: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    let mine: std::collections::BTreeSet<&String> = present.iter().collect();
+    let schema_changed = index
+        .watermarks()?
+        .iter()
+        .filter(|(id, _)| mine.contains(id))
+        .any(|(_, w)| {
+            w.as_deref().and_then(Watermark::decode).map(|w| w.index) != Some(signature.clone())
+        });
     if full || schema_changed {
-        index.clear_watermarks()?;
+        index.clear_watermarks(&present)?;
         index.clear_text()?;
     }
     let stored = index.watermarks()?;
     let beamtime_migrations =
         files::load(DbKind::Beamtime, settings.schema.migrations_dir.as_deref())?;
 
-    let (ids, odd) = layout.beamtimes()?;
     let mut report = Report {
         scanned: ids.len(),
         ..Report::default()
@@ -337,7 +345,6 @@ pub fn reindex(
         }
         progress(done + 1, total);
     }
-    let present: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
     let under = layout.beamtimes_dir().display().to_string();
     report.removed = index.forget_beamtimes_except(&present, &under)?;
     if report.changed > 0 || !report.removed.is_empty() {

@@ -441,8 +441,9 @@ pub trait Index {
         keep: &[String],
         under: &str,
     ) -> Result<Vec<String>, IndexError>;
-    /// Forces the next reindex to re-read every beamtime.
-    fn clear_watermarks(&mut self) -> Result<(), IndexError>;
+    /// Forces the next reindex to re-read the beamtimes `ids` (this data root's: a shared
+    /// PostgreSQL index also holds other hosts' beamtimes, which their reindexes own).
+    fn clear_watermarks(&mut self, ids: &[String]) -> Result<(), IndexError>;
     /// Deletes researchers no run or beamtime refers to any more.
     fn forget_unreferenced_researchers(&mut self) -> Result<usize, IndexError>;
     /// Runs matching `filter`, newest first (by rank first with `--text`).

@@ -832,11 +832,11 @@ impl Index for PgIndex {
         result.map_err(|e| self.err("cannot remove beamtimes that are gone", e))
     }
 
-    fn clear_watermarks(&mut self) -> Result<(), IndexError> {
-        let result = self
-            .client
-            .get_mut()
-            .execute("UPDATE beamtimes SET watermark = NULL", &[]);
+    fn clear_watermarks(&mut self, ids: &[String]) -> Result<(), IndexError> {
+        let result = self.client.get_mut().execute(
+            "UPDATE beamtimes SET watermark = NULL WHERE id = ANY($1)",
+            &[&ids],
+        );
         result
             .map(|_| ())
             .map_err(|e| self.err("cannot clear the watermarks", e))

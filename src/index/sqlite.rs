@@ -656,7 +656,9 @@ impl Index for IndexDb {
             .map_err(|e| self.err(e))
     }
 
-    fn clear_watermarks(&mut self) -> Result<(), IndexError> {
+    /// index.db belongs to one data root: every beamtime in it is this root's (`_ids`, and
+    /// any that are gone, which this reindex removes).
+    fn clear_watermarks(&mut self, _ids: &[String]) -> Result<(), IndexError> {
         self.clear_watermarks_sql().map_err(|e| self.err(e))
     }
 

@@ -516,6 +516,20 @@ mod server {
         assert_eq!(one.count("SELECT count(*) FROM runs_index"), 11);
         assert_eq!(one.count("SELECT count(*) FROM beamtimes"), 11);
         assert_eq!(two.found(&["--where", "beamline=two"]).len(), 6);
+        // Review #12: a full reindex of one clears nothing of two's: two reads nothing again.
+        one.ok(&["reindex", "--full"]);
+        let out = two.ok(&["reindex"]);
+        assert!(out.contains("changed 0, unchanged 6,"), "{out}");
+        // Nor does one's beamtime indexed under another schema (another facility model,
+        // say) make two read everything again.
+        one.server
+            .admin(&one.db)
+            .batch_execute("UPDATE beamtimes SET watermark = 'other' WHERE id = 'one-bt-1'")
+            .unwrap();
+        let out = two.ok(&["reindex"]);
+        assert!(out.contains("changed 0, unchanged 6,"), "{out}");
+        let out = one.ok(&["reindex"]);
+        assert!(out.contains("changed 5, unchanged 0,"), "{out}");
     }
 
     /// The server restarts while a reindex writes: exit 1 saying so, no beamtime half
