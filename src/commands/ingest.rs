@@ -36,8 +36,10 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
     // ingest. An upgrade of the beamtime happens under it exclusively, before this.
     // The frame store first: an S3 bucket that is missing, or credentials it refuses, are
     // told (exit 2) before a beamtime database is created for nothing.
+    // Only checked here, nothing created: the store is created by beamtime::ensure, under
+    // the migrate lock, with the database (a failed ensure leaves no frames.zarr behind).
     let location = crate::frames::location(&settings.frames, &layout, &id);
-    let store = FrameStore::open(&location)?;
+    FrameStore::existing_at(&location)?;
     let (ensured, lock) = beamtime::ensure(
         &layout,
         &id,
@@ -51,6 +53,15 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
     }
     let db_path = layout.beamtime_db(&id);
     let mut conn = db::open(&db_path, Access::ReadWrite, &settings.sqlite)?;
+    let store = FrameStore::open(&location)?;
+    // Frames recorded in another store, or an S3 store another beamtime database owns: refused.
+    crate::frames::bind(
+        &conn,
+        &db_path,
+        &location,
+        &store,
+        crate::frames::Bind::Claim,
+    )?;
     let options = Options {
         roots,
         compression: settings.ingest.compression,

@@ -1189,3 +1189,75 @@ fn s3_listen_lands_every_run_on_s3() {
         .env("BEAMDB_DATA_ROOT", s3.fx.data_root()));
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// A command run with the wrong `[frames]` settings refuses the beamtime (exit 2, naming
+/// the recorded store, the configured one and the setting) before it touches anything: a
+/// `verify --repair` without the S3 settings would otherwise quarantine every run whose
+/// frames are on S3, and the next, correctly configured repair delete their frames.
+#[test]
+fn s3_a_beamtime_on_s3_is_refused_by_a_command_set_up_for_the_filesystem() {
+    let Some(s3) = S3::new("elsewhere") else {
+        return;
+    };
+    let (maps, inputs) = npy_and_hdf5();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 0, "{out}{err}");
+    let committed = s3.groups("bt");
+    let image_refs = || {
+        let conn = rusqlite::Connection::open(s3.fx.beamtime_db("bt")).unwrap();
+        count(&conn, "SELECT count(*) FROM image_refs")
+    };
+    let rows = image_refs();
+    s3.fx.write("settings.toml", "");
+    for args in [
+        vec!["verify", "--repair"],
+        vec!["verify"],
+        ingest_args(&maps, &inputs, &["--replace"]),
+    ] {
+        let (code, out, err) = run(&mut s3.beamdb(&args));
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains(&s3.store_url("bt")), "{err}");
+        assert!(err.contains("filesystem"), "{err}");
+        assert!(err.contains("[frames] url"), "{err}");
+    }
+    assert!(!s3.fx.path().join("beamtimes/bt/quarantine").exists());
+    assert_eq!(image_refs(), rows);
+    s3.settings(&s3.bucket.clone(), &s3.endpoint.clone());
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--repair"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(s3.groups("bt"), committed);
+}
+
+/// Two data roots with the same beamtime id under one `[frames] url` share one S3 prefix:
+/// the store belongs to the beamtime database that created it (an owner token in both), and
+/// the other data root's ingest and `verify --repair` refuse it (exit 2), deleting nothing.
+#[test]
+fn s3_a_store_owned_by_another_beamtime_database_is_refused_and_never_repaired() {
+    let Some(s3) = S3::new("owner") else {
+        return;
+    };
+    let (maps, inputs) = npy_and_hdf5();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 0, "{out}{err}");
+    let committed = s3.groups("bt");
+    let other = S3 {
+        fx: Fixture::new(),
+        bucket: s3.bucket.clone(),
+        endpoint: s3.endpoint.clone(),
+        port: s3.port,
+    };
+    other.settings(&other.bucket.clone(), &other.endpoint.clone());
+    // The other data root's beamtime, with one run of its own (no frames), then a repair.
+    let (code, out, err) = run(&mut other.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains(&s3.store_url("bt")), "{err}");
+    assert!(err.contains("another beamtime database"), "{err}");
+    for args in [["verify", "--repair"], ["verify", "--deep"]] {
+        let (code, out, err) = run(&mut other.beamdb(&args));
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains("another beamtime database"), "{err}");
+    }
+    assert_eq!(s3.groups("bt"), committed);
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--deep"]));
+    assert_eq!(code, 0, "{out}{err}");
+}
