@@ -1261,3 +1261,144 @@ fn s3_a_store_owned_by_another_beamtime_database_is_refused_and_never_repaired()
     let (code, out, err) = run(&mut s3.beamdb(&["verify", "--deep"]));
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// A proxy in front of the test server that answers every delete (`DELETE`, or the bulk
+/// `POST ?delete`) with 503 and forwards every other request, one request per connection to
+/// the server: a store that fails exactly when old objects are being removed.
+fn no_delete_proxy(target: u16) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            std::thread::spawn(move || {
+                let _ = client.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut seen: Vec<u8> = Vec::new();
+                let mut buf = [0u8; 65536];
+                loop {
+                    // One request: headers, then Content-Length bytes of body.
+                    let body_start = loop {
+                        if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match client.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&seen[..body_start]).to_string();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let chunked = head
+                        .to_ascii_lowercase()
+                        .contains("transfer-encoding: chunked");
+                    let end = loop {
+                        if chunked {
+                            if let Some(at) = seen[body_start..]
+                                .windows(5)
+                                .position(|w| w == b"0\r\n\r\n")
+                            {
+                                break body_start + at + 5;
+                            }
+                        } else if seen.len() >= body_start + length {
+                            break body_start + length;
+                        }
+                        match client.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let request: Vec<u8> = seen.drain(..end).collect();
+                    let line = head.lines().next().unwrap_or("");
+                    let deletes = line.starts_with("DELETE ")
+                        || (line.starts_with("POST ") && line.contains("?delete"));
+                    if deletes {
+                        let _ = client.write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+                        );
+                        continue;
+                    }
+                    // Forwarded with `Connection: close`: the answer is everything the
+                    // server sends.
+                    let text = String::from_utf8_lossy(&request[..body_start]).replacen(
+                        "\r\n\r\n",
+                        "\r\nConnection: close\r\n\r\n",
+                        1,
+                    );
+                    let text = text
+                        .lines()
+                        .filter(|l| !l.to_ascii_lowercase().starts_with("connection: keep"))
+                        .collect::<Vec<_>>()
+                        .join("\r\n")
+                        .trim_end()
+                        .to_string();
+                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)) else {
+                        return;
+                    };
+                    let _ = server.write_all(text.as_bytes());
+                    let _ = server.write_all(b"\r\n\r\n");
+                    let _ = server.write_all(&request[body_start..]);
+                    let mut answer = Vec::new();
+                    let _ = server.read_to_end(&mut answer);
+                    // The server closed its side: so does the proxy, once answered.
+                    let _ = client.write_all(&answer);
+                    return;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// `ingest --replace` on S3 whose deletion of the old version fails after the commit: the
+/// run is landed (the commit stands), a warning says the old version is left for
+/// `verify --repair`, and the ingest goes on with the next run (exit 0).
+#[test]
+fn s3_a_failed_delete_of_the_old_version_after_the_commit_is_a_warning() {
+    let Some(s3) = S3::new("drop-old") else {
+        return;
+    };
+    let (maps, inputs) = npy_and_hdf5();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 0, "{out}{err}");
+    let before = s3.groups("bt").len();
+    let proxy = no_delete_proxy(s3.port);
+    s3.settings(&s3.bucket, &format!("http://127.0.0.1:{proxy}"));
+    let changed = s3.fx.edited_copy(
+        &repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl")),
+        "changed.jsonl",
+        |t| t.replace("\"num_points\": 5", "\"num_points\": 6"),
+    );
+    let scalar = repo("tests/data/bluesky/7fbdf1df-8554-4a45-8123-cc03d61f67fc.jsonl");
+    let map = shared_map();
+    let (code, out, err) = run(&mut s3.beamdb(&[
+        "ingest",
+        "--beamtime",
+        "bt",
+        "--replace",
+        "--root-map",
+        &map,
+        path(&changed),
+        path(&scalar),
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("landed    {COUNT_RUN}")), "{out}");
+    // The ingest went on with the next input.
+    assert!(
+        out.contains("7fbdf1df-8554-4a45-8123-cc03d61f67fc"),
+        "{out}"
+    );
+    assert!(err.contains("verify --repair"), "{err}");
+    assert!(s3.groups("bt").len() > before, "the old version is left");
+    s3.settings(&s3.bucket.clone(), &s3.endpoint.clone());
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--repair"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(s3.groups("bt").len(), before);
+}
