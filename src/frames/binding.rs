@@ -107,19 +107,31 @@ pub fn bind(
     }
     let token = meta(conn, db, OWNER_KEY)?;
     #[cfg(feature = "s3")]
-    let token = store.check_owner(db, token, how == Bind::Claim)?;
+    let (token, unowned) = store.check_owner(db, token)?;
+    #[cfg(feature = "s3")]
+    let token = match (how, unowned, token) {
+        (Bind::Claim, true, None) => Some(new_token(db)?),
+        (_, _, token) => token,
+    };
     if how == Bind::Claim {
         conn.execute(
             "INSERT INTO beamtime_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
             params![STORE_KEY, configured],
         )
         .map_err(meta_error(db))?;
-        if let Some(token) = token {
+        if let Some(token) = &token {
             conn.execute(
                 "INSERT INTO beamtime_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
                 params![OWNER_KEY, token],
             )
             .map_err(meta_error(db))?;
+        }
+        // The database records the token before the store does: a kill in between leaves
+        // an unowned store that the next claim gives the same token, never a store owned
+        // by a token no database holds.
+        #[cfg(feature = "s3")]
+        if let (true, Some(token)) = (unowned, &token) {
+            store.write_owner(token)?;
         }
     }
     Ok(())
@@ -142,20 +154,19 @@ fn new_token(db: &Path) -> Result<String, StoreError> {
 #[cfg(feature = "s3")]
 impl FrameStore {
     /// On an S3 store: refuses a store whose root group names another owner than `token`
-    /// (the database's), or any owner when the database has none; with `claim`, an unowned
-    /// store gets the database's token (a new one if it has none), which is returned for the
-    /// database to record. On the filesystem the store is the database's by place: `token`.
+    /// (the database's), or any owner when the database has none. Returns the token and
+    /// whether the store has no owner yet. On the filesystem the store is the database's by
+    /// place: `(token, false)`.
     fn check_owner(
         &self,
         db: &Path,
         token: Option<String>,
-        claim: bool,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<(Option<String>, bool), StoreError> {
         let Some(remote) = &self.remote else {
-            return Ok(token);
+            return Ok((token, false));
         };
         let object = format!("{}/zarr.json", remote.key);
-        let mut root: serde_json::Value = match remote.client.get(&object)? {
+        let root: serde_json::Value = match remote.client.get(&object)? {
             Some(bytes) => serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
             None => serde_json::Value::Null,
         };
@@ -164,19 +175,24 @@ impl FrameStore {
             .and_then(|v| v.as_str())
             .map(str::to_string);
         match (&owner, &token) {
-            (Some(owner), Some(token)) if owner == token => return Ok(Some(token.clone())),
-            (Some(_), _) => {
-                return Err(StoreError::OwnedElsewhere {
-                    url: remote.client.url_of(&remote.key),
-                    db: db.to_path_buf(),
-                });
-            }
-            (None, _) if !claim => return Ok(token),
-            (None, _) => {}
+            (None, _) => Ok((token, true)),
+            (Some(owner), Some(token)) if owner == token => Ok((Some(token.clone()), false)),
+            (Some(_), _) => Err(StoreError::OwnedElsewhere {
+                url: remote.client.url_of(&remote.key),
+                db: db.to_path_buf(),
+            }),
         }
-        let token = match token {
-            Some(token) => token,
-            None => new_token(db)?,
+    }
+
+    /// Writes `token` as the owner into the S3 store's root group attributes.
+    fn write_owner(&self, token: &str) -> Result<(), StoreError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let object = format!("{}/zarr.json", remote.key);
+        let mut root: serde_json::Value = match remote.client.get(&object)? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+            None => serde_json::Value::Null,
         };
         if !root.is_object() {
             root = serde_json::json!({ "zarr_format": 3, "node_type": "group" });
@@ -186,12 +202,11 @@ impl FrameStore {
                 .entry("attributes")
                 .or_insert_with(|| serde_json::json!({}));
             if let Some(attributes) = attributes.as_object_mut() {
-                attributes.insert(OWNER_ATTRIBUTE.to_string(), token.clone().into());
+                attributes.insert(OWNER_ATTRIBUTE.to_string(), token.into());
             }
         }
         let text =
             serde_json::to_vec_pretty(&root).map_err(super::zarr_error(Path::new(&object)))?;
-        remote.client.put(&object, text)?;
-        Ok(Some(token))
+        remote.client.put(&object, text)
     }
 }

@@ -1263,9 +1263,21 @@ fn s3_a_store_owned_by_another_beamtime_database_is_refused_and_never_repaired()
 }
 
 /// A proxy in front of the test server that answers every delete (`DELETE`, or the bulk
-/// `POST ?delete`) with 503 and forwards every other request, one request per connection to
-/// the server: a store that fails exactly when old objects are being removed.
+/// `POST ?delete`) with 503: a store that fails exactly when old objects are being removed.
 fn no_delete_proxy(target: u16) -> u16 {
+    refusing_proxy(target, |line| {
+        line.starts_with("DELETE ") || (line.starts_with("POST ") && line.contains("?delete"))
+    })
+}
+
+/// What [`refusing_proxy`] answers a refused request with: an S3 error whose request id
+/// stands for what a message must not repeat (a response body is never printed whole).
+const REFUSED_BODY: &str = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message><RequestId>BODY-NEVER-PRINTED</RequestId></Error>";
+
+/// A proxy in front of the test server that answers the requests whose request line
+/// `refuse` picks with 503 and [`REFUSED_BODY`], and forwards every other request, one
+/// request per connection to the server.
+fn refusing_proxy(target: u16, refuse: fn(&str) -> bool) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -1317,11 +1329,13 @@ fn no_delete_proxy(target: u16) -> u16 {
                     };
                     let request: Vec<u8> = seen.drain(..end).collect();
                     let line = head.lines().next().unwrap_or("");
-                    let deletes = line.starts_with("DELETE ")
-                        || (line.starts_with("POST ") && line.contains("?delete"));
-                    if deletes {
+                    if refuse(line) {
                         let _ = client.write_all(
-                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+                            format!(
+                                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{REFUSED_BODY}",
+                                REFUSED_BODY.len()
+                            )
+                            .as_bytes(),
                         );
                         continue;
                     }
@@ -1401,4 +1415,32 @@ fn s3_a_failed_delete_of_the_old_version_after_the_commit_is_a_warning() {
     let (code, out, err) = run(&mut s3.beamdb(&["verify", "--repair"]));
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(s3.groups("bt").len(), before);
+}
+
+/// A listing that keeps failing (503 after the retries) on a brand-new store, whose
+/// `zarr.json` a HEAD then finds missing, is a store that cannot be reached (exit 1), not a
+/// missing bucket (exit 2); the message gives the status and the S3 error's code and
+/// message, never the response body otherwise.
+#[test]
+fn s3_a_failing_listing_is_not_a_missing_bucket_and_prints_no_response_body() {
+    let Some(s3) = S3::new("flaky-list") else {
+        return;
+    };
+    let proxy = refusing_proxy(s3.port, |line| line.contains("list-type=2"));
+    s3.settings(&s3.bucket, &format!("http://127.0.0.1:{proxy}"));
+    let (maps, inputs) = npy_and_hdf5();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+    assert!(err.contains("cannot reach the bucket"), "{err}");
+    assert!(err.contains("503"), "{err}");
+    assert!(
+        err.contains("SlowDown") && err.contains("Please reduce your request rate."),
+        "{err}"
+    );
+    assert!(
+        !err.contains("BODY-NEVER-PRINTED") && !err.contains("<Error>"),
+        "{err}"
+    );
+    assert!(!s3.fx.beamtime_db("bt").exists(), "nothing created");
 }
