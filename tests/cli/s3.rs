@@ -1268,6 +1268,7 @@ fn no_delete_proxy(target: u16) -> u16 {
     refusing_proxy(target, |line| {
         line.starts_with("DELETE ") || (line.starts_with("POST ") && line.contains("?delete"))
     })
+    .0
 }
 
 /// What [`refusing_proxy`] answers a refused request with: an S3 error whose request id
@@ -1277,12 +1278,19 @@ const REFUSED_BODY: &str = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><
 /// A proxy in front of the test server that answers the requests whose request line
 /// `refuse` picks with 503 and [`REFUSED_BODY`], and forwards every other request, one
 /// request per connection to the server.
-fn refusing_proxy(target: u16, refuse: fn(&str) -> bool) -> u16 {
+/// Returns the port and the count of refused requests.
+fn refusing_proxy(
+    target: u16,
+    refuse: fn(&str) -> bool,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = refused.clone();
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(mut client) = client else { continue };
+            let counter = counter.clone();
             std::thread::spawn(move || {
                 let _ = client.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut seen: Vec<u8> = Vec::new();
@@ -1330,6 +1338,7 @@ fn refusing_proxy(target: u16, refuse: fn(&str) -> bool) -> u16 {
                     let request: Vec<u8> = seen.drain(..end).collect();
                     let line = head.lines().next().unwrap_or("");
                     if refuse(line) {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let _ = client.write_all(
                             format!(
                                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{REFUSED_BODY}",
@@ -1368,7 +1377,7 @@ fn refusing_proxy(target: u16, refuse: fn(&str) -> bool) -> u16 {
             });
         }
     });
-    port
+    (port, refused)
 }
 
 /// `ingest --replace` on S3 whose deletion of the old version fails after the commit: the
@@ -1426,7 +1435,7 @@ fn s3_a_failing_listing_is_not_a_missing_bucket_and_prints_no_response_body() {
     let Some(s3) = S3::new("flaky-list") else {
         return;
     };
-    let proxy = refusing_proxy(s3.port, |line| line.contains("list-type=2"));
+    let (proxy, _) = refusing_proxy(s3.port, |line| line.contains("list-type=2"));
     s3.settings(&s3.bucket, &format!("http://127.0.0.1:{proxy}"));
     let (maps, inputs) = npy_and_hdf5();
     let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
@@ -1443,4 +1452,36 @@ fn s3_a_failing_listing_is_not_a_missing_bucket_and_prints_no_response_body() {
         "{err}"
     );
     assert!(!s3.fx.beamtime_db("bt").exists(), "nothing created");
+}
+
+/// A store that refuses every frame of a run: the run is rejected at the first frame that
+/// fails after its retries, the frames not yet tried are skipped (not each retried in
+/// turn, which takes minutes in an outage).
+#[test]
+fn s3_a_run_whose_frames_fail_stops_at_the_first_failed_frame() {
+    let Some(s3) = S3::new("first-failure") else {
+        return;
+    };
+    let (proxy, refused) = refusing_proxy(s3.port, |line| {
+        line.starts_with("PUT ") && line.contains("/primary/ccd/c/")
+    });
+    s3.settings(&s3.bucket, &format!("http://127.0.0.1:{proxy}"));
+    let map = shared_map();
+    let source = repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl"));
+    let (code, out, err) = run(s3
+        .beamdb(&[
+            "ingest",
+            "--beamtime",
+            "bt",
+            "--root-map",
+            &map,
+            path(&source),
+        ])
+        .env("RAYON_NUM_THREADS", "2"));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(out.contains(&format!("rejected  {COUNT_RUN}")), "{out}");
+    // 5 frames, each tried 1 + 6 times: all of them would be 35 refused requests; two
+    // threads stop after their first failed frames.
+    let refused = refused.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(refused <= 3 * 7, "{refused} refused requests");
 }
