@@ -36,8 +36,10 @@ use zarrs::group::GroupBuilder;
 use crate::layout::{Layout, SafeName};
 use crate::settings::{Compression, FramesSettings};
 
+mod binding;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub use binding::{Bind, bind};
 
 /// A frame-store operation that failed, with the path it was about.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +101,28 @@ pub enum StoreError {
         command: &'static str,
         why: &'static str,
     },
+    /// The beamtime's frames are in another store than the settings name: refused before a
+    /// frame is looked at (a repair would otherwise quarantine or delete every run).
+    #[error(
+        "{db}: the beamtime's frames are in {recorded}, but the settings name {configured}; nothing was read or changed: run the command with the beamtime's own frame store in the settings (setting: [frames] url)"
+    )]
+    Elsewhere {
+        db: PathBuf,
+        recorded: String,
+        configured: String,
+    },
+    /// The S3 store belongs to another beamtime database with the same id (another data
+    /// root under the same `[frames] url`): nothing is written, repaired or deleted there.
+    #[error(
+        "frame store {url} belongs to another beamtime database with the same beamtime id (another data root under the same [frames] url), not to {db}; nothing was written or deleted there: give this data root's frames a [frames] url of their own (setting: [frames] url)"
+    )]
+    OwnedElsewhere { url: String, db: PathBuf },
+    /// `beamtime_meta` could not be read or written while binding the store.
+    #[error("{path}: beamtime_meta: {source}")]
+    Meta {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
 }
 
 impl StoreError {
@@ -128,9 +152,10 @@ impl StoreError {
     /// not at fault.
     pub fn exit_status(&self) -> crate::exit::ExitStatus {
         match self {
-            StoreError::RemoteSetup { .. } | StoreError::RemoteUnsupported { .. } => {
-                crate::exit::ExitStatus::Usage
-            }
+            StoreError::RemoteSetup { .. }
+            | StoreError::RemoteUnsupported { .. }
+            | StoreError::Elsewhere { .. }
+            | StoreError::OwnedElsewhere { .. } => crate::exit::ExitStatus::Usage,
             _ => crate::exit::ExitStatus::Failure,
         }
     }

@@ -194,7 +194,17 @@ pub fn check(
     };
     let migrations = files::load(DbKind::Beamtime, settings.schema.migrations_dir.as_deref())?;
     // An S3 store is checked over the network: its bucket and credentials first (exit 2).
-    let remote = FrameStore::existing_at(&frames::location(&settings.frames, layout, id))?;
+    let store_location = frames::location(&settings.frames, layout, id);
+    let remote = FrameStore::existing_at(&store_location)?;
+    // Frames in another store than the settings name: refused (exit 2) before a finding
+    // (every run's frames would look missing, and a repair quarantine them all).
+    frames::bind(
+        &conn,
+        &db_path,
+        &store_location,
+        &remote,
+        frames::Bind::Check,
+    )?;
     let checked = Beamtime {
         layout,
         id,
@@ -906,7 +916,17 @@ pub fn repair(
     };
     let root = layout.frames_store(id);
     let staging = layout.frames_staging(id);
-    let store = FrameStore::existing_at(&frames::location(&settings.frames, layout, id))?;
+    let store_location = frames::location(&settings.frames, layout, id);
+    let store = FrameStore::existing_at(&store_location)?;
+    // Checked again, under the repair's own connection: nothing is deleted in a store
+    // that is not this beamtime's (an unowned S3 store is claimed first).
+    frames::bind(
+        &conn,
+        &db_path,
+        &store_location,
+        &store,
+        frames::Bind::Claim,
+    )?;
     for fix in fixes {
         if let Fix::StoreMetadata { path } = fix {
             let keep = layout.quarantine_dir(id).join(format!(

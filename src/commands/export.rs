@@ -30,6 +30,13 @@ pub fn run(ctx: &Ctx, args: &ExportArgs) -> Result<ExitStatus> {
     let frames = crate::frames::FrameStore::existing_at(&location)?;
     let db_path = layout.beamtime_db(&id);
     let conn = db::open(&db_path, Access::ReadOnly, &ctx.settings.sqlite)?;
+    crate::frames::bind(
+        &conn,
+        &db_path,
+        &location,
+        &frames,
+        crate::frames::Bind::Check,
+    )?;
     let sql = |e| crate::exit::Error::from(e).context(format!("{}", db_path.display()));
     let all = export::run_uids(&conn).map_err(sql)?;
     let mut status = ExitStatus::Success;

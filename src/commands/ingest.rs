@@ -36,8 +36,10 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
     // ingest. An upgrade of the beamtime happens under it exclusively, before this.
     // The frame store first: an S3 bucket that is missing, or credentials it refuses, are
     // told (exit 2) before a beamtime database is created for nothing.
+    // Only checked here, nothing created: the store is created by beamtime::ensure, under
+    // the migrate lock, with the database (a failed ensure leaves no frames.zarr behind).
     let location = crate::frames::location(&settings.frames, &layout, &id);
-    let store = FrameStore::open(&location)?;
+    FrameStore::existing_at(&location)?;
     let (ensured, lock) = beamtime::ensure(
         &layout,
         &id,
@@ -51,6 +53,18 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
     }
     let db_path = layout.beamtime_db(&id);
     let mut conn = db::open(&db_path, Access::ReadWrite, &settings.sqlite)?;
+    let store = FrameStore::open(&location)?;
+    // Frames recorded in another store, or an S3 store another beamtime database owns:
+    // refused. Claimed (the store recorded, an unowned S3 store given this database's token)
+    // once something landed: a beamtime this ingest discards claims nothing.
+    crate::frames::bind(
+        &conn,
+        &db_path,
+        &location,
+        &store,
+        crate::frames::Bind::Check,
+    )?;
+    let claim_store = store.clone();
     let options = Options {
         roots,
         compression: settings.ingest.compression,
@@ -90,6 +104,25 @@ pub fn run(ctx: &Ctx, args: &IngestArgs) -> Result<ExitStatus> {
         tally.rejected
     );
     drop(ingester);
+    if tally.landed > 0 {
+        let claimed = crate::frames::bind(
+            &conn,
+            &db_path,
+            &location,
+            &claim_store,
+            crate::frames::Bind::Claim,
+        );
+        match claimed {
+            // The store stopped answering: what landed is stored; the next ingest, listen or
+            // verify --repair records the owner.
+            Err(e) if e.is_remote_failure() => tracing::warn!(
+                "beamtime {id}: the frame store's owner could not be recorded ({}); the next ingest or `beamdb verify --repair` records it",
+                escape(&e.to_string())
+            ),
+            claimed => claimed?,
+        }
+    }
+    drop(claim_store);
     drop(conn);
     if created
         && tally.landed == 0

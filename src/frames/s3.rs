@@ -131,16 +131,40 @@ impl Remote {
         let Err(list_error) = listed else {
             return Ok(());
         };
-        // object_store gives a failed listing no kind of its own; a HEAD request's failure
-        // has one (a 404 is NotFound, a 403 PermissionDenied), and for a key of the store it
-        // can only be a 404 when the bucket is missing, since a HEAD of a missing key in a
-        // bucket that exists would not have made the listing fail.
+        // The bucket is missing only when the listing itself says so (a 404, or the S3
+        // error code NoSuchBucket): a listing that failed for another reason (a 5xx after
+        // the retries, a network fault) says nothing about the bucket, and a HEAD of a key
+        // a brand-new store does not have yet would be a 404 whether or not it exists.
+        // Refused credentials: the listing's own 403, or a HEAD's (which has a kind).
+        let code = s3_code(&list_error.to_string());
+        let missing = matches!(list_error, object_store::Error::NotFound { .. })
+            || code.as_deref() == Some("NoSuchBucket");
+        let refused = matches!(
+            list_error,
+            object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+        ) || matches!(
+            code.as_deref(),
+            Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")
+        );
         let probe = format!("{key}/zarr.json");
-        match self
-            .runtime
-            .block_on(self.store.head(&Key::from(probe.as_str())))
-        {
-            Err(object_store::Error::NotFound { .. }) => Err(StoreError::RemoteSetup {
+        let probed = if missing || refused {
+            None
+        } else {
+            self.runtime
+                .block_on(self.store.head(&Key::from(probe.as_str())))
+                .err()
+        };
+        let refused = refused
+            || matches!(
+                probed,
+                Some(
+                    object_store::Error::PermissionDenied { .. }
+                        | object_store::Error::Unauthenticated { .. }
+                )
+            );
+        match () {
+            () if missing => Err(StoreError::RemoteSetup {
                 url: self.settings.url(),
                 setting: "[frames] url",
                 why: format!(
@@ -151,10 +175,7 @@ impl Remote {
                     self.settings.at.line
                 ),
             }),
-            Err(
-                object_store::Error::PermissionDenied { .. }
-                | object_store::Error::Unauthenticated { .. },
-            ) => Err(StoreError::RemoteSetup {
+            () if refused => Err(StoreError::RemoteSetup {
                 url: self.settings.url(),
                 setting: "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
                 why: format!(
@@ -163,7 +184,7 @@ impl Remote {
                     self.settings.bucket
                 ),
             }),
-            _ => Err(self.failed("cannot reach the bucket", key, list_error)),
+            () => Err(self.failed("cannot reach the bucket", key, list_error)),
         }
     }
 
@@ -285,17 +306,52 @@ impl zarrs::storage::storage_adapter::async_to_sync::AsyncToSyncBlockOn for Toki
     }
 }
 
-/// A client message with anything that looks like a credential cut out: object_store's
-/// messages name URLs, never keys, but a signed URL's query would carry a signature.
+/// A client message as users see it: the request and the status, and of a response body
+/// only the S3 error's `<Code>` and `<Message>` (a body may carry anything: request ids,
+/// a proxy's page, text a gateway echoes back); anything that looks like a signed URL's
+/// credential part (`X-Amz-...`, any case) is cut out.
 fn scrub(message: &str) -> String {
-    message
+    // object_store: "... Server returned non-2xx status code: 503 Service Unavailable: BODY".
+    let (head, body) = match message.find("status code: ") {
+        Some(at) => match message[at + 13..].find(": ") {
+            Some(end) => message.split_at(at + 13 + end),
+            None => (message, ""),
+        },
+        None => match message.find('<') {
+            Some(at) => message.split_at(at),
+            None => (message, ""),
+        },
+    };
+    let mut scrubbed = head
         .split_whitespace()
-        .map(|word| match word.find("X-Amz-") {
+        .map(|word| match word.to_ascii_lowercase().find("x-amz-") {
             Some(at) => format!("{}…", &word[..at]),
             None => word.to_string(),
         })
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    if let Some(code) = s3_error_field(body, "Code") {
+        scrubbed.push_str(&format!(" (S3 error {code}"));
+        if let Some(text) = s3_error_field(body, "Message") {
+            scrubbed.push_str(&format!(": {text}"));
+        }
+        scrubbed.push(')');
+    }
+    scrubbed
+}
+
+/// The text of the first `<{field}>` element of an S3 error body, if it is short plain text.
+fn s3_error_field(body: &str, field: &str) -> Option<String> {
+    let start = body.find(&format!("<{field}>"))? + field.len() + 2;
+    let end = start + body[start..].find(&format!("</{field}>"))?;
+    let text = body[start..end].trim();
+    (!text.is_empty() && text.len() <= 200 && !text.contains('<'))
+        .then(|| text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// The S3 error code a failed request's message carries, if any.
+fn s3_code(message: &str) -> Option<String> {
+    s3_error_field(message, "Code")
 }
 
 /// The run group name of a version of run `uid`: `{uid}@{version}`.

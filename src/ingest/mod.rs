@@ -415,8 +415,17 @@ impl<'a> Ingester<'a> {
         let written = write(self.conn, &run, &rows, &self.promoted, &self.store);
         match written {
             Ok(Ok(())) => {
-                if staged {
-                    self.store.drop_old(&uid, &run.group)?;
+                if staged && let Err(e) = self.store.drop_old(&uid, &run.group) {
+                    // On S3 the run is committed and whole in its new version: the old one
+                    // is only a leftover no committed row names, which verify --repair (or
+                    // the next ingest of the run) deletes. Not a reason to stop the ingest.
+                    if !self.store.is_remote() {
+                        return Err(e.into());
+                    }
+                    tracing::warn!(
+                        "run {uid}: stored, but its old frames version could not be deleted ({}); `beamdb verify --repair` deletes it once the store answers",
+                        crate::escape::escape(&e.to_string())
+                    );
                 }
             }
             Ok(Err(why)) => {

@@ -1239,9 +1239,15 @@ impl RunBuilder {
             .collect();
         let jobs = std::mem::take(&mut self.pending);
         let frames = &*frames;
-        let results: Vec<Result<u64, RunError>> = jobs
+        // After a remote failure the run is rejected whole: the frames not yet tried are
+        // skipped (`Ok(None)`), not each given its own retry budget (minutes in an outage).
+        let remote_failed = std::sync::atomic::AtomicBool::new(false);
+        let results: Vec<Result<Option<u64>, RunError>> = jobs
             .into_par_iter()
             .map(|job| {
+                if remote_failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(None);
+                }
                 let bytes = match job.source {
                     Source::Bytes(b) => b,
                     Source::Datum(handler, locator) => {
@@ -1261,14 +1267,20 @@ impl RunBuilder {
                     }
                 };
                 let n = bytes.len() as u64;
-                frames.store(job.stack, job.index, bytes)?;
-                Ok(n)
+                frames.store(job.stack, job.index, bytes).inspect_err(|e| {
+                    if e.is_remote_failure() {
+                        remote_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })?;
+                Ok(Some(n))
             })
             .collect();
         self.pending_bytes = 0;
         for result in results {
-            self.bytes_written += result?;
-            self.frames_written += 1;
+            if let Some(n) = result? {
+                self.bytes_written += n;
+                self.frames_written += 1;
+            }
         }
         Ok(())
     }

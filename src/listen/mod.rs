@@ -463,7 +463,16 @@ impl Lander<'_> {
         let config = self.config;
         let layout = &config.layout;
         let id = &landing.beamtime;
-        let store = FrameStore::open(&crate::frames::location(&config.frames, layout, id))?;
+        let location = crate::frames::location(&config.frames, layout, id);
+        let store = FrameStore::open(&location)?;
+        let db_path = layout.beamtime_db(id);
+        crate::frames::bind(
+            conn,
+            &db_path,
+            &location,
+            &store,
+            crate::frames::Bind::Claim,
+        )?;
         let options = Options {
             roots: config.roots.clone(),
             compression: config.compression,

@@ -770,3 +770,39 @@ fn ingest_usage_errors_exit_2_before_anything_is_written() {
     assert_eq!(code, 2, "{err}");
     assert!(!fx.data_root().exists());
 }
+
+/// An ingest whose beamtime cannot be created (here a migration that is not SQL) leaves no
+/// `frames.zarr` behind: the store is created with the database, under the migrate lock,
+/// never before it.
+#[test]
+fn ingest_whose_beamtime_cannot_be_created_leaves_no_frame_store() {
+    let fx = Fixture::new();
+    for kind in ["beamtime", "index"] {
+        for entry in std::fs::read_dir(repo(&format!("migrations/{kind}"))).unwrap() {
+            let entry = entry.unwrap();
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            let name = entry.file_name().to_string_lossy().to_string();
+            fx.write(&format!("m/{kind}/{name}"), &text);
+        }
+    }
+    fx.write("m/beamtime/V9__broken.sql", "THIS IS NOT SQL;\n");
+    fx.write("settings.toml", "[schema]\nmigrations_dir = \"m\"\n");
+    let map = crate::common::shared_map();
+    let (code, out, err) = run(&mut fx.beamdb(&[
+        "ingest",
+        "--beamtime",
+        "bt",
+        "--root-map",
+        &map,
+        path(&repo(
+            "tests/data/bluesky/7fbdf1df-8554-4a45-8123-cc03d61f67fc.jsonl",
+        )),
+    ]));
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        !fx.path()
+            .join("beamdb-data/beamtimes/bt/frames.zarr")
+            .exists(),
+        "{out}{err}"
+    );
+}

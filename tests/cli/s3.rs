@@ -1189,3 +1189,299 @@ fn s3_listen_lands_every_run_on_s3() {
         .env("BEAMDB_DATA_ROOT", s3.fx.data_root()));
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// A command run with the wrong `[frames]` settings refuses the beamtime (exit 2, naming
+/// the recorded store, the configured one and the setting) before it touches anything: a
+/// `verify --repair` without the S3 settings would otherwise quarantine every run whose
+/// frames are on S3, and the next, correctly configured repair delete their frames.
+#[test]
+fn s3_a_beamtime_on_s3_is_refused_by_a_command_set_up_for_the_filesystem() {
+    let Some(s3) = S3::new("elsewhere") else {
+        return;
+    };
+    let (maps, inputs) = npy_and_hdf5();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 0, "{out}{err}");
+    let committed = s3.groups("bt");
+    let image_refs = || {
+        let conn = rusqlite::Connection::open(s3.fx.beamtime_db("bt")).unwrap();
+        count(&conn, "SELECT count(*) FROM image_refs")
+    };
+    let rows = image_refs();
+    s3.fx.write("settings.toml", "");
+    for args in [
+        vec!["verify", "--repair"],
+        vec!["verify"],
+        ingest_args(&maps, &inputs, &["--replace"]),
+    ] {
+        let (code, out, err) = run(&mut s3.beamdb(&args));
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains(&s3.store_url("bt")), "{err}");
+        assert!(err.contains("filesystem"), "{err}");
+        assert!(err.contains("[frames] url"), "{err}");
+    }
+    assert!(!s3.fx.path().join("beamtimes/bt/quarantine").exists());
+    assert_eq!(image_refs(), rows);
+    s3.settings(&s3.bucket.clone(), &s3.endpoint.clone());
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--repair"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(s3.groups("bt"), committed);
+}
+
+/// Two data roots with the same beamtime id under one `[frames] url` share one S3 prefix:
+/// the store belongs to the beamtime database that created it (an owner token in both), and
+/// the other data root's ingest and `verify --repair` refuse it (exit 2), deleting nothing.
+#[test]
+fn s3_a_store_owned_by_another_beamtime_database_is_refused_and_never_repaired() {
+    let Some(s3) = S3::new("owner") else {
+        return;
+    };
+    let (maps, inputs) = npy_and_hdf5();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 0, "{out}{err}");
+    let committed = s3.groups("bt");
+    let other = S3 {
+        fx: Fixture::new(),
+        bucket: s3.bucket.clone(),
+        endpoint: s3.endpoint.clone(),
+        port: s3.port,
+    };
+    other.settings(&other.bucket.clone(), &other.endpoint.clone());
+    // The other data root's beamtime, with one run of its own (no frames), then a repair.
+    let (code, out, err) = run(&mut other.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains(&s3.store_url("bt")), "{err}");
+    assert!(err.contains("another beamtime database"), "{err}");
+    for args in [["verify", "--repair"], ["verify", "--deep"]] {
+        let (code, out, err) = run(&mut other.beamdb(&args));
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains("another beamtime database"), "{err}");
+    }
+    assert_eq!(s3.groups("bt"), committed);
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--deep"]));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A proxy in front of the test server that answers every delete (`DELETE`, or the bulk
+/// `POST ?delete`) with 503: a store that fails exactly when old objects are being removed.
+fn no_delete_proxy(target: u16) -> u16 {
+    refusing_proxy(target, |line| {
+        line.starts_with("DELETE ") || (line.starts_with("POST ") && line.contains("?delete"))
+    })
+    .0
+}
+
+/// What [`refusing_proxy`] answers a refused request with: an S3 error whose request id
+/// stands for what a message must not repeat (a response body is never printed whole).
+const REFUSED_BODY: &str = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message><RequestId>BODY-NEVER-PRINTED</RequestId></Error>";
+
+/// A proxy in front of the test server that answers the requests whose request line
+/// `refuse` picks with 503 and [`REFUSED_BODY`], and forwards every other request, one
+/// request per connection to the server.
+/// Returns the port and the count of refused requests.
+fn refusing_proxy(
+    target: u16,
+    refuse: fn(&str) -> bool,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = refused.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let _ = client.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut seen: Vec<u8> = Vec::new();
+                let mut buf = [0u8; 65536];
+                loop {
+                    // One request: headers, then Content-Length bytes of body.
+                    let body_start = loop {
+                        if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match client.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&seen[..body_start]).to_string();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let chunked = head
+                        .to_ascii_lowercase()
+                        .contains("transfer-encoding: chunked");
+                    let end = loop {
+                        if chunked {
+                            if let Some(at) = seen[body_start..]
+                                .windows(5)
+                                .position(|w| w == b"0\r\n\r\n")
+                            {
+                                break body_start + at + 5;
+                            }
+                        } else if seen.len() >= body_start + length {
+                            break body_start + length;
+                        }
+                        match client.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let request: Vec<u8> = seen.drain(..end).collect();
+                    let line = head.lines().next().unwrap_or("");
+                    if refuse(line) {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let _ = client.write_all(
+                            format!(
+                                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{REFUSED_BODY}",
+                                REFUSED_BODY.len()
+                            )
+                            .as_bytes(),
+                        );
+                        continue;
+                    }
+                    // Forwarded with `Connection: close`: the answer is everything the
+                    // server sends.
+                    let text = String::from_utf8_lossy(&request[..body_start]).replacen(
+                        "\r\n\r\n",
+                        "\r\nConnection: close\r\n\r\n",
+                        1,
+                    );
+                    let text = text
+                        .lines()
+                        .filter(|l| !l.to_ascii_lowercase().starts_with("connection: keep"))
+                        .collect::<Vec<_>>()
+                        .join("\r\n")
+                        .trim_end()
+                        .to_string();
+                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)) else {
+                        return;
+                    };
+                    let _ = server.write_all(text.as_bytes());
+                    let _ = server.write_all(b"\r\n\r\n");
+                    let _ = server.write_all(&request[body_start..]);
+                    let mut answer = Vec::new();
+                    let _ = server.read_to_end(&mut answer);
+                    // The server closed its side: so does the proxy, once answered.
+                    let _ = client.write_all(&answer);
+                    return;
+                }
+            });
+        }
+    });
+    (port, refused)
+}
+
+/// `ingest --replace` on S3 whose deletion of the old version fails after the commit: the
+/// run is landed (the commit stands), a warning says the old version is left for
+/// `verify --repair`, and the ingest goes on with the next run (exit 0).
+#[test]
+fn s3_a_failed_delete_of_the_old_version_after_the_commit_is_a_warning() {
+    let Some(s3) = S3::new("drop-old") else {
+        return;
+    };
+    let (maps, inputs) = npy_and_hdf5();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 0, "{out}{err}");
+    let before = s3.groups("bt").len();
+    let proxy = no_delete_proxy(s3.port);
+    s3.settings(&s3.bucket, &format!("http://127.0.0.1:{proxy}"));
+    let changed = s3.fx.edited_copy(
+        &repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl")),
+        "changed.jsonl",
+        |t| t.replace("\"num_points\": 5", "\"num_points\": 6"),
+    );
+    let scalar = repo("tests/data/bluesky/7fbdf1df-8554-4a45-8123-cc03d61f67fc.jsonl");
+    let map = shared_map();
+    let (code, out, err) = run(&mut s3.beamdb(&[
+        "ingest",
+        "--beamtime",
+        "bt",
+        "--replace",
+        "--root-map",
+        &map,
+        path(&changed),
+        path(&scalar),
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("landed    {COUNT_RUN}")), "{out}");
+    // The ingest went on with the next input.
+    assert!(
+        out.contains("7fbdf1df-8554-4a45-8123-cc03d61f67fc"),
+        "{out}"
+    );
+    assert!(err.contains("verify --repair"), "{err}");
+    assert!(s3.groups("bt").len() > before, "the old version is left");
+    s3.settings(&s3.bucket.clone(), &s3.endpoint.clone());
+    let (code, out, err) = run(&mut s3.beamdb(&["verify", "--repair"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(s3.groups("bt").len(), before);
+}
+
+/// A listing that keeps failing (503 after the retries) on a brand-new store, whose
+/// `zarr.json` a HEAD then finds missing, is a store that cannot be reached (exit 1), not a
+/// missing bucket (exit 2); the message gives the status and the S3 error's code and
+/// message, never the response body otherwise.
+#[test]
+fn s3_a_failing_listing_is_not_a_missing_bucket_and_prints_no_response_body() {
+    let Some(s3) = S3::new("flaky-list") else {
+        return;
+    };
+    let (proxy, _) = refusing_proxy(s3.port, |line| line.contains("list-type=2"));
+    s3.settings(&s3.bucket, &format!("http://127.0.0.1:{proxy}"));
+    let (maps, inputs) = npy_and_hdf5();
+    let (code, out, err) = run(&mut s3.beamdb(&ingest_args(&maps, &inputs, &[])));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+    assert!(err.contains("cannot reach the bucket"), "{err}");
+    assert!(err.contains("503"), "{err}");
+    assert!(
+        err.contains("SlowDown") && err.contains("Please reduce your request rate."),
+        "{err}"
+    );
+    assert!(
+        !err.contains("BODY-NEVER-PRINTED") && !err.contains("<Error>"),
+        "{err}"
+    );
+    assert!(!s3.fx.beamtime_db("bt").exists(), "nothing created");
+}
+
+/// A store that refuses every frame of a run: the run is rejected at the first frame that
+/// fails after its retries, the frames not yet tried are skipped (not each retried in
+/// turn, which takes minutes in an outage).
+#[test]
+fn s3_a_run_whose_frames_fail_stops_at_the_first_failed_frame() {
+    let Some(s3) = S3::new("first-failure") else {
+        return;
+    };
+    let (proxy, refused) = refusing_proxy(s3.port, |line| {
+        line.starts_with("PUT ") && line.contains("/primary/ccd/c/")
+    });
+    s3.settings(&s3.bucket, &format!("http://127.0.0.1:{proxy}"));
+    let map = shared_map();
+    let source = repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl"));
+    let (code, out, err) = run(s3
+        .beamdb(&[
+            "ingest",
+            "--beamtime",
+            "bt",
+            "--root-map",
+            &map,
+            path(&source),
+        ])
+        .env("RAYON_NUM_THREADS", "2"));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(out.contains(&format!("rejected  {COUNT_RUN}")), "{out}");
+    // 5 frames, each tried 1 + 6 times: all of them would be 35 refused requests; two
+    // threads stop after their first failed frames.
+    let refused = refused.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(refused <= 3 * 7, "{refused} refused requests");
+}
