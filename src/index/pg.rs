@@ -52,6 +52,8 @@ pub struct PgError {
     pub hint: String,
     #[source]
     pub source: Option<postgres::Error>,
+    /// The index is newer than, or diverges from, this beamdb's migrations (exit 5).
+    ahead: bool,
 }
 
 impl PgError {
@@ -66,6 +68,7 @@ impl PgError {
             },
             hint: hint(url, &source),
             source: Some(source),
+            ahead: false,
         }
     }
 
@@ -76,6 +79,7 @@ impl PgError {
             cause: String::new(),
             hint: hint.into(),
             source: None,
+            ahead: false,
         }
     }
 }
@@ -102,8 +106,55 @@ impl PgError {
 
 impl crate::exit::HasExitStatus for PgError {
     fn exit_status(&self) -> crate::exit::ExitStatus {
-        crate::exit::ExitStatus::Failure
+        if self.ahead {
+            crate::exit::ExitStatus::DatabaseAhead
+        } else {
+            crate::exit::ExitStatus::Failure
+        }
     }
+}
+
+/// What to do when the index's history is ahead of, or differs from, this beamdb's.
+const AHEAD_HINT: &str = "the index was migrated by another (newer) beamdb, or a migration file was edited after it was applied: use the beamdb that migrated it (or a newer one), or restore the migration file; nothing was changed";
+
+/// The error when the history row (`version`, `name`, `checksum`) of the index is not one
+/// of `files` as it is: `None` when it is.
+fn history_mismatch(
+    url: &PgUrl,
+    files: &[crate::migrations::files::MigrationFile],
+    version: i32,
+    name: &str,
+    checksum: &str,
+) -> Option<PgError> {
+    let stem = format!("V{version}__{name}");
+    let shown = crate::escape::escape(&stem).into_owned();
+    let Some(file) = files.iter().find(|f| f.version == version) else {
+        return Some(PgError {
+            ahead: true,
+            ..PgError::other(
+                url,
+                format!("its history has migration {shown}, which this beamdb does not have"),
+                AHEAD_HINT,
+            )
+        });
+    };
+    let ours = refinery::Migration::unapplied(&file.stem(), &file.sql)
+        .map(|m| m.checksum().to_string())
+        .ok();
+    if file.name != name || ours.as_deref() != Some(checksum) {
+        return Some(PgError {
+            ahead: true,
+            ..PgError::other(
+                url,
+                format!(
+                    "its applied migration {shown} differs from this beamdb's {}",
+                    file.stem()
+                ),
+                AHEAD_HINT,
+            )
+        });
+    }
+    None
 }
 
 /// What to do about `error`, as the person running beamdb can act on it.
@@ -429,18 +480,35 @@ pub fn pending(
     let files = super::pg_schema::load(migrations_dir)
         .map_err(|why| PgError::other(url, why, "fix [schema] migrations_dir"))?;
     let mut client = connect(url)?;
-    let read = |client: &mut Client| -> Result<Vec<i32>, postgres::Error> {
+    type Applied = Vec<(i32, String, String)>;
+    let read = |client: &mut Client| -> Result<Applied, postgres::Error> {
         let exists: Option<String> = client
             .query_one("SELECT to_regclass($1)::text", &[&HISTORY_TABLE])?
             .try_get(0)?;
         if exists.is_none() {
             return Ok(Vec::new());
         }
-        let rows = client.query(&format!("SELECT version FROM {HISTORY_TABLE}"), &[])?;
-        rows.iter().map(|r| r.try_get(0)).collect()
+        let rows = client.query(
+            &format!(
+                "SELECT version, name::text, checksum::text FROM {HISTORY_TABLE} ORDER BY version"
+            ),
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
     };
-    let applied =
+    let history =
         read(&mut client).map_err(|e| PgError::new(url, "cannot read the index's history", e))?;
+    // A version this beamdb lacks, or one it has otherwise: exit 5, as refinery refuses
+    // to migrate it.
+    if let Some(err) = history
+        .iter()
+        .find_map(|(v, name, sum)| history_mismatch(url, &files, *v, name, sum))
+    {
+        return Err(err);
+    }
+    let applied: Vec<i32> = history.iter().map(|(v, _, _)| *v).collect();
     Ok(files
         .iter()
         .filter(|f| !applied.contains(&f.version))
@@ -512,11 +580,23 @@ pub fn migrate(
                     source,
                 ));
             }
-            Err(PgError::other(
-                url,
-                format!("cannot apply the index migrations: {e}"),
-                "if its refinery_schema_history names migrations this beamdb lacks or has otherwise, use the beamdb that migrated it; nothing was changed",
-            ))
+            let ahead = matches!(
+                e.kind(),
+                refinery::error::Kind::DivergentVersion(..)
+                    | refinery::error::Kind::MissingVersion(..)
+            );
+            Err(PgError {
+                ahead,
+                ..PgError::other(
+                    url,
+                    format!("cannot apply the index migrations: {e}"),
+                    if ahead {
+                        AHEAD_HINT
+                    } else {
+                        "if its refinery_schema_history names migrations this beamdb lacks or has otherwise, use the beamdb that migrated it; nothing was changed"
+                    },
+                )
+            })
         }
     }
 }

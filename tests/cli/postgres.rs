@@ -813,6 +813,40 @@ mod server {
         );
     }
 
+    /// Review #15: an index migrated by a newer beamdb (a version this one lacks), or whose
+    /// applied migration differs from this beamdb's, exits 5 from `migrate --check`,
+    /// `migrate` and `reindex`, as a SQLite database does.
+    #[test]
+    fn postgres_index_ahead_of_or_diverging_from_the_binary_exits_5() {
+        let Some(server) = server() else { return };
+        let pg = PgFixture::new(server);
+        std::fs::create_dir_all(pg.fx.data_root().join("beamtimes")).unwrap();
+        pg.ok(&["initdb"]);
+        let admin = || pg.server.admin(&pg.db);
+        admin()
+            .batch_execute(
+                "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) VALUES (99, 'future', '2030-01-01T00:00:00Z', '1')",
+            )
+            .unwrap();
+        for args in [&["migrate", "--check"][..], &["migrate"], &["reindex"]] {
+            let (code, out, err) = run(&mut pg.beamdb(args));
+            assert_eq!(code, 5, "{args:?}: {out}{err}");
+            assert!(
+                err.contains("V99__future") || err.contains("99"),
+                "{args:?}: {err}"
+            );
+        }
+        admin()
+            .batch_execute(
+                "DELETE FROM refinery_schema_history WHERE version = 99; UPDATE refinery_schema_history SET checksum = '12345' WHERE version = 1",
+            )
+            .unwrap();
+        for args in [&["migrate", "--check"][..], &["migrate"], &["reindex"]] {
+            let (code, out, err) = run(&mut pg.beamdb(args));
+            assert_eq!(code, 5, "{args:?}: {out}{err}");
+        }
+    }
+
     /// The lock is the server's, so a reindex on another host would see it too.
     #[test]
     fn postgres_second_reindex_of_one_data_root_exits_75() {
