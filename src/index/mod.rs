@@ -63,6 +63,24 @@ pub struct BeamtimeEntry {
     pub runs: Vec<IndexedRun>,
 }
 
+impl BeamtimeEntry {
+    /// The beamtime's span in the `beamtimes` row: its first run's start to its last run's
+    /// stop (a run without a stop counts by its start). Derived here, for both backends.
+    pub fn time_span(&self) -> (Option<f64>, Option<f64>) {
+        let start = self
+            .runs
+            .iter()
+            .filter_map(|r| r.time_start)
+            .reduce(f64::min);
+        let stop = self
+            .runs
+            .iter()
+            .filter_map(|r| r.time_stop.or(r.time_start))
+            .reduce(f64::max);
+        (start, stop)
+    }
+}
+
 /// One beamtime as the index holds it, for readers that must know whether it is current.
 #[derive(Debug, Clone)]
 pub struct IndexedBeamtime {

@@ -1084,16 +1084,7 @@ fn replace_in_transaction(
         );
     }
     let id_of = |name: &Option<String>| name.as_ref().and_then(|n| researcher_ids.get(n).copied());
-    let time_start = entry
-        .runs
-        .iter()
-        .filter_map(|r| r.time_start)
-        .reduce(f64::min);
-    let time_stop = entry
-        .runs
-        .iter()
-        .filter_map(|r| r.time_stop.or(r.time_start))
-        .reduce(f64::max);
+    let (time_start, time_stop) = entry.time_span();
     let num_runs = entry.runs.len() as i64;
     tx.execute(
         "INSERT INTO beamtimes (id, researcher_id, db_path, time_start, time_stop, num_runs, watermark, indexed_at)

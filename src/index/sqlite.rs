@@ -200,16 +200,7 @@ impl IndexDb {
         let id_of =
             |name: &Option<String>| name.as_ref().and_then(|n| researcher_ids.get(n).copied());
 
-        let time_start = entry
-            .runs
-            .iter()
-            .filter_map(|r| r.time_start)
-            .reduce(f64::min);
-        let time_stop = entry
-            .runs
-            .iter()
-            .filter_map(|r| r.time_stop.or(r.time_start))
-            .reduce(f64::max);
+        let (time_start, time_stop) = entry.time_span();
         tx.execute(
             "INSERT INTO beamtimes (id, researcher_id, db_path, time_start, time_stop, num_runs, watermark, indexed_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)

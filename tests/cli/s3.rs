@@ -516,17 +516,36 @@ fn s3_verify_finds_unowned_versions_and_repair_deletes_them_but_no_committed_fra
 }
 
 /// `beamdb ingest` of the sample runs, as a process of its own (to be killed).
-pub(crate) fn spawn_ingest(s3: &S3, maps: &[String], inputs: &[PathBuf]) -> std::process::Child {
+/// `beamdb` as a child of this test (to be killed, or fed on stdin), with only the test
+/// credentials and the fixture's scratch folder in its environment.
+fn beamdb_child(s3: &S3) -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("beamdb"));
     cmd.current_dir(s3.fx.path())
         .env_clear()
         .env("AWS_ACCESS_KEY_ID", KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("TMPDIR", s3.fx.path())
+        .env("TMPDIR", s3.fx.path());
+    cmd
+}
+
+pub(crate) fn spawn_ingest(s3: &S3, maps: &[String], inputs: &[PathBuf]) -> std::process::Child {
+    beamdb_child(s3)
         .args(ingest_args(maps, inputs, &[]))
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cmd.spawn().expect("spawn ingest")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ingest")
+}
+
+/// `beamdb ingest --beamtime bt -` reading documents from this test through a pipe.
+fn spawn_stdin_ingest(s3: &S3, map: &str) -> std::process::Child {
+    beamdb_child(s3)
+        .args(["ingest", "--beamtime", "bt", "--root-map", map, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// SIGKILL at several points of an S3 ingest: whatever it leaves, `verify --repair` cleans,
@@ -735,18 +754,7 @@ fn s3_server_stopped_mid_ingest_rejects_the_run_whole_with_exit_4() {
     let scalar = repo("tests/data/bluesky/7fbdf1df-8554-4a45-8123-cc03d61f67fc.jsonl");
     let frames = repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl"));
     let map = shared_map();
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("beamdb"))
-        .current_dir(s3.fx.path())
-        .env_clear()
-        .env("AWS_ACCESS_KEY_ID", KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("TMPDIR", s3.fx.path())
-        .args(["ingest", "--beamtime", "bt", "--root-map", &map, "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_stdin_ingest(&s3, &map);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&std::fs::read(&scalar).unwrap()).unwrap();
     stdin.flush().unwrap();
@@ -1061,18 +1069,7 @@ fn s3_a_5xx_mid_run_is_retried_then_the_run_is_rejected_whole() {
         std::fs::read_to_string(repo(&format!("tests/data/bluesky/{COUNT_RUN}.jsonl"))).unwrap();
     let (body, stop) = frames.trim_end().rsplit_once('\n').unwrap();
     let map = shared_map();
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("beamdb"))
-        .current_dir(s3.fx.path())
-        .env_clear()
-        .env("AWS_ACCESS_KEY_ID", KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("TMPDIR", s3.fx.path())
-        .args(["ingest", "--beamtime", "bt", "--root-map", &map, "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_stdin_ingest(&s3, &map);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&std::fs::read(&scalar).unwrap()).unwrap();
     // The second run up to its stop: opened (its versions listed), frames not yet stored.
